@@ -1,0 +1,138 @@
+"""The slug: an app's deployable files plus its dependencies, built once per content and cached."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynosim.build.python import (STEP, env_key, find_dependencies, find_python,
+                                  install_dependencies, run_hook)
+from dynosim.build.source import apply_slugignore, export_source
+from dynosim.errors import BuildError
+
+ID_LENGTH = 32  # hex digits of a slug id
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Slug:
+    id: str  # content hash of the source tree and the dependency environment
+    path: Path  # the slug's root; dynos use it as HOME and cwd
+    venv: Path | None  # the shared virtualenv outside the slug; None without a dependency file
+    python_version: str  # the interpreter the app gets, e.g. "3.11.7"
+    commit: str | None  # 40-hex HEAD sha when the slug is exactly a commit
+    description: str  # "Deploy 58d1fdd", "Deploy dirty working tree", "Deploy (no git)"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("DYNOSIM_CACHE_DIR"):
+        return Path(os.environ["DYNOSIM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dynosim"
+
+
+def build_slug(app_dir: Path, *, cache_dir: Path, dirty: bool = False,
+               say: Callable[[str], None] = print) -> Slug:
+    """Build the app's slug the way Heroku's slug compiler and Python buildpack would, or reuse
+    the cached one with the same content. `say` gets each build output line."""
+    app_dir = Path(app_dir).absolute()
+    if not app_dir.is_dir():
+        raise BuildError(f"{app_dir}: no such app folder; pass the folder that holds the Procfile")
+    cache_dir = Path(cache_dir).absolute()  # pip and the hooks run with the slug as cwd
+    slugs = cache_dir / "slugs"
+    slugs.mkdir(parents=True, exist_ok=True)
+    # Built beside its final place, so that finishing it is one atomic rename.
+    build_dir = Path(tempfile.mkdtemp(prefix=".build-", dir=slugs))
+    try:
+        notes: list[str] = []  # the source's warnings belong under the first line, which needs its result
+        source = export_source(app_dir, build_dir, dirty=dirty, say=notes.append)
+        say(f"{STEP}Building source ({source.description})")
+        for note in notes:
+            say(note)
+        removed = apply_slugignore(build_dir, say)
+        if removed:
+            say(f"{STEP}Removed {removed} {'path' if removed == 1 else 'paths'} matching .slugignore")
+        say(f"{STEP}Python app detected")
+        python = find_python(build_dir, say)
+        deps = find_dependencies(build_dir, say)
+        key = env_key(python, deps)
+        venv = cache_dir / "venvs" / key if deps is not None else None
+        slug_id = _tree_hash(build_dir, key)
+        final = slugs / slug_id
+        if final.is_dir():
+            if deps is not None and venv is not None:  # rebuilt here only if the venv was deleted
+                install_dependencies(deps, python=python, slug_dir=build_dir, venv=venv, say=say)
+            say(f"{STEP}Using cached slug {slug_id[:12]}")
+        else:
+            # Heroku gives buildpacks the commit being built; the hooks may use it.
+            env = {"SOURCE_VERSION": source.commit} if source.commit else {}
+            run_hook("pre_compile", slug_dir=build_dir, venv=venv, env=env, say=say)
+            if deps is not None and venv is not None:
+                install_dependencies(deps, python=python, slug_dir=build_dir, venv=venv, say=say)
+            run_hook("post_compile", slug_dir=build_dir, venv=venv, env=env, say=say)
+            build_dir.chmod(0o755)  # mkdtemp made it private; a slug is read by its dynos
+            _move_into_place(build_dir, final)
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+    size = _size(final) + (_size(venv) if venv is not None else 0)
+    say(f"{STEP}Compiled slug size: {_human(size)}")
+    say(f"{STEP}Done: slug {slug_id[:12]}")
+    return Slug(id=slug_id, path=final, venv=venv, python_version=python.version,
+                commit=source.commit, description=source.description)
+
+
+def _move_into_place(build_dir: Path, final: Path) -> None:
+    try:
+        os.rename(build_dir, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        # Another build of the same content finished first; its slug is as good as ours.
+
+
+def _entries(root: Path) -> Iterator[Path]:
+    """Every path under root, without following symlinks."""
+    for current, dirs, files in os.walk(root):
+        for name in dirs + files:
+            yield Path(current) / name
+
+
+def _tree_hash(root: Path, env: str) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(_entries(root)):
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            content = os.readlink(path)
+        elif stat.S_ISREG(mode):
+            content = _file_hash(path)
+        else:
+            content = ""
+        digest.update(f"{path.relative_to(root).as_posix()}\0{mode:o}\0{content}\n".encode())
+    digest.update(env.encode())
+    return digest.hexdigest()[:ID_LENGTH]
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _size(root: Path) -> int:
+    stats = (path.lstat() for path in _entries(root))
+    return sum(st.st_size for st in stats if not stat.S_ISDIR(st.st_mode))
+
+
+def _human(size: float) -> str:
+    for unit in "BKM":
+        if size < 1024:
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}G"

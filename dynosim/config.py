@@ -1,0 +1,152 @@
+"""Config vars: app.json env, .env and config:set, merged the way a dyno will see them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+from dotenv import dotenv_values
+from dotenv.parser import Binding, parse_stream
+
+from dynosim.errors import ConfigError
+from dynosim.manifest import ENV_NAME, Manifest
+
+_NAME_RULE = "use letters, digits and _, not starting with a digit"
+
+
+def state_dir(app_dir: Path) -> Path:
+    """<app>/.dynosim, made private and kept out of git and slugs by its own .gitignore."""
+    path = app_dir / ".dynosim"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        ignore = path / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+    except OSError as error:
+        raise ConfigError(
+            f"{path}: cannot create dynosim's state folder ({error.strerror}). Check its permissions"
+        ) from None
+    return path
+
+
+def load_dotenv(path: Path) -> dict[str, str]:
+    """The variables of a .env file as python-dotenv reads them, without touching os.environ."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it ({error.strerror}). Make it a readable file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: byte {error.start} is not UTF-8. Save it as UTF-8 text") from None
+    # python-dotenv only logs a line it cannot parse and skips it; a skipped line would be a
+    # missing config var at run time, so find those lines first and refuse them.
+    for binding in parse_stream(io.StringIO(text)):
+        where = f"{path.name}:{_line_of(binding)}"
+        if binding.error:
+            statement = binding.original.string.strip()
+            raise ConfigError(f"{where}: cannot parse {statement!r}. Write KEY=VALUE (quote values with spaces)")
+        if binding.key is None:
+            continue
+        if not ENV_NAME.match(binding.key):
+            raise ConfigError(f"{where}: {binding.key!r} is not a valid variable name; {_NAME_RULE}")
+        if binding.value is None:
+            raise ConfigError(f"{where}: {binding.key} has no value; write {binding.key}= for an empty value")
+    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _line_of(binding: Binding) -> int:
+    # A binding's line is where its leading blank lines start, not where its text does.
+    original = binding.original.string
+    leading = original[: len(original) - len(original.lstrip())]
+    return binding.original.line + len(re.findall(r"\r\n|\n|\r", leading))
+
+
+class ConfigStore:
+    """Config vars kept in <app>/.dynosim/config.json, mode 0600 (secrets live there)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "config.json"
+
+    def load(self) -> dict[str, str]:
+        """The vars set with config:set."""
+        return self._read()["vars"]
+
+    def save(self, values: Mapping[str, str]) -> None:
+        for name in values:
+            if not ENV_NAME.match(name):
+                raise ConfigError(f"{name!r} is not a valid config var name; {_NAME_RULE}")
+        self._write({**self._read(), "vars": dict(values)})
+
+    def generated_secret(self, name: str) -> str:
+        """app.json's generator "secret": made once, then the same value on every run."""
+        data = self._read()
+        if name not in data["generated"]:
+            # Heroku's generated secrets are 64 hex characters.
+            data["generated"][name] = secrets.token_hex(32)
+            self._write(data)
+        return data["generated"][name]
+
+    def _read(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"vars": {}, "generated": {}}
+        except (OSError, ValueError) as error:
+            raise self._corrupt(str(error)) from None
+        if not isinstance(data, dict):
+            raise self._corrupt("expected a JSON object")
+        sections = {key: data.get(key, {}) for key in ("vars", "generated")}
+        for key, section in sections.items():
+            if not isinstance(section, dict) or not all(isinstance(value, str) for value in section.values()):
+                raise self._corrupt(f'"{key}" must map names to strings')
+        return sections
+
+    def _corrupt(self, detail: str) -> ConfigError:
+        return ConfigError(
+            f"{self.path}: unreadable config vars ({detail}). Fix the file or delete it and set them again"
+        )
+
+    def _write(self, data: Mapping[str, Mapping[str, str]]) -> None:
+        # mkstemp creates the file 0600 before a byte is written, so secrets are never
+        # world-readable, and os.replace swaps it in whole so a crash leaves the old file.
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".config.", suffix=".tmp")
+        except OSError as error:
+            raise ConfigError(
+                f"{self.path}: cannot write config vars ({error.strerror}). Check the folder's permissions"
+            ) from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(data, file, indent=2, sort_keys=True)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def resolve_config_vars(app_dir: Path, manifest: Manifest, store: ConfigStore) -> dict[str, str]:
+    """Precedence, lowest first: app.json env (and its generated secrets) < .env < config:set."""
+    overrides = {**load_dotenv(app_dir / ".env"), **store.load()}
+    values: dict[str, str] = {}
+    for name, spec in manifest.env.items():
+        if spec.value is not None:
+            values[name] = spec.value
+        elif spec.generator == "secret" and name not in overrides:
+            values[name] = store.generated_secret(name)
+    values.update(overrides)
+    for name, spec in manifest.env.items():
+        if spec.required and name not in values:
+            raise ConfigError(
+                f"app.json: env {name} is required; set it in .env ({name}=...) or with dynosim config:set {name}=..."
+            )
+    return values

@@ -1,0 +1,199 @@
+"""app.json: the env, formation, add-ons and scripts Heroku reads when it creates an app.
+
+Only the keys dynosim acts on are checked; app.json has many others (logo, keywords,
+environments, buildpacks...) and Heroku tolerates them, so they are ignored here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import ClassVar, Mapping, NoReturn
+
+from dynosim.errors import ManifestError
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Heroku upper-cases an attachment name, so lowercase letters are fine here.
+_ATTACHMENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    name: str
+    value: str | None
+    required: bool
+    generator: str | None  # only "secret" exists
+    description: str | None
+
+
+@dataclass(frozen=True)
+class FormationSpec:
+    quantity: int
+    size: str | None
+
+
+@dataclass(frozen=True)
+class AddonSpec:
+    plan: str  # "heroku-postgresql" or "heroku-postgresql:essential-0"
+    as_name: str | None  # the attachment name, app.json's "as"
+    options: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str | None
+    env: Mapping[str, EnvSpec]
+    formation: Mapping[str, FormationSpec]
+    addons: tuple[AddonSpec, ...]
+    scripts: Mapping[str, str]
+
+    EMPTY: ClassVar[Manifest]  # an app without app.json
+
+
+Manifest.EMPTY = Manifest(
+    name=None, env=MappingProxyType({}), formation=MappingProxyType({}), addons=(), scripts=MappingProxyType({})
+)
+
+
+def load_manifest(app_dir: Path) -> Manifest:
+    path = app_dir / "app.json"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return Manifest.EMPTY
+    except OSError as error:
+        raise ManifestError(f"{path}: cannot read it ({error.strerror}). Make it a readable file") from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path}: byte {error.start} is not UTF-8. Save app.json as UTF-8 text") from None
+    return parse_manifest(text, path)
+
+
+def parse_manifest(text: str, path: Path) -> Manifest:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ManifestError(
+            f"{path.name}:{error.lineno}: not valid JSON: {error.msg} (column {error.colno}). Fix the syntax there"
+        ) from None
+    fail = _Failer(path.name)
+    top = fail.mapping(data, "the top level")
+    return Manifest(
+        name=fail.optional_string(top, "name", ""),
+        env=MappingProxyType({key: _env_spec(fail, key, raw) for key, raw in fail.mapping_at(top, "env").items()}),
+        formation=MappingProxyType(
+            {key: _formation_spec(fail, key, raw) for key, raw in fail.mapping_at(top, "formation").items()}
+        ),
+        addons=tuple(_addon_spec(fail, index, raw) for index, raw in enumerate(fail.list_at(top, "addons"))),
+        scripts=MappingProxyType(
+            {key: fail.string(raw, f"scripts.{key}") for key, raw in fail.mapping_at(top, "scripts").items()}
+        ),
+    )
+
+
+def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
+    where = f"env.{name}"
+    if not ENV_NAME.match(name):
+        fail(
+            f"env name {json.dumps(name)} is not a valid variable name;"
+            " use letters, digits and _, not starting with a digit"
+        )
+    # Scalars go through string() so that a number gets the "quote it" hint.
+    if isinstance(raw, (str, int, float)):
+        return EnvSpec(name=name, value=fail.string(raw, where), required=False, generator=None, description=None)
+    spec = fail.mapping(raw, where, 'a string or an object like {"value": "...", "required": true}')
+    generator = fail.optional_string(spec, "generator", where)
+    if generator not in (None, "secret"):
+        fail(f'{where}.generator must be "secret" (the only generator Heroku has), got {json.dumps(generator)}')
+    required = spec.get("required", False)
+    if not isinstance(required, bool):
+        fail(f"{where}.required must be true or false, got {json.dumps(required)}")
+    return EnvSpec(
+        name=name,
+        value=fail.optional_string(spec, "value", where),
+        required=required,
+        generator=generator,
+        description=fail.optional_string(spec, "description", where),
+    )
+
+
+def _formation_spec(fail: _Failer, process_type: str, raw: object) -> FormationSpec:
+    where = f"formation.{process_type}"
+    spec = fail.mapping(raw, where, 'an object like {"quantity": 1}')
+    quantity = spec.get("quantity")
+    # bool is an int in Python, but `true` is not a dyno count.
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+        got = "nothing" if quantity is None else json.dumps(quantity)
+        fail(f"{where}.quantity must be a whole number >= 0, got {got}")
+    return FormationSpec(quantity=quantity, size=fail.optional_string(spec, "size", where))
+
+
+def _addon_spec(fail: _Failer, index: int, raw: object) -> AddonSpec:
+    where = f"addons[{index}]"
+    if isinstance(raw, str):
+        return AddonSpec(plan=fail.plan(raw, where), as_name=None, options=MappingProxyType({}))
+    spec = fail.mapping(raw, where, 'a string like "heroku-postgresql" or an object like {"plan": "heroku-postgresql"}')
+    if "plan" not in spec:
+        fail(f'{where} has no "plan"; add one like "plan": "heroku-postgresql"')
+    as_name = fail.optional_string(spec, "as", where)
+    if as_name is not None and not _ATTACHMENT_NAME.match(as_name):
+        fail(f"{where}.as must be letters, digits and _ starting with a letter, got {json.dumps(as_name)}")
+    return AddonSpec(
+        plan=fail.plan(spec["plan"], f"{where}.plan"),
+        as_name=as_name,
+        options=MappingProxyType(dict(fail.mapping_at(spec, "options", where))),
+    )
+
+
+class _Failer:
+    """Type checks that raise a one-line ManifestError naming the file and key path."""
+
+    def __init__(self, file_name: str) -> None:
+        self.file_name = file_name
+
+    def __call__(self, message: str) -> NoReturn:
+        raise ManifestError(f"{self.file_name}: {message}")
+
+    def mapping(self, value: object, where: str, example: str = "an object") -> dict[str, object]:
+        if not isinstance(value, dict):
+            self(f"{where} must be {example}, got {_show(value)}")
+        return value
+
+    def mapping_at(self, parent: dict[str, object], key: str, where: str = "") -> dict[str, object]:
+        return self.mapping(parent.get(key, {}), _join(where, key))
+
+    def list_at(self, parent: dict[str, object], key: str) -> list[object]:
+        value = parent.get(key, [])
+        if not isinstance(value, list):
+            self(f"{key} must be a list, got {_show(value)}")
+        return value
+
+    def string(self, value: object, where: str) -> str:
+        if not isinstance(value, str):
+            quote = f"; quote it: {json.dumps(json.dumps(value))}" if isinstance(value, (int, float)) else ""
+            self(f"{where} must be a string, got {_show(value)}{quote}")
+        return value
+
+    def optional_string(self, parent: dict[str, object], key: str, where: str) -> str | None:
+        value = parent.get(key)
+        return None if value is None else self.string(value, _join(where, key))
+
+    def plan(self, value: object, where: str) -> str:
+        plan = self.string(value, where)
+        if not re.fullmatch(r"[^\s:]+(:[^\s:]+)?", plan):
+            self(
+                f'{where} must look like "heroku-postgresql" or "heroku-postgresql:essential-0",'
+                f" got {json.dumps(plan)}"
+            )
+        return plan
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _show(value: object) -> str:
+    shown = json.dumps(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."

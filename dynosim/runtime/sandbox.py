@@ -1,0 +1,289 @@
+"""A dyno's fresh filesystem and process containment, in two modes behind one interface.
+
+namespaces: each dyno is a user+mount+PID namespace; its filesystem is an overlay of the slug
+mounted over the slug's own path (writes land in a per-dyno upper dir), with a private /tmp.
+The kernel ends every process of the dyno with its PID 1, and a parent-death signal chains
+that to the supervisor. copy: the dyno gets a copy of the slug and its own session, and
+psutil ends whatever it started, found by a marker in the environment it inherited.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ..build import Slug
+
+INIT = Path(__file__).with_name("dynoinit.py")
+MARKER = "DYNOSIM_DYNO_ID"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class DynoFilesystem:
+    home: Path  # the app as the dyno sees it: $HOME and the working directory
+    venv: Path | None  # the dependency environment as the dyno sees it
+    scratch: Path  # the dyno's own directory, outside the app: all a wipe removes
+    writes: tuple[Path, ...]  # directories holding exactly what the dyno wrote
+    tmpdir: Path | None  # TMPDIR, when /tmp is not private to the dyno
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class DynoProcess:
+    """The running command of one dyno: every process in it, signalled as one."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, marker: str, namespaced: bool) -> None:
+        self.proc = proc
+        self.marker = marker
+        self._namespaced = namespaced
+        self._terminating = False
+        self._killed = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of the dyno, including ones that left its process tree."""
+        found: dict[int, psutil.Process] = {}
+        try:
+            root = psutil.Process(self.proc.pid)
+            found[root.pid] = root
+            found.update((p.pid, p) for p in root.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+        if not self._namespaced:
+            found.update((p.pid, p) for p in _marked(self.marker))
+        return list(found.values())
+
+    def terminate(self) -> None:
+        """SIGTERM to every process in the dyno."""
+        self._terminating = True
+        if self._namespaced:
+            init = self._init()
+            if init is not None:
+                _signal(init, signal.SIGTERM)  # init passes it to every process inside
+            return
+        for process in self.processes():
+            _signal(process, signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._killed = True
+        if self._namespaced:
+            _signal(psutil.Process(self.proc.pid) if self.proc.returncode is None else None, signal.SIGKILL)
+            return
+        for process in self.processes():
+            _signal(process, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        code = await self.proc.wait()
+        if not self._namespaced:
+            # during a shutdown the dyno lasts until its last process ends (or is killed)
+            while self._terminating and not self._killed and _marked(self.marker):
+                await asyncio.sleep(0.1)
+            for process in _marked(self.marker):  # the dyno is over: so is all it started
+                _signal(process, signal.SIGKILL)
+        if self._killed:
+            return 128 + signal.SIGKILL
+        return 128 - code if code < 0 else code
+
+    def _init(self) -> psutil.Process | None:
+        try:
+            children = psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return None
+        return children[0] if children else None
+
+
+def _signal(process: psutil.Process | None, signum: int) -> None:
+    if process is None:
+        return
+    try:
+        process.send_signal(signum)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+
+
+def _marked(prefix: str) -> list[psutil.Process]:
+    """Processes whose environment carries a dyno marker starting with `prefix`."""
+    found = []
+    me = os.getpid()
+    for process in psutil.process_iter():
+        if process.pid == me:
+            continue
+        try:
+            value = process.environ().get(MARKER, "")
+        except (psutil.Error, OSError):
+            continue
+        if value.startswith(prefix):
+            found.append(process)
+    return found
+
+
+def reap_marked(prefix: str) -> list[int]:
+    """Kill what a previous run (killed before it could clean up) left; return the pids."""
+    processes = _marked(prefix)
+    for process in processes:
+        _signal(process, signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=3)
+    return [p.pid for p in processes]
+
+
+class Sandbox:
+    mode = "copy"
+
+    def __init__(self, runtime_dir: Path, protect: Sequence[Path], reason: str) -> None:
+        self.runtime_dir = runtime_dir
+        self.protect = tuple(protect)
+        self.reason = reason
+
+    def fresh(self, dyno: str, slug: Slug) -> DynoFilesystem:
+        scratch = self._scratch(dyno)
+        home = scratch / "app"
+        shutil.copytree(slug.path, home, symlinks=True)
+        tmpdir = scratch / "tmp"
+        tmpdir.mkdir(mode=0o700)
+        return DynoFilesystem(home, slug.venv, scratch, (home, tmpdir), tmpdir)
+
+    def _scratch(self, dyno: str) -> Path:
+        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        scratch = self.runtime_dir / f"{dyno}-{secrets.token_hex(3)}"
+        scratch.mkdir(mode=0o700)
+        return scratch
+
+    async def spawn(self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str) -> DynoProcess:
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", script,
+            cwd=fs.home,
+            env={**env, MARKER: marker},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        return DynoProcess(proc, marker, namespaced=False)
+
+    def wipe(self, fs: DynoFilesystem) -> None:
+        wipe_dir(fs.scratch, self.runtime_dir)
+
+
+class NamespaceSandbox(Sandbox):
+    mode = "namespaces"
+
+    def fresh(self, dyno: str, slug: Slug) -> DynoFilesystem:
+        scratch = self._scratch(dyno)
+        writes = []
+        for name in ("app", "venv") if slug.venv else ("app",):
+            for part in ("upper", "work"):
+                (scratch / name / part).mkdir(parents=True)
+            writes.append(scratch / name / "upper")
+        return DynoFilesystem(slug.path, slug.venv, scratch, tuple(writes), None)
+
+    def _spec(self, fs: DynoFilesystem, script: str) -> str:
+        overlays = [{"lower": str(fs.home), "upper": str(fs.scratch / "app/upper"), "work": str(fs.scratch / "app/work")}]
+        if fs.venv is not None:
+            overlays.append({"lower": str(fs.venv), "upper": str(fs.scratch / "venv/upper"), "work": str(fs.scratch / "venv/work")})
+        readonly = [str(p) for p in self.protect if p.is_dir()]
+        return json.dumps({"overlays": overlays, "readonly": readonly, "cwd": str(fs.home), "script": script})
+
+    async def spawn(self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str) -> DynoProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *_unshare_argv(),
+            env={**env, MARKER: marker, "DYNOSIM_DYNO_SPEC": self._spec(fs, script)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        return DynoProcess(proc, marker, namespaced=True)
+
+
+def _unshare_argv() -> list[str]:
+    return [
+        "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child",
+        "--mount-proc", sys.executable, "-I", "-S", str(INIT),
+    ]
+
+
+def wipe_dir(path: Path, root: Path) -> None:
+    """Remove a dyno's directory: never follows a symlink, never leaves `root`, never crosses a mount."""
+    path = Path(os.path.abspath(path))
+    root = Path(os.path.abspath(root))
+    if root not in path.parents or path.is_symlink() or not path.is_dir():
+        return
+    device = path.stat().st_dev
+
+    def on_error(func, failed, exc_info):  # type: ignore[no-untyped-def]
+        # overlayfs leaves its work dir with mode 000; open it up and try again
+        parent = os.path.dirname(failed)
+        if os.lstat(parent).st_dev != device:
+            return
+        os.chmod(parent, stat.S_IRWXU)
+        if func in (os.rmdir, os.unlink) or getattr(func, "__name__", "") in ("rmdir", "unlink"):
+            func(failed)
+        elif os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, stat.S_IRWXU)
+            shutil.rmtree(failed, onerror=on_error)
+
+    for mount in psutil.disk_partitions(all=True):
+        if Path(mount.mountpoint) == path or path in Path(mount.mountpoint).parents:
+            raise RuntimeError(f"refusing to wipe {path}: {mount.mountpoint} is mounted inside it")
+    shutil.rmtree(path, onerror=on_error)
+
+
+def choose_sandbox(requested: str, runtime_dir: Path, protect: Sequence[Path]) -> Sandbox:
+    """Namespaces where the kernel allows them (checked by mounting a real overlay), else copy."""
+    if requested == "copy":
+        return Sandbox(runtime_dir, protect, "asked for with --sandbox copy")
+    reason = _namespaces_unavailable(runtime_dir)
+    if reason is None:
+        return NamespaceSandbox(runtime_dir, protect, "user, mount and PID namespaces with overlayfs")
+    if requested == "namespaces":
+        from ..errors import DynosimError
+
+        raise DynosimError(f"--sandbox namespaces: not available here: {reason}; use --sandbox copy")
+    return Sandbox(runtime_dir, protect, f"namespaces unavailable: {reason}")
+
+
+def _namespaces_unavailable(runtime_dir: Path) -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"{sys.platform} has no Linux namespaces"
+    if shutil.which("unshare") is None:
+        return "util-linux's unshare is not installed"
+    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    probe = runtime_dir / f"probe-{secrets.token_hex(3)}"
+    try:
+        for part in ("lower", "upper", "work"):
+            (probe / part).mkdir(parents=True)
+        spec = {
+            "overlays": [{"lower": str(probe / "lower"), "upper": str(probe / "upper"), "work": str(probe / "work")}],
+            "cwd": "/", "script": "", "probe": True,
+        }
+        result = subprocess.run(
+            _unshare_argv(), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DYNOSIM_DYNO_SPEC": json.dumps(spec)},
+            capture_output=True, text=True, timeout=20,
+        )
+        if result.returncode != 0:
+            return (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    finally:
+        wipe_dir(probe, runtime_dir)

@@ -1,0 +1,133 @@
+"""Shared helpers: run the real `dynosim` command on a copy of a fixture app and read its output."""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+# Not under /tmp: a dyno gets a private /tmp, so slugs must live elsewhere.
+CACHE_DIR = Path(os.environ.get("DYNOSIM_TEST_CACHE", "/var/tmp/dynosim-test-cache"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_app(tmp_path: Path, fixture: str = "dynolab", procfile: str | None = None, **files: str) -> Path:
+    app = tmp_path / "app"
+    shutil.copytree(FIXTURES / fixture, app)
+    if procfile is not None:
+        (app / "Procfile").write_text(procfile)
+    for name, text in files.items():
+        (app / name.replace("__", ".")).write_text(text)
+    return app
+
+
+class DynosimRun:
+    """A `dynosim run` subprocess whose output lines are collected as they arrive."""
+
+    def __init__(self, app: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.lines: list[str] = []
+        self._last = -1
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        full_env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR), **(env or {})}
+        full_env.pop("PORT", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True, bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0, *, after_last: bool = False) -> re.Match[str]:
+        """The first output line matching `pattern` (a regex), waiting for it if need be;
+        with `after_last`, only lines after the one the previous call matched."""
+        regex = re.compile(pattern)
+        start = self._last + 1 if after_last else 0
+        for index in range(start, len(self.lines)):
+            if (match := regex.search(self.lines[index])) is not None:
+                self._last = index
+                return match
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; output:\n" + "\n".join(self.lines[-60:]))
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"dynosim exited ({self.proc.wait()}) before {pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
+            self.lines.append(line)
+            if (match := regex.search(line)) is not None:
+                self._last = len(self.lines) - 1
+                return match
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return self.lines
+            if line is None:
+                return self.lines
+            self.lines.append(line)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        self.drain()
+        return code
+
+    def output(self) -> str:
+        self.drain()
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def dynosim(request: pytest.FixtureRequest) -> Iterator[type[DynosimRun]]:
+    runs: list[DynosimRun] = []
+
+    class Tracked(DynosimRun):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            runs.append(self)
+
+    yield Tracked
+    for run in runs:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait(10)
+
+
+def run_dynosim(app: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`dynosim ARGS` to completion."""
+    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
+    return subprocess.run(
+        [sys.executable, "-m", "dynosim", *args], cwd=app, env=env, capture_output=True, text=True, timeout=timeout
+    )
