@@ -2,26 +2,38 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import re
 import signal
 import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import psutil
 
-from .app import App, load_app
+from .addons import AddonRequest, Addons, Attachment
+from .app import App as AppFolder
+from .app import load_app
+from .config import ConfigStore, resolve_config_vars
+from .control import ControlServer
 from .build import Slug, build_slug, default_cache_dir
 from .errors import DynosimError, ReleaseError
 from .formation import Formation, resolve_formation
-from .logs import LogStream, TerminalPrinter
+from .logs import LogLine, LogStream, TerminalPrinter
 from .releases import Release, ReleaseHistory
 from .runtime.dyno import Timeouts
-from .runtime.manager import CrashPolicy, DynoManager
+from .ephemeral import DEFAULT_IGNORE, Ledger
+from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
 from .runtime.ports import claim_port
 from .runtime.sandbox import Sandbox, choose_sandbox, reap_marked, wipe_dir
 
@@ -37,13 +49,32 @@ class RunOptions:
     sandbox: str = "auto"
     timeouts: Timeouts = Timeouts()
     crash_policy: CrashPolicy = CrashPolicy()
+    cycle: CycleSchedule | None = CycleSchedule()
     cache_dir: Path | None = None
+    ephemeral_ignore: tuple[str, ...] = DEFAULT_IGNORE
+    report_json: Path | None = None
+    strict: bool = False  # exit EXIT_EPHEMERAL when a dyno wrote state a restart loses
+    addons: tuple[AddonRequest, ...] = ()  # on top of app.json's
+    addons_backend: str = "auto"
+
+
+EXIT_EPHEMERAL = 3
+
+
+def _filter_lines(lines: Iterable[LogLine], request: Mapping[str, Any]) -> list[LogLine]:
+    """`heroku logs --dyno/-d web.1|web|router|api --source app|heroku`."""
+    dyno, source = request.get("dyno"), request.get("source")
+    return [
+        line for line in lines
+        if (not source or line.source == source)
+        and (not dyno or line.dyno == dyno or line.dyno.split(".")[0] == dyno)
+    ]
 
 
 class RunLock:
     """`.dynosim/run.json`: one supervisor per app, and what a killed one left behind."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AppFolder) -> None:
         self.app = app
         self.path = app.state_dir / "run.json"
         self.run_id = uuid.uuid4().hex
@@ -64,6 +95,18 @@ class RunLock:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump({"pid": me.pid, "create_time": me.create_time(), "run_id": self.run_id}, handle)
+
+    def record(self, **details: object) -> None:
+        """Add what one-off dynos of this run need (its config vars: hence mode 0600)."""
+        data = {**(self._read() or {}), **details}
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+
+    def active(self) -> dict[str, object] | None:
+        """The record of the run going on in this app, if any."""
+        record = self._read()
+        return record if record is not None and _alive(record) else None
 
     def release(self) -> None:
         if (self._read() or {}).get("run_id") == self.run_id:
@@ -94,8 +137,12 @@ class Run:
         self.app = load_app(app_dir)
         self.formation: Formation = resolve_formation(self.app.procfile, self.app.manifest, options.formation, options.size)
         self.logs = LogStream()
+        self.ledger = Ledger(self.logs, options.ephemeral_ignore)
         self.lock = RunLock(self.app)
         self.manager: DynoManager | None = None
+        requests = [AddonRequest(spec.plan, spec.as_name) for spec in self.app.manifest.addons]
+        self.addons = Addons(self.app.state_dir, [*requests, *options.addons], backend=options.addons_backend, say=self.say)
+        self.attachments: list[Attachment] = []
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -110,18 +157,41 @@ class Run:
         slug: Slug = build_slug(
             self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(), dirty=self.options.dirty, say=self.say
         )
-        release, _ = ReleaseHistory(self.app.state_dir).create(slug, self.app.config_vars, self.app.user())
+        config_vars = dict(self.app.config_vars)
+        if self.addons.resolved:
+            self.say("-----> Starting add-ons")
+            self.attachments = self.addons.start()
+            config_vars.update(self._addon_vars(config_vars))
+        release, _ = ReleaseHistory(self.app.state_dir).create(slug, config_vars, self.app.user())
+        self.lock.record(release=release.version, config_vars=config_vars)
         sandbox = choose_sandbox(self.options.sandbox, self.app.runtime_dir, protect=[self.app.path])
         self.say(f"dyno sandbox: {sandbox.mode} ({sandbox.reason})")
         return release, sandbox
 
-    async def serve(self, release: Release, sandbox: Sandbox, stop: asyncio.Event) -> None:
+    def _addon_vars(self, config_vars: Mapping[str, str], quiet: bool = False) -> dict[str, str]:
+        """Add-on config vars win, as on Heroku where an attached add-on owns its vars."""
+        result: dict[str, str] = {}
+        for attachment in self.attachments:
+            names = ", ".join(attachment.config_vars)
+            if not quiet:
+                self.say(f"       {attachment.plan} ({attachment.name}): {attachment.service} on {attachment.endpoint}, "
+                         f"{attachment.backend} backend; sets {names}")
+            for name, value in attachment.config_vars.items():
+                if name in config_vars and config_vars[name] != value and not quiet:
+                    self.say(f" !     {name} from .env/app.json is replaced by the {attachment.plan} add-on's, as on Heroku")
+                result[name] = value
+        return result
+
+    async def serve(
+        self, release: Release, sandbox: Sandbox, stop: asyncio.Event, on_started: Callable[[], None] = lambda: None
+    ) -> None:
         """Release phase, then the formation until `stop` is set; then Heroku's shutdown."""
         user = self.app.user()
         self.manager = manager = DynoManager(
             release, self.app.procfile, self.formation, sandbox, self.logs,
             run_id=self.lock.run_id, public_port=self.options.port,
             timeouts=self.options.timeouts, policy=self.options.crash_policy,
+            cycle=self.options.cycle, ledger=self.ledger,
         )
         self.logs.api(f"{release.slug.description} by user {user}")
         phase = asyncio.ensure_future(manager.release_phase(user))
@@ -132,16 +202,129 @@ class Run:
         await phase  # raises ReleaseError when the release command failed or was interrupted
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
         manager.start()
-        await stopped
-        await manager.stop()
+        control = ControlServer(self.app.state_dir, self._handlers(), self._tail)
+        await control.start()
+        on_started()
+        try:
+            await stopped
+        finally:
+            await control.stop()
+            await manager.stop()
+
+    # what the control socket offers other terminals
+    def _handlers(self) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+        manager = self.manager
+        assert manager is not None
+
+        async def ping(_: Mapping[str, Any]) -> str:
+            return "pong"
+
+        async def ps(_: Mapping[str, Any]) -> list[dict[str, object]]:
+            return manager.ps()
+
+        async def scale(request: Mapping[str, Any]) -> dict[str, int]:
+            formation = await manager.scale({str(k): int(v) for k, v in dict(request.get("counts", {})).items()})
+            self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
+            return dict(formation.quantities)
+
+        async def restart(request: Mapping[str, Any]) -> list[str]:
+            target = request.get("target")
+            names = await manager.restart(str(target) if target else None)
+            if target and not names:
+                raise DynosimError(f"no dyno or process type {target!r} is running")
+            return names
+
+        async def logs(request: Mapping[str, Any]) -> list[str]:
+            return [line.format() for line in _filter_lines(self.logs.recent, request)][-int(request.get("n", 100)):]
+
+        async def config(_: Mapping[str, Any]) -> dict[str, str]:
+            return dict(manager.release.config_vars)
+
+        async def config_set(request: Mapping[str, Any]) -> int:
+            return (await self.set_config({str(k): v for k, v in dict(request.get("changes", {})).items()})).version
+
+        async def releases(_: Mapping[str, Any]) -> list[dict[str, object]]:
+            return ReleaseHistory(self.app.state_dir).entries()
+
+        return {"ping": ping, "ps": ps, "ps:scale": scale, "restart": restart, "logs": logs, "config": config,
+                "config:set": config_set, "releases": releases}
+
+    async def _tail(self, request: Mapping[str, Any]) -> AsyncIterator[str]:
+        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10000)
+
+        def receive(lines: Sequence[LogLine]) -> None:
+            for line in lines:
+                if queue.full():  # a reader that cannot keep up loses lines, never slows the app (L11)
+                    return
+                queue.put_nowait(line)
+
+        for line in list(_filter_lines(self.logs.recent, request))[-int(request.get("n", 100)):]:
+            yield line.format()
+        self.logs.subscribe(receive)
+        try:
+            while True:
+                line = await queue.get()
+                if _filter_lines((line,), request):
+                    yield line.format()
+        finally:
+            self.logs.unsubscribe(receive)
+
+    async def set_config(self, changes: Mapping[str, str | None]) -> Release:
+        """`config:set`/`config:unset`: a new release that restarts every dyno, as on Heroku."""
+        manager = self.manager
+        assert manager is not None
+        store = ConfigStore(self.app.state_dir)
+        stored = store.load()
+        for name, value in changes.items():
+            if value is None:
+                if name not in stored:
+                    where = ".env or app.json" if name in manager.release.config_vars else "the config vars"
+                    raise DynosimError(f"config:unset: {name} is not set with config:set (it comes from {where})")
+                stored.pop(name)
+            else:
+                stored[name] = value
+        store.save(stored)
+        config_vars = resolve_config_vars(self.app.path, self.app.manifest, store)
+        config_vars.update(self._addon_vars(config_vars, quiet=True))
+        user = self.app.user()
+        release, _ = ReleaseHistory(self.app.state_dir).create(manager.release.slug, config_vars, user)
+        set_names = ", ".join(n for n, v in changes.items() if v is not None)
+        unset_names = ", ".join(n for n, v in changes.items() if v is None)
+        if set_names:
+            self.logs.api(f"Set {set_names} config vars by user {user}")
+        if unset_names:
+            self.logs.api(f"Unset {unset_names} config vars by user {user}")
+        previous = manager.release
+        manager.release = release
+        try:
+            await manager.release_phase(user)
+        except ReleaseError:
+            manager.release = previous  # a failed release phase leaves the running release untouched
+            raise
+        if self.app.procfile.release is None:
+            self.logs.api(f"Release {release.name} created by user {user}")
+        self.lock.record(release=release.version, config_vars=config_vars)
+        await manager.deploy(release)
+        return release
 
     def run(self) -> int:
         """The CLI's `dynosim run`: Ctrl-C or SIGTERM stops gracefully, a second Ctrl-C forces."""
-        release, sandbox = self.prepare()
         try:
-            return asyncio.run(self._main(release, sandbox))
+            release, sandbox = self.prepare()
+            code = asyncio.run(self._main(release, sandbox))
         finally:
+            self.ledger.close()
+            self.addons.stop()
             self.lock.release()
+            self._write_report()
+        if self.options.strict and self.ledger.losses:
+            self.say(f"dynosim: --strict: dynos wrote {len(self.ledger.losses)} file(s) that Heroku would lose (listed above)")
+            return EXIT_EPHEMERAL
+        return code
+
+    def _write_report(self) -> None:
+        if self.options.report_json is not None:
+            self.options.report_json.write_text(json.dumps(self.ledger.as_json(), indent=1) + "\n")
 
     async def _main(self, release: Release, sandbox: Sandbox) -> int:
         loop = asyncio.get_running_loop()
@@ -173,3 +356,236 @@ class Run:
         finally:
             await printer.stop()
         return 0
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+class LogView:
+    """The run's log stream, for tests: every line so far, searchable, and waitable."""
+
+    def __init__(self, stream: LogStream) -> None:
+        self._stream = stream
+        self._lines: list[LogLine] = []
+        self._changed = threading.Condition()
+        stream.subscribe(self._receive)
+
+    def _receive(self, lines: Sequence[LogLine]) -> None:
+        with self._changed:
+            self._lines.extend(lines)
+            self._changed.notify_all()
+
+    def lines(self, dyno: str | None = None, source: str | None = None) -> list[LogLine]:
+        with self._changed:
+            return [l for l in self._lines if dyno in (None, l.dyno) and source in (None, l.source)]
+
+    def text(self) -> str:
+        return "\n".join(line.format() for line in self.lines())
+
+    def search(self, pattern: str) -> list[LogLine]:
+        regex = re.compile(pattern)
+        return [line for line in self.lines() if regex.search(line.format())]
+
+    def wait_for(self, pattern: str, timeout: float = 30.0, *, after: int = 0) -> LogLine:
+        """The first line (from index `after`) whose Heroku-format text matches `pattern`."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self._lines[after:]:
+                    if regex.search(line.format()):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    tail = "\n".join(l.format() for l in self._lines[-40:])
+                    raise TimeoutError(f"no log line matching {pattern!r} within {timeout}s; last lines:\n{tail}")
+                self._changed.wait(remaining)
+
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._lines)
+
+
+class App:
+    """A Procfile app run the way Heroku runs it, in the background, for tests and scripts.
+
+        with dynosim.App("path/to/app", addons=["heroku-postgresql"]) as app:
+            assert app.get("/").status == 200
+            app.restart()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        formation: Mapping[str, int] | str | None = None,
+        addons: Sequence[str] = (),
+        addons_backend: str = "auto",
+        port: int | None = None,
+        cycle_every: float | None = None,
+        jitter: bool = True,
+        dirty: bool = True,
+        sandbox: str = "auto",
+        boot_timeout: float = 60.0,
+        stop_timeout: float = 30.0,
+        crash_backoff_scale: float = 1.0,
+        cache_dir: str | os.PathLike[str] | None = None,
+        ready_timeout: float = 300.0,
+        echo: TextIO | None = None,
+    ) -> None:
+        from .formation import parse_formation
+        from .runtime.ports import free_port
+
+        if isinstance(formation, str):
+            formation = parse_formation(formation, "formation")
+        self.port = port or free_port()
+        self.options = RunOptions(
+            formation=dict(formation or {}), port=self.port, dirty=dirty, sandbox=sandbox,
+            timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout),
+            crash_policy=CrashPolicy().scaled(crash_backoff_scale),
+            cycle=CycleSchedule(cycle_every, jitter=jitter) if cycle_every else CycleSchedule(),
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            addons=tuple(AddonRequest(plan) for plan in addons), addons_backend=addons_backend,
+        )
+        self._build_output = io.StringIO()
+        self._run = Run(Path(path), self.options, out=echo or self._build_output)
+        self.logs = LogView(self._run.logs)
+        self._ready_timeout = ready_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+        self._started = threading.Event()
+
+    # lifecycle
+    def __enter__(self) -> App:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="dynosim-app", daemon=True)
+        self._thread.start()
+        if not self._started.wait(self._ready_timeout) or self._failure is not None:
+            self.stop()
+            raise self._failure or TimeoutError("the app did not start in time")
+        late = self._call(self._run.manager.wait_up(self._ready_timeout))  # type: ignore[union-attr]
+        if late:
+            self.stop()
+            raise DynosimError(f"dynos not up after {self._ready_timeout:g}s: {', '.join(late)}\n{self.logs.text()}")
+
+    def _main(self) -> None:
+        try:
+            release, sandbox = self._run.prepare()
+        except BaseException as exc:  # handed to the caller's thread
+            self._failure = exc
+            self._started.set()
+            return
+        asyncio.run(self._serve(release, sandbox))
+
+    async def _serve(self, release: Release, sandbox: Sandbox) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            await self._run.serve(release, sandbox, self._stop, on_started=self._started.set)
+        except BaseException as exc:  # handed to the caller's thread
+            self._failure = exc
+            self._started.set()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(self.options.timeouts.stop + 30)
+            self._thread = None
+        self._run.ledger.close()
+        self._run.addons.stop()
+        self._run.lock.release()
+
+    def _call(self, coroutine: Any) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    # what a test looks at
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ephemeral(self) -> Ledger:
+        return self._run.ledger
+
+    @property
+    def addon_urls(self) -> dict[str, str]:
+        return {name: value for a in self._run.attachments for name, value in a.config_vars.items()}
+
+    @property
+    def build_output(self) -> str:
+        return self._build_output.getvalue()
+
+    def request(self, method: str, path: str, data: bytes | None = None, headers: Mapping[str, str] | None = None,
+                timeout: float = 30.0) -> Response:
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Response(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as error:
+            return Response(error.code, dict(error.headers), error.read())
+
+    def get(self, path: str = "/", **kwargs: Any) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, data: bytes | str | Mapping[str, str] = b"", **kwargs: Any) -> Response:
+        if isinstance(data, Mapping):
+            data = urllib.parse.urlencode(data).encode()
+        elif isinstance(data, str):
+            data = data.encode()
+        return self.request("POST", path, data=data, **kwargs)
+
+    # what a test does to it
+    def restart(self, target: str | None = None, *, wait: bool = True) -> list[str]:
+        """`heroku restart [TYPE|DYNO]`: a full restart, each dyno on a fresh filesystem."""
+        names = self._call(self._run.manager.restart(target))  # type: ignore[union-attr]
+        if wait:
+            self.wait_up()
+        return names  # type: ignore[no-any-return]
+
+    def cycle(self, target: str | None = None) -> list[str]:
+        """What the daily cycle does, now."""
+        manager = self._run.manager
+        assert manager is not None
+        slots = [s for s in manager.slots if target in (None, s.name, s.process.name)]
+
+        async def cycle_all() -> None:
+            await asyncio.gather(*(s.restart("Cycling", "the daily cycle") for s in slots))
+
+        self._call(cycle_all())
+        self.wait_up()
+        return [s.name for s in slots]
+
+    def wait_up(self, timeout: float | None = None) -> None:
+        late = self._call(self._run.manager.wait_up(timeout or self._ready_timeout))  # type: ignore[union-attr]
+        if late:
+            raise DynosimError(f"dynos not up: {', '.join(late)}")
+
+    def exec(self, command: str) -> tuple[int, str]:
+        """A one-off dyno of the running release: (exit status, output)."""
+        status, lines = self._call(self._run.manager.one_off(command))  # type: ignore[union-attr]
+        return status, "\n".join(lines)
+
+    def dynos(self) -> dict[str, str]:
+        manager = self._run.manager
+        return {s.name: (s.dyno.state if s.dyno else "down") for s in manager.slots} if manager else {}

@@ -32,13 +32,24 @@ def main() -> None:
 @click.option("--boot-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Seconds a web dyno has to bind $PORT (R10).")
 @click.option("--stop-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Seconds between SIGTERM and SIGKILL (R12).")
 @click.option("--crash-backoff-scale", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Multiply Heroku's crash restart delays (10 min, 20, 40…) by this.")
+@click.option("--cycle-every", default="24h", show_default=True, metavar="DURATION", help="Cycle each dyno this often (90s, 10m, 24h), plus Heroku's random spread.")
+@click.option("--no-jitter", is_flag=True, help="Cycle exactly every --cycle-every, without the random spread.")
+@click.option("--ephemeral-ignore", multiple=True, metavar="PATTERN", help="Also leave these paths (gitignore syntax) out of the ephemeral report.")
+@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write what every dyno wrote and lost to this JSON file.")
+@click.option("--strict", is_flag=True, help="Exit 3 if any dyno wrote state that a restart loses.")
+@click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
+@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons run.")
 def run(app_dir: Path, formation: str, port: int | None, size: str | None, dirty: bool, sandbox: str,
-        boot_timeout: float, stop_timeout: float, crash_backoff_scale: float) -> None:
+        boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
+        ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, addon: tuple[str, ...],
+        addons_backend: str) -> None:
     """Build the app and run its Procfile as Heroku dynos."""
+    from .addons import AddonRequest
     from .api import DEFAULT_PORT, Run, RunOptions
+    from .ephemeral import DEFAULT_IGNORE
     from .formation import parse_formation
     from .runtime.dyno import Timeouts
-    from .runtime.manager import CrashPolicy
+    from .runtime.manager import CrashPolicy, CycleSchedule
 
     try:
         if port is None:
@@ -51,6 +62,12 @@ def run(app_dir: Path, formation: str, port: int | None, size: str | None, dirty
             sandbox=sandbox,
             timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
+            cycle=CycleSchedule(parse_duration(cycle_every, "--cycle-every"), jitter=not no_jitter),
+            ephemeral_ignore=DEFAULT_IGNORE + ephemeral_ignore,
+            report_json=report_json,
+            strict=strict,
+            addons=tuple(AddonRequest(plan) for plan in addon),
+            addons_backend=addons_backend,
         )
         sys.exit(Run(app_dir, options).run())
     except DynosimError as exc:
@@ -60,6 +77,31 @@ def run(app_dir: Path, formation: str, port: int | None, size: str | None, dirty
         sys.exit(130)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here).")
+@click.option("-s", "--size", default="standard-1x", show_default=True, help="Dyno size.")
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra config var for this dyno only.")
+@click.option("--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How the dyno is contained.")
+@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", help="Where add-ons run when no `dynosim run` is active.")
+@click.option("--dirty", is_flag=True, help="Use the working tree, uncommitted files included.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec(app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_backend: str, dirty: bool, command: tuple[str, ...]) -> None:
+    """Run COMMAND in a one-off dyno, like `heroku run` (a Procfile type runs its command)."""
+    from .oneoff import OneOffOptions, run_oneoff
+
+    try:
+        extra = {}
+        for item in env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise DynosimError(f"-e {item!r}: write KEY=VALUE")
+            extra[key] = value
+        options = OneOffOptions(size=size, sandbox=sandbox, addons_backend=addons_backend, dirty=dirty, env=extra)
+        sys.exit(run_oneoff(app_dir, command, options))
+    except DynosimError as exc:
+        _fail(exc)
+
+
 def _env_port() -> int | None:
     value = os.environ.get("PORT", "")
     if not value:
@@ -67,3 +109,271 @@ def _env_port() -> int | None:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise DynosimError(f"PORT={value!r} in the environment is not a port number; unset it or pass --port")
     return int(value)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """`90s`, `10m`, `24h`, `1d` or plain seconds."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], None)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise DynosimError(f"{flag} {text!r}: not a duration; write it like 90s, 10m or 24h") from None
+    if seconds <= 0:
+        raise DynosimError(f"{flag} {text!r}: must be more than zero")
+    return seconds
+
+
+# Operating a running app from another terminal (over the control socket), or its stored state.
+app_dir_option = click.option(
+    "-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _state(app_dir: Path) -> Path:
+    from .config import state_dir
+
+    if not (app_dir / "Procfile").exists() and not (app_dir / ".dynosim").exists():
+        raise DynosimError(f"{app_dir.resolve()}: not a dynosim app (no Procfile); run this in your app's folder or pass -C")
+    return state_dir(app_dir.resolve())
+
+
+def _print_json(value: object) -> None:
+    import json
+
+    click.echo(json.dumps(value, indent=1, sort_keys=True))
+
+
+def _operate(fn):  # type: ignore[no-untyped-def]
+    """Turn DynosimError into one line on stderr and its exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args, **kwargs)
+        except DynosimError as exc:
+            _fail(exc)
+
+    return wrapper
+
+
+@main.command()
+@app_dir_option
+@json_option
+@_operate
+def ps(app_dir: Path, as_json: bool) -> None:
+    """The dynos of the running app, as `heroku ps` shows them."""
+    import time
+
+    from .control import request
+
+    rows = request(_state(app_dir), "ps")
+    if as_json:
+        _print_json(rows)
+        return
+    by_type: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        by_type.setdefault(str(row["type"]), []).append(row)
+    for kind, dynos in by_type.items():
+        click.echo(f"=== {kind} ({dynos[0]['size']}): {dynos[0]['command']} ({len(dynos)})")
+        for row in dynos:
+            since = row["since"]
+            age = f"{time.strftime('%Y/%m/%d %H:%M:%S', time.localtime(float(since)))}" if since else ""  # type: ignore[arg-type]
+            memory = f" {row['memory_mb']:.0f} MB" if row.get("memory_mb") else ""
+            click.echo(f"{row['name']}: {row['state']} {age}{memory}")
+        click.echo()
+
+
+@main.command("ps:scale")
+@app_dir_option
+@click.argument("counts", nargs=-1, required=True)
+@_operate
+def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
+    """Scale process types: `dynosim ps:scale web=2 worker=0`."""
+    from .control import request
+    from .formation import parse_formation
+
+    wanted = parse_formation(" ".join(counts), "ps:scale")
+    result = request(_state(app_dir), "ps:scale", counts=wanted)
+    click.echo("Scaling dynos... done, now running " + ", ".join(f"{k} at {v}" for k, v in result.items()))
+
+
+@main.command("ps:restart")
+@app_dir_option
+@click.argument("target", required=False)
+@_operate
+def ps_restart(app_dir: Path, target: str | None) -> None:
+    """Restart all dynos, a process type (web) or one dyno (web.1)."""
+    from .control import request
+
+    names = request(_state(app_dir), "restart", target=target)
+    click.echo(f"Restarting {', '.join(names) or 'no'} dynos... done")
+
+
+main.add_command(ps_restart, "restart")
+
+
+@main.command()
+@app_dir_option
+@click.option("-n", "--num", default=100, show_default=True, type=click.IntRange(1, 1500), help="How many lines (logplex keeps 1,500).")
+@click.option("-t", "--tail", is_flag=True, help="Keep streaming new lines.")
+@click.option("-d", "--dyno", default=None, help="Only this dyno (web.1), type (web), router or api.")
+@click.option("-s", "--source", type=click.Choice(["app", "heroku", "dynosim"]), default=None, help="Only this source.")
+@json_option
+@_operate
+def logs(app_dir: Path, num: int, tail: bool, dyno: str | None, source: str | None, as_json: bool) -> None:
+    """The running app's log stream, as `heroku logs`."""
+    from .control import request, stream
+
+    state = _state(app_dir)
+    if tail:
+        try:
+            for line in stream(state, "logs:tail", n=num, dyno=dyno, source=source):
+                click.echo(_json_line(line) if as_json else line)
+        except KeyboardInterrupt:
+            pass
+        return
+    lines = request(state, "logs", n=num, dyno=dyno, source=source)
+    if as_json:
+        _print_json([_json_fields(line) for line in lines])
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _json_fields(line: str) -> dict[str, str]:
+    import re
+
+    match = re.match(r"^(\S+) (\w+)\[([^\]]+)\]: (.*)$", line, re.S)
+    if not match:
+        return {"line": line}
+    return dict(zip(("time", "source", "dyno", "text"), match.groups()))
+
+
+def _json_line(line: str) -> str:
+    import json
+
+    return json.dumps(_json_fields(line))
+
+
+def _config_values(state: Path, app_dir: Path) -> dict[str, str]:
+    from .control import NoRunError, request
+
+    try:
+        return dict(request(state, "config"))
+    except NoRunError:
+        from .app import load_app
+
+        return dict(load_app(app_dir).config_vars)
+
+
+@main.command()
+@app_dir_option
+@click.option("-s", "--shell", is_flag=True, help="KEY=value lines, for a shell or a .env file.")
+@json_option
+@_operate
+def config(app_dir: Path, shell: bool, as_json: bool) -> None:
+    """The config vars (of the running release, or as stored when no run is active)."""
+    import shlex
+
+    values = _config_values(_state(app_dir), app_dir)
+    if as_json:
+        _print_json(values)
+    elif shell:
+        for key, value in sorted(values.items()):
+            click.echo(f"{key}={shlex.quote(value)}")
+    else:
+        width = max((len(k) for k in values), default=0) + 1
+        for key, value in sorted(values.items()):
+            click.echo(f"{key + ':':<{width}} {value}")
+
+
+@main.command("config:get")
+@app_dir_option
+@click.argument("name")
+@_operate
+def config_get(app_dir: Path, name: str) -> None:
+    """One config var's value."""
+    values = _config_values(_state(app_dir), app_dir)
+    if name not in values:
+        raise DynosimError(f"config var {name} is not set")
+    click.echo(values[name])
+
+
+@main.command("config:set")
+@app_dir_option
+@click.argument("assignments", nargs=-1, required=True)
+@_operate
+def config_set(app_dir: Path, assignments: tuple[str, ...]) -> None:
+    """Set config vars (KEY=VALUE…): a new release that restarts every dyno."""
+    changes: dict[str, str | None] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise DynosimError(f"config:set {item!r}: write KEY=VALUE")
+        changes[key] = value
+    _change_config(app_dir, changes)
+
+
+@main.command("config:unset")
+@app_dir_option
+@click.argument("names", nargs=-1, required=True)
+@_operate
+def config_unset(app_dir: Path, names: tuple[str, ...]) -> None:
+    """Unset config vars set with config:set: a new release that restarts every dyno."""
+    _change_config(app_dir, {name: None for name in names})
+
+
+def _change_config(app_dir: Path, changes: dict[str, str | None]) -> None:
+    from .config import ConfigStore
+    from .control import NoRunError, request
+    from .manifest import ENV_NAME
+
+    for name in changes:
+        if not ENV_NAME.match(name):
+            raise DynosimError(f"{name!r} is not a valid config var name; use letters, digits and _, not starting with a digit")
+    state = _state(app_dir)
+    names = ", ".join(changes)
+    try:
+        version = request(state, "config:set", changes=changes)
+        click.echo(f"Setting {names} and restarting... done, v{version}")
+    except NoRunError:
+        store = ConfigStore(state)
+        stored = store.load()
+        for name, value in changes.items():
+            if value is None:
+                if name not in stored:
+                    raise DynosimError(f"config:unset: {name} is not set with config:set") from None
+                stored.pop(name)
+            else:
+                stored[name] = value
+        store.save(stored)
+        click.echo(f"Setting {names}... done (no run is active: the next `dynosim run` uses it)")
+
+
+@main.command()
+@app_dir_option
+@json_option
+@_operate
+def releases(app_dir: Path, as_json: bool) -> None:
+    """The release history, newest first."""
+    import time
+
+    from .releases import ReleaseHistory
+
+    entries = list(reversed(ReleaseHistory(_state(app_dir)).entries()))
+    if as_json:
+        for entry in entries:
+            entry.pop("fingerprint", None)
+        _print_json(entries)
+        return
+    click.echo("=== Releases")
+    for entry in entries:
+        when = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(float(entry["created_at"])))  # type: ignore[arg-type]
+        click.echo(f"v{entry['version']}  {entry['description']}  {entry.get('user', '')}  {when}")

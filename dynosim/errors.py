@@ -33,3 +33,7 @@ class ReleaseError(DynosimError):
 
 class PortError(DynosimError):
     pass
+
+
+class AddonError(DynosimError):
+    pass

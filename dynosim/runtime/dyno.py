@@ -10,10 +10,16 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..formation import DynoSize
 from ..logs import LineSplitter, LogStream
+
+if TYPE_CHECKING:
+    from ..ephemeral import Ledger
 from ..releases import Release
+from . import memory
+from .memory import MemoryPolicy
 from .ports import ANY, LOOPBACK, listeners
 from .sandbox import DynoFilesystem, DynoProcess, Sandbox
 
@@ -36,6 +42,7 @@ class Timeouts:
     boot: float = 60.0  # R10: a web dyno must bind $PORT within this
     stop: float = 30.0  # R12: SIGKILL this long after SIGTERM
     bind_poll: float = 0.05
+    memory: MemoryPolicy = MemoryPolicy()
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,9 @@ class Dyno:
         logs: LogStream,
         timeouts: Timeouts,
         marker: str,
+        ledger: Ledger | None = None,
+        *,
+        attach: bool = False,
     ) -> None:
         self.spec = spec
         self.release = release
@@ -88,12 +98,16 @@ class Dyno:
         self.logs = logs
         self.timeouts = timeouts
         self.marker = marker
+        self.ledger = ledger
+        self.attach = attach  # a one-off dyno on this terminal: its output is not in the log stream
+        self.end_reason = "the crash"  # what the ephemeral report blames for the loss
         self.state = "down"
         self.since = time.time()
         self.started_at = 0.0
         self.process: DynoProcess | None = None
         self.fs: DynoFilesystem | None = None
         self.stopping = False
+        self.memory_mb: float | None = None  # the last memory sample of its processes
         self._exit: asyncio.Future[int] | None = None
         self._up = asyncio.Event()
 
@@ -112,10 +126,12 @@ class Dyno:
         self.state = previous
         self.set_state("starting")
         self.fs = self.sandbox.fresh(self.name, self.release.slug)
+        if self.ledger is not None:
+            self.ledger.watch(self.marker, self.name, self.fs)
         env = dyno_env(self.spec, self.fs, self.release, os.environ)
         self.logs.heroku(self.name, f"Starting process with command `{self.spec.command}`")
         self.started_at = time.monotonic()
-        self.process = await self.sandbox.spawn(self.fs, PROFILE + self.spec.command, env, self.marker)
+        self.process = await self.sandbox.spawn(self.fs, PROFILE + self.spec.command, env, self.marker, attach=self.attach)
         self._exit = asyncio.get_running_loop().create_task(self._run())
 
     async def wait(self) -> int:
@@ -135,8 +151,10 @@ class Dyno:
         assert self.process is not None
         reader = asyncio.ensure_future(self._read())
         watcher = asyncio.ensure_future(self._watch_boot())
+        sampler = asyncio.ensure_future(memory.watch(self, self.timeouts.memory))
         status = await self.process.wait()
         watcher.cancel()
+        sampler.cancel()
         try:
             await asyncio.wait_for(reader, 5)
         except asyncio.TimeoutError:
@@ -146,12 +164,16 @@ class Dyno:
         return status
 
     def _wipe(self) -> None:
+        if self.ledger is not None:
+            self.ledger.report(self.name, self.ledger.unwatch(self.marker), self.end_reason)
         if self.fs is not None:
             self.sandbox.wipe(self.fs)
 
     async def _read(self) -> None:
-        assert self.process is not None and self.process.proc.stdout is not None
+        assert self.process is not None
         stdout = self.process.proc.stdout
+        if stdout is None:
+            return
         splitter = LineSplitter()
         while chunk := await stdout.read(1 << 16):
             lines = splitter.feed(chunk)
@@ -193,11 +215,12 @@ class Dyno:
         assert self.process is not None
         self.process.kill()
 
-    async def stop(self) -> None:
+    async def stop(self, reason: str = "the stop") -> None:
         """Heroku's shutdown: SIGTERM to every process, SIGKILL after the grace period."""
         if self._exit is None or self._exit.done() or self.process is None:
             return
         self.stopping = True
+        self.end_reason = reason
         self.logs.heroku(self.name, "Stopping all processes with SIGTERM")
         self.process.terminate()
         try:

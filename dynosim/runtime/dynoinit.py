@@ -2,8 +2,8 @@
 
 Run by `unshare --user --map-root-user --mount --pid --fork` as a plain script (python -I -S,
 stdlib only), so the app's PYTHONPATH and site never touch it. It mounts the dyno's fresh
-filesystem (an overlay of the slug over the slug's own path, a private /tmp, the app folder
-read-only), starts the dyno's command under bash, and stays as init: a SIGTERM is passed to
+filesystem (an overlay of the slug over the slug's own path, a private /tmp that is a
+directory of its own outside, the app folder read-only), starts the dyno's command under bash, and stays as init: a SIGTERM is passed to
 every process in the dyno (as Heroku does), and it exits only once all of them are gone, or
 at once when the command ends on its own, which makes the kernel kill whatever is left.
 The spec comes in the DYNOSIM_DYNO_SPEC environment variable, never on the command line.
@@ -43,7 +43,8 @@ def build_filesystem(spec):
     for layer in spec["overlays"]:
         options = "lowerdir={lower},upperdir={upper},workdir={work},userxattr".format(**layer)
         mount("overlay", layer["lower"], "overlay", 0, options)
-    mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")
+    # a directory outside rather than a tmpfs, so the ephemeral ledger sees what lands in /tmp
+    mount(spec["tmp"], "/tmp", None, MS_BIND)
 
 
 def run(spec):

@@ -1,13 +1,14 @@
 """The dyno manager: runs the release phase, then the formation, restarting crashed dynos
-on Heroku's schedule and stopping everything the way Heroku does."""
+on Heroku's schedule, cycling each dyno daily, and stopping everything the way Heroku does."""
 from __future__ import annotations
 
 import asyncio
 import random
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from ..errors import ReleaseError
+from ..errors import FormationError, ReleaseError
 from ..formation import DEFAULT_SIZE, SIZES, Formation
 from ..logs import LogStream
 from ..procfile import Procfile, ProcessType
@@ -15,6 +16,9 @@ from ..releases import Release
 from .dyno import Dyno, DynoSpec, Timeouts
 from .ports import free_port
 from .sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from ..ephemeral import Ledger
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ class CrashPolicy:
         return replace(self, scale=scale)
 
 
+@dataclass(frozen=True)
+class CycleSchedule:
+    """Heroku cycles each dyno every 24 h plus a random 0–216 min, counted from its boot."""
+
+    period: float = 86400.0
+    spread: float = 216 / 1440  # the random extra, as a share of the period
+    jitter: bool = True
+
+    def next_delay(self) -> float:
+        return self.period * (1 + (random.uniform(0, self.spread) if self.jitter else 0))
+
+
 def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:g}h"
@@ -54,6 +70,8 @@ class DynoSlot:
         self.name = f"{process.name}.{index}"
         self.dyno: Dyno | None = None
         self.boots = 0
+        self.retired = False  # scaled away or the run is stopping
+        self._restart_reason: str | None = None
         self._wake = asyncio.Event()
 
     def _spec(self) -> DynoSpec:
@@ -65,14 +83,22 @@ class DynoSlot:
         m = self.manager
         previous = "down"
         consecutive = 0
-        while not m.stopping:
+        while not (m.stopping or self.retired):
             self.dyno = dyno = m.new_dyno(self._spec())
             self.boots += 1
             await dyno.boot(previous)
+            loop = asyncio.get_running_loop()
+            cycle = loop.call_later(m.cycle.next_delay(), self._cycle) if m.cycle else None
             status = await dyno.wait()
-            if dyno.stopping or m.stopping:
+            if cycle is not None:
+                cycle.cancel()
+            if m.stopping or self.retired:
                 dyno.set_state("down")
                 return
+            if self._restart_reason is not None:
+                self._restart_reason = None
+                previous, consecutive = "starting", 0
+                continue
             dyno.set_state("crashed")
             previous = "crashed"
             uptime = time.monotonic() - dyno.started_at
@@ -85,6 +111,20 @@ class DynoSlot:
                     await asyncio.wait_for(self._wake.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
+
+    def _cycle(self) -> None:
+        asyncio.ensure_future(self.restart("Cycling", "the daily cycle"))
+
+    async def restart(self, line: str = "Restarting", reason: str = "the restart") -> None:
+        """Heroku's restart: the same shutdown as a stop, then a fresh boot."""
+        dyno = self.dyno
+        if dyno is None or self._restart_reason is not None or dyno.state not in ("starting", "up"):
+            self._wake.set()  # a crashed dyno waiting out its back-off restarts now
+            return
+        self._restart_reason = reason
+        self.manager.logs.heroku(self.name, line)
+        dyno.set_state("starting")
+        await dyno.stop(reason)
 
     async def stop(self) -> None:
         self._wake.set()
@@ -109,6 +149,8 @@ class DynoManager:
         public_port: int | None,
         timeouts: Timeouts = Timeouts(),
         policy: CrashPolicy = CrashPolicy(),
+        cycle: CycleSchedule | None = CycleSchedule(),
+        ledger: Ledger | None = None,
     ) -> None:
         self.release = release
         self.procfile = procfile
@@ -119,15 +161,18 @@ class DynoManager:
         self.public_port = public_port
         self.timeouts = timeouts
         self.policy = policy
+        self.cycle = cycle
+        self.ledger = ledger
         self.stopping = False
         self.slots: list[DynoSlot] = []
-        self._release_dyno: Dyno | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._release_dyno: Dyno | None = None
         self._serial = 0
 
     def new_dyno(self, spec: DynoSpec) -> Dyno:
         self._serial += 1
-        return Dyno(spec, self.release, self.sandbox, self.logs, self.timeouts, f"{self.run_id}/{spec.name}/{self._serial}")
+        marker = f"{self.run_id}/{spec.name}/{self._serial}"
+        return Dyno(spec, self.release, self.sandbox, self.logs, self.timeouts, marker, self.ledger)
 
     async def release_phase(self, user: str) -> None:
         """Run the Procfile's `release` command in release.NNNN; no dyno starts if it fails."""
@@ -137,8 +182,8 @@ class DynoManager:
         version = self.release.name
         self.logs.api(f"Running release {version} commands by user {user}")
         size = next(iter(self.formation.sizes.values()), SIZES[DEFAULT_SIZE])
-        dyno = self.new_dyno(DynoSpec(f"release.{random.randint(1000, 9999)}", "release", process.command, free_port(), size))
-        self._release_dyno = dyno
+        spec = DynoSpec(f"release.{random.randint(1000, 9999)}", "release", process.command, free_port(), size)
+        self._release_dyno = dyno = self.new_dyno(spec)
         await dyno.boot("down")
         status = await dyno.wait()
         if status == 0 and not dyno.stopping:
@@ -162,8 +207,11 @@ class DynoManager:
                 self.slots.append(slot)
                 self._tasks.append(loop.create_task(slot.supervise()))
 
-    async def wait(self) -> None:
-        await asyncio.gather(*self._tasks)
+    async def restart(self, target: str | None = None) -> list[str]:
+        """`heroku restart [TYPE|DYNO]`: every matching dyno, each with a fresh filesystem."""
+        chosen = [s for s in self.slots if target in (None, s.name, s.process.name)]
+        await asyncio.gather(*(slot.restart() for slot in chosen))
+        return [slot.name for slot in chosen]
 
     async def stop(self) -> None:
         self.stopping = True
@@ -179,3 +227,69 @@ class DynoManager:
             self._release_dyno.kill()
         for slot in self.slots:
             slot.kill()
+
+    async def wait_up(self, timeout: float) -> list[str]:
+        """Wait until every formation dyno is up; the names of those that are not, at the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            late = [s.name for s in self.slots if s.dyno is None or s.dyno.state != "up"]
+            if not late or loop.time() >= deadline:
+                return late
+            await asyncio.sleep(0.02)
+
+    async def one_off(self, command: str, name: str | None = None) -> tuple[int, list[str]]:
+        """A detached one-off dyno of the current release (`heroku run:detached`): status and output."""
+        size = next(iter(self.formation.sizes.values()), SIZES[DEFAULT_SIZE])
+        spec = DynoSpec(name or f"run.{random.randint(1000, 9999)}", "run", command, free_port(), size)
+        dyno = self.new_dyno(spec)
+        dyno.end_reason = "the end of this one-off dyno"
+        start = len(self.logs.recent)
+        await dyno.boot("down")
+        status = await dyno.wait()
+        dyno.set_state("complete")
+        output = [line.text for line in list(self.logs.recent)[start:] if line.source == "app" and line.dyno == spec.name]
+        return status, output
+
+    def ps(self) -> list[dict[str, object]]:
+        """What `heroku ps` shows, dyno by dyno."""
+        rows: list[dict[str, object]] = []
+        for slot in self.slots:
+            dyno = slot.dyno
+            rows.append({
+                "type": slot.process.name, "name": slot.name, "state": dyno.state if dyno else "down",
+                "since": dyno.since if dyno else None, "command": slot.process.command,
+                "size": self.formation.sizes[slot.process.name].name,
+                "memory_mb": dyno.memory_mb if dyno else None,
+            })
+        return rows
+
+    async def scale(self, counts: dict[str, int]) -> Formation:
+        """`heroku ps:scale web=2 worker=0`: start the dynos that are missing, stop the extra ones."""
+        for kind, count in counts.items():
+            if kind not in self.procfile.formation_types:
+                known = ", ".join(self.procfile.formation_types) or "none"
+                raise FormationError(f'ps:scale: no process type "{kind}" in the Procfile (types: {known})')
+            if count < 0:
+                raise FormationError(f"ps:scale: {kind}={count}: a dyno count cannot be negative")
+        loop = asyncio.get_running_loop()
+        retiring: list[DynoSlot] = []
+        for kind, count in counts.items():
+            current = [s for s in self.slots if s.process.name == kind]
+            for index in range(len(current) + 1, count + 1):
+                slot = DynoSlot(self, self.procfile.processes[kind], index)
+                self.slots.append(slot)
+                self._tasks.append(loop.create_task(slot.supervise()))
+            retiring.extend(current[count:])
+        for slot in retiring:
+            slot.retired = True
+            self.slots.remove(slot)
+        await asyncio.gather(*(slot.stop() for slot in retiring))
+        quantities = {**self.formation.quantities, **counts}
+        self.formation = Formation({k: quantities[k] for k in self.formation.quantities}, self.formation.sizes)
+        return self.formation
+
+    async def deploy(self, release: Release) -> None:
+        """A new release restarts every dyno onto it, as on Heroku."""
+        self.release = release
+        await self.restart()

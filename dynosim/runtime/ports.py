@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import random
 import socket
 from pathlib import Path
 
@@ -14,7 +15,21 @@ LOOPBACK = "loopback"
 OTHER = "other"
 
 
+# Dyno ports come from below the kernel's ephemeral range, so that an outgoing connection's
+# local port never takes the port a dyno is about to bind (and parallel runs rarely meet).
+PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
+    for _ in range(100):
+        port = random.randint(*PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            if not listeners(port):
+                return port
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", 0))
         return int(sock.getsockname()[1])

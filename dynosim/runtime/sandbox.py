@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from ..build import Slug
+from ..errors import DynosimError
 
 INIT = Path(__file__).with_name("dynoinit.py")
 MARKER = "DYNOSIM_DYNO_ID"
@@ -32,11 +33,19 @@ _PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A directory that receives what a dyno writes (`host`), and where the dyno sees it."""
+
+    host: Path
+    seen_as: Path
+
+
+@dataclass(frozen=True)
 class DynoFilesystem:
     home: Path  # the app as the dyno sees it: $HOME and the working directory
     venv: Path | None  # the dependency environment as the dyno sees it
     scratch: Path  # the dyno's own directory, outside the app: all a wipe removes
-    writes: tuple[Path, ...]  # directories holding exactly what the dyno wrote
+    layers: tuple[Layer, ...]  # where its writes land
     tmpdir: Path | None  # TMPDIR, when /tmp is not private to the dyno
 
 
@@ -158,7 +167,7 @@ class Sandbox:
         shutil.copytree(slug.path, home, symlinks=True)
         tmpdir = scratch / "tmp"
         tmpdir.mkdir(mode=0o700)
-        return DynoFilesystem(home, slug.venv, scratch, (home, tmpdir), tmpdir)
+        return DynoFilesystem(home, slug.venv, scratch, (Layer(home, home), Layer(tmpdir, tmpdir)), tmpdir)
 
     def _scratch(self, dyno: str) -> Path:
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -166,18 +175,24 @@ class Sandbox:
         scratch.mkdir(mode=0o700)
         return scratch
 
-    async def spawn(self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str) -> DynoProcess:
+    async def spawn(
+        self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str, *, attach: bool = False
+    ) -> DynoProcess:
+        """Start the dyno's command; `attach` gives it this terminal (a one-off dyno), else a pipe."""
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", script,
+            *self._argv(fs, script),
             cwd=fs.home,
-            env={**env, MARKER: marker},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env={**env, MARKER: marker, **self._extra_env(fs, script)},
+            **_stdio(attach),
             preexec_fn=_die_with_parent,
         )
-        return DynoProcess(proc, marker, namespaced=False)
+        return DynoProcess(proc, marker, namespaced=self.mode == "namespaces")
+
+    def _argv(self, fs: DynoFilesystem, script: str) -> list[str]:
+        return ["bash", "-c", script]
+
+    def _extra_env(self, fs: DynoFilesystem, script: str) -> dict[str, str]:
+        return {}
 
     def wipe(self, fs: DynoFilesystem) -> None:
         wipe_dir(fs.scratch, self.runtime_dir)
@@ -187,32 +202,44 @@ class NamespaceSandbox(Sandbox):
     mode = "namespaces"
 
     def fresh(self, dyno: str, slug: Slug) -> DynoFilesystem:
+        if Path("/tmp") in slug.path.parents:
+            raise DynosimError(
+                f"the slug cache {slug.path.parent.parent} is under /tmp, which each dyno gets a private copy of; "
+                "set DYNOSIM_CACHE_DIR to a folder outside /tmp"
+            )
         scratch = self._scratch(dyno)
-        writes = []
-        for name in ("app", "venv") if slug.venv else ("app",):
+        layers = [Layer(scratch / "tmp", Path("/tmp"))]
+        (scratch / "tmp").mkdir(mode=0o1777)
+        os.chmod(scratch / "tmp", 0o1777)
+        for name, seen_as in (("app", slug.path), ("venv", slug.venv)):
+            if seen_as is None:
+                continue
             for part in ("upper", "work"):
                 (scratch / name / part).mkdir(parents=True)
-            writes.append(scratch / name / "upper")
-        return DynoFilesystem(slug.path, slug.venv, scratch, tuple(writes), None)
+            layers.append(Layer(scratch / name / "upper", seen_as))
+        return DynoFilesystem(slug.path, slug.venv, scratch, tuple(layers), None)
 
     def _spec(self, fs: DynoFilesystem, script: str) -> str:
         overlays = [{"lower": str(fs.home), "upper": str(fs.scratch / "app/upper"), "work": str(fs.scratch / "app/work")}]
         if fs.venv is not None:
             overlays.append({"lower": str(fs.venv), "upper": str(fs.scratch / "venv/upper"), "work": str(fs.scratch / "venv/work")})
         readonly = [str(p) for p in self.protect if p.is_dir()]
-        return json.dumps({"overlays": overlays, "readonly": readonly, "cwd": str(fs.home), "script": script})
+        return json.dumps({
+            "overlays": overlays, "readonly": readonly, "tmp": str(fs.scratch / "tmp"), "cwd": str(fs.home), "script": script,
+        })
 
-    async def spawn(self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str) -> DynoProcess:
-        proc = await asyncio.create_subprocess_exec(
-            *_unshare_argv(),
-            env={**env, MARKER: marker, "DYNOSIM_DYNO_SPEC": self._spec(fs, script)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        return DynoProcess(proc, marker, namespaced=True)
+    def _argv(self, fs: DynoFilesystem, script: str) -> list[str]:
+        return _unshare_argv()
+
+    def _extra_env(self, fs: DynoFilesystem, script: str) -> dict[str, str]:
+        return {"DYNOSIM_DYNO_SPEC": self._spec(fs, script)}
+
+
+def _stdio(attach: bool) -> dict[str, object]:
+    if attach:  # the terminal's own session, so that job control and Ctrl-C reach the command
+        return {"stdin": None, "stdout": None, "stderr": None, "start_new_session": False}
+    # its own session: a Ctrl-C meant for dynosim must not reach the dynos, dynosim stops them itself
+    return {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "start_new_session": True}
 
 
 def _unshare_argv() -> list[str]:
@@ -256,8 +283,6 @@ def choose_sandbox(requested: str, runtime_dir: Path, protect: Sequence[Path]) -
     if reason is None:
         return NamespaceSandbox(runtime_dir, protect, "user, mount and PID namespaces with overlayfs")
     if requested == "namespaces":
-        from ..errors import DynosimError
-
         raise DynosimError(f"--sandbox namespaces: not available here: {reason}; use --sandbox copy")
     return Sandbox(runtime_dir, protect, f"namespaces unavailable: {reason}")
 
@@ -274,7 +299,7 @@ def _namespaces_unavailable(runtime_dir: Path) -> str | None:
             (probe / part).mkdir(parents=True)
         spec = {
             "overlays": [{"lower": str(probe / "lower"), "upper": str(probe / "upper"), "work": str(probe / "work")}],
-            "cwd": "/", "script": "", "probe": True,
+            "tmp": str(probe / "lower"), "cwd": "/", "script": "", "probe": True,
         }
         result = subprocess.run(
             _unshare_argv(), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DYNOSIM_DYNO_SPEC": json.dumps(spec)},

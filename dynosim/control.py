@@ -1,0 +1,146 @@
+"""The control socket: how `dynosim ps`, `logs`, `restart`, `config:set`, `ps:scale` reach a running
+`dynosim run` from another terminal.
+
+A Unix socket in the app's `.dynosim/` (a folder only its user can open; the socket itself is
+0600). One JSON object per line each way. `logs --tail` keeps the connection open and streams
+lines. A client that vanishes, sends garbage or floods only ends its own connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import DynosimError
+
+SOCKET_NAME = "control.sock"
+MAX_REQUEST = 1 << 16
+
+Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]
+
+
+class NoRunError(DynosimError):
+    exit_code = 2
+
+
+class ControlServer:
+    def __init__(self, state_dir: Path, handlers: Mapping[str, Handler], tail: Callable[[Mapping[str, Any]], Any]) -> None:
+        self.path = state_dir / SOCKET_NAME
+        self.handlers = handlers
+        self.tail = tail  # (request) -> async iterator of JSON-able lines
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        # only called once this app's run lock is ours, so a socket file left here is stale
+        self.path.unlink(missing_ok=True)
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            await asyncio.gather(*self._clients, return_exceptions=True)
+            self._server = None
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    raw = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError, ConnectionError):
+                    await _send(writer, {"ok": False, "error": "request too long"})
+                    return
+                if not raw:
+                    return
+                try:
+                    request = json.loads(raw)
+                    if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+                        raise ValueError("not a request")
+                except ValueError:
+                    await _send(writer, {"ok": False, "error": "not a dynosim request"})
+                    return
+                if request["command"] == "logs:tail":
+                    async for line in self.tail(request):
+                        await _send(writer, line)
+                    return
+                handler = self.handlers.get(request["command"])
+                if handler is None:
+                    await _send(writer, {"ok": False, "error": f"unknown command {request['command']!r}"})
+                    continue
+                try:
+                    await _send(writer, {"ok": True, "result": await handler(request)})
+                except DynosimError as error:
+                    await _send(writer, {"ok": False, "error": str(error)})
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+async def _send(writer: asyncio.StreamWriter, payload: object) -> None:
+    writer.write(json.dumps(payload).encode() + b"\n")
+    await writer.drain()
+
+
+def _connect(state_dir: Path) -> socket.socket:
+    path = state_dir / SOCKET_NAME
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise NoRunError(f"no dynosim run is active in {state_dir.parent}; start one with `dynosim run`") from None
+    except PermissionError:
+        sock.close()
+        raise DynosimError(f"{path}: permission denied; the run belongs to another user") from None
+    return sock
+
+
+def request(state_dir: Path, command: str, **arguments: object) -> Any:
+    """One request to the running supervisor; its result, or DynosimError with its message."""
+    with _connect(state_dir) as sock, sock.makefile("rwb") as stream:
+        stream.write(json.dumps({"command": command, **arguments}).encode() + b"\n")
+        stream.flush()
+        line = stream.readline()
+    if not line:
+        raise DynosimError("the dynosim run closed the control connection; is it stopping?")
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise DynosimError(reply.get("error", "the request failed"))
+    return reply["result"]
+
+
+def stream(state_dir: Path, command: str, **arguments: object) -> Iterator[Any]:
+    """Lines streamed by the running supervisor, until it stops sending."""
+    with _connect(state_dir) as sock, sock.makefile("rwb") as lines:
+        lines.write(json.dumps({"command": command, **arguments}).encode() + b"\n")
+        lines.flush()
+        for line in lines:
+            yield json.loads(line)
+
+
+def is_running(state_dir: Path) -> bool:
+    try:
+        request(state_dir, "ping")
+    except DynosimError:
+        return False
+    return True

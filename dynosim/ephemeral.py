@@ -1,0 +1,244 @@
+"""The ephemeral ledger: every file a dyno wrote since it booted, and what its restart loses.
+
+A watchdog observer on the directories that receive a dyno's writes (its overlay's upper
+dirs and its /tmp in namespaces mode, its copy of the slug in copy mode) records each write
+as it happens. When the dyno stops, before its filesystem is wiped, the ledger works out what
+is about to be lost, names the kind of state (recognised by content where it can be), and
+gives the fix Heroku users need.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+
+import pathspec
+
+from .logs import LogStream
+from .runtime.sandbox import DynoFilesystem, Layer
+
+# Written by every Python app and never state: left out unless the user asks otherwise.
+DEFAULT_IGNORE = ("__pycache__/", "*.pyc", "*.pyo", ".gunicorn/", ".cache/pip/")
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+_LOG_NAME = re.compile(r"\.log(\.\d+)?$|\.out$")
+_UPLOAD_DIRS = {"upload", "uploads", "media", "user_uploads", "user-uploads", "attachments"}
+_COMPILED_SUFFIXES = {".mo", ".css", ".js", ".map"}
+_COMPILED_DIRS = {"staticfiles", "static", "assets", "dist", ".webassets-cache"}
+
+KINDS: dict[str, tuple[str, str]] = {
+    "sqlite": ("SQLite database", "keep data in Postgres: add the heroku-postgresql add-on and connect with DATABASE_URL"),
+    "log": ("log file", "log to stdout/stderr: Heroku collects a dyno's output, never its files"),
+    "upload": ("uploaded file", "store uploads in object storage (S3 with boto3 or django-storages), not on the dyno's disk"),
+    "compiled": ("compiled file", "build it into the slug (bin/post_compile, e.g. manage.py compilemessages/collectstatic) or in the release phase"),
+    "other": ("file", "anything that must outlive a restart belongs in an add-on (Postgres, Redis) or object storage"),
+    "deleted": ("deleted slug file", "deleting a file of the slug lasts only until the restart: the slug brings it back"),
+}
+
+
+@dataclass(frozen=True)
+class Write:
+    dyno: str
+    path: str  # as the dyno sees it
+    action: str  # created, modified, deleted, moved
+    time: float
+
+
+@dataclass(frozen=True)
+class Loss:
+    dyno: str
+    path: str
+    kind: str
+    size: int
+    time: float
+
+    @property
+    def label(self) -> str:
+        return KINDS[self.kind][0]
+
+    @property
+    def fix(self) -> str:
+        return KINDS[self.kind][1]
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "label": self.label, "fix": self.fix}
+
+
+def classify(seen_as: PurePosixPath, host: Path) -> str:
+    try:
+        info = host.lstat()
+    except OSError:
+        return "other"
+    if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+        return "deleted"  # an overlayfs whiteout: the dyno deleted a file of the slug
+    name = seen_as.name.lower()
+    parts = {part.lower() for part in seen_as.parts[:-1]}
+    if _is_sqlite(host) or (name.endswith(("-journal", "-wal", "-shm")) and _is_sqlite(host.with_name(host.name.rsplit("-", 1)[0]))):
+        return "sqlite"
+    if _LOG_NAME.search(name) or parts & {"log", "logs"}:
+        return "log"
+    if parts & _UPLOAD_DIRS:
+        return "upload"
+    if seen_as.suffix.lower() in _COMPILED_SUFFIXES or parts & _COMPILED_DIRS:
+        return "compiled"
+    return "other"
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
+class _Watch:
+    def __init__(self, dyno: str, fs: DynoFilesystem) -> None:
+        self.dyno = dyno
+        self.fs = fs
+        self.touched: set[Path] = set()  # host paths
+        self.watches: list[object] = []
+
+
+class Ledger:
+    def __init__(self, logs: LogStream, ignore: Sequence[str] = DEFAULT_IGNORE) -> None:
+        self.logs = logs
+        self.ignore = pathspec.GitIgnoreSpec.from_lines(ignore)
+        self.writes: list[Write] = []
+        self.losses: list[Loss] = []
+        self._watches: dict[str, _Watch] = {}
+        self._lock = threading.Lock()
+        self._observer = None  # started on first use: watchdog is not imported otherwise
+
+    def watch(self, key: str, dyno: str, fs: DynoFilesystem) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watch = _Watch(dyno, fs)
+        ledger = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:  # type: ignore[no-untyped-def,override]
+                if event.event_type in ("opened", "closed_no_write", "closed") or event.is_directory:
+                    return
+                ledger._record(watch, event.event_type, os.fsdecode(event.src_path))
+                if event.event_type == "moved":
+                    ledger._record(watch, "created", os.fsdecode(event.dest_path))
+
+        if self._observer is None:
+            self._observer = Observer()
+            self._observer.daemon = True
+            self._observer.start()
+        for layer in fs.layers:
+            watch.watches.append(self._observer.schedule(Handler(), str(layer.host), recursive=True))
+        with self._lock:
+            self._watches[key] = watch
+
+    def _record(self, watch: _Watch, action: str, host_path: str) -> None:
+        path = Path(host_path)
+        seen = _seen_as(watch.fs.layers, path)
+        if seen is None or self._ignored(watch.fs, seen):
+            return
+        with self._lock:
+            watch.touched.add(path)
+            self.writes.append(Write(watch.dyno, str(seen), action, time.time()))
+
+    def _ignored(self, fs: DynoFilesystem, seen: PurePosixPath) -> bool:
+        relative = _relative(fs, seen)
+        return self.ignore.match_file(relative)
+
+    def unwatch(self, key: str) -> list[Loss]:
+        """Stop watching a dyno that has stopped, and return what its wipe is about to lose."""
+        with self._lock:
+            watch = self._watches.pop(key, None)
+        if watch is None:
+            return []
+        if self._observer is not None:
+            for handle in watch.watches:
+                try:
+                    self._observer.unschedule(handle)  # type: ignore[arg-type]
+                except (KeyError, OSError):
+                    pass
+        candidates = set(watch.touched)
+        for layer in watch.fs.layers:
+            if layer.host != layer.seen_as:  # a layer that holds only what the dyno wrote: exact
+                candidates.update(_files(layer.host))
+        losses = []
+        now = time.time()
+        for host in sorted(candidates):
+            seen = _seen_as(watch.fs.layers, host)
+            if seen is None or self._ignored(watch.fs, seen) or not os.path.lexists(host) or host.is_dir():
+                continue
+            kind = classify(seen, host)
+            size = 0 if kind == "deleted" else host.lstat().st_size
+            losses.append(Loss(watch.dyno, _display(watch.fs, seen), kind, size, now))
+        with self._lock:
+            self.losses.extend(losses)
+        return losses
+
+    def report(self, dyno: str, losses: Sequence[Loss], why: str) -> None:
+        if not losses:
+            return
+        self.logs.hint(dyno, f"{why} discards {len(losses)} file(s) {dyno} wrote since it booted; on Heroku they are gone too:")
+        for kind in KINDS:
+            group = [loss for loss in losses if loss.kind == kind]
+            if not group:
+                continue
+            shown = ", ".join(f"{loss.path} ({_size(loss.size)})" if kind != "deleted" else loss.path for loss in group[:8])
+            more = f" and {len(group) - 8} more" if len(group) > 8 else ""
+            self.logs.hint(dyno, f"  {KINDS[kind][0]}: {shown}{more} -> {KINDS[kind][1]}")
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5)
+            self._observer = None
+
+    def as_json(self) -> dict[str, object]:
+        with self._lock:
+            return {"losses": [loss.as_dict() for loss in self.losses], "writes": [asdict(w) for w in self.writes]}
+
+
+
+def _seen_as(layers: Iterable[Layer], host: Path) -> PurePosixPath | None:
+    for layer in layers:
+        try:
+            return PurePosixPath(layer.seen_as) / host.relative_to(layer.host)
+        except ValueError:
+            continue
+    return None
+
+
+def _relative(fs: DynoFilesystem, seen: PurePosixPath) -> str:
+    for root in (fs.home, fs.venv):
+        if root is not None:
+            try:
+                return str(seen.relative_to(root))
+            except ValueError:
+                pass
+    return str(seen)
+
+
+def _display(fs: DynoFilesystem, seen: PurePosixPath) -> str:
+    """Paths in the app as Heroku users write them (relative to /app); others in full."""
+    return str(seen.relative_to(fs.home)) if seen.is_relative_to(fs.home) else str(seen)
+
+
+def _files(root: Path) -> list[Path]:
+    found = []
+    for directory, _dirs, names in os.walk(root):
+        found.extend(Path(directory, name) for name in names)
+    return found
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size} B"

@@ -1,0 +1,110 @@
+"""One-off dynos: `dynosim exec CMD…` is `heroku run`.
+
+A `run.NNNN` dyno from the current release's slug with the full config, attached to this
+terminal, never restarted, its filesystem discarded when it exits, with a report of what it
+wrote that is now gone (the classic `heroku run` surprise).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import shlex
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from .addons import AddonRequest, Addons
+from .api import RunLock
+from .app import App, load_app
+from .build import build_slug, default_cache_dir
+from .ephemeral import DEFAULT_IGNORE, Ledger
+from .formation import DEFAULT_SIZE, dyno_size
+from .logs import LogLine, LogStream
+from .releases import ReleaseHistory
+from .runtime.dyno import Dyno, DynoSpec, Timeouts
+from .runtime.ports import free_port
+from .runtime.sandbox import choose_sandbox
+
+
+@dataclass(frozen=True)
+class OneOffOptions:
+    size: str = DEFAULT_SIZE
+    sandbox: str = "auto"
+    addons_backend: str = "auto"
+    dirty: bool = False
+    cache_dir: Path | None = None
+    ephemeral_ignore: tuple[str, ...] = DEFAULT_IGNORE
+    env: Mapping[str, str] = field(default_factory=dict)  # `heroku run -e`
+
+
+def command_for(app: App, argv: Sequence[str]) -> str:
+    """A Procfile type as the first word runs its command, with the rest appended (as `heroku run`)."""
+    first, rest = argv[0], list(argv[1:])
+    process = app.procfile.processes.get(first)
+    if process is not None:
+        return " ".join([process.command, *(shlex.quote(arg) for arg in rest)])
+    if len(argv) == 1:
+        return first  # one word may be a whole shell command line: `dynosim exec "echo $PORT"`
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneOffOptions(), err: TextIO = sys.stderr) -> int:
+    app = load_app(app_dir)
+    command = command_for(app, argv)
+
+    def say(line: str) -> None:
+        err.write(line + "\n")
+        err.flush()
+
+    slug = build_slug(app.path, cache_dir=options.cache_dir or default_cache_dir(), dirty=options.dirty, say=say)
+    active = RunLock(app).active()
+    addons: Addons | None = None
+    if active is not None and isinstance(active.get("config_vars"), dict):
+        config_vars = dict(active["config_vars"])  # type: ignore[arg-type]
+    else:
+        requests = [AddonRequest(spec.plan, spec.as_name) for spec in app.manifest.addons]
+        addons = Addons(app.state_dir, requests, backend=options.addons_backend, say=say)
+        config_vars = dict(app.config_vars)
+        for attachment in addons.start():
+            config_vars.update(attachment.config_vars)
+    try:
+        config_vars.update(options.env)
+        release, _ = ReleaseHistory(app.state_dir).create(slug, config_vars, app.user())
+        runtime_dir = app.runtime_dir.with_name(app.runtime_dir.name + ".oneoff")
+        sandbox = choose_sandbox(options.sandbox, runtime_dir, protect=[app.path])
+        size = dyno_size(options.size, "--size")
+        spec = DynoSpec(f"run.{random.randint(1000, 9999)}", "run", command, free_port(), size)
+        say(f"Running `{command}` on ⬢ {app.name}... up, {spec.name} ({size.name})")
+        return asyncio.run(_attach(spec, release, sandbox, options, err))
+    finally:
+        if addons is not None:
+            addons.stop()
+
+
+async def _attach(spec: DynoSpec, release, sandbox, options: OneOffOptions, err: TextIO) -> int:  # type: ignore[no-untyped-def]
+    logs = LogStream()
+
+    def show(lines: Sequence[LogLine]) -> None:  # only dynosim's own report reaches the terminal
+        for line in lines:
+            if line.source == "dynosim":
+                err.write(f"dynosim: {line.text}\n")
+        err.flush()
+
+    logs.subscribe(show)
+    ledger = Ledger(logs, options.ephemeral_ignore)
+    dyno = Dyno(spec, release, sandbox, logs, Timeouts(), f"oneoff/{spec.name}", ledger, attach=True)
+    dyno.end_reason = "the end of this one-off dyno"
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGQUIT):  # the terminal sends them to the command itself
+        loop.add_signal_handler(signum, lambda: None)
+    loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(dyno.stop()))
+    try:
+        await dyno.boot("down")
+        status = await dyno.wait()
+    finally:
+        ledger.close()
+    dyno.set_state("complete")
+    return status

@@ -1,0 +1,44 @@
+"""The Python API and the pytest plugin, used as a test suite would use them."""
+from __future__ import annotations
+
+import re
+import time
+
+from conftest import CACHE_DIR, FIXTURES
+
+
+def test_the_fixture_runs_an_app_and_restarts_it_on_a_fresh_filesystem(dynosim_app):
+    app = dynosim_app(FIXTURES / "dynolab", formation="web=2,worker=1", cache_dir=CACHE_DIR)
+    assert app.dynos() == {"web.1": "up", "web.2": "up", "worker.1": "up"}
+    assert app.get("/").json()["dyno"] == "web.1"
+    app.get("/write/notes.txt")
+    assert app.get("/read/notes.txt").text == "written by web.1"
+    assert app.restart("web.1") == ["web.1"]
+    assert app.get("/read/notes.txt").text == "missing"
+    app.logs.wait_for(r"dynosim\[web\.1\]: the restart discards 1 file\(s\)")
+    assert [loss.path for loss in app.ephemeral.losses] == ["notes.txt"]
+
+
+def test_exec_cycle_and_logs(dynosim_app):
+    app = dynosim_app(FIXTURES / "dynolab", formation="web=1,worker=0", cache_dir=CACHE_DIR)
+    status, output = app.exec("echo $DYNO; exit 3")
+    assert status == 3 and re.fullmatch(r"run\.\d{4}", output)
+    started = time.time()
+    app.get("/sqlite/app.db")
+    writes: list = []
+    while not writes and time.time() - started < 1.0:  # in the ledger within a second
+        writes = [w for w in app.ephemeral.writes if w.path.endswith("app.db")]
+        time.sleep(0.01)
+    assert writes and writes[0].dyno == "web.1" and writes[0].time - started < 1.0
+    assert app.cycle("web") == ["web.1"]
+    line = app.logs.wait_for(r"SQLite database: app\.db")
+    assert line.source == "dynosim" and line.dyno == "web.1"
+    assert app.logs.search(r"heroku\[web\.1\]: Cycling")
+
+
+def test_two_apps_from_one_folder_do_not_collide(dynosim_app):
+    first = dynosim_app(FIXTURES / "dynolab", formation="web=1,worker=0", cache_dir=CACHE_DIR)
+    second = dynosim_app(FIXTURES / "dynolab", formation="web=1,worker=0", cache_dir=CACHE_DIR)
+    assert first.port != second.port
+    first.get("/write/mine.txt")
+    assert second.get("/read/mine.txt").text == "missing"
