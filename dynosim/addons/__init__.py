@@ -68,6 +68,18 @@ class Addons:
         from dynosim.addons import backends
 
         backend = backends.load(self.backend_name, self.say)
+        try:
+            return self._start_on(backend)
+        except AddonError as error:
+            if self.backend_name != "auto" or backend.name != "docker":
+                raise
+            # auto means "what works here": an engine without the images (none can be pulled) is no use
+            self.say(f"add-ons: the docker backend could not start them ({error}); using the native backend")
+            return self._start_on(backends.load("native", self.say))
+
+    def _start_on(self, backend: Any) -> list[Attachment]:
+        from dynosim.addons import backends
+
         state = State.load(self.state_dir / STATE_FILE)
         records = [state.record_for(entry, backend.name) for entry in self.resolved]
         state.save()
