@@ -39,11 +39,9 @@ class ControlServer:
     async def start(self) -> None:
         # only called once this app's run lock is ours, so a socket file left here is stale
         self.path.unlink(missing_ok=True)
-        old = os.umask(0o177)
-        try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST)
-        finally:
-            os.umask(old)
+        # no umask games (the process-wide umask would hit files other tasks create meanwhile): the
+        # socket is born inside .dynosim/, which only this user can enter, and then made 0600
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST)
         os.chmod(self.path, 0o600)
 
     async def stop(self) -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,10 @@ def make_app(tmp_path: Path, fixture: str = "dynolab", procfile: str | None = No
 class DynosimRun:
     """A `dynosim run` subprocess whose output lines are collected as they arrive."""
 
-    def __init__(self, app: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, app: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None,
+        python: list[str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.lines: list[str] = []
         self._last = -1
@@ -49,7 +53,7 @@ class DynosimRun:
         full_env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR), **(env or {})}
         full_env.pop("PORT", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(self.port), *args],
+            [*(python or [sys.executable]), "-m", "dynosim", "run", "-C", str(app), "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True, bufsize=1,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -96,9 +100,16 @@ class DynosimRun:
                 return self.lines
             self.lines.append(line)
 
+    def supervisor(self) -> psutil.Process:
+        """The dynosim process itself, also when it was started through runuser."""
+        process = psutil.Process(self.proc.pid)
+        if "dynosim" in " ".join(process.cmdline()[:1]) or process.name() != "runuser":
+            return process
+        return next(p for p in process.children() if "dynosim" in " ".join(p.cmdline()))
+
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.supervisor().send_signal(signal.SIGINT)
         code = self.proc.wait(timeout)
         self._reader.join(5)
         self.drain()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
+import traceback
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -200,12 +202,23 @@ class DynoManager:
         )
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for name, count in self.formation.quantities.items():
             for index in range(1, count + 1):
-                slot = DynoSlot(self, self.procfile.processes[name], index)
-                self.slots.append(slot)
-                self._tasks.append(loop.create_task(slot.supervise()))
+                self._add_slot(DynoSlot(self, self.procfile.processes[name], index))
+
+    def _add_slot(self, slot: DynoSlot) -> None:
+        self.slots.append(slot)
+        task = asyncio.get_running_loop().create_task(slot.supervise())
+        task.add_done_callback(lambda done: self._supervisor_failed(slot, done))
+        self._tasks.append(task)
+
+    def _supervisor_failed(self, slot: DynoSlot, task: asyncio.Task[None]) -> None:
+        """A bug of dynosim's in a dyno's supervision: say so loudly instead of losing the dyno silently."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self.logs.hint(slot.name, f"dynosim failed to supervise this dyno (a bug, please report it): {error!r}")
+        traceback.print_exception(error, file=sys.stderr)
 
     async def restart(self, target: str | None = None) -> list[str]:
         """`heroku restart [TYPE|DYNO]`: every matching dyno, each with a fresh filesystem."""
@@ -272,14 +285,11 @@ class DynoManager:
                 raise FormationError(f'ps:scale: no process type "{kind}" in the Procfile (types: {known})')
             if count < 0:
                 raise FormationError(f"ps:scale: {kind}={count}: a dyno count cannot be negative")
-        loop = asyncio.get_running_loop()
         retiring: list[DynoSlot] = []
         for kind, count in counts.items():
             current = [s for s in self.slots if s.process.name == kind]
             for index in range(len(current) + 1, count + 1):
-                slot = DynoSlot(self, self.procfile.processes[kind], index)
-                self.slots.append(slot)
-                self._tasks.append(loop.create_task(slot.supervise()))
+                self._add_slot(DynoSlot(self, self.procfile.processes[kind], index))
             retiring.extend(current[count:])
         for slot in retiring:
             slot.retired = True
