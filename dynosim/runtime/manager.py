@@ -73,6 +73,7 @@ class DynoSlot:
         self.dyno: Dyno | None = None
         self.boots = 0
         self.retired = False  # scaled away or the run is stopping
+        self.prebooted: Dyno | None = None  # preboot's successor, up before the old dyno stops
         self._restart_reason: str | None = None
         self._wake = asyncio.Event()
 
@@ -81,14 +82,22 @@ class DynoSlot:
         port = m.public_port if self.name == "web.1" and m.public_port else free_port()
         return DynoSpec(self.name, self.process.name, self.process.command, port, m.formation.sizes[self.process.name])
 
+    def web_dynos(self) -> list[Dyno]:
+        """This slot's web dynos that can take requests: up, and not being stopped."""
+        return [d for d in (self.dyno, self.prebooted) if d is not None and d.state == "up" and not d.stopping]
+
     async def supervise(self) -> None:
         m = self.manager
         previous = "down"
         consecutive = 0
         while not (m.stopping or self.retired):
-            self.dyno = dyno = m.new_dyno(self._spec())
+            if self.prebooted is not None:  # preboot already started (and brought up) the next dyno
+                self.dyno, self.prebooted = self.prebooted, None
+                dyno = self.dyno
+            else:
+                self.dyno = dyno = m.new_dyno(self._spec())
+                await dyno.boot(previous)
             self.boots += 1
-            await dyno.boot(previous)
             loop = asyncio.get_running_loop()
             cycle = loop.call_later(m.cycle.next_delay(), self._cycle) if m.cycle else None
             status = await dyno.wait()
@@ -98,6 +107,8 @@ class DynoSlot:
                 dyno.set_state("down")
                 return
             if self._restart_reason is not None:
+                if self.prebooted is not None:
+                    dyno.set_state("down")
                 self._restart_reason = None
                 previous, consecutive = "starting", 0
                 continue
@@ -118,14 +129,26 @@ class DynoSlot:
         asyncio.ensure_future(self.restart("Cycling", "the daily cycle"))
 
     async def restart(self, line: str = "Restarting", reason: str = "the restart") -> None:
-        """Heroku's restart: the same shutdown as a stop, then a fresh boot."""
+        """Heroku's restart: the same shutdown as a stop, then a fresh boot. With preboot, a web
+        dyno's successor boots first and the old one stops once the new one is up."""
         dyno = self.dyno
         if dyno is None or self._restart_reason is not None or dyno.state not in ("starting", "up"):
             self._wake.set()  # a crashed dyno waiting out its back-off restarts now
             return
         self._restart_reason = reason
         self.manager.logs.heroku(self.name, line)
-        dyno.set_state("starting")
+        if self.manager.preboot and self.process.name == "web" and dyno.state == "up":
+            successor = self.manager.new_dyno(self._spec())
+            await successor.boot("down")
+            if await successor.wait_up():
+                self.prebooted = successor
+            else:
+                self.manager.logs.hint(self.name, "preboot: the new dyno did not come up; the old one keeps serving")
+                await successor.stop("a failed preboot")
+                self._restart_reason = None
+                return
+        else:
+            dyno.set_state("starting")
         await dyno.stop(reason)
 
     async def stop(self) -> None:
@@ -153,6 +176,7 @@ class DynoManager:
         policy: CrashPolicy = CrashPolicy(),
         cycle: CycleSchedule | None = CycleSchedule(),
         ledger: Ledger | None = None,
+        preboot: bool = False,
     ) -> None:
         self.release = release
         self.procfile = procfile
@@ -165,6 +189,7 @@ class DynoManager:
         self.policy = policy
         self.cycle = cycle
         self.ledger = ledger
+        self.preboot = preboot
         self.stopping = False
         self.slots: list[DynoSlot] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -263,6 +288,30 @@ class DynoManager:
         dyno.set_state("complete")
         output = [line.text for line in list(self.logs.recent)[start:] if line.source == "app" and line.dyno == spec.name]
         return status, output
+
+    # what the router asks
+    def web_dynos(self) -> list[tuple[str, int]]:
+        """(name, port) of every web dyno that can take a request now."""
+        return [(d.name, d.spec.port) for s in self.slots if s.process.name == "web" for d in s.web_dynos()]
+
+    def web_state(self) -> str:
+        web = [s for s in self.slots if s.process.name == "web"]
+        if not web:
+            return "none"
+        if any(s.web_dynos() for s in web):
+            return "up"
+        if all(s.dyno is not None and s.dyno.state == "crashed" for s in web):
+            return "crashed"
+        return "starting"
+
+    async def wait_for_web(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.web_dynos():
+            if loop.time() >= deadline or self.web_state() in ("none", "crashed"):
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     def ps(self) -> list[dict[str, object]]:
         """What `heroku ps` shows, dyno by dyno."""
