@@ -377,3 +377,14 @@ def releases(app_dir: Path, as_json: bool) -> None:
     for entry in entries:
         when = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(float(entry["created_at"])))  # type: ignore[arg-type]
         click.echo(f"v{entry['version']}  {entry['description']}  {entry.get('user', '')}  {when}")
+
+
+@main.command()
+@_operate
+def certs() -> None:
+    """Where dynosim's local certificate authority is, and how to trust it (made on first use)."""
+    from .tls import LocalCA, trust_instructions
+
+    ca = LocalCA.load_or_create(say=lambda line: click.echo(line, err=True))
+    ca.server_cert(say=lambda line: click.echo(line, err=True))
+    click.echo(trust_instructions(ca))

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 # Not under /tmp: a dyno gets a private /tmp, so slugs must live elsewhere.
 CACHE_DIR = Path(os.environ.get("DYNOSIM_TEST_CACHE", "/var/tmp/dynosim-test-cache"))
+# the tests' certificate authority, not the user's own
+os.environ.setdefault("DYNOSIM_CA_DIR", "/var/tmp/dynosim-test-ca")
 
 
 def free_port() -> int:

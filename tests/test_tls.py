@@ -1,0 +1,91 @@
+"""The local certificate authority: made once, served certificates real clients verify, bad folders named."""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import ssl
+import threading
+
+import pytest
+
+from conftest import run_dynosim
+from dynosim.tls import LocalCA, TLSError
+
+
+def serve_once(context: ssl.SSLContext) -> int:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.sendall(b"hello over tls")
+        listener.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def test_a_client_that_trusts_the_ca_verifies_the_servers_certificate(tmp_path):
+    ca = LocalCA.load_or_create(tmp_path / "ca")
+    assert oct(os.stat(ca.key_path).st_mode & 0o777) == "0o600"
+    server = ca.server_cert()
+    for host in ("localhost", "127.0.0.1"):
+        port = serve_once(server.context())
+        client = ssl.create_default_context(cafile=str(ca.cert_path))
+        with socket.create_connection(("127.0.0.1", port)) as raw, client.wrap_socket(raw, server_hostname=host) as tls:
+            assert tls.recv(100) == b"hello over tls"
+    port = serve_once(server.context())
+    with pytest.raises(ssl.SSLCertVerificationError):  # without the CA: refused, as a browser would
+        with socket.create_connection(("127.0.0.1", port)) as raw, ssl.create_default_context().wrap_socket(raw, server_hostname="localhost"):
+            pass
+
+
+def test_the_ca_is_made_once_and_reused(tmp_path):
+    first = LocalCA.load_or_create(tmp_path / "ca")
+    said: list[str] = []
+    again = LocalCA.load_or_create(tmp_path / "ca", say=said.append)
+    assert first.cert_path.read_bytes() == again.cert_path.read_bytes() and not said
+    cert = first.server_cert()
+    assert again.server_cert().cert.read_bytes() == cert.cert.read_bytes()
+
+
+def test_a_certificate_about_to_expire_is_renewed_and_said_once(tmp_path):
+    ca = LocalCA.load_or_create(tmp_path / "ca")
+    server = ca.server_cert()
+    ca._issue(server.cert, server.key, ("localhost", "127.0.0.1", "::1"), days=3)
+    old = server.cert.read_bytes()
+    said: list[str] = []
+    renewed = ca.server_cert(say=said.append)
+    assert renewed.cert.read_bytes() != old and len(said) == 1 and "renewed" in said[0]
+    ca.server_cert(say=said.append)
+    assert len(said) == 1
+
+
+@pytest.mark.parametrize("damage", ["broken key", "missing key", "unreadable"])
+def test_a_broken_ca_folder_is_named_and_nothing_is_deleted(tmp_path, damage):
+    folder = tmp_path / "ca"
+    ca = LocalCA.load_or_create(folder)
+    if damage == "broken key":
+        ca.key_path.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    elif damage == "missing key":
+        ca.key_path.unlink()
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root reads every file")
+        os.chmod(ca.key_path, 0)
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(TLSError) as error:
+        LocalCA.load_or_create(folder)
+    assert str(folder) in str(error.value) and "dynosim certs" in str(error.value)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_dynosim_certs_says_where_the_ca_is_and_how_to_trust_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNOSIM_CA_DIR", str(tmp_path / "ca"))
+    result = run_dynosim(tmp_path, "certs")
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path}/ca/ca.pem" in result.stdout and "curl --cacert" in result.stdout and "SSL_CERT_FILE" in result.stdout
+    (tmp_path / "ca" / "ca-key.pem").write_text("garbage")
+    broken = run_dynosim(tmp_path, "certs")
+    assert broken.returncode == 1 and broken.stderr.startswith("dynosim: error: ") and "Traceback" not in broken.stderr
