@@ -134,6 +134,10 @@ def dynosim(request: pytest.FixtureRequest) -> Iterator[type[DynosimRun]]:
     yield Tracked
     for run in runs:
         if run.proc.poll() is None:
+            try:
+                run.supervisor().kill()  # through runuser too: its dynos die with it
+            except (psutil.Error, StopIteration):
+                pass
             run.proc.kill()
             run.proc.wait(10)
 
