@@ -34,6 +34,7 @@ from .releases import Release, ReleaseHistory
 from .runtime.dyno import Timeouts
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
+from .router import Backend, Router, RouterTimeouts
 from .runtime.ports import claim_port
 from .runtime.sandbox import Sandbox, choose_sandbox, reap_marked, wipe_dir
 
@@ -56,6 +57,9 @@ class RunOptions:
     strict: bool = False  # exit EXIT_EPHEMERAL when a dyno wrote state a restart loses
     addons: tuple[AddonRequest, ...] = ()  # on top of app.json's
     addons_backend: str = "auto"
+    host: str = "127.0.0.1"  # where the router listens
+    preboot: bool = False
+    router_timeouts: RouterTimeouts = RouterTimeouts()
 
 
 EXIT_EPHEMERAL = 3
@@ -69,6 +73,22 @@ def _filter_lines(lines: Iterable[LogLine], request: Mapping[str, Any]) -> list[
         if (not source or line.source == source)
         and (not dyno or line.dyno == dyno or line.dyno.split(".")[0] == dyno)
     ]
+
+
+class WebDynos:
+    """What the router may ask the dyno manager: which web dynos can take a request."""
+
+    def __init__(self, manager: DynoManager) -> None:
+        self._manager = manager
+
+    def web_backends(self) -> list[Backend]:
+        return [Backend(name, port) for name, port in self._manager.web_dynos()]
+
+    def web_state(self) -> str:
+        return self._manager.web_state()
+
+    async def wait_for_web(self, timeout: float) -> bool:
+        return await self._manager.wait_for_web(timeout)
 
 
 class RunLock:
@@ -140,6 +160,7 @@ class Run:
         self.ledger = Ledger(self.logs, options.ephemeral_ignore)
         self.lock = RunLock(self.app)
         self.manager: DynoManager | None = None
+        self.router: Router | None = None
         requests = [AddonRequest(spec.plan, spec.as_name) for spec in self.app.manifest.addons]
         self.addons = Addons(self.app.state_dir, [*requests, *options.addons], backend=options.addons_backend, say=self.say)
         self.attachments: list[Attachment] = []
@@ -151,8 +172,7 @@ class Run:
     def prepare(self) -> tuple[Release, Sandbox]:
         for warning in self.app.procfile.warnings:
             self.say(f" !     {warning}")
-        if "web" in self.formation.quantities and self.formation.quantities["web"]:
-            claim_port(self.options.port)
+        claim_port(self.options.port, self.options.host)  # the router's, before a long build
         self.lock.acquire(self.say)
         slug: Slug = build_slug(
             self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(), dirty=self.options.dirty, say=self.say
@@ -185,14 +205,27 @@ class Run:
     async def serve(
         self, release: Release, sandbox: Sandbox, stop: asyncio.Event, on_started: Callable[[], None] = lambda: None
     ) -> None:
-        """Release phase, then the formation until `stop` is set; then Heroku's shutdown."""
-        user = self.app.user()
+        """The router, the release phase, then the formation until `stop` is set; then Heroku's shutdown."""
         self.manager = manager = DynoManager(
             release, self.app.procfile, self.formation, sandbox, self.logs,
-            run_id=self.lock.run_id, public_port=self.options.port,
+            run_id=self.lock.run_id,
             timeouts=self.options.timeouts, policy=self.options.crash_policy,
-            cycle=self.options.cycle, ledger=self.ledger,
+            cycle=self.options.cycle, ledger=self.ledger, preboot=self.options.preboot,
         )
+        self.router = Router(
+            WebDynos(manager), self.logs, host=self.options.host, port=self.options.port,
+            timeouts=self.options.router_timeouts,
+        )
+        await self.router.start()
+        try:
+            await self._serve(manager, release, stop, on_started)
+        finally:
+            await self.router.stop()
+
+    async def _serve(
+        self, manager: DynoManager, release: Release, stop: asyncio.Event, on_started: Callable[[], None]
+    ) -> None:
+        user = self.app.user()
         self.logs.api(f"{release.slug.description} by user {user}")
         phase = asyncio.ensure_future(manager.release_phase(user))
         stopped = asyncio.ensure_future(stop.wait())
@@ -246,8 +279,16 @@ class Run:
         async def releases(_: Mapping[str, Any]) -> list[dict[str, object]]:
             return ReleaseHistory(self.app.state_dir).entries()
 
+        async def maintenance(request: Mapping[str, Any]) -> bool:
+            assert self.router is not None
+            if "on" in request:
+                self.router.maintenance = bool(request["on"])
+                verb = "Enable" if self.router.maintenance else "Disable"
+                self.logs.api(f"{verb} maintenance mode by user {self.app.user()}")
+            return self.router.maintenance
+
         return {"ping": ping, "ps": ps, "ps:scale": scale, "restart": restart, "logs": logs, "config": config,
-                "config:set": config_set, "releases": releases}
+                "config:set": config_set, "releases": releases, "maintenance": maintenance}
 
     async def _tail(self, request: Mapping[str, Any]) -> AsyncIterator[str]:
         queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10000)

@@ -25,7 +25,9 @@ def main() -> None:
 @main.command()
 @click.option("-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here).")
 @click.option("-f", "--formation", default="", metavar="TYPE=N,…", help="Dynos per process type, e.g. web=2,worker=1 (default: one of each).")
-@click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="Public port (default: $PORT, else 5000).")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="The router's public port (default: $PORT, else 5000).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the router listens (0.0.0.0 to let other machines in).")
+@click.option("--preboot", is_flag=True, help="Heroku's preboot: new web dynos are up before old ones stop, so restarts drop no request.")
 @click.option("--size", default=None, help="Dyno size for every type (standard-1x, standard-2x, performance-m…).")
 @click.option("--dirty", is_flag=True, help="Deploy the working tree, uncommitted files included.")
 @click.option("--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How dynos are contained.")
@@ -39,7 +41,7 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Exit 3 if any dyno wrote state that a restart loses.")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons run.")
-def run(app_dir: Path, formation: str, port: int | None, size: str | None, dirty: bool, sandbox: str,
+def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
         ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, addon: tuple[str, ...],
         addons_backend: str) -> None:
@@ -57,6 +59,8 @@ def run(app_dir: Path, formation: str, port: int | None, size: str | None, dirty
         options = RunOptions(
             formation=parse_formation(formation),
             port=port,
+            host=host,
+            preboot=preboot,
             size=size,
             dirty=dirty,
             sandbox=sandbox,
@@ -388,3 +392,35 @@ def certs() -> None:
     ca = LocalCA.load_or_create(say=lambda line: click.echo(line, err=True))
     ca.server_cert(say=lambda line: click.echo(line, err=True))
     click.echo(trust_instructions(ca))
+
+
+@main.command("maintenance")
+@app_dir_option
+@_operate
+def maintenance(app_dir: Path) -> None:
+    """Whether maintenance mode is on (the router answers H80)."""
+    from .control import request
+
+    click.echo("on" if request(_state(app_dir), "maintenance") else "off")
+
+
+@main.command("maintenance:on")
+@app_dir_option
+@_operate
+def maintenance_on(app_dir: Path) -> None:
+    """Serve Heroku's maintenance page (H80) to every request."""
+    from .control import request
+
+    request(_state(app_dir), "maintenance", on=True)
+    click.echo("Enabling maintenance mode... done")
+
+
+@main.command("maintenance:off")
+@app_dir_option
+@_operate
+def maintenance_off(app_dir: Path) -> None:
+    """Route requests to the web dynos again."""
+    from .control import request
+
+    request(_state(app_dir), "maintenance", on=False)
+    click.echo("Disabling maintenance mode... done")

@@ -8,9 +8,17 @@ from conftest import CACHE_DIR, FIXTURES
 
 
 def test_the_fixture_runs_an_app_and_restarts_it_on_a_fresh_filesystem(dynosim_app):
-    app = dynosim_app(FIXTURES / "dynolab", formation="web=2,worker=1", cache_dir=CACHE_DIR)
-    assert app.dynos() == {"web.1": "up", "web.2": "up", "worker.1": "up"}
-    assert app.get("/").json()["dyno"] == "web.1"
+    app = dynosim_app(FIXTURES / "dynolab", formation="web=1,worker=1", cache_dir=CACHE_DIR)
+    assert app.dynos() == {"web.1": "up", "worker.1": "up"}
+    body = app.get("/", headers={"X-Request-Id": "a-client-request-id-1234"}).json()
+    assert body["dyno"] == "web.1"
+    # through Heroku's router: its headers reach the dyno
+    assert body["env"]["PORT"] != str(app.port)
+    headers = {k.lower(): v for k, v in body["headers"].items()}
+    assert headers["x-request-id"] == "a-client-request-id-1234" and headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-for"] == "127.0.0.1" and headers["x-forwarded-port"] == str(app.port)
+    assert headers["via"] == "1.1 vegur" and abs(int(headers["x-request-start"]) / 1000 - time.time()) < 60
+    app.logs.wait_for(r'heroku\[router\]: at=info method=GET path="/" .*request_id=a-client-request-id-1234 .*dyno=web\.1 .*status=200')
     app.get("/write/notes.txt")
     assert app.get("/read/notes.txt").text == "written by web.1"
     assert app.restart("web.1") == ["web.1"]

@@ -58,15 +58,16 @@ def test_every_dyno_has_its_own_filesystem_and_tmp(tmp_path, dynosim, sandbox):
     run = dynosim(app, "--sandbox", sandbox, "--formation", "web=2")
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     run.wait_for(r"heroku\[web\.2\]: State changed from starting to up")
+    web1 = int(run.wait_for(r"app\[web\.1\]: listening on (\d+)").group(1))  # each dyno's own port
     web2 = int(run.wait_for(r"app\[web\.2\]: listening on (\d+)").group(1))
-    get(run.port, "/write/notes.txt")
-    assert get(run.port, "/read/notes.txt") == "written by web.1"
+    get(web1, "/write/notes.txt")
+    assert get(web1, "/read/notes.txt") == "written by web.1"
     assert get(web2, "/read/notes.txt") == "missing"
     # each dyno's own TMPDIR (in namespaces mode a private /tmp; in copy mode a TMPDIR of its own)
-    tmp1 = json.loads(get(run.port, "/"))["env"].get("TMPDIR", "/tmp")
+    tmp1 = json.loads(get(web1, "/"))["env"].get("TMPDIR", "/tmp")
     tmp2 = json.loads(get(web2, "/"))["env"].get("TMPDIR", "/tmp")
-    get(run.port, f"/write/{tmp1}/scratch.txt")
-    assert get(run.port, f"/read/{tmp1}/scratch.txt") == "written by web.1"
+    get(web1, f"/write/{tmp1}/scratch.txt")
+    assert get(web1, f"/read/{tmp1}/scratch.txt") == "written by web.1"
     assert get(web2, f"/read/{tmp2}/scratch.txt") == "missing"
     oneoff = run_dynosim(app, "exec", "--sandbox", sandbox, "cat notes.txt /tmp/scratch.txt")
     assert oneoff.returncode == 1 and "No such file" in oneoff.stdout + oneoff.stderr

@@ -222,7 +222,7 @@ class Dyno:
         self.stopping = True
         self.end_reason = reason
         self.logs.heroku(self.name, "Stopping all processes with SIGTERM")
-        self.process.terminate()
+        await self.process.terminate()
         try:
             await asyncio.wait_for(asyncio.shield(self._exit), self.timeouts.stop)
         except asyncio.TimeoutError:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 MS_RDONLY = 1
 MS_REMOUNT = 32
@@ -47,34 +48,72 @@ def build_filesystem(spec):
     mount(spec["tmp"], "/tmp", None, MS_BIND)
 
 
-def run(spec):
-    stopping = False
+class Stop(Exception):
+    """The dyno is being stopped: leave the blocking wait."""
 
-    def on_term(signum, frame):
-        nonlocal stopping
-        stopping = True
+
+def terminate_all(signaled):
+    """SIGTERM to every process of the dyno that has not had it yet in its current form: one that
+    appeared since, or that exec'd since (a signal sent while bash was exec'ing can be lost)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or name == "1":
+            continue
+        pid = int(name)
         try:
-            os.kill(-1, signal.SIGTERM)  # from PID 1: every other process in the dyno
-        except ProcessLookupError:
-            pass
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                form = handle.read()
+        except OSError:
+            continue
+        if signaled.get(pid) != form:
+            signaled[pid] = form
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def exit_code(wait_status):
+    code = os.waitstatus_to_exitcode(wait_status)
+    return 128 - code if code < 0 else code
+
+
+def run(spec):
+    def on_term(signum, frame):
+        raise Stop
 
     child = os.fork()
     if child == 0:
+        for ignored_by_python in (signal.SIGPIPE, signal.SIGXFSZ):  # the app gets the defaults
+            signal.signal(ignored_by_python, signal.SIG_DFL)
         os.chdir(spec["cwd"])
         os.execvp("bash", ["bash", "-c", spec["script"]])
-    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    status = 0
+    signal.signal(signal.SIGTERM, on_term)
+    status = None
+    try:
+        while status is None:  # the command ending on its own ends the dyno: the kernel kills the rest
+            pid, wait_status = os.waitpid(-1, 0)
+            if pid == child:
+                status = exit_code(wait_status)
+        return status
+    except Stop:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # a shutdown: the dyno lasts until its last process is gone (or dynosim sends SIGKILL)
+    signaled = {}
+    terminate_all(signaled)
+    ticks = 0
     while True:
         try:
-            pid, wait_status = os.waitpid(-1, 0)
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            break
+            return 0 if status is None else status
         if pid == child:
-            status = os.waitstatus_to_exitcode(wait_status)
-            if not stopping:
-                break
-    return 128 - status if status < 0 else status
+            status = exit_code(wait_status)
+        if pid == 0:
+            time.sleep(0.02)
+            ticks += 1
+            if ticks % 10 == 0:
+                terminate_all(signaled)
 
 
 def main():

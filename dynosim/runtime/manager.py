@@ -78,9 +78,8 @@ class DynoSlot:
         self._wake = asyncio.Event()
 
     def _spec(self) -> DynoSpec:
-        m = self.manager
-        port = m.public_port if self.name == "web.1" and m.public_port else free_port()
-        return DynoSpec(self.name, self.process.name, self.process.command, port, m.formation.sizes[self.process.name])
+        m = self.manager  # every boot a new private port, as on Heroku; the router owns the public one
+        return DynoSpec(self.name, self.process.name, self.process.command, free_port(), m.formation.sizes[self.process.name])
 
     def web_dynos(self) -> list[Dyno]:
         """This slot's web dynos that can take requests: up, and not being stopped."""
@@ -171,7 +170,6 @@ class DynoManager:
         logs: LogStream,
         *,
         run_id: str,
-        public_port: int | None,
         timeouts: Timeouts = Timeouts(),
         policy: CrashPolicy = CrashPolicy(),
         cycle: CycleSchedule | None = CycleSchedule(),
@@ -184,7 +182,6 @@ class DynoManager:
         self.sandbox = sandbox
         self.logs = logs
         self.run_id = run_id
-        self.public_port = public_port
         self.timeouts = timeouts
         self.policy = policy
         self.cycle = cycle
@@ -297,7 +294,9 @@ class DynoManager:
     def web_state(self) -> str:
         web = [s for s in self.slots if s.process.name == "web"]
         if not web:
-            return "none"
+            # before the formation starts (the release phase), web dynos are on their way
+            started = bool(self._tasks) or self.stopping
+            return "starting" if self.formation.quantities.get("web") and not started else "none"
         if any(s.web_dynos() for s in web):
             return "up"
         if all(s.dyno is not None and s.dyno.state == "crashed" for s in web):

@@ -80,16 +80,23 @@ class DynoProcess:
             found.update((p.pid, p) for p in _marked(self.marker))
         return list(found.values())
 
-    def terminate(self) -> None:
+    async def terminate(self) -> None:
         """SIGTERM to every process in the dyno."""
         self._terminating = True
-        if self._namespaced:
-            init = self._init()
-            if init is not None:
-                _signal(init, signal.SIGTERM)  # init passes it to every process inside
+        if not self._namespaced:
+            for process in self.processes():
+                _signal(process, signal.SIGTERM)
             return
-        for process in self.processes():
-            _signal(process, signal.SIGTERM)
+        # The kernel drops a signal sent to a PID namespace's init before init has a handler
+        # for it, so wait until dynoinit catches SIGTERM (it passes it to every process inside).
+        for _ in range(500):
+            init = self._init()
+            if self.proc.returncode is not None:
+                return
+            if init is not None and _catches(init.pid, signal.SIGTERM):
+                _signal(init, signal.SIGTERM)
+                return
+            await asyncio.sleep(0.01)
 
     def kill(self) -> None:
         self._killed = True
@@ -117,6 +124,17 @@ class DynoProcess:
         except psutil.NoSuchProcess:
             return None
         return children[0] if children else None
+
+
+def _catches(pid: int, signum: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    except OSError:
+        pass
+    return False
 
 
 def _signal(process: psutil.Process | None, signum: int) -> None:
