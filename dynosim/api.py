@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any, TextIO
 import psutil
 
 from .addons import AddonRequest, Addons, Attachment
+from .addons.hints import watch_for_tls_failures
 from .app import App as AppFolder
 from .app import load_app
 from .config import ConfigStore, resolve_config_vars
@@ -37,6 +39,7 @@ from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
 from .router import Backend, Router, RouterTimeouts
 from .runtime.ports import claim_port
 from .runtime.sandbox import Sandbox, choose_sandbox, reap_marked, wipe_dir
+from .tls import LocalCA, TLSError
 
 DEFAULT_PORT = 5000
 
@@ -161,7 +164,7 @@ class Run:
         self.lock = RunLock(self.app)
         self.manager: DynoManager | None = None
         self.router: Router | None = None
-        requests = [AddonRequest(spec.plan, spec.as_name) for spec in self.app.manifest.addons]
+        requests = [*(AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in self.app.manifest.addons), *Addons.declared(self.app.state_dir)]
         self.addons = Addons(self.app.state_dir, [*requests, *options.addons], backend=options.addons_backend, say=self.say)
         self.attachments: list[Attachment] = []
 
@@ -181,6 +184,7 @@ class Run:
         if self.addons.resolved:
             self.say("-----> Starting add-ons")
             self.attachments = self.addons.start()
+            watch_for_tls_failures(self.logs, self.attachments)  # Heroku's fix, once, when a dyno verifies Redis's certificate
             config_vars.update(self._addon_vars(config_vars))
         release, _ = ReleaseHistory(self.app.state_dir).create(slug, config_vars, self.app.user())
         self.lock.record(release=release.version, config_vars=config_vars)
@@ -214,13 +218,22 @@ class Run:
         )
         self.router = Router(
             WebDynos(manager), self.logs, host=self.options.host, port=self.options.port,
-            timeouts=self.options.router_timeouts,
+            timeouts=self.options.router_timeouts, tls=self._router_tls(),
         )
         await self.router.start()
         try:
             await self._serve(manager, release, stop, on_started)
         finally:
             await self.router.stop()
+
+    def _router_tls(self) -> ssl.SSLContext | None:
+        """HTTPS on the router's port, with a certificate from dynosim's CA; a CA that cannot be used
+        turns HTTPS off for this run, in one line, and plain HTTP is served all the same."""
+        try:
+            return LocalCA.load_or_create(say=self.say).server_cert(say=self.say).context()
+        except (TLSError, OSError) as error:  # OSError: ssl.SSLError from a certificate or key it cannot load
+            self.say(f" !     HTTPS is off for this run: {error}")
+            return None
 
     async def _serve(
         self, manager: DynoManager, release: Release, stop: asyncio.Event, on_started: Callable[[], None]

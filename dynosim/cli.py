@@ -1,6 +1,7 @@
 """The `dynosim` command: parse arguments, call the API, print. No logic here."""
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,23 @@ def _fail(exc: DynosimError) -> None:
     sys.exit(exc.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommands that live in other modules are imported only when they are run (or listed),
+    so `dynosim run` does not pay for importing `doctor` or the add-on commands."""
+
+    lazy: dict[str, str] = {}  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module, _, attribute = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dynosim")
 def main() -> None:
     """Run a Procfile app on this machine the way Heroku runs it."""
@@ -424,3 +441,9 @@ def maintenance_off(app_dir: Path) -> None:
 
     request(_state(app_dir), "maintenance", on=False)
     click.echo("Disabling maintenance mode... done")
+
+
+from .addons.commands import register; register(main)
+
+
+LazyGroup.lazy.update({"doctor": "dynosim.doctor.command:doctor"})

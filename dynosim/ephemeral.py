@@ -35,7 +35,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "sqlite": ("SQLite database", "keep data in Postgres: add the heroku-postgresql add-on and connect with DATABASE_URL"),
     "log": ("log file", "log to stdout/stderr: Heroku collects a dyno's output, never its files"),
     "upload": ("uploaded file", "store uploads in object storage (S3 with boto3 or django-storages), not on the dyno's disk"),
-    "compiled": ("compiled file", "build it into the slug (bin/post_compile, e.g. manage.py compilemessages/collectstatic) or in the release phase"),
+    "compiled": ("compiled file", "build it into the slug in bin/post_compile (e.g. manage.py compilemessages, collectstatic); "
+                 "the release phase runs in a dyno of its own, so what it writes never reaches the others"),
     "other": ("file", "anything that must outlive a restart belongs in an add-on (Postgres, Redis) or object storage"),
     "deleted": ("deleted slug file", "deleting a file of the slug lasts only until the restart: the slug brings it back"),
 }

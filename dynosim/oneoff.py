@@ -65,7 +65,7 @@ def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneO
     if active is not None and isinstance(active.get("config_vars"), dict):
         config_vars = dict(active["config_vars"])  # type: ignore[arg-type]
     else:
-        requests = [AddonRequest(spec.plan, spec.as_name) for spec in app.manifest.addons]
+        requests = [*(AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in app.manifest.addons), *Addons.declared(app.state_dir)]
         addons = Addons(app.state_dir, requests, backend=options.addons_backend, say=say)
         config_vars = dict(app.config_vars)
         for attachment in addons.start():

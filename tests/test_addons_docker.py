@@ -190,11 +190,12 @@ def test_redis_and_search_in_docker_through_the_official_clients(engine: None, s
     with Addons(state_dir, [REDIS, SEARCH], backend="docker", say=lambda _: None) as addons:
         cache, search = addons.start()
         assert (cache.backend, search.backend) == ("docker", "docker")
-        client = redis.Redis.from_url(cache.config_vars["REDIS_URL"])
+        client = redis.Redis.from_url(cache.config_vars["REDIS_URL"], ssl_cert_reqs=None)
         assert client.ping() is True
         client.set("greeting", "hello")
         with pytest.raises(redis.exceptions.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=int(cache.endpoint.split(":")[1]), password="wrong").ping()
+            redis.Redis(host="127.0.0.1", port=int(cache.endpoint.split(":")[1]), password="wrong",
+                        ssl=True, ssl_cert_reqs=None).ping()
         client.close()
 
         es = Elasticsearch(search.config_vars["SEARCHBOX_URL"])
@@ -209,7 +210,7 @@ def test_redis_and_search_in_docker_through_the_official_clients(engine: None, s
         addons.stop()
         cache, search = addons.start()  # the same containers again, with their data
         assert {service: c.id for service, c in containers(state_dir).items()} == ids
-        client = redis.Redis.from_url(cache.config_vars["REDIS_URL"])
+        client = redis.Redis.from_url(cache.config_vars["REDIS_URL"], ssl_cert_reqs=None)
         assert client.get("greeting") == b"hello"
         client.close()
         es = Elasticsearch(search.config_vars["SEARCHBOX_URL"])
@@ -221,7 +222,7 @@ def test_a_changed_setting_replaces_the_container_and_keeps_the_data(engine: Non
     lines, say = said()
     with Addons(state_dir, [REDIS], backend="docker", say=say) as addons:
         [cache] = addons.start()
-        client = redis.Redis.from_url(cache.config_vars["REDIS_URL"])
+        client = redis.Redis.from_url(cache.config_vars["REDIS_URL"], ssl_cert_reqs=None)
         client.set("kept", "yes")
         client.close()
         before = containers(state_dir)["redis"].id
@@ -233,7 +234,7 @@ def test_a_changed_setting_replaces_the_container_and_keeps_the_data(engine: Non
         [moved] = addons.start()
         assert moved.endpoint != cache.endpoint
         assert containers(state_dir)["redis"].id != before
-        client = redis.Redis.from_url(moved.config_vars["REDIS_URL"])
+        client = redis.Redis.from_url(moved.config_vars["REDIS_URL"], ssl_cert_reqs=None)
         assert client.get("kept") == b"yes"
         client.close()
     assert any("its settings (image, port, password or command) changed" in line and "replacing it" in line
@@ -314,7 +315,7 @@ def test_a_run_right_after_a_sigkill_waits_for_the_watcher(engine: None, state_d
         assert {s: c.id for s, c in containers(state_dir).items()} == ids
         time.sleep(1.0)  # the watcher is long done by now; it stopped them before this run started them
         assert {c.status for c in containers(state_dir).values()} == {"running"}
-        assert redis.Redis.from_url(cache.config_vars["REDIS_URL"]).ping() is True
+        assert redis.Redis.from_url(cache.config_vars["REDIS_URL"], ssl_cert_reqs=None).ping() is True
     assert "stopped dynosim-" in (state_dir / "addons" / "docker-reaper.log").read_text()
 
 

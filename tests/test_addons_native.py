@@ -150,13 +150,6 @@ def test_two_addons_attached_as_one_name(state_dir: Path) -> None:
         Addons(state_dir, [AddonRequest("heroku-postgresql", "CACHE"), AddonRequest("heroku-redis", "cache")])
 
 
-def test_smtp_sink_is_not_built_yet(state_dir: Path) -> None:
-    with Addons(state_dir, [REDIS, AddonRequest("mailgun")], say=lambda _: None) as addons:
-        with pytest.raises(AddonError, match="^mailgun: the SMTP sink is not built yet$"):
-            addons.start()
-    assert not (state_dir / "addons.json").exists()  # nothing provisioned, nothing started
-
-
 # --- Postgres -----------------------------------------------------------------------------------------
 
 
@@ -361,12 +354,13 @@ def test_redis_keeps_data_across_runs(state_dir: Path) -> None:
     with Addons(state_dir, [REDIS], say=lambda _: None) as addons:
         [cache] = addons.start()
         url = cache.config_vars["REDIS_URL"]
-        assert url.startswith("redis://:p") and url.endswith(cache.endpoint)
-        client = redis.Redis.from_url(url)
+        assert url.startswith("rediss://:p") and url.endswith(cache.endpoint)
+        client = redis.Redis.from_url(url, ssl_cert_reqs=None)  # as Heroku documents: a self-signed certificate
         client.set("greeting", "hello")
         client.close()
         wrong = redis.Redis(
-            host="127.0.0.1", port=int(cache.endpoint.split(":")[1]), password="wrong", retry=Retry(NoBackoff(), 0)
+            host="127.0.0.1", port=int(cache.endpoint.split(":")[1]), password="wrong", retry=Retry(NoBackoff(), 0),
+            ssl=True, ssl_cert_reqs=None,
         )
         with pytest.raises(redis.AuthenticationError):
             wrong.ping()
@@ -374,7 +368,7 @@ def test_redis_keeps_data_across_runs(state_dir: Path) -> None:
         addons.stop()
         [again] = addons.start()
         assert again.config_vars == cache.config_vars
-        client = redis.Redis.from_url(url)
+        client = redis.Redis.from_url(url, ssl_cert_reqs=None)
         assert client.get("greeting") == b"hello"
         client.close()
 
@@ -415,7 +409,7 @@ def test_sigkill_of_dynosim_leaves_no_server_and_loses_no_data(state_dir: Path) 
         with psycopg.connect(db_vars["DATABASE_URL"]) as conn:
             conn.execute("CREATE TABLE t (v int)")
             conn.execute("INSERT INTO t VALUES (42)")
-        client = redis.Redis.from_url(cache_vars["REDIS_URL"])
+        client = redis.Redis.from_url(cache_vars["REDIS_URL"], ssl_cert_reqs=None)
         client.set("k", "v")
         client.close()
         postmaster = addons_pid(state_dir)
@@ -436,7 +430,7 @@ def test_sigkill_of_dynosim_leaves_no_server_and_loses_no_data(state_dir: Path) 
         assert dict(db.config_vars) == db_vars and dict(cache.config_vars) == cache_vars
         with psycopg.connect(db_vars["DATABASE_URL"]) as conn:
             assert conn.execute("SELECT v FROM t").fetchall() == [(42,)]
-        client = redis.Redis.from_url(cache_vars["REDIS_URL"])
+        client = redis.Redis.from_url(cache_vars["REDIS_URL"], ssl_cert_reqs=None)
         assert client.get("k") == b"v"
         client.close()
 
@@ -451,7 +445,8 @@ def test_searchbox_runs_the_embedded_stand_in(state_dir: Path) -> None:
     with Addons(state_dir, [AddonRequest("searchbox")], say=lambda _: None) as addons:
         [search] = addons.start()
         assert search.backend == "embedded"
-        assert search.config_vars["SEARCHBOX_SSL_URL"] == search.config_vars["SEARCHBOX_URL"]
+        assert search.config_vars["SEARCHBOX_URL"].startswith("http://127.0.0.1:")
+        assert search.config_vars["SEARCHBOX_SSL_URL"].startswith("https://127.0.0.1:")  # see test_addons_tls.py
         with urllib.request.urlopen(search.config_vars["SEARCHBOX_URL"], timeout=10) as response:
             assert json.load(response)["tagline"] == "You Know, for Search"
     assert port_free(search.endpoint)

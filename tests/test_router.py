@@ -6,7 +6,6 @@ are blocking (http.client, urllib, raw sockets, websockets' sync client) in the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import http.client
 import http.server
@@ -28,13 +27,13 @@ from dynosim.errors import PortError
 from dynosim.logs import LogLine, LogStream
 from dynosim.router import Backend, Router, RouterTimeouts
 
-FAST = dict(service=1.0, idle=2.0, connect=0.5, boot=1.0, headers=1.0)
+FAST = {"service": 1.0, "idle": 2.0, "connect": 0.5, "boot": 1.0, "headers": 1.0}
 
 LINE = re.compile(
     r"^(?:sock=(?P<sock>\w+) )?at=(?P<at>\w+)(?: code=(?P<code>H\d\d) desc=\"(?P<desc>[^\"]*)\")?"
     r"(?: cause=\"(?P<cause>[^\"]*)\")? method=(?P<method>\S*) path=\"(?P<path>[^\"]*)\" host=(?P<host>\S*) "
     r"request_id=(?P<request_id>\S*) fwd=\"(?P<fwd>[^\"]*)\" dyno=(?P<dyno>\S*) connect=(?P<connect>\S*) "
-    r"service=(?P<service>\S*) status=(?P<status>\d*) bytes=(?P<bytes>\S*) protocol=http$"
+    r"service=(?P<service>\S*) status=(?P<status>\d*) bytes=(?P<bytes>\S*) protocol=(?P<protocol>https?)$"
 )
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -328,7 +327,7 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
                 if not chunk:
                     break
                 chunks.append(chunk)
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             pass
         return b"".join(chunks)
 
@@ -359,7 +358,7 @@ def test_get_is_forwarded_with_herokus_headers_and_logged(env: Env) -> None:
     assert line["fwd"] == "127.0.0.1"
     assert line["dyno"] == "web.1"
     assert re.fullmatch(r"\d+ms", line["connect"]) and re.fullmatch(r"\d+ms", line["service"])
-    assert line["status"] == "200"
+    assert line["status"] == "200" and line["protocol"] == "http"
     assert int(line["bytes"]) >= len(body)
 
 
@@ -375,7 +374,7 @@ def test_get_is_forwarded_with_herokus_headers_and_logged(env: Env) -> None:
 )
 def test_client_request_id_is_kept_only_when_valid(env: Env, given: str, kept: bool) -> None:
     _, _, body = env.request("GET", "/headers", headers={"X-Request-Id": given})
-    got = dict((k.lower(), v) for k, v in json.loads(body))["x-request-id"]
+    got = {k.lower(): v for k, v in json.loads(body)}["x-request-id"]
     if kept:
         assert got == given
     else:
@@ -642,6 +641,14 @@ def test_requests_wait_for_a_booting_dyno(make_env) -> None:  # type: ignore[no-
     assert time.monotonic() - started >= 0.3
 
 
+def test_dynos_crashing_while_a_request_waits_is_h10(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(state="starting", boot=5.0)
+    threading.Timer(0.3, lambda: setattr(env.formation, "state", "crashed")).start()
+    status, _, body = env.request("GET", "/hello")
+    _assert_error_page(status, body)
+    assert env.wait_line(code="H10")["dyno"] == ""
+
+
 def test_no_dyno_up_within_the_boot_timeout_is_h20(make_env) -> None:  # type: ignore[no-untyped-def]
     env = make_env(state="starting", boot=0.5)
     started = time.monotonic()
@@ -764,6 +771,7 @@ def test_dyno_answering_before_the_body_ends(env: Env) -> None:
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-" + b"n" * 1000 + b": v\r\n\r\n", "header name too long"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-H: v\r\n" * 1001 + b"\r\n", "too many headers"),
         (b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk"),
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "CONNECT is not supported"),
     ],
 )
 def test_malformed_requests_get_400(env: Env, request_bytes: bytes, cause: str) -> None:
@@ -824,6 +832,19 @@ def test_dyno_dropping_pooled_connections_is_not_an_error(env: Env) -> None:
         status, _, body = env.request("GET", "/close-after")
         assert status == 200 and body == b"bye"
     assert not [line for line in env.router_lines() if line["code"]]
+
+
+def test_idle_keep_alive_connections_are_closed_quietly(make_env) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(idle=0.5)
+    with socket.create_connection(("127.0.0.1", env.port), timeout=5) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        assert resp.read() == b"hello"
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # the router hung up after the idle window
+        assert 0.3 < time.monotonic() - started < 3
+    assert [line["code"] for line in env.router_lines()] == [None]  # and logged nothing for it
 
 
 def test_a_taken_port_is_a_one_line_port_error(loop_thread, dyno) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from dynosim.errors import AddonError
@@ -20,6 +20,13 @@ class AddonRequest:
 
     plan: str  # "heroku-postgresql" or "heroku-postgresql:essential-0"
     as_name: str | None = None  # the attachment name: its vars are <AS>_URL…
+    # app.json's "options"; dynosim reads {"tls": false} of a Redis add-on (plain redis://, unlike Heroku)
+    options: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    @property
+    def tls(self) -> bool:
+        """False only when the user asked for plain redis:// with {"tls": false}."""
+        return self.options.get("tls", True) is not False
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class Offering:
     name_prefix: str  # add-on names look like "<prefix>-<adjective>-<5 digits>"
     default_as: str  # the attachment name when the user gives none
     var_suffixes: tuple[str, ...]  # the config vars are <AS>_<SUFFIX>
+    note: str = ""  # said when it starts: what differs from the real add-on ({port} is its port)
+    api_login: str = ""  # an SMTP login whose password is <AS>_API_KEY (SendGrid's "apikey")
 
 
 CATALOGUE: Mapping[str, Offering] = MappingProxyType(
@@ -60,8 +69,21 @@ CATALOGUE: Mapping[str, Offering] = MappingProxyType(
                 "mailgun",
                 "MAILGUN",
                 ("SMTP_SERVER", "SMTP_PORT", "SMTP_LOGIN", "SMTP_PASSWORD", "DOMAIN", "API_KEY"),
+                note="mail sent over SMTP (MAILGUN_SMTP_*) is captured, see `dynosim mail`; MAILGUN_API_KEY "
+                "is a made-up key: Mailgun's HTTP API is not emulated, so mail sent through it is not captured",
             ),
-            Offering("sendgrid", "smtp", "sendgrid", "SENDGRID", ("USERNAME", "PASSWORD", "API_KEY")),
+            Offering(
+                "sendgrid",
+                "smtp",
+                "sendgrid",
+                "SENDGRID",
+                ("USERNAME", "PASSWORD", "API_KEY"),
+                note="SendGrid sets no SMTP host or port var, and dynosim cannot redirect a hard-coded "
+                "smtp.sendgrid.net: point the app's SMTP host at 127.0.0.1:{port} (login SENDGRID_USERNAME "
+                "and SENDGRID_PASSWORD, or apikey and SENDGRID_API_KEY) to have its mail captured, see "
+                "`dynosim mail`; SendGrid's HTTP API is not emulated",
+                api_login="apikey",
+            ),
         )
     }
 )
@@ -97,6 +119,7 @@ class Endpoint:
     password: str | None = None
     path: str = ""  # the database name, for Postgres
     tls: bool = False
+    tls_port: int | None = None  # search: where it also answers over TLS (SEARCHBOX_SSL_URL)
 
     @property
     def address(self) -> str:
@@ -110,6 +133,11 @@ class Resolved:
     request: AddonRequest
     offering: Offering
     as_name: str  # upper case; DATABASE when the user gave none for Postgres
+
+
+# Services dynosim runs itself, for which no official image exists: the native backend runs them under
+# --addons docker too, and their records say "embedded" whatever the backend.
+EMBEDDED: frozenset[str] = frozenset({"smtp"})
 
 
 def known() -> str:
@@ -139,6 +167,11 @@ def resolve(requests: Sequence[AddonRequest]) -> list[Resolved]:
                 f'{request.plan}: attachment name "{request.as_name}" must be letters, digits and _ '
                 "starting with a letter, like DATABASE or CACHE"
             )
+        if "tls" in request.options:
+            if offering.service != "redis":
+                raise AddonError(f'{request.plan}: "tls" is an option of heroku-redis and heroku-key-value-store only')
+            if not isinstance(request.options["tls"], bool):
+                raise AddonError(f'{request.plan}: option "tls" must be true or false, got {request.options["tls"]!r}')
         as_name = (request.as_name or offering.default_as).upper()
         other = by_as.get(as_name)
         if other is not None:
@@ -176,13 +209,18 @@ def var_names(entry: Resolved, color: str | None = None) -> list[str]:
     return names
 
 
-def config_vars(entry: Resolved, endpoint: Endpoint, *, color: str | None = None) -> dict[str, str]:
-    """The config vars an add-on sets for the app, in Heroku's formats."""
+def config_vars(
+    entry: Resolved, endpoint: Endpoint, *, color: str | None = None, keys: Mapping[str, str] = MappingProxyType({})
+) -> dict[str, str]:
+    """The config vars an add-on sets for the app, in Heroku's formats. `keys`: what an add-on hands out
+    besides its endpoint (Mailgun's "domain", an "api_key")."""
     service = entry.offering.service
     if service == "smtp":
-        raise AddonError(f"{entry.offering.addon}: the SMTP sink is not built yet")
+        return smtp_vars(entry, endpoint, keys)
     url = service_url(service, endpoint)
-    values = {suffix: url for suffix in entry.offering.var_suffixes}  # SEARCHBOX_SSL_URL: the same for now
+    values = {suffix: url for suffix in entry.offering.var_suffixes}
+    if "SSL_URL" in values and endpoint.tls_port is not None:  # SEARCHBOX_SSL_URL: https, on a port of its own
+        values["SSL_URL"] = service_url(service, replace(endpoint, port=endpoint.tls_port, tls=True))
     result = {f"{entry.as_name}_{suffix}": value for suffix, value in values.items()}
     if _colour_attached(entry) and color:
         # The primary database is attached twice: as DATABASE and under its colour, same value.
@@ -193,3 +231,24 @@ def config_vars(entry: Resolved, endpoint: Endpoint, *, color: str | None = None
 def _colour_attached(entry: Resolved) -> bool:
     # With an explicit "as", Heroku attaches the database under that name only.
     return entry.offering.service == "postgres" and entry.request.as_name is None
+
+
+def smtp_vars(entry: Resolved, endpoint: Endpoint, keys: Mapping[str, str]) -> dict[str, str]:
+    """Mailgun's and SendGrid's vars: each of the offering's suffixes from the endpoint or `keys`."""
+    values = {
+        "SMTP_SERVER": endpoint.host,
+        "SMTP_PORT": str(endpoint.port),
+        "SMTP_LOGIN": endpoint.user,
+        "SMTP_PASSWORD": endpoint.password,
+        "USERNAME": endpoint.user,
+        "PASSWORD": endpoint.password,
+        "DOMAIN": keys.get("domain"),
+        "API_KEY": keys.get("api_key"),
+    }
+    result: dict[str, str] = {}
+    for suffix in entry.offering.var_suffixes:
+        value = values.get(suffix)
+        if value is None:  # our bug: the record lacks what the catalogue promises
+            raise AddonError(f"{entry.offering.addon}: no value for {entry.as_name}_{suffix}")
+        result[f"{entry.as_name}_{suffix}"] = value
+    return result

@@ -16,7 +16,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
 
 from dynosim.errors import BuildError
 
@@ -307,6 +306,8 @@ def _pip_install(requirements: Path, venv: Path, slug_dir: Path, say: Say) -> tu
     slug, so pip's lines read "-r requirements.txt" as in Heroku's build log."""
     command = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
                "--progress-bar", "off", "-r", os.path.relpath(requirements, slug_dir)]
+    from rich.console import Console  # only now: an unchanged rebuild never pays for importing rich
+
     console = Console()
     # On a terminal a status line counts pip's steps; elsewhere its lines are enough.
     status = console.status("pip: starting") if console.is_terminal else None

@@ -50,14 +50,16 @@ def log_line(
     status: int | str,
     nbytes: int | str,
     cause: str = "",
+    protocol: str = "http",
 ) -> str:
     """The text of one `heroku[router]` line, in Heroku's field order.
 
-    `dyno`, `connect`, `service` and `nbytes` are empty when no dyno was reached, as on Heroku.
+    `dyno`, `connect`, `service` and `nbytes` are empty when no dyno was reached, as on Heroku;
+    `protocol` is the client's: http, or https when the router terminated TLS.
     """
     fields = (
         f'method={method} path="{path}" host={host} request_id={request_id} fwd="{fwd}" '
-        f"dyno={dyno} connect={connect} service={service} status={status} bytes={nbytes} protocol=http"
+        f"dyno={dyno} connect={connect} service={service} status={status} bytes={nbytes} protocol={protocol}"
     )
     if code is None:
         return "at=info " + fields

@@ -55,7 +55,7 @@ def new_request_id() -> str:
     """A random (version 4) UUID, as Heroku generates; ids need to be unique, not secret."""
     n = _rng.getrandbits(128)
     n = (n & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48)
-    h = "%032x" % n
+    h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

@@ -20,7 +20,27 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .codes import H10, H12, H13, H14, H15, H17, H18, H19, H20, H21, H26, H27, H28, H80, REASONS, Code, log_line, ms, page
+from .codes import (
+    H10,
+    H12,
+    H13,
+    H14,
+    H15,
+    H17,
+    H18,
+    H19,
+    H20,
+    H21,
+    H26,
+    H27,
+    H28,
+    H80,
+    REASONS,
+    Code,
+    log_line,
+    ms,
+    page,
+)
 from .http import (
     CONNECTION,
     EXPECT,
@@ -42,6 +62,7 @@ from .http import (
     new_request_id,
     valid_request_id,
 )
+from .tls import FirstByte, sniff
 from .upstream import UPSTREAM_FULL, Upstream
 
 if TYPE_CHECKING:
@@ -80,6 +101,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = ""
         self.public_port = b""
+        self.scheme = b"http"  # https once the router terminated TLS on this connection
+        self.secure = False
+        self.sniffing: FirstByte | None = None  # waiting for the first byte: plain HTTP or TLS
         self.current: Exchange | None = None  # the request being read
         self.active: Exchange | None = None  # the request being answered
         self.queued: deque[Exchange] = deque()  # pipelined requests read ahead of their turn
@@ -107,6 +131,14 @@ class ClientConnection(asyncio.Protocol):
         self.router.connections.add(self)
         self.idle_since = monotonic()
         self.watch(self.idle_since + self.router.timeouts.idle)
+        if self.router.tls is not None:
+            self.sniffing = sniff(self)
+
+    def secured(self, transport: asyncio.Transport) -> None:
+        """The TLS handshake succeeded: from now on this connection reads and writes through TLS."""
+        self.transport = transport
+        self.scheme = b"https"
+        self.secure = True
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -150,6 +182,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.router.connections.discard(self)
+        if self.sniffing is not None:
+            self.sniffing.cancel()
+            self.sniffing = None
         for timer in (self.head_timer, self.timer):
             if timer is not None:
                 timer.cancel()
@@ -461,7 +496,7 @@ class Exchange:
         self.host = host.decode("latin-1")
         out += (
             b"X-Request-Id: ", rid, b"\r\nX-Forwarded-For: ", fwd,
-            b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ", conn.public_port,
+            b"\r\nX-Forwarded-Proto: ", conn.scheme, b"\r\nX-Forwarded-Port: ", conn.public_port,
             b"\r\nX-Request-Start: ", b"%d" % (time.time_ns() // 1_000_000),
             b"\r\nVia: ", via + b", " + VIA_VALUE if via else VIA_VALUE, b"\r\n",
         )  # fmt: skip
@@ -670,6 +705,8 @@ class Exchange:
             raise BadResponse("101 without an upgrade request")
         self.status = status
         self.resp_keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
+        if self.conn.secure and not self.router.redirects.named:
+            self.router.redirects.response(self, status, self.resp_out)
         no_body = self.method == b"HEAD" or status == 204 or status == 304 or status == 101
         out = self.resp_out
         out[1] = b"%d" % status
@@ -925,5 +962,6 @@ class Exchange:
                 status=self.status or (code.status if code else ""),
                 nbytes=self.resp_bytes if sent else "",
                 cause=cause,
+                protocol="https" if self.conn.secure else "http",
             ),
         )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from ..errors import PortError
 from ..logs import LogLine, LogStream
 from ..runtime.ports import claim_port
 from .proxy import ClientConnection
+from .tls import RedirectLoops
 from .upstream import UpstreamPool
 
 
@@ -45,6 +47,7 @@ class RouterTimeouts:
     connect: float = 5.0  # H19
     boot: float = 75.0  # H20: how long a request waits for a booting dyno
     headers: float = 30.0  # a request head must arrive whole within this (slow clients are cut off, H28)
+    handshake: float = 10.0  # a TLS client must finish its handshake within this, or is cut off (H26)
 
 
 LOG_BATCH = 0.01  # seconds a router line may wait to be published with others
@@ -60,7 +63,10 @@ class Router:
         port: int = 5000,
         timeouts: RouterTimeouts = RouterTimeouts(),
         app_host: str = "localhost",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """With `tls` (a server context), the public port also speaks HTTPS: TLS is told apart from plain
+        HTTP by a connection's first byte, and terminated here, as Heroku's router does."""
         self.formation = formation
         self.logs = logs
         self.host = host
@@ -68,6 +74,9 @@ class Router:
         self.timeouts = timeouts
         self.app_host = app_host
         self.app_host_b = app_host.encode()
+        self.tls = tls
+        self.handshakes: set[asyncio.Task[None]] = set()
+        self.redirects = RedirectLoops(self)
         self.maintenance = False  # H80 for every request while True
         self.stopping = False
         self.connections: set[ClientConnection] = set()
@@ -83,6 +92,14 @@ class Router:
         self._lines.append(LogLine(time.time(), "heroku", "router", text))
         if self._publish is None:
             self._publish = self.loop.call_later(LOG_BATCH, self._flush_log)
+
+    def hint(self, text: str) -> None:
+        """A `dynosim[router]` line: what dynosim has to say about the app, after the router lines so far."""
+        if self._publish is not None:
+            self._publish.cancel()
+            self._publish = None
+        self._flush_log()
+        self.logs.hint("router", text)
 
     def _flush_log(self) -> None:
         self._publish = None
@@ -113,6 +130,8 @@ class Router:
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        for task in list(self.handshakes):
+            task.cancel()
         for conn in list(self.connections):
             conn.transport.abort()
         if self.pool is not None:

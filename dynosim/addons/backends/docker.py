@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ import docker.errors
 import requests
 
 from dynosim.addons.backends import Running, ServiceSpec
-from dynosim.addons.backends.native import check_port
+from dynosim.addons.backends.native import Child, Spawner, accepts, check_port, port_free
 from dynosim.addons.catalogue import Endpoint
 from dynosim.errors import AddonError
 
@@ -127,6 +128,8 @@ class DockerBackend:
         self.client = client
         self.engine = engine or "?"
         self._guard: Guard | None = None
+        self.found: dict[str, object] = {}  # looked up once per run: the certificates
+        self.spawner: Spawner | None = None  # forks the TLS proxies (native.Spawner), made when one is needed
 
     def start(self, spec: ServiceSpec) -> Running:
         from dynosim.addons.backends.docker_services import recipe_for
@@ -134,14 +137,52 @@ class DockerBackend:
         recipe = recipe_for(spec)
         guard = self._guard_for(spec)
         try:
-            return start_service(self, spec, recipe, guard)
+            service = start_service(self, spec, recipe, guard)
         except ENGINE_ERRORS as error:  # an engine error we did not foresee: still one line
             raise AddonError(f"{spec.label}: the Docker engine failed: {_explain(error)}") from None
+        if spec.tls_port is None:
+            return service
+        try:
+            service.proxy = self._tls_proxy(spec)
+        except BaseException:
+            service.stop()
+            raise
+        return service
+
+    def _tls_proxy(self, spec: ServiceSpec) -> Child:
+        """https on spec.tls_port in front of the container's plain port (SEARCHBOX_SSL_URL): an Elasticsearch
+        container without its security plugin has no TLS. dynosim's child, as the native servers are."""
+        from dynosim.addons import certs
+
+        if not port_free(spec.tls_port or 0):
+            raise AddonError(
+                f"{spec.label}: its https port {spec.tls_port} on {HOST} is taken by another program; stop that "
+                f'program, or delete "tls_port" from this add-on in {spec.folder.parent.parent / "addons.json"}'
+            )
+        chain = certs.server_cert(self.found, self.say)
+        if self.spawner is None:
+            self.spawner = Spawner()
+        child = Child.spawn(
+            self,  # type: ignore[arg-type]  # Child.spawn uses only .spawner
+            [sys.executable, "-m", "dynosim.addons.tlsproxy", "--port", str(spec.tls_port),
+             "--to", f"{HOST}:{spec.port}", "--cert", str(chain.cert), "--key", str(chain.key)],
+            what="the TLS proxy",
+            label=spec.label,
+            log=spec.folder / "tlsproxy.log",
+            stop_signal=signal.SIGTERM,
+            death_signal=signal.SIGTERM,
+        )  # fmt: skip
+        took = child.wait_ready(lambda: accepts(spec.tls_port or 0))
+        self.say(f"{spec.label}: https on {HOST}:{spec.tls_port} (dynosim's TLS proxy) in {took * 1000:.0f} ms")
+        return child
 
     def close(self) -> None:
         if self._guard is not None:
             self._guard.release()
             self._guard = None
+        if self.spawner is not None:
+            self.spawner.close()
+            self.spawner = None
         self.client.close()
 
     def _guard_for(self, spec: ServiceSpec) -> Guard:
@@ -165,8 +206,11 @@ class Service:
         self.container = container
         self.endpoint = endpoint
         self.label = label
+        self.proxy: Child | None = None  # the TLS proxy in front of it, if any
 
     def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()
         try:
             self.container.stop(timeout=STOP_TIMEOUT)  # SIGTERM/the image's stop signal, then SIGKILL
         except docker.errors.NotFound:
@@ -192,6 +236,7 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, gua
         LABEL_CONFIG: fingerprint(image, spec.port, settings),
     }
     spec.folder.mkdir(parents=True, exist_ok=True)
+    recipe.prepare(spec, backend.found, backend.say)  # the files it mounts, before it starts
     guard.watch(name)  # from here on, the watcher stops this container should dynosim die
 
     container = find(client, labels)

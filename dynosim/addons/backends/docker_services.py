@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import urllib.request
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dynosim.addons.backends import ServiceSpec
@@ -20,6 +21,19 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 HOST = "127.0.0.1"
+TLS_MOUNT = "/dynosim/tls"  # the add-on's tls/ folder (certificate, key…), mounted read-only
+TLS_DIR = "/etc/dynosim-tls"  # the server's own copies, owned by its user
+
+
+def with_tls(owner: str, args: list[str]) -> list[str]:
+    """The container's command: copy what is mounted at TLS_MOUNT to TLS_DIR, owned by the server's
+    user (a mount keeps the host's owner, and Postgres refuses a key that is not its user's or is
+    readable by others), then run `args` through the image's own entrypoint, as its CMD would be."""
+    script = (
+        f"set -e; mkdir -p {TLS_DIR}; cp {TLS_MOUNT}/* {TLS_DIR}/; chown -R {owner}:{owner} {TLS_DIR}; "
+        f'chmod 700 {TLS_DIR}; chmod 600 {TLS_DIR}/server.key; exec docker-entrypoint.sh "$@"'
+    )
+    return ["sh", "-c", script, "dynosim-tls", *args]
 
 
 class Recipe:
@@ -48,15 +62,24 @@ class Recipe:
     def create_options(self, image: str) -> dict[str, Any]:
         return {}  # extra docker create options: mem_limit…
 
+    def mounts(self, spec: ServiceSpec) -> dict[str, str]:
+        return {}  # host folder → where the container sees it, read-only
+
+    def prepare(self, spec: ServiceSpec, found: dict[str, object], say: Callable[[str], None]) -> None:
+        """Before the container starts: the files it mounts (certificates are renewed in place)."""
+
     def settings(self, spec: ServiceSpec, image: str) -> dict[str, Any]:
         """Everything the container is made with; a change to any of it makes a new container."""
-        return {
+        settings = {
             "env": self.environment(spec, image),
             "command": self.command(spec, image),
             "data": self.data_path(image),
             "container_port": self.port,
             "options": self.create_options(image),
         }
+        if mounts := self.mounts(spec):
+            settings["mounts"] = mounts
+        return settings
 
     def answers(self, spec: ServiceSpec) -> bool:
         raise NotImplementedError
@@ -92,6 +115,35 @@ class Postgres(Recipe):
             "POSTGRES_DB": "postgres",
             "PGDATA": self.PGDATA,
         }
+
+    # As native_postgres.HBA, for a server in a container: connections from the host come from the bridge's
+    # gateway, and the image's entrypoint needs the unix socket without a password on first boot.
+    HBA = """\
+# Written by dynosim at every start, as Heroku Postgres has it: SSL only over TCP (TLS 1.2 or newer).
+# TYPE   DATABASE  USER  ADDRESS    METHOD
+local    all       all              trust
+hostssl  all       all   0.0.0.0/0  scram-sha-256
+hostssl  all       all   ::/0       scram-sha-256
+"""
+
+    def command(self, spec: ServiceSpec, image: str) -> list[str]:
+        return with_tls("postgres", [
+            "postgres",
+            "-c", "ssl=on",
+            "-c", f"ssl_cert_file={TLS_DIR}/server.crt",
+            "-c", f"ssl_key_file={TLS_DIR}/server.key",
+            "-c", "ssl_min_protocol_version=TLSv1.2",
+            "-c", f"hba_file={TLS_DIR}/pg_hba.conf",
+        ])  # fmt: skip
+
+    def mounts(self, spec: ServiceSpec) -> dict[str, str]:
+        return {str(spec.folder / "tls"): TLS_MOUNT}
+
+    def prepare(self, spec: ServiceSpec, found: dict[str, object], say: Callable[[str], None]) -> None:
+        from dynosim.addons import certs
+
+        certs.install(certs.server_cert(found, say), spec.folder / "tls")
+        certs.write_file(spec.folder / "tls" / "pg_hba.conf", self.HBA)
 
     def answers(self, spec: ServiceSpec) -> bool:
         from dynosim.addons.backends.native_postgres import accepting
@@ -157,12 +209,36 @@ class Redis(Recipe):
         return "/data"
 
     def command(self, spec: ServiceSpec, image: str) -> list[str]:
-        return ["redis-server", "--requirepass", spec.password, "--appendonly", "yes"]
+        args = ["redis-server", "--requirepass", spec.password, "--appendonly", "yes"]
+        if not spec.tls:  # plain redis://, as app.json asked
+            return args
+        return with_tls("redis", [
+            *args,
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", f"{TLS_DIR}/server.crt",
+            "--tls-key-file", f"{TLS_DIR}/server.key",
+            "--tls-ca-cert-file", f"{TLS_DIR}/server.crt",  # Redis 6 wants one, though it checks no client
+            "--tls-auth-clients", "no",
+            "--tls-protocols", "TLSv1.2 TLSv1.3",
+        ])  # fmt: skip
+
+    def mounts(self, spec: ServiceSpec) -> dict[str, str]:
+        return {str(spec.folder / "tls"): TLS_MOUNT} if spec.tls else {}
+
+    def prepare(self, spec: ServiceSpec, found: dict[str, object], say: Callable[[str], None]) -> None:
+        if spec.tls:
+            from dynosim.addons import certs
+
+            certs.install(certs.keyvalue_cert(found, say), spec.folder / "tls")
 
     def answers(self, spec: ServiceSpec) -> bool:
         from dynosim.addons.backends.native_redis import answering
 
-        return answering(spec.port, spec.password)
+        return answering(spec.port, spec.password, tls=spec.tls)
+
+    def endpoint(self, spec: ServiceSpec) -> Endpoint:
+        return Endpoint(HOST, spec.port, password=spec.password, tls=spec.tls)
 
 
 class Search(Recipe):
@@ -208,7 +284,7 @@ class Search(Recipe):
             return False  # also http.client errors: the proxy accepts, then closes, before the server is up
 
     def endpoint(self, spec: ServiceSpec) -> Endpoint:
-        return Endpoint(HOST, spec.port)
+        return Endpoint(HOST, spec.port, tls_port=spec.tls_port)  # https: docker.DockerBackend's TLS proxy
 
 
 RECIPES: dict[str, Recipe] = {r.service: r for r in (Postgres(), Redis(), Search())}

@@ -69,6 +69,8 @@ def create(
     tc.with_kwargs(labels=labels, network="bridge", **settings["options"])
     tc.ports[f"{recipe.port}/tcp"] = (HOST, spec.port)  # type: ignore[assignment]
     tc.with_volume_mapping(volume, settings["data"], "rw")
+    for host_path, container_path in settings.get("mounts", {}).items():
+        tc.with_volume_mapping(host_path, container_path, "ro")
     tc.waiting_for(Answers(lambda: recipe.answers(spec), recipe.ready_timeout, spec.label))
     try:
         with _ryuk_off():

@@ -1,11 +1,14 @@
 """The native backend: local server binaries run as dynosim's own children, no Docker.
 
 Every server is a direct child of dynosim (never daemonised) started with a parent-death signal, so a
-dynosim killed with SIGKILL takes its servers with it: Postgres gets SIGINT (fast shutdown), Redis and
-the search stand-in SIGTERM. The kernel sends that signal when the *thread* that forked the child
+dynosim killed with SIGKILL takes its servers with it: Postgres gets SIGINT (fast shutdown), Redis, the
+search stand-in and the SMTP sink SIGTERM. The kernel sends that signal when the *thread* that forked the child
 exits, so servers are forked from a thread of ours that lives until they are stopped (`Spawner`), not
 from whichever worker thread called `start()`. Each server gets its own session, so a Ctrl-C meant
 for dynosim does not reach it: the runtime stops add-ons after the last dyno, in order.
+
+The SMTP sink, for which no official image exists, runs here under `--addons docker` too
+(catalogue.EMBEDDED).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ class NativeBackend:
             return start_redis(spec, self)
         if spec.service == "search":
             return start_search(spec, self)
+        if spec.service == "smtp":
+            from dynosim.addons.smtp import start_smtp
+
+            return start_smtp(spec, self)
         raise AddonError(f"{spec.label}: the native backend cannot run a {spec.service} service")
 
     def close(self) -> None:
@@ -283,9 +290,20 @@ def start_search(spec: ServiceSpec, backend: NativeBackend) -> Running:
     check_port(spec)
     data = spec.folder / "data"
     data.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "dynosim.addons.search", "--data", str(data), "--port", str(spec.port)]
+    if spec.tls_port is not None:  # SEARCHBOX_SSL_URL: https on a second port, a certificate of dynosim's CA
+        from dynosim.addons import certs
+
+        if not port_free(spec.tls_port):
+            raise AddonError(
+                f"{spec.label}: its https port {spec.tls_port} on {HOST} is taken by another program; stop that "
+                f'program, or delete "tls_port" from this add-on in {spec.folder.parent.parent / "addons.json"}'
+            )
+        chain = certs.server_cert(backend.found, backend.say)
+        args += ["--tls-port", str(spec.tls_port), "--cert", str(chain.cert), "--key", str(chain.key)]
     child = Child.spawn(
         backend,
-        [sys.executable, "-m", "dynosim.addons.search", "--data", str(data), "--port", str(spec.port)],
+        args,
         what="the search stand-in",
         label=spec.label,
         log=spec.folder / "search.log",
@@ -293,6 +311,10 @@ def start_search(spec: ServiceSpec, backend: NativeBackend) -> Running:
         death_signal=signal.SIGTERM,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    took = child.wait_ready(lambda: accepts(spec.port))
-    backend.say(f"{spec.label}: search stand-in (embedded) ready on {HOST}:{spec.port} in {took * 1000:.0f} ms")
-    return Server(child, Endpoint(HOST, spec.port), backend="embedded")
+    ports = [spec.port] if spec.tls_port is None else [spec.port, spec.tls_port]
+    took = child.wait_ready(lambda: all(accepts(port) for port in ports))
+    https = "" if spec.tls_port is None else f", https on {spec.tls_port}"
+    backend.say(
+        f"{spec.label}: search stand-in (embedded) ready on {HOST}:{spec.port}{https} in {took * 1000:.0f} ms"
+    )
+    return Server(child, Endpoint(HOST, spec.port, tls_port=spec.tls_port), backend="embedded")

@@ -113,6 +113,7 @@ def start_postgres(spec: ServiceSpec, backend: NativeBackend) -> Running:
     if not data.exists():
         marker.unlink(missing_ok=True)
         initdb(spec, data, bins, launch)
+    ssl = ssl_settings(spec, data, backend, run_as)  # also for a data folder made before dynosim had SSL
 
     child = Child.spawn(
         backend,
@@ -125,6 +126,7 @@ def start_postgres(spec: ServiceSpec, backend: NativeBackend) -> Running:
             "-c", "fsync=on",
             "-c", "logging_collector=off",
             "-c", "log_destination=stderr",
+            *ssl,
         ]),  # fmt: skip
         what="postgres",
         label=spec.label,
@@ -149,6 +151,45 @@ def start_postgres(spec: ServiceSpec, backend: NativeBackend) -> Running:
         f"{HOST}:{spec.port} in {took * 1000:.0f} ms"
     )
     return Server(child, Endpoint(HOST, spec.port, spec.user, spec.password, spec.database or ""))
+
+
+# --- SSL only, as Heroku Postgres ----------------------------------------------------------------
+
+# The whole pg_hba.conf, rewritten at every start when it differs: over TCP only SSL connections have an
+# entry, so a client that disables SSL gets Postgres' own "no pg_hba.conf entry for host …, no encryption"
+# (servers before 15 said "SSL off", as Heroku's docs quote). dynosim's psql uses the unix socket.
+HBA = """\
+# Written by dynosim at every start, as Heroku Postgres has it: SSL only over TCP (TLS 1.2 or newer).
+# Edits here are overwritten.
+# TYPE   DATABASE  USER  ADDRESS       METHOD
+local    all       all                 scram-sha-256
+hostssl  all       all   {ipv4}  scram-sha-256
+hostssl  all       all   {ipv6}  scram-sha-256
+"""
+
+
+def hba(ipv4: str = "127.0.0.1/32", ipv6: str = "::1/128") -> str:
+    return HBA.format(ipv4=ipv4.ljust(12), ipv6=ipv6.ljust(12))
+
+
+def ssl_settings(spec: ServiceSpec, data: Path, backend: NativeBackend, run_as: RunAs | None) -> list[str]:
+    """SSL on with a certificate of dynosim's CA, TLS 1.2 at least, and a pg_hba.conf that takes only SSL
+    over TCP: the server's `-c` arguments. The certificate and key are copied into the add-on's folder,
+    owned by the server's user (Postgres refuses a key that is not its own, or that others can read)."""
+    from dynosim.addons import certs
+
+    owner = (run_as.uid, run_as.gid) if run_as else None
+    try:
+        crt, key = certs.install(certs.server_cert(backend.found, backend.say), spec.folder / "tls", owner)
+    except OSError as error:
+        raise AddonError(f"{spec.label}: cannot copy its TLS certificate into {spec.folder / 'tls'}: {error}") from None
+    certs.write_file(data / "pg_hba.conf", hba(), 0o600, owner)
+    return [
+        "-c", "ssl=on",
+        "-c", f"ssl_cert_file={crt}",
+        "-c", f"ssl_key_file={key}",
+        "-c", "ssl_min_protocol_version=TLSv1.2",
+    ]  # fmt: skip
 
 
 # --- finding the server ---------------------------------------------------------------------------

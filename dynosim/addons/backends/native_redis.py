@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 from pathlib import Path
 
 from dynosim.addons.backends import Running, ServiceSpec
@@ -27,11 +28,26 @@ def start_redis(spec: ServiceSpec, backend: NativeBackend) -> Running:
     settle_leftover(spec, data, backend)
     check_port(spec)
     conf = spec.folder / "redis.conf"
+    if spec.tls:  # as Heroku's Key-Value Store: TLS only, a certificate no client trusts, no client certificates
+        from dynosim.addons import certs
+
+        chain = certs.keyvalue_cert(backend.found, backend.say)
+        listen = (
+            "port 0\n"
+            f"tls-port {spec.port}\n"
+            f"tls-cert-file {_quote(str(chain.cert))}\n"
+            f"tls-key-file {_quote(str(chain.key))}\n"
+            f"tls-ca-cert-file {_quote(str(chain.cert))}\n"  # Redis 6 wants one, though it checks no client
+            "tls-auth-clients no\n"
+            'tls-protocols "TLSv1.2 TLSv1.3"\n'
+        )
+    else:
+        listen = f"port {spec.port}\n"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(
             f"bind {HOST}\n"
-            f"port {spec.port}\n"
+            f"{listen}"
             f"requirepass {_quote(spec.password)}\n"
             f"dir {_quote(str(data))}\n"
             "appendonly yes\n"
@@ -50,9 +66,34 @@ def start_redis(spec: ServiceSpec, backend: NativeBackend) -> Running:
         death_signal=signal.SIGTERM,
         cwd=spec.folder,
     )
-    took = child.wait_ready(lambda: answering(spec.port, spec.password))
-    backend.say(f"{spec.label}: Redis (native, {source}) ready on {HOST}:{spec.port} in {took * 1000:.0f} ms")
-    return Server(child, Endpoint(HOST, spec.port, password=spec.password))
+    try:
+        took = child.wait_ready(lambda: answering(spec.port, spec.password, tls=spec.tls))
+    except AddonError as error:
+        if spec.tls and _lacks_tls(child.log):
+            raise AddonError(
+                f"{spec.label}: this redis-server ({source}) has no TLS support, and Heroku's Key-Value Store "
+                "takes TLS only (rediss://); install one built with TLS (apt-get install redis-server, brew "
+                'install redis), use --addons docker, or ask for plain redis:// with "options": {"tls": false} '
+                f"in app.json ({error})"
+            ) from None
+        raise
+    scheme = "TLS" if spec.tls else "plain, no TLS"
+    backend.say(
+        f"{spec.label}: Redis (native, {source}, {scheme}) ready on {HOST}:{spec.port} in {took * 1000:.0f} ms"
+    )
+    return Server(child, Endpoint(HOST, spec.port, password=spec.password, tls=spec.tls))
+
+
+def _lacks_tls(log: Path) -> bool:
+    """What a redis-server built without TLS says of our redis.conf: Redis 6 and 7.0 know no tls-* directive,
+    Redis 7.2+ has no "tls" connection type (unless its TLS module is loaded)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 2048))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return ("Bad directive" in tail and "'tls-" in tail) or "connection type tls" in tail.lower()
 
 
 def find_redis(backend: NativeBackend) -> tuple[str, str]:
@@ -97,12 +138,22 @@ def settle_leftover(spec: ServiceSpec, data: Path, backend: NativeBackend) -> No
     end_process(pid, ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)))
 
 
-def answering(port: int, password: str) -> bool:
-    """True when AUTH and PING succeed (not while Redis is still loading its data)."""
+def answering(port: int, password: str, tls: bool = False) -> bool:
+    """True when AUTH and PING succeed (not while Redis is still loading its data); with `tls`, over TLS,
+    without checking the certificate (the server's is one no client trusts, as on Heroku)."""
     try:
         conn = socket.create_connection((HOST, port), timeout=1)
     except OSError:
         return False
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            conn = context.wrap_socket(conn)
+        except OSError:  # ssl.SSLError too: not (yet) speaking TLS
+            conn.close()
+            return False
     with conn:
         try:
             conn.sendall(_command("AUTH", password) + _command("PING"))

@@ -3,6 +3,7 @@
 Every response carries `X-Elastic-Product: Elasticsearch`, which the official clients check.
 """
 import json
+import ssl
 import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,29 @@ class SearchServer(ThreadingHTTPServer):
     def __init__(self, address, store):
         self.store = store
         super().__init__(address, Handler)
+
+
+class TLSSearchServer(SearchServer):
+    """The same stand-in over TLS (SEARCHBOX_SSL_URL), on a port of its own. The handshake runs in the
+    connection's own thread, so a client that stalls it or sends plain HTTP holds up no one else."""
+
+    handshake_timeout = 10.0
+
+    def __init__(self, address, store, context):
+        self.context = context
+        super().__init__(address, store)
+
+    def finish_request(self, request, client_address):
+        request.settimeout(self.handshake_timeout)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)  # takes the connection over
+        except (OSError, ValueError):  # ssl.SSLError is an OSError: plain HTTP, garbage, a stalled handshake
+            return
+        tls.settimeout(None)
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -73,6 +97,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         pass  # quiet: the add-on's output goes into the app's log stream
+
+
+def make_tls_server(store, cert, key, host="127.0.0.1", port=9243):
+    """A second server on the same store that answers over TLS (TLS 1.2 or newer), with the certificate
+    chain in `cert` and its key in `key`; port 0 picks one."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return TLSSearchServer((host, port), store, context)
 
 
 def make_server(data_dir, host="127.0.0.1", port=9200):

@@ -1,0 +1,48 @@
+"""Runs the three benchmarks of issue 2 (start-up, log throughput, supervisor memory), each against
+its baseline measured side by side, and prints a summary table. `--quick` runs fewer rounds."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import logs, memory, startup
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 start-ups, 2 floods, 1 memory run of each")
+    quick = parser.parse_args().quick
+    results = []
+    for title, run in (
+        ("start-up", lambda: startup.measure(3 if quick else 9)),
+        ("log throughput", lambda: logs.measure(2 if quick else 5, 200_000)),
+        ("memory", lambda: memory.measure(1 if quick else 3, 2.0)),
+    ):
+        print(f"running {title}…", file=sys.stderr, flush=True)
+        results.append(run())
+    rows = [(r["name"], r["dynosim"], r["baseline"], f"{r['ratio']:.2f}x", r["goal"], "yes" if r["met"] else "NO")
+            for r in results]
+    headers = ("benchmark", "dynosim (median)", "baseline (median)", "dynosim/baseline", "goal", "met")
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+        for row in (headers, *rows):
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    else:
+        table = Table(title="dynosim benchmarks (issue 2)")
+        for header in headers:
+            table.add_column(header)
+        for row in rows:
+            table.add_row(*row)
+        Console(width=160).print(table)
+    return 0 if all(r["met"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""The add-on commands, with Heroku's names: `addons`, `addons:create`, `addons:destroy`, `pg:psql`,
+`pg:reset`, `redis:cli`, and the SMTP sink's `mail` and `mail:show`. Parse, call `manage`/`smtp`, print.
+
+cli.py registers them on its last line (`register(main)`), so the helpers it defines are there to use.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dynosim.cli import _operate, _print_json, _state, app_dir_option, json_option
+from dynosim.errors import DynosimError
+
+backend_option = click.option(
+    "--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True,
+    help="Where the add-on runs for this session when no `dynosim run` is active.",
+)  # fmt: skip
+passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def register(main: click.Group) -> None:
+    for command in (addons, addons_create, addons_destroy, mail, mail_show, pg_psql, pg_reset, redis_cli):
+        main.add_command(command)
+
+
+# --- addons -----------------------------------------------------------------------------------------
+
+
+@click.command("addons")
+@app_dir_option
+@json_option
+@_operate
+def addons(app_dir: Path, as_json: bool) -> None:
+    """The app's add-ons: name, plan, service, backend, endpoint, config vars, data size."""
+    from dynosim.addons.manage import inventory
+
+    app, state = _app(app_dir)
+    rows = inventory(state, _manifest(app))
+    if as_json:
+        _print_json([row.as_json() for row in rows])
+        return
+    if not rows:
+        click.echo(f"No add-ons for app {app.name}. Add one with `dynosim addons:create heroku-postgresql`.")
+        return
+    _table(
+        ("Add-on", "Plan", "Service", "Backend", "Endpoint", "Attached as", "Size"),
+        [
+            (
+                f"{row.addon} ({row.name})" if row.name else row.addon,
+                row.plan or "-",
+                row.service,
+                row.backend or "(next run)",
+                row.endpoint or "-",
+                _vars(row.attached_as, row.config_vars),
+                _size(row.size),
+            )
+            for row in rows
+        ],
+    )
+
+
+@click.command("addons:create")
+@app_dir_option
+@click.argument("plan", metavar="NAME[:PLAN]")
+@click.option("--as", "as_name", metavar="NAME", default=None, help="The attachment name: its config vars are NAME_URL…")
+@_operate
+def addons_create(app_dir: Path, plan: str, as_name: str | None) -> None:
+    """Declare an add-on for the app: every later `dynosim run` starts it."""
+    from dynosim.addons import AddonRequest
+    from dynosim.addons.manage import declare
+
+    app, state = _app(app_dir)
+    name, names = declare(state, _manifest(app), AddonRequest(plan, as_name))
+    click.echo(f"Creating {plan} on ⬢ {app.name}... done")
+    click.echo(f"Created {name} as {', '.join(names)}")
+    if _active(app):
+        click.echo("A run is active: the add-on starts with the next `dynosim run` (stop this one and start it again).")
+    else:
+        click.echo("It starts with the next `dynosim run`. Use `dynosim addons` to list the app's add-ons.")
+
+
+@click.command("addons:destroy")
+@app_dir_option
+@click.argument("name")
+@click.option("--confirm", metavar="APP", default=None, help="The app's name: skips the question.")
+@_operate
+def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
+    """Remove an add-on and delete its data (NAME: its name, attachment or service)."""
+    from dynosim.addons.manage import destroy, find
+
+    app, state = _app(app_dir)
+    manifest = _manifest(app)
+    key = find(state, manifest, name)
+    if _active(app):
+        raise DynosimError("a `dynosim run` is active in this app; stop it first, then destroy the add-on (nothing was deleted)")
+    _confirm(app.name, confirm, f"This command will destroy the add-on {name} and delete its data")
+    done = destroy(state, manifest, key, lambda line: click.echo(line, err=True))
+    click.echo(f"Destroying {', '.join(done.names) or name} on ⬢ {app.name}... done")
+    if done.still_in_app_json:
+        click.echo("app.json still declares it: the next `dynosim run` provisions it again, empty. Remove it from app.json to stop that.")
+
+
+# --- mail -------------------------------------------------------------------------------------------
+
+
+@click.command("mail")
+@app_dir_option
+@json_option
+@click.option("-n", "--num", default=20, show_default=True, type=click.IntRange(min=1), help="How many messages, newest first.")
+@_operate
+def mail(app_dir: Path, as_json: bool, num: int) -> None:
+    """The mail the app sent through its mailgun or sendgrid add-on (captured, never sent)."""
+    from dynosim.addons.smtp import list_mail
+
+    found = list_mail(_state(app_dir), num)
+    if as_json:
+        _print_json([m.as_json() for m in found])
+        return
+    if not found:
+        click.echo("No mail captured yet. The app's mail goes to its mailgun or sendgrid add-on's SMTP sink.")
+        return
+    _table(
+        ("ID", "Time", "From", "To", "Subject"),
+        [(m.id, _local(m.time), _cut(m.sender), _cut(m.to), _cut(m.subject, 60)) for m in found],
+    )
+
+
+@click.command("mail:show")
+@app_dir_option
+@json_option
+@click.option("--raw", is_flag=True, help="The message exactly as captured (RFC 5322).")
+@click.argument("mail_id", metavar="ID")
+@_operate
+def mail_show(app_dir: Path, as_json: bool, raw: bool, mail_id: str) -> None:
+    """One captured message: its headers and text (ID from `dynosim mail`)."""
+    from dynosim.addons.smtp import find_mail, readable
+
+    found = find_mail(_state(app_dir), mail_id)
+    if raw:
+        sys.stdout.buffer.write(found.path.read_bytes())
+        return
+    shown = readable(found)
+    if as_json:
+        _print_json(shown)
+        return
+    click.echo(f"=== {found.id} ({found.addon}) {_local(found.time)}")
+    for label, value in (("From", shown["from"]), ("To", shown["to"]), ("Cc", shown["cc"]), ("Subject", shown["subject"]),
+                         ("Date", shown["date"])):  # fmt: skip
+        if value:
+            click.echo(f"{label + ':':<9} {value}")
+    click.echo(f"{'Envelope:':<9} from <{shown['envelope_from']}> to {', '.join(shown['envelope_to'])}")
+    for attachment in shown["attachments"]:
+        click.echo(f"{'Attached:':<9} {attachment['filename'] or '(no name)'} ({attachment['content_type']}, {attachment['size']} bytes)")
+    click.echo(f"{'File:':<9} {found.path}")
+    click.echo()
+    click.echo(shown["body"].rstrip("\n") if shown["body"] else "(no text part; see --raw)")
+
+
+# --- clients ----------------------------------------------------------------------------------------
+
+
+@click.command("pg:psql", context_settings=passthrough)
+@app_dir_option
+@backend_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[DATABASE] [-- PSQL ARGS]")
+@_operate
+def pg_psql(app_dir: Path, addons_backend: str, args: tuple[str, ...]) -> None:
+    """Open psql on the app's Postgres (the running one, or started for this session)."""
+    from dynosim.addons.manage import Session, client_env, psql_binary
+
+    app, state = _app(app_dir)
+    wanted, rest = _split(args, app, state, "postgres")
+    declared = _pick(app, state, "postgres", wanted, "heroku-postgresql")
+    psql = psql_binary()
+    with Session(state, declared, _run_vars(app), addons_backend, _say) as session:
+        code = _client([psql, "-d", session.url, *rest], client_env())
+    sys.exit(code)
+
+
+@click.command("pg:reset")
+@app_dir_option
+@backend_option
+@click.option("--confirm", metavar="APP", default=None, help="The app's name: skips the question.")
+@click.argument("database", required=False)
+@_operate
+def pg_reset(app_dir: Path, addons_backend: str, confirm: str | None, database: str | None) -> None:
+    """Delete every table and all data: drop the app's database and create it again, empty."""
+    from dynosim.addons.manage import Session, psql_binary, reset_postgres
+
+    app, state = _app(app_dir)
+    declared = _pick(app, state, "postgres", database, "heroku-postgresql")
+    psql = psql_binary()
+    _confirm(app.name, confirm, f"This command will delete all data in {declared.entry.as_name} of app {app.name}")
+    with Session(state, declared, _run_vars(app), addons_backend, _say) as session:
+        record = session.record()
+        click.echo(f"Resetting {record['name']}... ", nl=False)
+        reset_postgres(record, psql)
+        click.echo("done")
+
+
+@click.command("redis:cli", context_settings=passthrough)
+@app_dir_option
+@backend_option
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[REDIS] [-- REDIS-CLI ARGS]")
+@_operate
+def redis_cli(app_dir: Path, addons_backend: str, args: tuple[str, ...]) -> None:
+    """Open redis-cli on the app's Redis (the running one, or started for this session)."""
+    from dynosim.addons.manage import Session, redis_cli_args, redis_cli_binary
+
+    app, state = _app(app_dir)
+    wanted, rest = _split(args, app, state, "redis")
+    declared = _pick(app, state, "redis", wanted, "heroku-redis")
+    binary = redis_cli_binary()
+    with Session(state, declared, _run_vars(app), addons_backend, _say) as session:
+        argv, env = redis_cli_args(binary, session.url)
+        code = _client([*argv, *rest], env)
+    sys.exit(code)
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _app(app_dir: Path) -> tuple[Any, Path]:
+    from dynosim.app import load_app
+
+    state = _state(app_dir)
+    return load_app(app_dir), state
+
+
+def _manifest(app: Any) -> list[Any]:
+    from dynosim.addons import AddonRequest
+
+    return [AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in app.manifest.addons]
+
+
+def _active(app: Any) -> dict[str, Any] | None:
+    from dynosim.api import RunLock
+
+    return RunLock(app).active()
+
+
+def _run_vars(app: Any) -> dict[str, str] | None:
+    """The running release's config vars, when a run is active."""
+    active = _active(app)
+    if active is not None and isinstance(active.get("config_vars"), dict):
+        return dict(active["config_vars"])
+    return None
+
+
+def _pick(app: Any, state: Path, service: str, wanted: str | None, example: str) -> Any:
+    from dynosim.addons.manage import pick
+
+    return pick(state, _manifest(app), service, wanted, example)
+
+
+def _split(args: Sequence[str], app: Any, state: Path, service: str) -> tuple[str | None, list[str]]:
+    """[DATABASE] then the client's own arguments. A first word that names none of the app's add-ons of
+    this service is the client's (redis-cli's commands are words: `redis:cli PING`)."""
+    if not args or args[0].startswith("-"):
+        return None, list(args)
+    from dynosim.addons.manage import find
+
+    try:
+        find(state, _manifest(app), args[0], service)
+    except DynosimError:
+        return None, list(args)
+    return args[0], list(args[1:])
+
+
+def _client(argv: list[str], env: dict[str, str]) -> int:
+    """Runs a client on this terminal. Ctrl-C is the client's (psql cancels a query with it), not ours;
+    the client gets the default handler back on exec."""
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        try:
+            return subprocess.call(argv, env=env)
+        except OSError as error:
+            raise DynosimError(f"cannot run {argv[0]}: {error.strerror}") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _confirm(app_name: str, confirm: str | None, what: str) -> None:
+    """Heroku's question before destroying data: type the app's name, or pass --confirm APP."""
+    if confirm is not None:
+        if confirm != app_name:
+            raise DynosimError(f"--confirm {confirm} does not match the app, {app_name}; nothing was deleted")
+        return
+    if not sys.stdin.isatty():
+        raise DynosimError(f"this deletes data: pass --confirm {app_name} to go ahead (no terminal to ask on)")
+    click.echo(" ▸    WARNING: Destructive Action", err=True)
+    click.echo(f" ▸    {what}", err=True)
+    click.echo(f" ▸    To proceed, type {app_name} or re-run this command with --confirm {app_name}", err=True)
+    click.echo(err=True)
+    answer = click.prompt("", prompt_suffix="> ", default="", show_default=False, err=True)
+    if answer.strip() != app_name:
+        raise DynosimError(f"confirmation did not match {app_name}; aborted, nothing was deleted")
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    click.echo("  ".join("─" * w for w in widths))
+    for row in rows:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _vars(as_name: str, names: Sequence[str]) -> str:
+    """The config vars an add-on sets; many of one prefix (Mailgun's six) as AS_* (n)."""
+    if len(names) > 2 and all(n.startswith(as_name + "_") for n in names):
+        return f"{as_name}_* ({len(names)} vars)"
+    return ", ".join(names)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return "-"
+
+
+def _local(when: datetime) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cut(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

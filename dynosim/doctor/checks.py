@@ -1,0 +1,235 @@
+"""The static checks: what reading the app's files shows would go wrong on Heroku."""
+from __future__ import annotations
+
+import re
+
+from .findings import ERROR, WARNING, Finding
+from .source import AppSource
+
+_PROCFILE_WARNING = re.compile(r"^Procfile:(\d+): (.*)$", re.S)
+# procfile.py's warnings end with the fix after "; " or ". ": split it off.
+_FIX_PART = re.compile(r"^(.*?)[.;] ((?:[Ww]rite|[Uu]se|[Pp]ut|[Ss]ave|[Rr]ename)\b.*)$", re.S)
+_SERVERS = re.compile(r"\b(gunicorn|uvicorn|hypercorn|daphne|waitress-serve|runserver|flask run)\b|\.py\b")
+_MIGRATES = re.compile(r"\bmigrate\b|\bdb upgrade\b|\balembic\b.*\bupgrade\b")
+
+
+# 1. no Procfile, or no web type
+def procfile(src: AppSource) -> list[Finding]:
+    if src.procfile is None:
+        error = (src.procfile_error or "").partition(": ")[2]  # after the path it names
+        line, note = suggest_web(src)
+        if "no process type found" in error:
+            return [Finding(ERROR, "no-web", "the Procfile declares no process type: Heroku would start no web "
+                            "dyno (H14)", f'add the line "{line}"{note}', "Procfile")]
+        if "only reads a file named exactly" in error:
+            return [Finding(ERROR, "no-procfile", error.split(". ")[0], "rename it to Procfile")]
+        if "no Procfile" in error or not error:
+            return [Finding(ERROR, "no-procfile", "no Procfile: Heroku would start no web dyno and answer every "
+                            "request with H14 (No web processes running)",
+                            f'create a file named Procfile with the line "{line}"{note}')]
+        what, _, fix = error.partition(". ")
+        return [Finding(ERROR, "no-procfile", what, fix or "fix the Procfile", "Procfile")]
+    if "web" in src.procfile.processes:
+        return []
+    server = next((p for p in src.procfile.processes.values()
+                   if p.name != "release" and _SERVERS.search(p.command)), None)
+    if server is not None:
+        fix = f'rename "{server.name}:" to "web:" (only the web type receives HTTP from Heroku\'s router)'
+        return [Finding(ERROR, "no-web", f'no "web" process type; "{server.name}" looks like the web server but '
+                        "Heroku routes requests only to web dynos (H14)", fix, "Procfile", server.line)]
+    line, note = suggest_web(src)
+    return [Finding(ERROR, "no-web", 'no "web" process type: Heroku would answer every request with H14 '
+                    "(No web processes running)", f'add the line "{line}"{note}', "Procfile")]
+
+
+def suggest_web(src: AppSource) -> tuple[str, str]:
+    """A web line for this app, from what is there, and a note on what else it needs."""
+    def flask_like(kind: str) -> tuple[str, str] | None:
+        for rel in src.python_files:
+            if "/" in rel:
+                continue
+            match = re.search(rf"^(\w+)\s*=\s*(?:\w+\.)?{kind}\(", src.text(rel) or "", re.M)
+            if match:
+                return rel[:-3], match.group(1)
+        return None
+
+    if src.exists("manage.py"):
+        wsgi = next((rel for rel in src.python_files if rel.count("/") == 1 and rel.endswith("/wsgi.py")), None)
+        if wsgi:
+            return f"web: gunicorn {wsgi.split('/')[0]}.wsgi", _needs(src, "gunicorn")
+    if (found := flask_like("FastAPI")) is not None:
+        return f"web: uvicorn {found[0]}:{found[1]} --host 0.0.0.0 --port $PORT", _needs(src, "uvicorn")
+    if (found := flask_like("Flask")) is not None:
+        return f"web: gunicorn {found[0]}:{found[1]}", _needs(src, "gunicorn")
+    if src.depends_on("gunicorn") and (src.exists("app.py") or src.exists("wsgi.py")):
+        module = "app" if src.exists("app.py") else "wsgi"
+        return f"web: gunicorn {module}:app", ""
+    script = next((name for name in ("app.py", "server.py", "main.py") if src.exists(name)), None)
+    if script:
+        return f"web: python {script}", f" (and make {script} listen on 0.0.0.0:$PORT)"
+    return "web: gunicorn app:app", _needs(src, "gunicorn")
+
+
+def _needs(src: AppSource, package: str) -> str:
+    return "" if src.depends_on(package) else f", and add {package} to requirements.txt"
+
+
+# 2. Procfile lines Heroku drops or rewrites
+def procfile_lines(src: AppSource) -> list[Finding]:
+    findings = []
+    for warning in src.procfile.warnings if src.procfile else ():
+        match = _PROCFILE_WARNING.match(warning)
+        line, text = (int(match.group(1)), match.group(2)) if match else (None, warning)
+        split = _FIX_PART.match(text)
+        if split:
+            message, fix = split.group(1), split.group(2)
+            fix = fix[0].upper() + fix[1:]
+        elif "defined again" in text:
+            message, fix = text, "keep one line per process type"
+        else:
+            message, fix = text, "fix or delete this line"
+        findings.append(Finding(WARNING, "procfile-line", message, fix, "Procfile", line))
+    return findings
+
+
+# 5. DATABASE_URL handed to SQLAlchemy as Heroku sets it (postgres://)
+def database_url(src: AppSource) -> list[Finding]:
+    users = [rel for rel in src.app_python_files if "DATABASE_URL" in (text := src.text(rel) or "")
+             and re.search(r"create_engine|SQLALCHEMY_DATABASE_URI|sqlalchemy", text)]
+    if not users or any(_rewrites_scheme(src, rel) for rel in src.python_files):
+        return []
+    findings = []
+    for rel in users:
+        findings.append(Finding(
+            ERROR, "postgres-scheme",
+            "DATABASE_URL goes to SQLAlchemy as it is, but Heroku Postgres sets it as postgres://…, which "
+            "SQLAlchemy 1.4+ rejects (NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:postgres)",
+            'rewrite the scheme first: url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)',
+            rel, src.grep(rel, "DATABASE_URL")))
+    return findings
+
+
+def _rewrites_scheme(src: AppSource, rel: str) -> bool:
+    text = src.text(rel) or ""
+    if "dj_database_url" in text or re.search(r"""replace\(\s*['"]postgres://""", text):
+        return True
+    return any(value in ("postgres://", "postgres:") for value, _ in src.strings(rel))
+
+
+_SQLITE_FIX = ("use the heroku-postgresql add-on through DATABASE_URL (dynosim run --addon heroku-postgresql gives "
+               "you one locally) and keep SQLite for tests only")
+_SQLITE_FIX_DJANGO = ('read DATABASE_URL: DATABASES = {"default": dj_database_url.config(conn_max_age=600, '
+                      'ssl_require=True)} with the heroku-postgresql add-on')
+
+
+# 6. SQLite as the database, or as the fallback when DATABASE_URL is unset
+def sqlite_fallback(src: AppSource) -> list[Finding]:
+    findings = []
+    for rel in src.app_python_files:
+        for value, line in src.strings(rel):
+            if value.startswith("sqlite:") or value == "django.db.backends.sqlite3":
+                source_line = (src.text(rel) or "").splitlines()[line - 1]
+                fallback = "DATABASE_URL" in source_line or "default" in source_line
+                what = "falls back to SQLite when DATABASE_URL is unset" if fallback else "uses SQLite"
+                findings.append(Finding(
+                    WARNING, "sqlite", f"the configuration {what}: on Heroku a SQLite file lives in the dyno's "
+                    "ephemeral filesystem and is lost at every restart, deploy and daily cycle (and web.2 has "
+                    "its own copy)",
+                    _SQLITE_FIX_DJANGO if value.startswith("django.") else _SQLITE_FIX, rel, line))
+                break  # one per file
+    return findings
+
+
+# 7. migrations with no release phase to run them
+def migrations(src: AppSource) -> list[Finding]:
+    if src.procfile is None:
+        return []
+    found = _migration_tool(src)
+    if found is None:
+        return []
+    command, evidence = found
+    at_boot = [p for p in src.procfile.processes.values() if p.name != "release" and _MIGRATES.search(p.command)]
+    if at_boot:
+        process = at_boot[0]
+        return [Finding(WARNING, "migrate-at-boot",
+                        f'the {process.name} command runs the migrations at every dyno boot: with several dynos '
+                        "they race, and a failed migration crashes the dynos instead of stopping the deploy",
+                        f'move them to the release phase: add "release: {command}" and drop them from '
+                        f"{process.name}", "Procfile", process.line)]
+    if src.procfile.release is not None:
+        return []
+    return [Finding(WARNING, "no-release-phase",
+                    f"the app has database migrations ({evidence}) but the Procfile has no release phase: "
+                    "nothing runs them on Heroku, and new code meets the old schema",
+                    f'add "release: {command}" to the Procfile (Heroku runs it before each release goes live)',
+                    evidence.split(" ")[0])]
+
+
+def _migration_tool(src: AppSource) -> tuple[str, str] | None:
+    """(the command that migrates, where the migrations were seen), or None."""
+    django_migration = any(re.search(r"(^|/)migrations/0\w*\.py$", rel) for rel in src.files)
+    if src.exists("manage.py") and (src.depends_on("django") or django_migration):
+        return "python manage.py migrate", "manage.py with Django"
+    flask_migrate = src.depends_on("flask-migrate") or any(
+        "flask_migrate" in (src.text(rel) or "") for rel in src.app_python_files)
+    if flask_migrate or any(rel.startswith("migrations/versions/") for rel in src.files):
+        return "flask db upgrade", "migrations/ (Flask-Migrate)"
+    if src.exists("alembic.ini") or any(rel.startswith("alembic/versions/") for rel in src.files):
+        return "alembic upgrade head", "alembic.ini" if src.exists("alembic.ini") else "alembic/"
+    return None
+
+
+# 8. what the Python buildpack refuses or deprecates
+def dependency_file(src: AppSource) -> list[Finding]:
+    present = [name for name in ("requirements.txt", "Pipfile.lock", "poetry.lock", "uv.lock") if src.exists(name)]
+    if len(present) > 1:
+        return [Finding(ERROR, "several-dependency-files",
+                        f"several dependency files ({', '.join(present)}): Heroku's Python buildpack needs exactly "
+                        "one and fails the build", "keep one, or list the others in .slugignore", present[1])]
+    if present:
+        return []
+    if src.exists("Pipfile"):
+        return [Finding(ERROR, "no-dependency-file", "Pipfile without Pipfile.lock: Heroku's build fails",
+                        "run pipenv lock and commit Pipfile.lock", "Pipfile")]
+    alone = "pyproject.toml alone" if src.exists("pyproject.toml") else "no requirements.txt"
+    return [Finding(ERROR, "no-dependency-file",
+                    f"{alone} (nor Pipfile.lock, poetry.lock, uv.lock): Heroku's Python buildpack refuses the app",
+                    "add a requirements.txt (pip freeze > requirements.txt, or an empty file if the app needs "
+                    "nothing)")]
+
+
+def runtime_txt(src: AppSource) -> list[Finding]:
+    if not src.exists("runtime.txt"):
+        return []
+    match = re.search(r"python-(\d+\.\d+)", src.text("runtime.txt") or "")
+    version = match.group(1) if match else "3.12"
+    return [Finding(WARNING, "runtime-txt", "runtime.txt is deprecated by Heroku's Python buildpack",
+                    f'replace it with a .python-version file containing "{version}"', "runtime.txt", 1)]
+
+
+# 8. HTTPS redirect that cannot see Heroku's X-Forwarded-Proto (the router terminates TLS)
+def ssl_redirect(src: AppSource) -> list[Finding]:
+    web = src.procfile.processes.get("web") if src.procfile else None
+    if web is not None and re.match(r"\s*gunicorn\b", web.command):
+        return []  # the buildpack sets FORWARDED_ALLOW_IPS='*': gunicorn trusts X-Forwarded-Proto
+    texts = {rel: src.text(rel) or "" for rel in src.app_python_files}
+    findings = []
+    if not any("SECURE_PROXY_SSL_HEADER" in text for text in texts.values()):
+        for rel, text in texts.items():
+            if re.search(r"^\s*SECURE_SSL_REDIRECT\s*=\s*(?!False\b)\S", text, re.M):
+                findings.append(Finding(
+                    WARNING, "ssl-redirect-loop",
+                    "SECURE_SSL_REDIRECT without SECURE_PROXY_SSL_HEADER: Heroku's router ends TLS and sends plain "
+                    "HTTP with X-Forwarded-Proto: https, so Django redirects every request to HTTPS, forever",
+                    'add SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")',
+                    rel, src.grep(rel, r"^\s*SECURE_SSL_REDIRECT\s*=")))
+    if not any("ProxyFix" in text for text in texts.values()):
+        for rel, text in texts.items():
+            if re.search(r"\bTalisman\(", text) and "force_https=False" not in text:
+                findings.append(Finding(
+                    WARNING, "ssl-redirect-loop",
+                    "Flask-Talisman forces HTTPS but nothing trusts X-Forwarded-Proto: behind Heroku's router "
+                    "every request looks like plain HTTP and is redirected, forever",
+                    "wrap the app: app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1) (werkzeug.middleware.proxy_fix)",
+                    rel, src.grep(rel, r"\bTalisman\(")))
+    return findings
