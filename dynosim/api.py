@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import json
 import os
@@ -173,6 +174,8 @@ class Run:
         self.out.flush()
 
     def prepare(self) -> tuple[Release, Sandbox]:
+        # the ledger needs watchdog when the first dyno boots: import it meanwhile, off this thread
+        threading.Thread(target=importlib.import_module, args=("watchdog.observers",), daemon=True).start()
         for warning in self.app.procfile.warnings:
             self.say(f" !     {warning}")
         claim_port(self.options.port, self.options.host)  # the router's, before a long build

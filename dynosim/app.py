@@ -1,6 +1,7 @@
 """An app folder as dynosim reads it: Procfile, app.json, config vars, its state dir."""
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import subprocess
@@ -35,13 +36,18 @@ class App:
 
     def user(self) -> str:
         """Who Heroku's `by user …` log lines name: the git identity, else the login."""
-        try:
-            email = subprocess.run(
-                ["git", "-C", str(self.path), "config", "user.email"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            email = ""
-        return email or getpass.getuser()
+        return _user(self.path)
+
+
+@functools.lru_cache(maxsize=None)
+def _user(path: Path) -> str:
+    try:
+        email = subprocess.run(
+            ["git", "-C", str(path), "config", "user.email"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        email = ""
+    return email or getpass.getuser()
 
 
 def _uid() -> int:

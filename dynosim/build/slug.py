@@ -79,8 +79,7 @@ def build_slug(app_dir: Path, *, cache_dir: Path, dirty: bool = False,
             _move_into_place(build_dir, final)
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
-    size = _size(final) + (_size(venv) if venv is not None else 0)
-    say(f"{STEP}Compiled slug size: {_human(size)}")
+    say(f"{STEP}Compiled slug size: {_human(_slug_size(final, venv))}")
     say(f"{STEP}Done: slug {slug_id[:12]}")
     return Slug(id=slug_id, path=final, venv=venv, python_version=python.version,
                 commit=source.commit, description=source.description)
@@ -123,6 +122,20 @@ def _file_hash(path: Path) -> str:
         while chunk := file.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _slug_size(slug: Path, venv: Path | None) -> int:
+    """Measured once per slug (a big virtualenv takes a while to walk), then read back."""
+    record = slug.with_name(f".{slug.name}.size")
+    try:
+        return int(record.read_text())
+    except (OSError, ValueError):
+        size = _size(slug) + (_size(venv) if venv is not None else 0)
+        try:
+            record.write_text(str(size))
+        except OSError:
+            pass
+        return size
 
 
 def _size(root: Path) -> int:

@@ -190,7 +190,8 @@ class Dyno:
             self._up.set()
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeouts.boot
+        started = loop.time()
+        deadline = started + self.timeouts.boot
         warned = False
         while loop.time() < deadline:
             found = listeners(self.spec.port)
@@ -205,7 +206,9 @@ class Dyno:
                     f"web process listens on 127.0.0.1:{self.spec.port} only; Heroku's router cannot reach that. "
                     f"Bind 0.0.0.0:$PORT (gunicorn --bind 0.0.0.0:$PORT, app.run(host=\"0.0.0.0\"))",
                 )
-            await asyncio.sleep(self.timeouts.bind_poll)
+            # a web process usually binds within a second or two: look often then, rarely after
+            early = loop.time() - started < 3
+            await asyncio.sleep(self.timeouts.bind_poll / 5 if early else self.timeouts.bind_poll)
         seconds = f"{self.timeouts.boot:g}"
         self.logs.heroku(
             self.name,

@@ -311,6 +311,31 @@ def _namespaces_unavailable(runtime_dir: Path) -> str | None:
     if shutil.which("unshare") is None:
         return "util-linux's unshare is not installed"
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # a probe that passed once holds until the machine reboots or Python changes: skip it then
+    passed = runtime_dir.parent / "namespaces-ok"
+    fingerprint = f"{_boot_id()} {sys.executable}"
+    try:
+        if passed.read_text() == fingerprint:
+            return None
+    except OSError:
+        pass
+    reason = _probe(runtime_dir)
+    if reason is None:
+        try:
+            passed.write_text(fingerprint)
+        except OSError:
+            pass
+    return reason
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _probe(runtime_dir: Path) -> str | None:
     probe = runtime_dir / f"probe-{secrets.token_hex(3)}"
     try:
         for part in ("lower", "upper", "work"):
