@@ -126,12 +126,13 @@ def _file_hash(path: Path) -> str:
 
 def _slug_size(slug: Path, venv: Path | None) -> int:
     """Measured once per slug (a big virtualenv takes a while to walk), then read back."""
-    record = slug.with_name(f".{slug.name}.size")
+    record = slug.parent.parent / "sizes" / slug.name  # <cache>/sizes/<slug id>
     try:
         return int(record.read_text())
     except (OSError, ValueError):
         size = _size(slug) + (_size(venv) if venv is not None else 0)
         try:
+            record.parent.mkdir(exist_ok=True)
             record.write_text(str(size))
         except OSError:
             pass
