@@ -4,7 +4,8 @@
 # that honour their interface (environment, command, data path, port, stop signal):
 #
 #   dynosim-test/postgres:15   like postgres:NN     POSTGRES_USER/PASSWORD/DB, data in /var/lib/postgresql/data
-#   dynosim-test/redis:7       like redis:7         `redis-server ARGS…`, data in /data
+#   dynosim-test/redis:7       like redis:7         `redis-server ARGS…`, data in /data; Debian's redis-server
+#                                                   is built with TLS, as the official image's is (rediss://)
 #   dynosim-test/search:8      like elasticsearch:8 dynosim's search stand-in on 9200, data in
 #                                                   /usr/share/elasticsearch/data
 #
@@ -172,6 +173,9 @@ exec "$@"
 EOF
 chmod 755 "$ctx/redis/entrypoint.sh"
 build dynosim-test/redis:7 "$ctx/redis"
+# the add-on serves rediss:// (--tls-port): an image whose redis-server lacks TLS would fail at every start
+docker run --rm --entrypoint sh dynosim-test/redis:7 -c 'ldd "$(command -v redis-server)" | grep -q libssl' \
+    || { say "dynosim-test/redis:7: its redis-server has no TLS support"; exit 1; }
 
 # Search: dynosim's stand-in. Its modules import only each other (relatively), so the folder is copied
 # as a top-level package of its own; the build checks that it still imports that way.

