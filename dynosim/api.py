@@ -35,6 +35,7 @@ from .formation import Formation, resolve_formation
 from .logs import LogLine, LogStream, TerminalPrinter
 from .releases import Release, ReleaseHistory
 from .runtime.dyno import Timeouts
+from .runtime.memory import MemoryPolicy
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
 from .router import Backend, Router, RouterTimeouts
@@ -497,6 +498,7 @@ class App:
         boot_timeout: float = 60.0,
         stop_timeout: float = 30.0,
         crash_backoff_scale: float = 1.0,
+        memory: MemoryPolicy = MemoryPolicy(),
         cache_dir: str | os.PathLike[str] | None = None,
         ready_timeout: float = 300.0,
         echo: TextIO | None = None,
@@ -509,7 +511,7 @@ class App:
         self.port = port or free_port()
         self.options = RunOptions(
             formation=dict(formation or {}), port=self.port, dirty=dirty, sandbox=sandbox,
-            timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout),
+            timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout, memory=memory),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
             cycle=CycleSchedule(cycle_every, jitter=jitter) if cycle_every else CycleSchedule(),
             cache_dir=Path(cache_dir) if cache_dir else None,

@@ -56,11 +56,12 @@ def main() -> None:
 @click.option("--ephemeral-ignore", multiple=True, metavar="PATTERN", help="Also leave these paths (gitignore syntax) out of the ephemeral report.")
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write what every dyno wrote and lost to this JSON file.")
 @click.option("--strict", is_flag=True, help="Exit 3 if any dyno wrote state that a restart loses.")
+@click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons run.")
 def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
-        ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, addon: tuple[str, ...],
+        ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, runtime_metrics: bool, addon: tuple[str, ...],
         addons_backend: str) -> None:
     """Build the app and run its Procfile as Heroku dynos."""
     from .addons import AddonRequest
@@ -69,6 +70,7 @@ def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: boo
     from .formation import parse_formation
     from .runtime.dyno import Timeouts
     from .runtime.manager import CrashPolicy, CycleSchedule
+    from .runtime.memory import MemoryPolicy
 
     try:
         if port is None:
@@ -81,7 +83,7 @@ def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: boo
             size=size,
             dirty=dirty,
             sandbox=sandbox,
-            timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout),
+            timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout, memory=MemoryPolicy(runtime_metrics=runtime_metrics)),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
             cycle=CycleSchedule(parse_duration(cycle_every, "--cycle-every"), jitter=not no_jitter),
             ephemeral_ignore=DEFAULT_IGNORE + ephemeral_ignore,
