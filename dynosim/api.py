@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import ssl
 import sys
 import threading
@@ -30,6 +31,7 @@ from .app import load_app
 from .config import ConfigStore, resolve_config_vars
 from .control import ControlServer
 from .build import Slug, build_slug, default_cache_dir
+from .procfile import Procfile, load_procfile
 from .errors import DynosimError, ReleaseError
 from .formation import Formation, resolve_formation
 from .logs import LogLine, LogStream, TerminalPrinter
@@ -65,6 +67,7 @@ class RunOptions:
     host: str = "127.0.0.1"  # where the router listens
     preboot: bool = False
     router_timeouts: RouterTimeouts = RouterTimeouts()
+    watch: bool = False  # deploy every new commit
 
 
 EXIT_EPHEMERAL = 3
@@ -78,6 +81,32 @@ def _filter_lines(lines: Iterable[LogLine], request: Mapping[str, Any]) -> list[
         if (not source or line.source == source)
         and (not dyno or line.dyno == dyno or line.dyno.split(".")[0] == dyno)
     ]
+
+
+def _head(path: Path) -> str:
+    result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def _watch_refs(git: Path, changed: Callable[[], None]) -> Any:
+    """A watchdog observer on the repository's HEAD and refs: a commit or a checkout touches them."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: Any) -> None:
+            # git writes refs as NAME.lock and renames it into place: the rename is what counts
+            path = str(getattr(event, "dest_path", "") or event.src_path)
+            if not path.endswith(".lock"):
+                changed()
+
+    observer = Observer()
+    observer.daemon = True
+    observer.schedule(Handler(), str(git), recursive=False)  # HEAD, packed-refs
+    if (git / "refs" / "heads").is_dir():
+        observer.schedule(Handler(), str(git / "refs" / "heads"), recursive=True)
+    observer.start()
+    return observer
 
 
 class WebDynos:
@@ -254,10 +283,15 @@ class Run:
         manager.start()
         control = ControlServer(self.app.state_dir, self._handlers(), self._tail)
         await control.start()
+        watching = asyncio.ensure_future(self._watch_commits(stop)) if self.options.watch else None
+        if watching is not None:
+            watching.add_done_callback(self._watch_ended)
         on_started()
         try:
             await stopped
         finally:
+            if watching is not None:
+                watching.cancel()
             await control.stop()
             await manager.stop()
 
@@ -290,6 +324,11 @@ class Run:
         async def config(_: Mapping[str, Any]) -> dict[str, str]:
             return dict(manager.release.config_vars)
 
+        async def deploy(request: Mapping[str, Any]) -> int:
+            fields = dict(request.get("slug", {}))
+            venv = Path(fields["venv"]) if fields.get("venv") else None
+            return (await self.deploy(Slug(**{**fields, "path": Path(fields["path"]), "venv": venv}))).version
+
         async def config_set(request: Mapping[str, Any]) -> int:
             return (await self.set_config({str(k): v for k, v in dict(request.get("changes", {})).items()})).version
 
@@ -305,7 +344,7 @@ class Run:
             return self.router.maintenance
 
         return {"ping": ping, "ps": ps, "ps:scale": scale, "restart": restart, "logs": logs, "config": config,
-                "config:set": config_set, "releases": releases, "maintenance": maintenance}
+                "config:set": config_set, "releases": releases, "maintenance": maintenance, "deploy": deploy}
 
     async def _tail(self, request: Mapping[str, Any]) -> AsyncIterator[str]:
         queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10000)
@@ -352,18 +391,83 @@ class Run:
             self.logs.api(f"Set {set_names} config vars by user {user}")
         if unset_names:
             self.logs.api(f"Unset {unset_names} config vars by user {user}")
-        previous = manager.release
-        manager.release = release
+        await self._roll_out(release, user)
+        return release
+
+    async def deploy(self, slug: Slug) -> Release:
+        """`git push heroku main`: a release of a new slug (with its own Procfile), rolled onto every dyno."""
+        manager = self.manager
+        assert manager is not None
+        user = self.app.user()
+        procfile = load_procfile(slug.path)
+        release, _ = ReleaseHistory(self.app.state_dir).create(slug, manager.release.config_vars, user)
+        self.logs.api(f"{slug.description} by user {user}")
+        await self._roll_out(release, user, procfile)
+        return release
+
+    async def _roll_out(self, release: Release, user: str, procfile: Procfile | None = None) -> None:
+        """Release phase, then every dyno restarted onto the release; a failed release phase
+        leaves the running release untouched, as on Heroku."""
+        manager = self.manager
+        assert manager is not None
+        previous = manager.release, manager.procfile
+        manager.release, manager.procfile = release, procfile or manager.procfile
         try:
             await manager.release_phase(user)
         except ReleaseError:
-            manager.release = previous  # a failed release phase leaves the running release untouched
+            manager.release, manager.procfile = previous
             raise
-        if self.app.procfile.release is None:
+        if manager.procfile.release is None:
             self.logs.api(f"Release {release.name} created by user {user}")
-        self.lock.record(release=release.version, config_vars=config_vars)
+        self.lock.record(release=release.version, config_vars=dict(release.config_vars))
         await manager.deploy(release)
-        return release
+
+    async def _watch_commits(self, stop: asyncio.Event) -> None:
+        """`--watch`: every new commit is built and deployed, as a push would be."""
+        from .build.source import git_dir
+
+        git = git_dir(self.app.path)
+        if git is None:
+            self.logs.hint("build", f"--watch: {self.app.path} is not in a git repository; nothing to watch")
+            return
+        changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        observer = _watch_refs(git, lambda: loop.call_soon_threadsafe(changed.set))
+        head = _head(self.app.path)
+        try:
+            while not stop.is_set():
+                await changed.wait()
+                await asyncio.sleep(0.3)  # a commit moves several refs: one deploy for all of them
+                changed.clear()
+                now = _head(self.app.path)
+                if now == head:
+                    continue
+                head = now
+                await self._build_and_deploy(loop)
+        finally:
+            observer.stop()
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.logs.hint("build", f"--watch stopped, a bug of dynosim's (please report it): {task.exception()!r}")
+
+    async def _build_and_deploy(self, loop: asyncio.AbstractEventLoop) -> None:
+        user = self.app.user()
+        self.logs.api(f"Build started by user {user}")
+        try:
+            slug = await asyncio.to_thread(
+                build_slug, self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(),
+                say=lambda line: loop.call_soon_threadsafe(self.logs.hint, "build", line),
+            )
+        except DynosimError as error:
+            self.logs.api(f"Build failed by user {user}")
+            self.logs.hint("build", str(error))
+            return
+        self.logs.api(f"Build succeeded by user {user}")
+        try:
+            await self.deploy(slug)
+        except DynosimError as error:
+            self.logs.hint("build", str(error))
 
     def run(self) -> int:
         """The CLI's `dynosim run`: Ctrl-C or SIGTERM stops gracefully, a second Ctrl-C forces."""

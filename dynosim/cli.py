@@ -56,12 +56,13 @@ def main() -> None:
 @click.option("--ephemeral-ignore", multiple=True, metavar="PATTERN", help="Also leave these paths (gitignore syntax) out of the ephemeral report.")
 @click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write what every dyno wrote and lost to this JSON file.")
 @click.option("--strict", is_flag=True, help="Exit 3 if any dyno wrote state that a restart loses.")
+@click.option("--watch", is_flag=True, help="Deploy every new commit of the app's repository, as a push would.")
 @click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons run.")
 def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
-        ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, runtime_metrics: bool, addon: tuple[str, ...],
+        ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, watch: bool, runtime_metrics: bool, addon: tuple[str, ...],
         addons_backend: str) -> None:
     """Build the app and run its Procfile as Heroku dynos."""
     from .addons import AddonRequest
@@ -89,6 +90,7 @@ def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: boo
             ephemeral_ignore=DEFAULT_IGNORE + ephemeral_ignore,
             report_json=report_json,
             strict=strict,
+            watch=watch,
             addons=tuple(AddonRequest(plan) for plan in addon),
             addons_backend=addons_backend,
         )
@@ -449,3 +451,22 @@ from .addons.commands import register; register(main)
 
 
 LazyGroup.lazy.update({"doctor": "dynosim.doctor.command:doctor"})
+
+
+@main.command()
+@app_dir_option
+@_operate
+def deploy(app_dir: Path) -> None:
+    """Build HEAD and roll the running app onto it, as `git push heroku main` would."""
+    import dataclasses
+
+    from .build import build_slug, default_cache_dir
+    from .control import request
+
+    state = _state(app_dir)
+    request(state, "ping")  # no run: say so before building anything
+    slug = build_slug(app_dir.resolve(), cache_dir=default_cache_dir(), say=click.echo)
+    fields = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(slug).items()}
+    click.echo("-----> Launching...")
+    version = request(state, "deploy", slug=fields)
+    click.echo(f"       Released v{version}")

@@ -224,3 +224,11 @@ def _git_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
     return (fatal or lines or ["no output"])[0]
+
+
+def git_dir(app_dir: Path) -> Path | None:
+    """The repository folder holding HEAD and refs, for watching commits; None outside git."""
+    try:
+        return Path(_git(app_dir, "rev-parse", "--absolute-git-dir").strip())
+    except _NotARepo:
+        return None

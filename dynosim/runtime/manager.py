@@ -55,6 +55,9 @@ class CycleSchedule:
         return self.period * (1 + (random.uniform(0, self.spread) if self.jitter else 0))
 
 
+PREBOOT_DRAIN = 1.0  # seconds an old web dyno gets no new request before its SIGTERM, with preboot
+
+
 def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:g}h"
@@ -141,6 +144,9 @@ class DynoSlot:
             await successor.boot("down")
             if await successor.wait_up():
                 self.prebooted = successor
+                # out of the router's choice first; SIGTERM once requests already on their way got in
+                dyno.stopping = True
+                await asyncio.sleep(PREBOOT_DRAIN)
             else:
                 self.manager.logs.hint(self.name, "preboot: the new dyno did not come up; the old one keeps serving")
                 await successor.stop("a failed preboot")
@@ -348,6 +354,8 @@ class DynoManager:
         return self.formation
 
     async def deploy(self, release: Release) -> None:
-        """A new release restarts every dyno onto it, as on Heroku."""
+        """A new release restarts every dyno onto it (with its Procfile's commands), as on Heroku."""
         self.release = release
+        for slot in self.slots:
+            slot.process = self.procfile.processes.get(slot.process.name, slot.process)
         await self.restart()
