@@ -1,4 +1,5 @@
-"""Runs the three benchmarks of issue 2 (start-up, log throughput, supervisor memory), each against
+"""Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory) and of issues 3, 4, 5, 6 and 8
+(add-on start, dyno cycle, router, control socket and idle CPU, TLS), each against
 its baseline measured side by side, and prints a summary table. `--quick` runs fewer rounds."""
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import logs, memory, startup
+from bench import addons, control, cycle, logs, memory, router, startup, tls
 
 
 def main() -> int:
@@ -21,6 +22,13 @@ def main() -> int:
         ("start-up", lambda: startup.measure(3 if quick else 9)),
         ("log throughput", lambda: logs.measure(2 if quick else 5, 200_000)),
         ("memory", lambda: memory.measure(1 if quick else 3, 2.0)),
+        ("add-on start", lambda: addons.measure(3 if quick else 9, 1 if quick else 3)),
+        ("cycle", lambda: cycle.measure(3 if quick else 7, 1 if quick else 3)),
+        ("router", lambda: router.measure(2 if quick else 3)),
+        ("control socket and idle CPU", lambda: control.measure(100 if quick else 200, 15.0 if quick else 30.0)),
+        ("TLS", lambda: tls.measure(2 if quick else 3) or {
+            "name": "TLS vs plain through the router", "dynosim": "skipped: router HTTPS not answering",
+            "baseline": "-", "ratio": float("nan"), "goal": "-", "met": False}),
     ):
         print(f"running {title}…", file=sys.stderr, flush=True)
         results.append(run())
@@ -35,7 +43,7 @@ def main() -> int:
         for row in (headers, *rows):
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
     else:
-        table = Table(title="dynosim benchmarks (issue 2)")
+        table = Table(title="dynosim benchmarks")
         for header in headers:
             table.add_column(header)
         for row in rows:

@@ -254,6 +254,7 @@ class Run:
             timeouts=self.options.router_timeouts, tls=self._router_tls(),
         )
         await self.router.start()
+        manager.on_web_stop = self.router.forget
         try:
             await self._serve(manager, release, stop, on_started)
         finally:

@@ -86,3 +86,43 @@ def test_preboot_serves_every_request_through_cycles(tmp_path, dynosim):
     assert run.output().count("heroku[web.1]: Cycling") >= 2
     errors = [line for line in run.lines if "at=error" in line]
     assert served > 200 and failures == [], errors[:5]
+
+
+KEEPALIVE_SERVER = '''
+import os, signal, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps connections open, and never closes an idle one itself
+
+    def do_GET(self):
+        body = os.environ["DYNO"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False
+    block_on_close = True
+
+server = Server(("0.0.0.0", int(os.environ["PORT"])), Handler)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever()
+server.server_close()
+'''
+
+
+def test_the_router_lets_go_of_a_stopping_dyno(tmp_path, dynosim):
+    """Idle keep-alive connections the router holds must not keep a stopping dyno alive (R12)."""
+    app = make_app(tmp_path, procfile="web: python keepalive.py\n", keepalive__py=KEEPALIVE_SERVER)
+    run = dynosim(app, "--preboot", "--stop-timeout", "8")
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    for _ in range(5):
+        assert fetch(run.port)[0] == 200  # leaves a pooled connection to web.1
+    started = time.monotonic()
+    assert run_dynosim(app, "restart").returncode == 0
+    run.wait_for(r"heroku\[web\.1\]: Process exited with status", after_last=True)
+    assert time.monotonic() - started < 6
+    assert run.stop() == 0
+    assert "R12" not in run.output()

@@ -104,6 +104,7 @@ class ClientConnection(asyncio.Protocol):
         self.scheme = b"http"  # https once the router terminated TLS on this connection
         self.secure = False
         self.sniffing: FirstByte | None = None  # waiting for the first byte: plain HTTP or TLS
+        self.handshaking = False  # the TLS handshake keeps its own time (RouterTimeouts.handshake)
         self.current: Exchange | None = None  # the request being read
         self.active: Exchange | None = None  # the request being answered
         self.queued: deque[Exchange] = deque()  # pipelined requests read ahead of their turn
@@ -219,7 +220,7 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and not self.transport.is_closing():  # a TLS transport closed twice breaks
             self.transport.close()  # sends what is buffered, then closes
 
     def finish(self, ex: Exchange) -> None:
@@ -266,7 +267,7 @@ class ClientConnection(asyncio.Protocol):
             due = self.active.check(now)  # H12, H15, H28, or the idle end of a WebSocket
             if self.closed:
                 return
-        if self.active is None and self.current is None:
+        if self.active is None and self.current is None and not self.handshaking:
             # a keep-alive connection idle past the window is closed quietly
             idle_due = self.idle_since + idle
             if now >= idle_due:
@@ -948,6 +949,7 @@ class Exchange:
     def log(self, code: Code | None, cause: str = "") -> None:
         sent = self.sent_at > 0.0
         backend = self.backend
+        secure = self.conn.secure
         self.router.log(
             log_line(
                 code,
@@ -962,6 +964,8 @@ class Exchange:
                 status=self.status or (code.status if code else ""),
                 nbytes=self.resp_bytes if sent else "",
                 cause=cause,
-                protocol="https" if self.conn.secure else "http",
+                protocol="https" if secure else "http",
             ),
         )
+        if secure and self.router.redirects.waiting is self:
+            self.router.redirects.logged()

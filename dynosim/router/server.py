@@ -126,6 +126,11 @@ class Router:
             ) from None
         self._port = self._server.sockets[0].getsockname()[1]
 
+    def forget(self, port: int) -> None:
+        """A web dyno is stopping: keep no idle connection open to it."""
+        if self.pool is not None:
+            self.pool.forget(port)
+
     async def stop(self) -> None:
         self.stopping = True
         if self._server is not None:

@@ -105,6 +105,8 @@ class FirstByte:
 
 def start(conn: ClientConnection) -> None:
     router = conn.router
+    conn.handshaking = True
+    conn.transport.pause_reading()  # not one byte of the handshake for the HTTP parser
     task = conn.loop.create_task(_handshake(conn))
     router.handshakes.add(task)
     task.add_done_callback(router.handshakes.discard)
@@ -130,9 +132,14 @@ async def _handshake(conn: ClientConnection) -> None:
         if not conn.closed:
             conn.connection_lost(None)
         raise
-    if tls is not None:  # else the connection was lost just after its handshake: the loss comes via handover
-        conn.secured(tls)  # type: ignore[arg-type]
-        tls.set_protocol(conn)
+    finally:
+        conn.handshaking = False
+    if tls is None or conn.closed:  # closed by the router (stopping), or lost right after the handshake
+        if not conn.closed:
+            conn.connection_lost(None)
+        return
+    conn.secured(tls)  # type: ignore[arg-type]
+    tls.set_protocol(conn)
     handover.hand_over(conn)
 
 
@@ -200,6 +207,8 @@ def _why(exc: BaseException, timeout: float) -> str:
         said = reason.lower().replace("_", " ") or str(exc)
         if any(alert in reason for alert in _DISTRUST):
             return f"the client does not trust the certificate ({said}); `dynosim certs` says how to trust it"
+        if reason == "TLSV1_ALERT_DECRYPT_ERROR":  # what a client trusting an older dynosim CA of the same name says
+            return f"the client could not verify the certificate ({said}): does it trust another dynosim CA? `dynosim certs` names this one"
         if reason in ("UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"):
             return f"{said} (the router speaks TLS 1.2 and 1.3, as Heroku's does)"
         return said.replace('"', "'")
@@ -221,6 +230,8 @@ class RedirectLoops:
         self.router = router
         self.counts: dict[tuple[str, bytes], int] = {}
         self.named = False
+        self.waiting: Exchange | None = None  # the exchange whose router line the hint follows
+        self.text = ""
 
     def response(self, ex: Exchange, status: int, head: Sequence[bytes]) -> None:
         """A response head to an https request, as a flat [status line (4), name, ": ", value, CRLF, ...]."""
@@ -238,15 +249,20 @@ class RedirectLoops:
         self.named = True
         self.counts.clear()
         url = f"https://{ex.host}{ex.target.decode('latin-1')}"
-        self.router.loop.call_soon(  # after this response's own router line
-            self.router.hint,
+        self.waiting = ex
+        self.text = (
             f"the app redirects https requests to https forever: it does not trust X-Forwarded-Proto "
             f"({ex.method.decode('latin-1')} {url} was answered {status} with a redirect to itself {n} times "
             "in a row; the router terminates TLS and the dyno gets plain HTTP, as on Heroku). "
             "Fix: trust the header: gunicorn --forwarded-allow-ips='*' (FORWARDED_ALLOW_IPS), "
             'Django SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https"), '
-            "Werkzeug ProxyFix(app.wsgi_app, x_proto=1)",
+            "Werkzeug ProxyFix(app.wsgi_app, x_proto=1)"
         )
+
+    def logged(self) -> None:
+        """The exchange that made it a loop has its router line: now the loop is named, just after it."""
+        self.waiting = None
+        self.router.hint(self.text)
 
     @staticmethod
     def _to_itself(ex: Exchange, head: Sequence[bytes]) -> bool:

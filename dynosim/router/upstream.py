@@ -120,9 +120,11 @@ class UpstreamPool:
         self.loop = loop
         self.idle_timeout = idle_timeout
         self.idle: dict[int, list[Upstream]] = {}  # by the dyno's port (cheaper to hash than a Backend)
+        self.retired: set[int] = set()  # ports of stopping dynos (a later dyno on the port clears it)
         self._sweeper: asyncio.TimerHandle | None = None
 
     def take(self, backend: Backend) -> Upstream | None:
+        self.retired.discard(backend.port)  # chosen again: a new dyno took the port
         conns = self.idle.get(backend.port)
         while conns:
             up = conns.pop()
@@ -155,6 +157,9 @@ class UpstreamPool:
         up.resume_reading()  # an idle connection must still notice the dyno closing it
         if up.closed:
             return
+        if up.backend.port in self.retired:  # its dyno is stopping: no keep-alive holds it up
+            up.close()
+            return
         conns = self.idle.setdefault(up.backend.port, [])
         if len(conns) >= POOL_MAX_IDLE:
             up.close()
@@ -163,6 +168,12 @@ class UpstreamPool:
         conns.append(up)
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self.idle_timeout / 2, self._sweep)
+
+    def forget(self, port: int) -> None:
+        """The dyno on `port` is stopping: close the idle connections that would keep it from exiting."""
+        self.retired.add(port)
+        for up in self.idle.pop(port, []):
+            up.close()
 
     def discard(self, up: Upstream) -> None:
         conns = self.idle.get(up.backend.port)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -108,6 +108,7 @@ class Dyno:
         self.fs: DynoFilesystem | None = None
         self.stopping = False
         self.memory_mb: float | None = None  # the last memory sample of its processes
+        self.on_stop: Callable[[Dyno], None] = lambda dyno: None  # told when its shutdown begins
         self._exit: asyncio.Future[int] | None = None
         self._up = asyncio.Event()
 
@@ -224,6 +225,7 @@ class Dyno:
             return
         self.stopping = True
         self.end_reason = reason
+        self.on_stop(self)
         self.logs.heroku(self.name, "Stopping all processes with SIGTERM")
         await self.process.terminate()
         try:

@@ -7,6 +7,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -146,6 +147,7 @@ class DynoSlot:
                 self.prebooted = successor
                 # out of the router's choice first; SIGTERM once requests already on their way got in
                 dyno.stopping = True
+                self.manager.web_stopping(dyno)
                 await asyncio.sleep(PREBOOT_DRAIN)
             else:
                 self.manager.logs.hint(self.name, "preboot: the new dyno did not come up; the old one keeps serving")
@@ -193,6 +195,7 @@ class DynoManager:
         self.cycle = cycle
         self.ledger = ledger
         self.preboot = preboot
+        self.on_web_stop: Callable[[int], None] = lambda port: None  # the router lets go of the port
         self.stopping = False
         self.slots: list[DynoSlot] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -202,7 +205,13 @@ class DynoManager:
     def new_dyno(self, spec: DynoSpec) -> Dyno:
         self._serial += 1
         marker = f"{self.run_id}/{spec.name}/{self._serial}"
-        return Dyno(spec, self.release, self.sandbox, self.logs, self.timeouts, marker, self.ledger)
+        dyno = Dyno(spec, self.release, self.sandbox, self.logs, self.timeouts, marker, self.ledger)
+        if spec.is_web:
+            dyno.on_stop = self.web_stopping
+        return dyno
+
+    def web_stopping(self, dyno: Dyno) -> None:
+        self.on_web_stop(dyno.spec.port)
 
     async def release_phase(self, user: str) -> None:
         """Run the Procfile's `release` command in release.NNNN; no dyno starts if it fails."""
