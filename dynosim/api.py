@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from concurrent.futures import Future
 import io
 import json
 import os
@@ -204,8 +205,11 @@ class Run:
         self.out.flush()
 
     def prepare(self) -> tuple[Release, Sandbox]:
-        # the ledger needs watchdog when the first dyno boots: import it meanwhile, off this thread
+        # what the first dyno and the router need (watchdog, the CA's certificate) is made meanwhile,
+        # off this thread, while the slug is checked
         threading.Thread(target=importlib.import_module, args=("watchdog.observers",), daemon=True).start()
+        self._tls: Future[ssl.SSLContext | None] = Future()
+        threading.Thread(target=self._make_tls, daemon=True).start()
         for warning in self.app.procfile.warnings:
             self.say(f" !     {warning}")
         claim_port(self.options.port, self.options.host)  # the router's, before a long build
@@ -251,7 +255,7 @@ class Run:
         )
         self.router = Router(
             WebDynos(manager), self.logs, host=self.options.host, port=self.options.port,
-            timeouts=self.options.router_timeouts, tls=self._router_tls(),
+            timeouts=self.options.router_timeouts, tls=self._tls.result(),
         )
         await self.router.start()
         manager.on_web_stop = self.router.forget
@@ -259,6 +263,12 @@ class Run:
             await self._serve(manager, release, stop, on_started)
         finally:
             await self.router.stop()
+
+    def _make_tls(self) -> None:
+        try:
+            self._tls.set_result(self._router_tls())
+        except BaseException as error:  # handed to serve(), which raises it on its own thread
+            self._tls.set_exception(error)
 
     def _router_tls(self) -> ssl.SSLContext | None:
         """HTTPS on the router's port, with a certificate from dynosim's CA; a CA that cannot be used

@@ -447,10 +447,17 @@ def maintenance_off(app_dir: Path) -> None:
     click.echo("Disabling maintenance mode... done")
 
 
-from .addons.commands import register; register(main)
-
-
-LazyGroup.lazy.update({"doctor": "dynosim.doctor.command:doctor"})
+LazyGroup.lazy.update({
+    "doctor": "dynosim.doctor.command:doctor",
+    "addons": "dynosim.addons.commands:addons",
+    "addons:create": "dynosim.addons.commands:addons_create",
+    "addons:destroy": "dynosim.addons.commands:addons_destroy",
+    "mail": "dynosim.addons.commands:mail",
+    "mail:show": "dynosim.addons.commands:mail_show",
+    "pg:psql": "dynosim.addons.commands:pg_psql",
+    "pg:reset": "dynosim.addons.commands:pg_reset",
+    "redis:cli": "dynosim.addons.commands:redis_cli",
+})
 
 
 @main.command()

@@ -1,7 +1,7 @@
 """The add-on commands, with Heroku's names: `addons`, `addons:create`, `addons:destroy`, `pg:psql`,
 `pg:reset`, `redis:cli`, and the SMTP sink's `mail` and `mail:show`. Parse, call `manage`/`smtp`, print.
 
-cli.py registers them on its last line (`register(main)`), so the helpers it defines are there to use.
+cli.py loads them lazily by name (`LazyGroup.lazy`), after its own helpers are defined.
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ backend_option = click.option(
     help="Where the add-on runs for this session when no `dynosim run` is active.",
 )  # fmt: skip
 passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
-
-
-def register(main: click.Group) -> None:
-    for command in (addons, addons_create, addons_destroy, mail, mail_show, pg_psql, pg_reset, redis_cli):
-        main.add_command(command)
 
 
 # --- addons -----------------------------------------------------------------------------------------
