@@ -76,3 +76,13 @@ def test_deploy_without_a_run_or_without_commits(tmp_path):
     git(app, "init", "-q")
     no_run = run_dynosim(app, "deploy")
     assert no_run.returncode == 2 and "no dynosim run is active" in no_run.stderr
+
+
+def test_deploy_from_a_repository_with_no_commits_is_refused(tmp_path, dynosim):
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    git(app, "init", "-q")
+    run = dynosim(app, "--dirty")  # a run of the working tree is possible, a deploy of HEAD is not
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    result = run_dynosim(app, "deploy")
+    assert result.returncode == 1 and "no commits" in result.stderr and "Traceback" not in result.stderr
+    assert run.stop() == 0
