@@ -322,6 +322,11 @@ class Run:
             self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
             return dict(formation.quantities)
 
+        async def resize(request: Mapping[str, Any]) -> dict[str, str]:
+            formation = await manager.resize({str(k): str(v) for k, v in dict(request.get("sizes", {})).items()})
+            self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
+            return {kind: size.name for kind, size in formation.sizes.items()}
+
         async def restart(request: Mapping[str, Any]) -> list[str]:
             target = request.get("target")
             names = await manager.restart(str(target) if target else None)
@@ -354,7 +359,7 @@ class Run:
                 self.logs.api(f"{verb} maintenance mode by user {self.app.user()}")
             return self.router.maintenance
 
-        return {"ping": ping, "ps": ps, "ps:scale": scale, "restart": restart, "logs": logs, "config": config,
+        return {"ping": ping, "ps": ps, "ps:scale": scale, "ps:resize": resize, "restart": restart, "logs": logs, "config": config,
                 "config:set": config_set, "releases": releases, "maintenance": maintenance, "deploy": deploy}
 
     async def _tail(self, request: Mapping[str, Any]) -> AsyncIterator[str]:

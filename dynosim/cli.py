@@ -229,6 +229,24 @@ def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
     click.echo("Scaling dynos... done, now running " + ", ".join(f"{k} at {v}" for k, v in result.items()))
 
 
+@main.command("ps:resize")
+@app_dir_option
+@click.argument("sizes", nargs=-1, required=True)
+@_operate
+def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
+    """Change dyno sizes: `dynosim ps:resize web=standard-2x` (memory quota, WEB_CONCURRENCY)."""
+    from .control import request
+
+    wanted: dict[str, str] = {}
+    for item in sizes:
+        kind, sep, size = item.partition("=")
+        if not sep or not kind or not size:
+            raise DynosimError(f"ps:resize {item!r}: write TYPE=SIZE, e.g. web=standard-2x")
+        wanted[kind] = size
+    result = request(_state(app_dir), "ps:resize", sizes=wanted)
+    click.echo("Resizing and restarting the specified dynos... done: " + ", ".join(f"{k} {v}" for k, v in result.items()))
+
+
 @main.command("ps:restart")
 @app_dir_option
 @click.argument("target", required=False)

@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -46,6 +48,24 @@ def test_ps_scale_restart_logs_and_config_from_another_terminal(tmp_path, dynosi
     assert releases[0]["version"] == releases[1]["version"] + 1
     logs = json.loads(run_dynosim(app, "logs", "-n", "500", "--dyno", "api", "--json").stdout)
     assert logs and all(line["dyno"] == "api" for line in logs)
+    resized = run_dynosim(app, "ps:resize", "web=standard-2x")
+    assert resized.returncode == 0 and "web standard-2x" in resized.stdout
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", after_last=True)
+    run.wait_for(r"app\[api\]: Scaled to web@2:Standard-2X worker@0:Standard-1X")
+    env = env_of(run.port)
+    assert env["WEB_CONCURRENCY"] == "4" and env["DYNO_RAM"] == "1024"  # the size's, after the restart
+    bad = run_dynosim(app, "ps:resize", "web=huge")
+    assert bad.returncode == 1 and 'unknown dyno size "huge"' in bad.stderr
+    tail = subprocess.Popen([sys.executable, "-m", "dynosim", "logs", "--tail", "-n", "1", "-C", str(app)],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)})
+    tail.stdout.readline()  # the last line kept
+    urllib.request.urlopen(f"http://127.0.0.1:{run.port}/tailed", timeout=10).read()
+    deadline = time.monotonic() + 10
+    seen = ""
+    while "/tailed" not in seen and time.monotonic() < deadline:
+        seen = tail.stdout.readline()  # streamed as it happens
+    tail.kill()
+    assert "/tailed" in seen
     restarted = run_dynosim(app, "restart", "web.2")
     assert restarted.returncode == 0 and "web.2" in restarted.stdout
     assert run.stop() == 0

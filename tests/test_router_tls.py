@@ -18,9 +18,18 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import closing
+from pathlib import Path
 
 import pytest
-from test_router import FAST, DynoServer, Env, FakeFormation, LoopThread, dyno, loop_thread  # noqa: F401
+from test_router import (  # noqa: F401
+    FAST,
+    DynoServer,
+    Env,
+    FakeFormation,
+    LoopThread,
+    dyno,
+    loop_thread,
+)
 
 from dynosim.logs import LogStream
 from dynosim.router import Backend, Router, RouterTimeouts
@@ -136,6 +145,16 @@ def test_urllib_with_the_ca_and_without(env: TLSEnv, client_context) -> None:  #
     assert line["protocol"] == "https" and line["method"] == "" and line["status"] == "" and line["dyno"] == ""
 
 
+def test_a_client_trusting_another_dynosim_ca_is_told_which(env: TLSEnv, tmp_path: Path) -> None:
+    other = LocalCA.load_or_create(tmp_path / "old-ca")  # same name as the module's CA, another key
+    context = ssl.create_default_context(cafile=str(other.cert_path))
+    with pytest.raises(ssl.SSLError), closing(env.https(context)) as conn:
+        conn.request("GET", "/hello")
+    cause = env.wait_line(code="H26")["cause"]
+    assert cause.startswith("TLS handshake failed: the client could not verify the certificate (")
+    assert "does it trust another dynosim CA?" in cause
+
+
 def test_ipv6_loopback_is_covered(make_env, client_context) -> None:  # type: ignore[no-untyped-def]
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
@@ -184,10 +203,10 @@ def test_a_client_slow_to_send_its_first_byte_is_served_either_way(env: TLSEnv, 
 def test_the_request_sent_with_the_last_handshake_message_is_not_lost(env: TLSEnv, client_context) -> None:  # type: ignore[no-untyped-def]
     # many clients write their request the moment the handshake is done; the router must not drop it
     for _ in range(20):
-        with socket.create_connection(("127.0.0.1", env.port), timeout=10) as raw:
-            with client_context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                assert _read_all(tls).count(b"hello") == 2
+        with socket.create_connection(("127.0.0.1", env.port), timeout=10) as raw, \
+                client_context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _read_all(tls).count(b"hello") == 2
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
@@ -195,13 +214,33 @@ def test_tls_below_1_2_is_refused(env: TLSEnv, client_context) -> None:  # type:
     client_context.maximum_version = ssl.TLSVersion.TLSv1_1
     client_context.minimum_version = ssl.TLSVersion.TLSv1
     client_context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    with pytest.raises((ssl.SSLError, ConnectionError)) as failed:
-        with closing(env.https(client_context)) as conn:
-            conn.request("GET", "/hello")
+    with pytest.raises((ssl.SSLError, ConnectionError)) as failed, closing(env.https(client_context)) as conn:
+        conn.request("GET", "/hello")
     if getattr(failed.value, "reason", "") == "NO_PROTOCOLS_AVAILABLE":
         pytest.skip("this OpenSSL will not even offer TLS 1.1")
     line = env.wait_line(code="H26")
     assert line["cause"] == "TLS handshake failed: unsupported protocol (the router speaks TLS 1.2 and 1.3, as Heroku's does)"
+
+
+def test_websocket_over_tls(make_env, client_context) -> None:  # type: ignore[no-untyped-def]
+    from websockets.sync.client import connect
+    from websockets.sync.server import serve
+
+    def echo(ws) -> None:  # type: ignore[no-untyped-def]
+        for message in ws:
+            ws.send(f"echo {message}")
+
+    with serve(echo, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        env = make_env(backend_port=server.socket.getsockname()[1], idle=5.0)
+        with connect(f"wss://127.0.0.1:{env.port}/chat", ssl=client_context) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "echo hi"
+            ws.send(b"\x00" * 200_000)
+            assert len(ws.recv(timeout=5)) > 200_000
+        line = env.wait_line(path="/chat")
+        assert line["status"] == "101" and line["protocol"] == "https"
+        server.shutdown()
 
 
 # -- bad input: everyone else is served
@@ -246,7 +285,7 @@ def _others_are_served(env: TLSEnv, client_context: ssl.SSLContext, seconds: flo
 
 
 def test_a_stalled_handshake_is_cut_off_while_everyone_else_is_served(make_env, client_context) -> None:  # type: ignore[no-untyped-def]
-    env = make_env(handshake=1.0)
+    env = make_env(handshake=1.0, idle=0.5)  # a handshake keeps its own time, even past the idle window
     with socket.create_connection(("127.0.0.1", env.port), timeout=5) as stalled:
         stalled.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, then nothing
         started = time.monotonic()
@@ -258,6 +297,7 @@ def test_a_stalled_handshake_is_cut_off_while_everyone_else_is_served(make_env, 
     assert line["cause"] == "TLS handshake failed: not finished within 1s"
     assert line["fwd"] == "127.0.0.1" and line["protocol"] == "https"
     assert sum(1 for line in env.router_lines() if line["code"]) == 1
+    assert not env.router.connections and not env.router.handshakes
 
 
 @pytest.mark.parametrize(
@@ -299,9 +339,8 @@ def test_a_connection_that_never_sends_is_closed_quietly_when_idle(make_env) -> 
 
 def test_tls_to_a_router_without_https_is_a_bad_request(make_env, client_context) -> None:  # type: ignore[no-untyped-def]
     env = make_env(tls=False)  # the run's certificate authority could not be loaded
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        with closing(env.https(client_context)) as conn:
-            conn.request("GET", "/hello")
+    with pytest.raises((ssl.SSLError, ConnectionError)), closing(env.https(client_context)) as conn:
+        conn.request("GET", "/hello")
     assert env.wait_line(code="H26")["cause"] == "bad request line"
     assert env.request("GET", "/hello")[0] == 200
 

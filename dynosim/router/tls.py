@@ -115,6 +115,7 @@ def start(conn: ClientConnection) -> None:
 async def _handshake(conn: ClientConnection) -> None:
     router = conn.router
     if conn.closed:
+        conn.handshaking = False
         return
     handover = Handover()
     try:
@@ -212,7 +213,7 @@ def _why(exc: BaseException, timeout: float) -> str:
         if reason in ("UNSUPPORTED_PROTOCOL", "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"):
             return f"{said} (the router speaks TLS 1.2 and 1.3, as Heroku's does)"
         return said.replace('"', "'")
-    if isinstance(exc, ConnectionAbortedError) or isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+    if isinstance(exc, (ConnectionAbortedError, asyncio.TimeoutError, TimeoutError)):
         return f"not finished within {timeout:g}s"
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError)) or not str(exc):
         return "the client closed the connection"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import FormationError, ReleaseError
-from ..formation import DEFAULT_SIZE, SIZES, Formation
+from ..formation import DEFAULT_SIZE, SIZES, Formation, dyno_size
 from ..logs import LogStream
 from ..procfile import Procfile, ProcessType
 from ..releases import Release
@@ -360,6 +360,17 @@ class DynoManager:
         await asyncio.gather(*(slot.stop() for slot in retiring))
         quantities = {**self.formation.quantities, **counts}
         self.formation = Formation({k: quantities[k] for k in self.formation.quantities}, self.formation.sizes)
+        return self.formation
+
+    async def resize(self, sizes: dict[str, str]) -> Formation:
+        """`heroku ps:resize web=standard-2x`: new memory quota and WEB_CONCURRENCY, so a restart."""
+        for kind in sizes:
+            if kind not in self.procfile.formation_types:
+                known = ", ".join(self.procfile.formation_types) or "none"
+                raise FormationError(f'ps:resize: no process type "{kind}" in the Procfile (types: {known})')
+        resized = {kind: dyno_size(size, f"ps:resize {kind}") for kind, size in sizes.items()}
+        self.formation = Formation(self.formation.quantities, {**self.formation.sizes, **resized})
+        await asyncio.gather(*(self.restart(kind) for kind in resized))
         return self.formation
 
     async def deploy(self, release: Release) -> None:
