@@ -196,6 +196,7 @@ class Run:
         self.lock = RunLock(self.app)
         self.manager: DynoManager | None = None
         self.router: Router | None = None
+        self._tls_maker: threading.Thread | None = None
         requests = [*(AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in self.app.manifest.addons), *Addons.declared(self.app.state_dir)]
         self.addons = Addons(self.app.state_dir, [*requests, *options.addons], backend=options.addons_backend, say=self.say)
         self.attachments: list[Attachment] = []
@@ -209,7 +210,8 @@ class Run:
         # off this thread, while the slug is checked
         threading.Thread(target=importlib.import_module, args=("watchdog.observers",), daemon=True).start()
         self._tls: Future[ssl.SSLContext | None] = Future()
-        threading.Thread(target=self._make_tls, daemon=True).start()
+        self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
+        self._tls_maker.start()
         for warning in self.app.procfile.warnings:
             self.say(f" !     {warning}")
         claim_port(self.options.port, self.options.host)  # the router's, before a long build
@@ -491,14 +493,21 @@ class Run:
             release, sandbox = self.prepare()
             code = asyncio.run(self._main(release, sandbox))
         finally:
-            self.ledger.close()
-            self.addons.stop()
-            self.lock.release()
-            self._write_report()
+            self._finish()
         if self.options.strict and self.ledger.losses:
             self.say(f"dynosim: --strict: dynos wrote {len(self.ledger.losses)} file(s) that Heroku would lose (listed above)")
             return EXIT_EPHEMERAL
         return code
+
+    def _finish(self) -> None:
+        """What every end of a run does, a failed start included."""
+        self.ledger.close()
+        self.addons.stop()
+        self.lock.release()
+        self._write_report()
+        # a daemon thread still printing when the interpreter exits makes Python abort
+        if self._tls_maker is not None:
+            self._tls_maker.join(30)
 
     def _write_report(self) -> None:
         if self.options.report_json is not None:
@@ -690,9 +699,7 @@ class App:
         if self._thread is not None:
             self._thread.join(self.options.timeouts.stop + 30)
             self._thread = None
-        self._run.ledger.close()
-        self._run.addons.stop()
-        self._run.lock.release()
+        self._run._finish()
 
     def _call(self, coroutine: Any) -> Any:
         assert self._loop is not None
