@@ -14,9 +14,6 @@ import ssl
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -724,6 +721,9 @@ class App:
 
     def request(self, method: str, path: str, data: bytes | None = None, headers: Mapping[str, str] | None = None,
                 timeout: float = 30.0) -> Response:
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=dict(headers or {}))
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -736,7 +736,9 @@ class App:
 
     def post(self, path: str, data: bytes | str | Mapping[str, str] = b"", **kwargs: Any) -> Response:
         if isinstance(data, Mapping):
-            data = urllib.parse.urlencode(data).encode()
+            from urllib.parse import urlencode
+
+            data = urlencode(data).encode()
         elif isinstance(data, str):
             data = data.encode()
         return self.request("POST", path, data=data, **kwargs)

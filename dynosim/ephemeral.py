@@ -17,8 +17,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
-import pathspec
-
 from .logs import LogStream
 from .runtime.sandbox import DynoFilesystem, Layer
 
@@ -109,6 +107,8 @@ class _Watch:
 class Ledger:
     def __init__(self, logs: LogStream, ignore: Sequence[str] = DEFAULT_IGNORE) -> None:
         self.logs = logs
+        import pathspec  # here, not at import: `dynosim run` starts faster
+
         self.ignore = pathspec.GitIgnoreSpec.from_lines(ignore)
         self.writes: list[Write] = []
         self.losses: list[Loss] = []

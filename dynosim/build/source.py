@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
 
 from dynosim.errors import BuildError
 
@@ -76,6 +75,8 @@ def apply_slugignore(root: Path, say: Callable[[str], None]) -> int:
                 "Heroku's .slugignore has no ! negation")
         else:
             patterns.append(line)
+    import pathspec  # only an app with a .slugignore needs it
+
     spec = pathspec.GitIgnoreSpec.from_lines(patterns)
     removed = 0
     for current, dirs, files in os.walk(root):
