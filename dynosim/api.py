@@ -203,12 +203,9 @@ class Run:
         self.out.flush()
 
     def prepare(self) -> tuple[Release, Sandbox]:
-        # what the first dyno and the router need (watchdog, the CA's certificate) is made meanwhile,
-        # off this thread, while the slug is checked
+        # the ledger needs watchdog when the first dyno boots: imported meanwhile, off this thread
         threading.Thread(target=importlib.import_module, args=("watchdog.observers",), daemon=True).start()
-        self._tls: Future[ssl.SSLContext | None] = Future()
-        self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
-        self._tls_maker.start()
+        self._tls: Future[ssl.SSLContext | None] = Future()  # made once the dynos are starting
         for warning in self.app.procfile.warnings:
             self.say(f" !     {warning}")
         claim_port(self.options.port, self.options.host)  # the router's, before a long build
@@ -254,7 +251,7 @@ class Run:
         )
         self.router = Router(
             WebDynos(manager), self.logs, host=self.options.host, port=self.options.port,
-            timeouts=self.options.router_timeouts, tls=self._tls.result(),
+            timeouts=self.options.router_timeouts, tls=self._tls,
         )
         await self.router.start()
         manager.on_web_stop = self.router.forget
@@ -291,6 +288,9 @@ class Run:
         await phase  # raises ReleaseError when the release command failed or was interrupted
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
         manager.start()
+        # the router's certificate is made while the dynos boot: a run's start never waits for it
+        self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
+        self._tls_maker.start()
         control = ControlServer(self.app.state_dir, self._handlers(), self._tail)
         await control.start()
         watching = asyncio.ensure_future(self._watch_commits(stop)) if self.options.watch else None

@@ -167,7 +167,7 @@ class Ledger:
                     pass
         candidates = set(watch.touched)
         for layer in watch.fs.layers:
-            if layer.host != layer.seen_as:  # a layer that holds only what the dyno wrote: exact
+            if layer.exact:  # it holds only what the dyno wrote: every file in it is a loss
                 candidates.update(_files(layer.host))
         losses = []
         now = time.time()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from concurrent.futures import Future
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class Router:
         port: int = 5000,
         timeouts: RouterTimeouts = RouterTimeouts(),
         app_host: str = "localhost",
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | Future[ssl.SSLContext | None] | None = None,
     ) -> None:
         """With `tls` (a server context), the public port also speaks HTTPS: TLS is told apart from plain
         HTTP by a connection's first byte, and terminated here, as Heroku's router does."""
@@ -106,6 +107,13 @@ class Router:
         lines, self._lines = self._lines, []
         if lines:
             self.logs.publish(lines)
+
+    async def tls_context(self) -> ssl.SSLContext | None:
+        """The server context; given as a future, it is waited for by the first TLS client only, so
+        making the certificate never delays the start of a run."""
+        if isinstance(self.tls, Future):
+            self.tls = await asyncio.wrap_future(self.tls)
+        return self.tls
 
     @property
     def port(self) -> int:

@@ -117,10 +117,15 @@ async def _handshake(conn: ClientConnection) -> None:
     if conn.closed:
         conn.handshaking = False
         return
+    context = await router.tls_context()
+    if context is None:  # the certificate could not be made (said once at start): plain HTTP only
+        conn.handshaking = False
+        conn.transport.close()
+        return
     handover = Handover()
     try:
         tls = await conn.loop.start_tls(
-            conn.transport, handover, router.tls,  # type: ignore[arg-type]
+            conn.transport, handover, context,
             server_side=True, ssl_handshake_timeout=router.timeouts.handshake,
         )
     except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError, and so is a stalled handshake

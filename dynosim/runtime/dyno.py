@@ -127,12 +127,17 @@ class Dyno:
         self.state = previous
         self.set_state("starting")
         self.fs = self.sandbox.fresh(self.name, self.release.slug)
-        if self.ledger is not None:
-            self.ledger.watch(self.marker, self.name, self.fs)
+        # layers that hold only the dyno's writes are scanned at the end, so they can be watched once
+        # the command runs; a copy of the slug cannot, so it is watched before the first write
+        watch_first = self.ledger is not None and not all(layer.exact for layer in self.fs.layers)
+        if watch_first:
+            self.ledger.watch(self.marker, self.name, self.fs)  # type: ignore[union-attr]
         env = dyno_env(self.spec, self.fs, self.release, os.environ)
         self.logs.heroku(self.name, f"Starting process with command `{self.spec.command}`")
         self.started_at = time.monotonic()
         self.process = await self.sandbox.spawn(self.fs, PROFILE + self.spec.command, env, self.marker, attach=self.attach)
+        if self.ledger is not None and not watch_first:
+            self.ledger.watch(self.marker, self.name, self.fs)
         self._exit = asyncio.get_running_loop().create_task(self._run())
 
     async def wait(self) -> int:

@@ -23,13 +23,8 @@ PORT_RANGE = (20000, 32000)
 def free_port() -> int:
     for _ in range(100):
         port = random.randint(*PORT_RANGE)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            if not listeners(port):
-                return port
+        if not bound(port):
+            return port
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", 0))
         return int(sock.getsockname()[1])
@@ -57,8 +52,22 @@ def _holder(port: int) -> str:
     return ""
 
 
+def bound(port: int) -> bool:
+    """Whether any socket holds `port`: a bind that fails says so in microseconds, where reading
+    /proc/net/tcp on a busy machine takes milliseconds."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
 def listeners(port: int) -> set[str]:
     """How `port` is listened on: ANY, LOOPBACK and/or OTHER; empty when nobody listens."""
+    if not bound(port):
+        return set()
     found: set[str] = set()
     for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
         try:

@@ -38,6 +38,7 @@ class Layer:
 
     host: Path
     seen_as: Path
+    exact: bool = True  # holds only what the dyno wrote (an overlay's upper dir, its own /tmp)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class Sandbox:
         shutil.copytree(slug.path, home, symlinks=True)
         tmpdir = scratch / "tmp"
         tmpdir.mkdir(mode=0o700)
-        return DynoFilesystem(home, slug.venv, scratch, (Layer(home, home), Layer(tmpdir, tmpdir)), tmpdir)
+        return DynoFilesystem(home, slug.venv, scratch, (Layer(home, home, exact=False), Layer(tmpdir, tmpdir)), tmpdir)
 
     def _scratch(self, dyno: str) -> Path:
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
