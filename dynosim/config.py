@@ -9,10 +9,8 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
-from dotenv import dotenv_values
-from dotenv.parser import Binding, parse_stream
 
 from dynosim.errors import ConfigError
 from dynosim.manifest import ENV_NAME, Manifest
@@ -45,6 +43,9 @@ def load_dotenv(path: Path) -> dict[str, str]:
         raise ConfigError(f"{path}: cannot read it ({error.strerror}). Make it a readable file") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: byte {error.start} is not UTF-8. Save it as UTF-8 text") from None
+    from dotenv import dotenv_values  # only for an app that has a .env
+    from dotenv.parser import parse_stream
+
     # python-dotenv only logs a line it cannot parse and skips it; a skipped line would be a
     # missing config var at run time, so find those lines first and refuse them.
     for binding in parse_stream(io.StringIO(text)):
@@ -62,7 +63,7 @@ def load_dotenv(path: Path) -> dict[str, str]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _line_of(binding: Binding) -> int:
+def _line_of(binding: Any) -> int:  # a dotenv.parser.Binding
     # A binding's line is where its leading blank lines start, not where its text does.
     original = binding.original.string
     leading = original[: len(original) - len(original.lstrip())]
