@@ -162,7 +162,7 @@ hostssl  all       all   ::/0       scram-sha-256
                 return
         except OSError:
             pass
-        from dynosim.addons.backends.native_postgres import SUPERUSER
+        from dynosim.addons.backends.native_postgres import SUPERUSER, first_error, provision_sql
 
         result = container.exec_run(
             ["sh", "-c", 'printf "%s" "$DYNOSIM_SQL" | psql -X -q -v ON_ERROR_STOP=1 -U "$0" -d postgres -f -',
@@ -173,26 +173,9 @@ hostssl  all       all   ::/0       scram-sha-256
         if result.exit_code != 0:
             raise AddonError(
                 f"{spec.label}: creating the app's role and database failed: "
-                f"{_first_error(result.output.decode('utf-8', 'replace'))}"
+                f"{first_error(result.output.decode('utf-8', 'replace'))}"
             )
         marker.write_text(volume + "\n")
-
-
-def provision_sql(spec: ServiceSpec) -> str:
-    """Heroku's grants, the same script as native_postgres.provision (keep the two in step)."""
-    user, db, password = _literal(spec.user or ""), _literal(spec.database or ""), _literal(spec.password)
-    role, database = _ident(spec.user or ""), _ident(spec.database or "")
-    return f"""
-SELECT format('CREATE ROLE %I', {user}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {user})
-\\gexec
-ALTER ROLE {role} WITH LOGIN PASSWORD {password} NOSUPERUSER NOCREATEDB NOCREATEROLE;
-SELECT format('CREATE DATABASE %I OWNER %I', {db}, {user})
- WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {db})
-\\gexec
-REVOKE ALL ON DATABASE {database} FROM PUBLIC;
-GRANT CONNECT ON DATABASE {database} TO {role};
-GRANT ALL ON DATABASE {database} TO {role};
-"""
 
 
 class Redis(Recipe):
@@ -295,19 +278,3 @@ def recipe_for(spec: ServiceSpec) -> Recipe:
     if recipe is None:
         raise AddonError(f"{spec.label}: the docker backend cannot run a {spec.service} service")
     return recipe
-
-
-def _first_error(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for line in lines:
-        if "ERROR" in line or "FATAL" in line:
-            return line
-    return lines[0] if lines else "(no output)"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'

@@ -461,12 +461,13 @@ def _run_initdb(
         ) from None
 
 
-def provision(spec: ServiceSpec, bins: Binaries, sockets: Path | None) -> None:
-    """Creates the app's role and database as Heroku does; safe to run again."""
+def provision_sql(spec: ServiceSpec) -> str:
+    """Heroku's role and database for the app (not a superuser; it owns its database), as a psql
+    script that is safe to run again; both the native and the docker backend run it."""
     user, db, password = _literal(spec.user or ""), _literal(spec.database or ""), _literal(spec.password)
     role = _ident(spec.user or "")
     database = _ident(spec.database or "")
-    script = f"""
+    return f"""
 SELECT format('CREATE ROLE %I', {user}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {user})
 \\gexec
 ALTER ROLE {role} WITH LOGIN PASSWORD {password} NOSUPERUSER NOCREATEDB NOCREATEROLE;
@@ -477,6 +478,11 @@ REVOKE ALL ON DATABASE {database} FROM PUBLIC;
 GRANT CONNECT ON DATABASE {database} TO {role};
 GRANT ALL ON DATABASE {database} TO {role};
 """
+
+
+def provision(spec: ServiceSpec, bins: Binaries, sockets: Path | None) -> None:
+    """Creates the app's role and database as Heroku does; safe to run again."""
+    script = provision_sql(spec)
     psql = bins["psql"] if _is_tool(bins.bindir / "psql") else shutil.which("psql")
     if psql is None:
         raise AddonError(
@@ -492,11 +498,11 @@ GRANT ALL ON DATABASE {database} TO {role};
     )  # fmt: skip
     if done.returncode != 0:
         raise AddonError(
-            f"{spec.label}: creating the app's role and database failed: {_first_error(done.stderr or done.stdout)}"
+            f"{spec.label}: creating the app's role and database failed: {first_error(done.stderr or done.stdout)}"
         )
 
 
-def _first_error(output: str) -> str:
+def first_error(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     for line in lines:
         if "ERROR" in line or "FATAL" in line:
