@@ -134,11 +134,3 @@ def stream(state_dir: Path, command: str, **arguments: object) -> Iterator[Any]:
         lines.flush()
         for line in lines:
             yield json.loads(line)
-
-
-def is_running(state_dir: Path) -> bool:
-    try:
-        request(state_dir, "ping")
-    except DynosimError:
-        return False
-    return True

@@ -80,9 +80,6 @@ class LogStream:
         for printer in self._printers:
             await printer.room()
 
-    def search(self, needle: str) -> list[LogLine]:
-        return [line for line in self.recent if needle in line.text]
-
 
 class LineSplitter:
     """Turns a dyno's output chunks into whole lines, never splitting mid-line."""

@@ -75,7 +75,6 @@ class DynoSlot:
         self.process = process
         self.name = f"{process.name}.{index}"
         self.dyno: Dyno | None = None
-        self.boots = 0
         self.retired = False  # scaled away or the run is stopping
         self.prebooted: Dyno | None = None  # preboot's successor, up before the old dyno stops
         self._restart_reason: str | None = None
@@ -100,7 +99,6 @@ class DynoSlot:
             else:
                 self.dyno = dyno = m.new_dyno(self._spec())
                 await dyno.boot(previous)
-            self.boots += 1
             loop = asyncio.get_running_loop()
             cycle = loop.call_later(m.cycle.next_delay(), self._cycle) if m.cycle else None
             status = await dyno.wait()
