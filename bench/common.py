@@ -1,4 +1,4 @@
-"""What the benchmarks share: a temp copy of an app, the two commands, starting and stopping them.
+"""What the benchmarks share: a temp app folder, the two commands, starting and stopping them.
 
 dynosim and its baseline (honcho) are launched the same way: the console scripts next to this
 interpreter (not pyenv shims), stdin closed, in a session of their own, stopped with SIGINT
@@ -6,6 +6,7 @@ as Ctrl-C would, and checked to have left nothing behind.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -18,9 +19,11 @@ from pathlib import Path
 import psutil
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 # Not under /tmp: every dyno gets a private /tmp, so the slug cache must live elsewhere.
 CACHE_DIR = Path(os.environ.get("DYNOSIM_BENCH_CACHE", "/var/tmp/dynosim-bench-cache"))
 WORK_DIR = Path(os.environ.get("DYNOSIM_BENCH_WORK", "/var/tmp/dynosim-bench"))
+PYCACHE = WORK_DIR / "pycache"
 
 
 def tool(name: str) -> str:
@@ -45,8 +48,37 @@ def free_port() -> int:
 
 
 def dynosim_argv(*args: str) -> list[str]:
-    """`dynosim run`, to be launched in the app's folder as a user would."""
-    return [tool("dynosim"), "run", *args]
+    """`dynosim run`, to be launched in the app's folder as a user would, reading its bytecode
+    from PYCACHE (see prime_bytecode). DYNOSIM_BENCH_NO_BYTECODE=1 measures it without."""
+    if os.environ.get("DYNOSIM_BENCH_NO_BYTECODE"):
+        return [tool("dynosim"), "run", *args]
+    return [sys.executable, "-X", f"pycache_prefix={prime_bytecode()}", tool("dynosim"), "run", *args]
+
+
+@functools.cache
+def prime_bytecode() -> Path:
+    """Bytecode for dynosim, outside the repo. An editable install has no .pyc files and this
+    machine sets PYTHONDONTWRITEBYTECODE, so dynosim would compile every module at every start
+    while honcho, installed by pip, has its bytecode. One process writes the bytecode of what
+    the supervisor imports into PYCACHE; the measured runs keep PYTHONDONTWRITEBYTECODE (nothing
+    they start writes bytecode anywhere) and only read it there (-X pycache_prefix, which,
+    unlike PYTHONPYCACHEPREFIX, reaches neither pip nor the dynos)."""
+    PYCACHE.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in dynosim_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-X", f"pycache_prefix={PYCACHE}", "-c", _PRIME], env=env, cwd=PYCACHE, check=True)
+    return PYCACHE
+
+
+_PRIME = """\
+import compileall, importlib, dynosim, dynosim.cli, dynosim.api
+for lazy in ("watchdog.observers", "watchdog.events", "rich.console", "cryptography.x509",
+             "cryptography.hazmat.primitives.asymmetric.ec", "httptools"):
+    try:
+        importlib.import_module(lazy)
+    except ImportError:
+        pass
+compileall.compile_dir(dynosim.__path__[0], quiet=1)
+"""
 
 
 def honcho_argv(*args: str) -> list[str]:
@@ -55,15 +87,21 @@ def honcho_argv(*args: str) -> list[str]:
 
 
 def dynosim_env() -> dict[str, str]:
-    """The supervisor's environment. Its bytecode goes to a cache outside the repo: an editable
-    install has no .pyc files and this machine sets PYTHONDONTWRITEBYTECODE, so dynosim would
-    otherwise compile every module at every start, while honcho (installed by pip) has its
-    bytecode. DYNOSIM_BENCH_NO_BYTECODE=1 measures that case. Dynos never see these variables."""
-    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
-    if not os.environ.get("DYNOSIM_BENCH_NO_BYTECODE"):
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(WORK_DIR / "pycache")
-    return env
+    """The supervisor's environment: this one, with the slug cache outside /tmp and this
+    repository's dynosim first on the path (an editable install may point at another checkout;
+    dynos never see PYTHONPATH, pip's build drops it)."""
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
+    return {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR), "PYTHONPATH": path}
+
+
+def command_name(argv: list[str]) -> str:
+    """`dynosim run` or `honcho start`, for messages (argv may start with the interpreter)."""
+    names = [Path(a).name for a in argv]
+    for name in ("dynosim", "honcho"):
+        if name in names:
+            i = names.index(name)
+            return " ".join([name, *argv[i + 1 : i + 2]])
+    return names[0]
 
 
 def launch(argv: list[str], env: dict[str, str], cwd: Path, stdout=subprocess.DEVNULL) -> psutil.Popen:
@@ -84,11 +122,12 @@ def stop(proc: psutil.Popen, timeout: float = 40) -> None:
     if alive:
         for leftover in alive:
             leftover.kill()
-        raise RuntimeError(f"{proc.args[0]} left processes running: {[p.pid for p in alive]}")
+        raise RuntimeError(f"{command_name(proc.args)} left processes running: {[p.pid for p in alive]}")
 
 
 def find_venv(supervisor: psutil.Process) -> Path:
-    """The virtualenv dynosim gave its dynos: the first PATH entry of a process with $DYNO."""
+    """The virtualenv dynosim gave its dynos: the first PATH entry of a process with $DYNO
+    (not a guess from the cache, which may hold other apps' virtualenvs)."""
     for child in supervisor.children(recursive=True):
         try:
             env = child.environ()
@@ -96,10 +135,7 @@ def find_venv(supervisor: psutil.Process) -> Path:
             continue
         if "DYNO" in env:
             return Path(env["PATH"].split(":")[0]).parent
-    complete = sorted((CACHE_DIR / "venvs").glob("*/.complete"), key=lambda p: p.stat().st_mtime)
-    if not complete:
-        raise RuntimeError(f"no dyno and no virtualenv under {CACHE_DIR}/venvs")
-    return complete[-1].parent
+    raise RuntimeError("no running dyno carries $DYNO: cannot tell which virtualenv dynosim uses")
 
 
 def honcho_env() -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import dynosim_argv, dynosim_env, honcho_argv, honcho_env, launch, make_app, median, spread, stop
+from bench.common import command_name, dynosim_argv, dynosim_env, honcho_argv, honcho_env, launch, make_app, median, spread, stop
 
 FLOOD = """\
 import sys, time
@@ -46,7 +46,7 @@ def one_run(argv: list[str], env: dict[str, str], app: Path, count: int) -> dict
         while last is None and time.monotonic() < deadline:
             chunk = os.read(read_fd, 1 << 20)
             if not chunk:
-                raise RuntimeError(f"{argv[0]} closed its output before the last line")
+                raise RuntimeError(f"{command_name(argv)} closed its output before the last line")
             now = time.perf_counter()
             chunks.append(chunk)
             window = tail + chunk
@@ -65,7 +65,7 @@ def one_run(argv: list[str], env: dict[str, str], app: Path, count: int) -> dict
     numbers = [int(n) for n in LINE.findall(output)]
     if numbers != list(range(count)):
         missing = count - len(set(numbers))
-        raise RuntimeError(f"{argv[0]}: {len(numbers)} flood lines, {missing} missing or out of order")
+        raise RuntimeError(f"{command_name(argv)}: {len(numbers)} flood lines, {missing} missing or out of order")
     assert first is not None and last is not None
     return {"rate": (count - 1) / (last - first), "producer": float(DONE.search(output).group(1)),
             "lines": len(numbers)}

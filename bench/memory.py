@@ -20,7 +20,7 @@ import psutil
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import dynosim_argv, dynosim_env, honcho_argv, honcho_env, launch, make_app, median, spread, stop
+from bench.common import command_name, dynosim_argv, dynosim_env, honcho_argv, honcho_env, launch, make_app, median, spread, stop
 
 DYNOS = 10
 GOAL_MB = 60
@@ -58,7 +58,7 @@ def one_run(argv: list[str], env: dict[str, str], app: Path, settle: float) -> d
         deadline = time.monotonic() + 120
         while workers_running(proc) < DYNOS:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[0]}: {DYNOS} workers did not start")
+                raise RuntimeError(f"{command_name(argv)}: {DYNOS} workers did not start")
             time.sleep(0.05)
         time.sleep(settle)
         samples = []

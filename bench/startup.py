@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (dynosim_argv, dynosim_env, dyno_env_for_honcho, find_venv, free_port,
+from bench.common import (command_name, dynosim_argv, dynosim_env, dyno_env_for_honcho, find_venv, free_port,
                           honcho_argv, launch, make_app, median, spread, stop)
 
 GOAL = 1.5
@@ -58,7 +58,7 @@ def first_200(port: int, proc, limit: float = 120) -> float:
         finally:
             conn.close()
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before answering")
+            raise RuntimeError(f"{command_name(proc.args)} exited with {proc.returncode} before answering")
         time.sleep(POLL)
     raise RuntimeError(f"no HTTP 200 on port {port} within {limit} s")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import WORK_DIR, dynosim_env, make_app, median
+from bench.common import WORK_DIR, dynosim_env, make_app
 from bench.router import APP, Nginx, alternate, print_table, start_web, summary
 
 CA_DIR = WORK_DIR / "ca"

@@ -401,3 +401,13 @@ def test_bad_runtime_txt(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"runtime.txt": "3.12\n"})
     with pytest.raises(BuildError, match="runtime.txt: '3.12' is not a Python version"):
         build(app, tmp_path)
+
+
+def test_the_virtualenv_keeps_its_bytecode_whatever_the_callers_python_settings(tmp_path, monkeypatch):
+    """A venv without .pyc files makes every dyno boot recompile its dependencies."""
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    from dynosim.build.python import build_env
+
+    env = build_env(None, {})
+    assert "PYTHONPYCACHEPREFIX" not in env and "PYTHONDONTWRITEBYTECODE" not in env

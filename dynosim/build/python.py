@@ -149,7 +149,10 @@ def run_hook(name: str, *, slug_dir: Path, venv: Path | None, env: Mapping[str, 
 
 def build_env(venv: Path | None, extra: Mapping[str, str]) -> dict[str, str]:
     """The environment of pip and the hooks: like the buildpack's, with the virtualenv first on PATH."""
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
+    # The bytecode belongs in the virtualenv and the slug, as Heroku's build leaves it: a dyno that
+    # compiles at every boot starts slower and writes into its own layer, which each restart wipes.
+    dropped = ("PYTHONHOME", "PYTHONPATH", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE")
+    env = {key: value for key, value in os.environ.items() if key not in dropped}
     env.update(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", **extra)
     if venv is not None:
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
