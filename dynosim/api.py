@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from concurrent.futures import Future
 import io
 import json
@@ -203,8 +202,6 @@ class Run:
         self.out.flush()
 
     def prepare(self) -> tuple[Release, Sandbox]:
-        # the ledger needs watchdog when the first dyno boots: imported meanwhile, off this thread
-        threading.Thread(target=importlib.import_module, args=("watchdog.observers",), daemon=True).start()
         self._tls: Future[ssl.SSLContext | None] = Future()  # made once the dynos are starting
         for warning in self.app.procfile.warnings:
             self.say(f" !     {warning}")

@@ -8,6 +8,7 @@ gives the fix Heroku users need.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -16,9 +17,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from .logs import LogStream
 from .runtime.sandbox import DynoFilesystem, Layer
+
+if TYPE_CHECKING:
+    import pathspec
 
 # Written by every Python app and never state: left out unless the user asks otherwise.
 DEFAULT_IGNORE = ("__pycache__/", "*.pyc", "*.pyo", ".gunicorn/", ".cache/pip/")
@@ -107,14 +112,19 @@ class _Watch:
 class Ledger:
     def __init__(self, logs: LogStream, ignore: Sequence[str] = DEFAULT_IGNORE) -> None:
         self.logs = logs
-        import pathspec  # here, not at import: `dynosim run` starts faster
-
-        self.ignore = pathspec.GitIgnoreSpec.from_lines(ignore)
+        self._ignore_patterns = tuple(ignore)
         self.writes: list[Write] = []
         self.losses: list[Loss] = []
         self._watches: dict[str, _Watch] = {}
         self._lock = threading.Lock()
         self._observer = None  # started on first use: watchdog is not imported otherwise
+
+    @functools.cached_property
+    def ignore(self) -> pathspec.GitIgnoreSpec:
+        # made at first use, not at start: pathspec's import is 10-40 ms on `dynosim run`'s way to a dyno
+        import pathspec
+
+        return pathspec.GitIgnoreSpec.from_lines(self._ignore_patterns)
 
     def watch(self, key: str, dyno: str, fs: DynoFilesystem) -> None:
         from watchdog.events import FileSystemEventHandler

@@ -7,12 +7,16 @@ trust it. A server certificate close to its end is renewed, and that is said onc
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
+import json
 import os
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import DynosimError
 
@@ -39,17 +43,23 @@ class ServerCert:
     key: Path
 
     def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # not create_default_context(): it loads the system's CAs, which a server not asking for client
+        # certificates never uses (10 ms of every run's start)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2  # as Heroku's router and Postgres require
         context.load_cert_chain(self.cert, self.key)
         return context
 
 
 class LocalCA:
+    """The CA's files, checked with OpenSSL through `ssl`; `cryptography` (45 ms to import, most of a
+    run's start) is imported only to make a CA or issue a certificate."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.cert_path = folder / "ca.pem"
         self.key_path = folder / "ca-key.pem"
+        self._signer: tuple[Any, Any] | None = None  # the CA's certificate and key, parsed to issue with
 
     @classmethod
     def load_or_create(cls, folder: Path | None = None, say: Callable[[str], None] = lambda _: None) -> LocalCA:
@@ -57,7 +67,7 @@ class LocalCA:
         if not ca.cert_path.exists() and not ca.key_path.exists():
             ca._create()
             say(f"dynosim: made a local certificate authority in {ca.folder} (see `dynosim certs` to trust it)")
-        ca._load()
+        ca._check()
         return ca
 
     def _fail(self, what: str) -> TLSError:
@@ -98,22 +108,33 @@ class LocalCA:
         )
         _write_private(self.key_path, _key_pem(key))
         _write_private(self.cert_path, _cert_pem(cert), mode=0o644)
+        self._signer = (cert, key)
 
-    def _load(self) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-
+    def _check(self) -> None:
+        """That both files are there, readable, well-formed, and that the key is the certificate's."""
+        for path in (self.cert_path, self.key_path):
+            if not path.exists():
+                raise self._fail(f"{path.name} is missing")
         try:
-            self._cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-            self._key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-        except FileNotFoundError as error:
-            raise self._fail(f"{Path(error.filename).name} is missing") from None
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert_path, self.key_path)
         except PermissionError:
             raise self._fail("its files cannot be read") from None
-        except (ValueError, TypeError):
+        except ssl.SSLError as error:
+            if error.reason == "KEY_VALUES_MISMATCH":
+                raise self._fail("its key does not belong to its certificate") from None
             raise self._fail("its certificate or key is broken") from None
-        if self._cert.public_key().public_numbers() != self._key.public_key().public_numbers():  # type: ignore[union-attr]
-            raise self._fail("its key does not belong to its certificate")
+
+    def _signing(self) -> tuple[Any, Any]:
+        if self._signer is None:
+            from cryptography import x509
+            from cryptography.hazmat.primitives import serialization
+
+            try:
+                self._signer = (x509.load_pem_x509_certificate(self.cert_path.read_bytes()),
+                                serialization.load_pem_private_key(self.key_path.read_bytes(), password=None))
+            except (OSError, ValueError, TypeError):
+                raise self._fail("its certificate or key cannot be read") from None
+        return self._signer
 
     def server_cert(self, name: str = "localhost", hosts: Sequence[str] = LOCAL_NAMES,
                     say: Callable[[str], None] = lambda _: None) -> ServerCert:
@@ -127,24 +148,34 @@ class LocalCA:
         return ServerCert(cert_path, key_path)
 
     def _usable(self, cert_path: Path, key_path: Path, hosts: Sequence[str]) -> bool:
+        """Valid for a while yet, for these hosts, from this CA: read from the note written when it was
+        issued, if neither file nor the CA changed since (no X.509 parsing); else parsed, and noted."""
+        try:
+            chain, ca, key = cert_path.read_bytes(), self.cert_path.read_bytes(), key_path.read_bytes()
+        except OSError:
+            return False
+        note = _read_note(cert_path)
+        if note is None or note["chain"] != _digest(chain, key) or note["ca"] != _digest(ca):
+            note = self._note(cert_path, chain, ca, key)
+            if note is None:
+                return False
+        return note["not_after"] - time.time() >= RENEW_BEFORE.total_seconds() and set(hosts) <= set(note["hosts"])
+
+    def _note(self, cert_path: Path, chain: bytes, ca: bytes, key: bytes) -> dict[str, Any] | None:
         from cryptography import x509
 
         try:
-            chain = cert_path.read_bytes()
             cert = x509.load_pem_x509_certificate(chain)
-            key_path.stat()
-        except (OSError, ValueError):
-            return False
-        now = datetime.datetime.now(datetime.timezone.utc)
-        if cert.not_valid_after_utc - now < RENEW_BEFORE or cert.issuer != self._cert.subject:
-            return False
-        try:
             names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return False
-        present = {str(n) for n in names.get_values_for_type(x509.DNSName)}
-        present |= {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
-        return set(hosts) <= present
+        except (ValueError, x509.ExtensionNotFound):
+            return None
+        if cert.issuer != self._signing()[0].subject:
+            return None
+        hosts = [str(n) for n in names.get_values_for_type(x509.DNSName)]
+        hosts += [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+        note = {"chain": _digest(chain, key), "ca": _digest(ca), "not_after": cert.not_valid_after_utc.timestamp(), "hosts": hosts}
+        _write_private(_note_path(cert_path), json.dumps(note).encode(), mode=0o644)
+        return note
 
     def _issue(self, cert_path: Path, key_path: Path, hosts: Sequence[str], days: int = SERVER_DAYS) -> None:
         from cryptography import x509
@@ -152,6 +183,7 @@ class LocalCA:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+        ca_cert, ca_key = self._signing()
         key = ec.generate_private_key(ec.SECP256R1())
         alt: list[x509.GeneralName] = []
         for host in hosts:
@@ -163,17 +195,18 @@ class LocalCA:
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(self._cert.subject).public_key(key.public_key())
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(self._key, hashes.SHA256())  # type: ignore[arg-type]
+            .sign(ca_key, hashes.SHA256())
         )
         _write_private(key_path, _key_pem(key))
-        _write_private(cert_path, _cert_pem(cert) + _cert_pem(self._cert), mode=0o644)
+        _write_private(cert_path, _cert_pem(cert) + _cert_pem(ca_cert), mode=0o644)
+        self._note(cert_path, cert_path.read_bytes(), self.cert_path.read_bytes(), key_path.read_bytes())
 
 
 def _key_pem(key: object) -> bytes:
@@ -188,6 +221,25 @@ def _cert_pem(cert: object) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return cert.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined,no-any-return]
+
+
+def _digest(*parts: bytes) -> str:
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def _note_path(cert_path: Path) -> Path:
+    return cert_path.with_suffix(".json")
+
+
+def _read_note(cert_path: Path) -> dict[str, Any] | None:
+    try:
+        note = json.loads(_note_path(cert_path).read_text())
+    except (OSError, ValueError):
+        return None
+    fields = {"chain": str, "ca": str, "not_after": (int, float), "hosts": list}
+    if not isinstance(note, dict) or not all(isinstance(note.get(k), t) for k, t in fields.items()):
+        return None
+    return note
 
 
 def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:

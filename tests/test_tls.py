@@ -5,6 +5,8 @@ import datetime
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -89,3 +91,27 @@ def test_dynosim_certs_says_where_the_ca_is_and_how_to_trust_it(tmp_path, monkey
     (tmp_path / "ca" / "ca-key.pem").write_text("garbage")
     broken = run_dynosim(tmp_path, "certs")
     assert broken.returncode == 1 and broken.stderr.startswith("dynosim: error: ") and "Traceback" not in broken.stderr
+
+
+def test_a_certificate_changed_by_hand_is_checked_again_not_trusted_from_its_note(tmp_path):
+    ca = LocalCA.load_or_create(tmp_path / "ca")
+    server = ca.server_cert()
+    other = ca.server_cert("other", ("example.test",))  # valid, from this CA, for another host only
+    server.cert.write_bytes(other.cert.read_bytes())  # localhost's note still says localhost
+    server.key.write_bytes(other.key.read_bytes())
+    said: list[str] = []
+    ca.server_cert(say=said.append)
+    assert "renewed" in said[0]
+    port = serve_once(ca.server_cert().context())
+    client = ssl.create_default_context(cafile=str(ca.cert_path))
+    with socket.create_connection(("127.0.0.1", port)) as raw, client.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.recv(100) == b"hello over tls"
+
+
+def test_a_run_with_its_certificates_made_does_not_import_cryptography(tmp_path):
+    LocalCA.load_or_create(tmp_path / "ca").server_cert()
+    check = ("import sys; from pathlib import Path; from dynosim.tls import LocalCA; "
+             f"LocalCA.load_or_create(Path({str(tmp_path / 'ca')!r})).server_cert().context(); "
+             "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # 45 ms of every `dynosim run`'s start when it was imported
