@@ -2,7 +2,10 @@
 dyno's private port, through dynosim's router, and through nginx as a reverse proxy to the same
 dyno port, side by side in one run.
 
-The app is fixtures/dynolab's stdlib web server (`web: python server.py`, no add-on), copied with
+Two apps. The one issue 5 names: the bundled sample app (fixtures/sample: Flask on gunicorn's sync
+workers, WEB_CONCURRENCY=2, each request a Postgres connection, an insert and a count), where the
+app's own time dwarfs any proxy's. And one where the proxy's cost shows: fixtures/dynolab's
+stdlib web server (`web: python server.py`, no add-on), copied with
 three changes, all so that the figure is the router's, not the stdlib server's quirks: it speaks
 HTTP/1.1 (keep-alive, as gunicorn does; dynolab's answers HTTP/1.0 and closes every connection),
 sets TCP_NODELAY (it writes headers and body separately; with Nagle and delayed ACKs each answer
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,7 +52,7 @@ SERVER = (REPO / "fixtures" / "dynolab" / "server.py").read_text().replace(
     'class Server(', 1).replace(
     "    block_on_close = True\n", "    block_on_close = True\n    request_queue_size = 128  # not 5: no SYN dropped when 20 connect at once\n", 1)
 APP = {"Procfile": "web: python server.py\n", "server.py": SERVER}
-LISTENING = re.compile(r"app\[web\.(\d+)\]: listening on (\d+)")
+LISTENING = re.compile(r"app\[web\.(\d+)\]: .*?[Ll]istening (?:on |at: http://[\d.]+:)(\d+)")
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -221,8 +225,16 @@ def print_table(results: dict[str, list[dict[str, float]]]) -> None:
 
 # --- the measurements ---------------------------------------------------------------------------
 
-def measure(rounds: int) -> dict[str, object]:
-    app = make_app("router-app", APP)
+def sample_app() -> Path:
+    """fixtures/sample as a user has it: Flask on gunicorn, each request a Postgres insert and count."""
+    app = WORK_DIR / "router-sample"
+    shutil.rmtree(app, ignore_errors=True)
+    shutil.copytree(REPO / "fixtures" / "sample", app, ignore=shutil.ignore_patterns(".dynosim", "__pycache__"))
+    return app
+
+
+def measure(rounds: int, which: str = "sample") -> dict[str, object]:
+    app = sample_app() if which == "sample" else make_app("router-app", APP)
     run, dyno_port = start_web(app)
     with run, Nginx(dyno_port) as nginx:
         results = alternate({"direct": f"http://127.0.0.1:{dyno_port}/",
@@ -233,7 +245,8 @@ def measure(rounds: int) -> dict[str, object]:
     d_added, n_added = added_p99(results, "dynosim"), added_p99(results, "nginx")
     p99_ratio = d_added / n_added if n_added > 0 else float("inf")
     return {
-        "name": "router req/s vs direct (wrk keep-alive)",
+        "name": f"router req/s vs direct ({which} app, wrk keep-alive)",
+        "app": "the sample app (Flask, gunicorn, Postgres)" if which == "sample" else "the stdlib server",
         "dynosim": f"{s['dynosim']['rps']:.0f} req/s, p99 {s['dynosim']['p99']:.2f} ms (+{d_added:.2f} ms)",
         "baseline": f"direct {s['direct']['rps']:.0f} req/s; nginx {s['nginx']['rps']:.0f} req/s, "
                     f"p99 +{n_added:.2f} ms",
@@ -291,24 +304,32 @@ def cycling(total: int = 10_000, clients: int = 8, seconds: float = 25.0) -> dic
             "errors": re.findall(r"heroku\[router\]: at=error.*", log)[:5], "r12": log.count("Error R12")}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--rounds", type=int, default=3, help="wrk rounds of each (default 3)")
-    parser.add_argument("--no-cycle", action="store_true", help="skip the 10,000 requests under cycling")
-    args = parser.parse_args()
-    result = measure(args.rounds)
-    print(f"wrk {' '.join(WRK_ARGS)}, {args.rounds} alternated rounds, medians:")
+def report(result: dict[str, object], rounds: int) -> None:
+    print(f"{result['app']}: wrk {' '.join(WRK_ARGS)}, {rounds} alternated rounds, medians:")
     print_table(result["raw"])  # type: ignore[arg-type]
     d_added, n_added = result["added"]  # type: ignore[misc]
-    print(f"throughput dynosim/direct: {result['ratio']:.2f}x (goal ≥ {THROUGHPUT_GOAL}x): "
+    print(f"  throughput dynosim/direct: {result['ratio']:.2f}x (goal ≥ {THROUGHPUT_GOAL}x): "
           f"{'met' if result['ratio'] >= THROUGHPUT_GOAL else 'NOT met'}")  # type: ignore[operator]
     s = summary(result["raw"])  # type: ignore[arg-type]
     ratio = (f"ratio {result['p99_ratio']:.2f}x" if n_added > 0 else
-             f"nginx adds no p99 at all, so the ratio is undefined; dynosim's p99 is "
-             f"{s['dynosim']['p99'] / s['nginx']['p99']:.2f}x nginx's")
-    print(f"added p99 (vs direct, same round): dynosim {d_added:+.2f} ms, nginx {n_added:+.2f} ms; {ratio} "
+             f"nginx adds no p99 at all, so the ratio is undefined and dynosim must add none either; "
+             f"dynosim's p99 is {s['dynosim']['p99'] / s['nginx']['p99']:.2f}x nginx's")
+    print(f"  added p99 (vs direct, same round): dynosim {d_added:+.2f} ms, nginx {n_added:+.2f} ms; {ratio} "
           f"(goal ≤ {P99_GOAL}x): {'met' if d_added <= P99_GOAL * max(n_added, 0.0) else 'NOT met'}")
-    ok = bool(result["met"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--rounds", type=int, default=3, help="wrk rounds of each (default 3)")
+    parser.add_argument("--app", choices=("sample", "stdlib", "both"), default="both",
+                        help="the bundled sample app (issue 5's), the stdlib server (the router's own cost), or both")
+    parser.add_argument("--no-cycle", action="store_true", help="skip the 10,000 requests under cycling")
+    args = parser.parse_args()
+    ok = True
+    for which in (("sample", "stdlib") if args.app == "both" else (args.app,)):
+        result = measure(args.rounds, which)
+        report(result, args.rounds)
+        ok = ok and bool(result["met"])
     if not args.no_cycle:
         c = cycling()
         print(f"cycling (web=2, --cycle-every 10s, --preboot): {c['sent']} requests in {c['seconds']:.1f} s, "
