@@ -4,7 +4,8 @@ dyno port, side by side in one run.
 
 Two apps. The one issue 5 names: the bundled sample app (fixtures/sample: Flask on gunicorn's sync
 workers, WEB_CONCURRENCY=2, each request a Postgres connection, an insert and a count), where the
-app's own time dwarfs any proxy's. And one where the proxy's cost shows: fixtures/dynolab's
+app's own time dwarfs any proxy's; it gets as many connections as it has workers (see
+SAMPLE_WRK_ARGS). And one where the proxy's cost shows: fixtures/dynolab's
 stdlib web server (`web: python server.py`, no add-on), copied with
 three changes, all so that the figure is the router's, not the stdlib server's quirks: it speaks
 HTTP/1.1 (keep-alive, as gunicorn does; dynolab's answers HTTP/1.0 and closes every connection),
@@ -45,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT_GOAL = 0.7
 P99_GOAL = 2.0
 WRK_ARGS = ("-t1", "-c20", "-d5s")
+# The sample app has 2 sync gunicorn workers (WEB_CONCURRENCY for standard-1x): with 20 connections
+# its latency is the order of a queue 10 deep, and its p99 moved ±50 ms run to run, swamping any
+# proxy's; with as many connections as workers, latency is the app's own time plus the proxy's.
+SAMPLE_WRK_ARGS = ("-t1", "-c2", "-d10s")  # 10 s: ~1,300 requests, so the p99 is not a handful of them
 SERVER = (REPO / "fixtures" / "dynolab" / "server.py").read_text().replace(
     "class Server(", 'Handler.protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn\n'
     'Handler.disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms Nagle stall\n'
@@ -193,15 +198,15 @@ def wrk(url: str, args: tuple[str, ...] = WRK_ARGS) -> dict[str, float]:
             "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
 
 
-def alternate(targets: dict[str, str], rounds: int) -> dict[str, list[dict[str, float]]]:
+def alternate(targets: dict[str, str], rounds: int, args: tuple[str, ...] = WRK_ARGS) -> dict[str, list[dict[str, float]]]:
     """`rounds` wrk runs of each target, the order rotated every round; one untimed warm-up each."""
     names = list(targets)
     for name in names:
-        wrk(targets[name], ("-t1", "-c20", "-d1s"))
+        wrk(targets[name], (*args[:-1], "-d1s"))
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            results[name].append(wrk(targets[name]))
+            results[name].append(wrk(targets[name], args))
     return results
 
 
@@ -235,11 +240,12 @@ def sample_app() -> Path:
 
 def measure(rounds: int, which: str = "sample") -> dict[str, object]:
     app = sample_app() if which == "sample" else make_app("router-app", APP)
+    wrk_args = SAMPLE_WRK_ARGS if which == "sample" else WRK_ARGS
     run, dyno_port = start_web(app)
     with run, Nginx(dyno_port) as nginx:
         results = alternate({"direct": f"http://127.0.0.1:{dyno_port}/",
                              "dynosim": f"http://127.0.0.1:{run.port}/",
-                             "nginx": f"http://127.0.0.1:{nginx.port}/"}, rounds)
+                             "nginx": f"http://127.0.0.1:{nginx.port}/"}, rounds, wrk_args)
     s = summary(results)
     throughput = s["dynosim"]["rps"] / s["direct"]["rps"]
     d_added, n_added = added_p99(results, "dynosim"), added_p99(results, "nginx")
@@ -247,6 +253,7 @@ def measure(rounds: int, which: str = "sample") -> dict[str, object]:
     return {
         "name": f"router req/s vs direct ({which} app, wrk keep-alive)",
         "app": "the sample app (Flask, gunicorn, Postgres)" if which == "sample" else "the stdlib server",
+        "wrk": " ".join(wrk_args),
         "dynosim": f"{s['dynosim']['rps']:.0f} req/s, p99 {s['dynosim']['p99']:.2f} ms (+{d_added:.2f} ms)",
         "baseline": f"direct {s['direct']['rps']:.0f} req/s; nginx {s['nginx']['rps']:.0f} req/s, "
                     f"p99 +{n_added:.2f} ms",
@@ -305,7 +312,7 @@ def cycling(total: int = 10_000, clients: int = 8, seconds: float = 25.0) -> dic
 
 
 def report(result: dict[str, object], rounds: int) -> None:
-    print(f"{result['app']}: wrk {' '.join(WRK_ARGS)}, {rounds} alternated rounds, medians:")
+    print(f"{result['app']}: wrk {result['wrk']}, {rounds} alternated rounds, medians:")
     print_table(result["raw"])  # type: ignore[arg-type]
     d_added, n_added = result["added"]  # type: ignore[misc]
     print(f"  throughput dynosim/direct: {result['ratio']:.2f}x (goal ≥ {THROUGHPUT_GOAL}x): "
@@ -320,7 +327,7 @@ def report(result: dict[str, object], rounds: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--rounds", type=int, default=3, help="wrk rounds of each (default 3)")
+    parser.add_argument("-n", "--rounds", type=int, default=5, help="wrk rounds of each (default 5)")
     parser.add_argument("--app", choices=("sample", "stdlib", "both"), default="both",
                         help="the bundled sample app (issue 5's), the stdlib server (the router's own cost), or both")
     parser.add_argument("--no-cycle", action="store_true", help="skip the 10,000 requests under cycling")

@@ -24,8 +24,8 @@ def main() -> int:
         ("memory", lambda: memory.measure(1 if quick else 3, 2.0)),
         ("add-on start", lambda: addons.measure(3 if quick else 9, 1 if quick else 3)),
         ("cycle", lambda: cycle.measure(3 if quick else 7, 1 if quick else 3)),
-        ("router (sample app)", lambda: router.measure(2 if quick else 3, "sample")),
-        ("router (stdlib server)", lambda: router.measure(2 if quick else 3, "stdlib")),
+        ("router (sample app)", lambda: router.measure(2 if quick else 5, "sample")),
+        ("router (stdlib server)", lambda: router.measure(2 if quick else 5, "stdlib")),
         ("control socket and idle CPU", lambda: control.measure(100 if quick else 200, 15.0 if quick else 30.0)),
         ("TLS", lambda: tls.measure(2 if quick else 3) or {
             "name": "TLS vs plain through the router", "dynosim": "skipped: router HTTPS not answering",
