@@ -35,7 +35,10 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -198,16 +201,33 @@ def wrk(url: str, args: tuple[str, ...] = WRK_ARGS) -> dict[str, float]:
             "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
 
 
-def alternate(targets: dict[str, str], rounds: int, args: tuple[str, ...] = WRK_ARGS) -> dict[str, list[dict[str, float]]]:
-    """`rounds` wrk runs of each target, the order rotated every round; one untimed warm-up each."""
+def alternate(targets: dict[str, str], rounds: int, args: tuple[str, ...] = WRK_ARGS,
+              cpu: dict[str, Callable[[], float]] | None = None) -> dict[str, list[dict[str, float]]]:
+    """`rounds` wrk runs of each target, the order rotated every round; one untimed warm-up each.
+    `cpu` gives, per target, the CPU seconds so far of the proxy behind it: each run then records
+    `cpu_us`, that proxy's CPU per request."""
     names = list(targets)
     for name in names:
         wrk(targets[name], (*args[:-1], "-d1s"))
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            results[name].append(wrk(targets[name], args))
+            before = cpu[name]() if cpu else 0.0
+            started = time.monotonic()
+            result = wrk(targets[name], args)
+            if cpu:
+                result["cpu_us"] = (cpu[name]() - before) / (result["rps"] * (time.monotonic() - started)) * 1e6
+            results[name].append(result)
     return results
+
+
+def cpu_seconds(pid: int) -> Callable[[], float]:
+    """The CPU time (user + system) of a process and its children, as a callable for `alternate`."""
+    process = psutil.Process(pid)
+
+    def total() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in (process, *process.children(recursive=True)))
+    return total
 
 
 def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:

@@ -23,8 +23,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import WORK_DIR, dynosim_env, make_app
-from bench.router import APP, Nginx, alternate, print_table, start_web, summary
+from bench.common import WORK_DIR, dynosim_env, make_app, median
+from bench.router import APP, Nginx, alternate, cpu_seconds, print_table, start_web, summary
 
 CA_DIR = WORK_DIR / "ca"
 
@@ -55,10 +55,14 @@ def measure(rounds: int) -> dict[str, object] | None:
             print(f"SKIPPED: the router does not answer HTTPS on port {run.port} ({why}).", file=sys.stderr)
             return None
         with Nginx(dyno_port, cert, key) as nginx:
+            supervisor = lambda: sum(run.proc.cpu_times()[:2])  # noqa: E731  (not its dynos: the router's process)
+            nginx_cpu = cpu_seconds(nginx.proc.pid)
             results = alternate({"dynosim http": f"http://127.0.0.1:{run.port}/",
                                  "dynosim https": f"https://127.0.0.1:{run.port}/",
                                  "nginx http": f"http://127.0.0.1:{nginx.port}/",
-                                 "nginx https": f"https://127.0.0.1:{nginx.tls_port}/"}, rounds)
+                                 "nginx https": f"https://127.0.0.1:{nginx.tls_port}/"}, rounds,
+                                cpu={"dynosim http": supervisor, "dynosim https": supervisor,
+                                     "nginx http": nginx_cpu, "nginx https": nginx_cpu})
         protocols = run.log().count("protocol=https")
     s = summary(results)
     d_keep = s["dynosim https"]["rps"] / s["dynosim http"]["rps"]
@@ -73,6 +77,7 @@ def measure(rounds: int) -> dict[str, object] | None:
         "keep": (d_keep, n_keep),
         "p99": (s["dynosim https"]["p99"] / s["dynosim http"]["p99"], s["nginx https"]["p99"] / s["nginx http"]["p99"]),
         "https_lines": protocols,
+        "cpu": {name: median([x["cpu_us"] for x in runs]) for name, runs in results.items()},
         "raw": results,
     }
 
@@ -91,6 +96,10 @@ def main() -> int:
     print(f"router log lines with protocol=https: {result['https_lines']}")
     print(f"req/s with TLS ÷ plain: dynosim {d_keep:.2f}x, nginx {n_keep:.2f}x; p99 with TLS ÷ plain: "
           f"dynosim {d_p99:.2f}x, nginx {n_p99:.2f}x")
+    cpu = result["cpu"]  # type: ignore[assignment]
+    print(f"CPU per request: dynosim's process {cpu['dynosim http']:.0f} µs plain, {cpu['dynosim https']:.0f} µs TLS "
+          f"({cpu['dynosim https'] / cpu['dynosim http']:.2f}x; its log handling included); nginx {cpu['nginx http']:.0f} µs "
+          f"plain, {cpu['nginx https']:.0f} µs TLS ({cpu['nginx https'] / cpu['nginx http']:.2f}x)")
     print(f"goal {result['goal']}: {result['ratio']:.2f}x: {'met' if result['met'] else 'NOT met'}")
     return 0 if result["met"] else 1
 

@@ -18,11 +18,11 @@ POOL_MAX_IDLE = 64  # idle connections kept per dyno
 
 
 if sys.version_info >= (3, 11):
-    _timeout = asyncio.timeout  # no extra task per call, unlike wait_for
+    deadline = asyncio.timeout  # no extra task per call, unlike wait_for
 else:  # pragma: no cover
 
     @asynccontextmanager
-    async def _timeout(delay: float):  # type: ignore[no-untyped-def]
+    async def deadline(delay: float):  # type: ignore[no-untyped-def]
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         expired = False
@@ -144,7 +144,7 @@ class UpstreamPool:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            async with _timeout(timeout):
+            async with deadline(timeout):
                 await loop.sock_connect(sock, ("127.0.0.1", backend.port))
             _, up = await loop.create_connection(lambda: Upstream(self, backend), sock=sock)
         except BaseException:
