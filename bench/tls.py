@@ -84,7 +84,7 @@ def measure(rounds: int) -> dict[str, object] | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--rounds", type=int, default=3, help="wrk rounds of each (default 3)")
+    parser.add_argument("-n", "--rounds", type=int, default=5, help="wrk rounds of each (default 5)")
     result = measure(parser.parse_args().rounds)
     if result is None:
         print("tls: skipped (router HTTPS not answering); no figures")
