@@ -78,7 +78,13 @@ def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneO
         size = dyno_size(options.size, "--size")
         spec = DynoSpec(f"run.{random.randint(1000, 9999)}", "run", command, free_port(), size)
         say(f"Running `{command}` on ⬢ {app.name}... up, {spec.name} ({size.name})")
-        return asyncio.run(_attach(spec, release, sandbox, options, err))
+        try:
+            return asyncio.run(_attach(spec, release, sandbox, options, err))
+        finally:
+            try:
+                runtime_dir.rmdir()  # left only if another one-off still runs
+            except OSError:
+                pass
     finally:
         if addons is not None:
             addons.stop()

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from conftest import make_app
+from dynosim.app import load_app
 
 HEROKU_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00 (app|heroku|dynosim)\[[\w.-]+\]: ")
 SANDBOXES = ["namespaces", "copy"]
@@ -169,6 +170,16 @@ def test_sigterm_to_dynosim_stops_gracefully(tmp_path, dynosim):
     run.proc.send_signal(signal.SIGTERM)
     assert run.proc.wait(30) == 0
     assert "app[worker.1]: worker got SIGTERM" in run.output()
+
+
+def test_a_clean_stop_leaves_no_dyno_folder_behind(tmp_path, dynosim):
+    app = make_app(tmp_path, procfile="web: python server.py\nworker: python worker.py\n")
+    run = dynosim(app, "--formation", "web=2,worker=1")
+    run.wait_for(r"heroku\[web\.2\]: State changed from starting to up")
+    runtime_dir = load_app(app).runtime_dir
+    assert runtime_dir.is_dir()  # the dynos' filesystems live here while they run
+    assert run.stop() == 0
+    assert not runtime_dir.exists()  # not even the empty folder, in /tmp, run after run
 
 
 def test_killed_with_sigkill_namespaced_dynos_die_with_it(tmp_path, dynosim):

@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import psutil
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # psutil is imported where it is used: a run's first dyno starts without it
+    import psutil
     from .dyno import Dyno
 
 MB = 1024 * 1024
@@ -24,6 +23,7 @@ class MemoryPolicy:
 
 def sample(dyno: Dyno) -> tuple[float, float]:
     """(rss, swap) in MB of every process of the dyno, leaving out dynosim's own init."""
+    import psutil
     assert dyno.process is not None
     own = {dyno.process.pid}
     if dyno.sandbox.mode == "namespaces":
@@ -41,6 +41,7 @@ def sample(dyno: Dyno) -> tuple[float, float]:
 
 
 def _children(pid: int) -> list[psutil.Process]:
+    import psutil
     try:
         return psutil.Process(pid).children()
     except psutil.Error:

@@ -22,11 +22,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from ..build import Slug
 from ..errors import DynosimError
+
+if TYPE_CHECKING:  # psutil is imported where it is used: a run's first dyno starts without it
+    import psutil
 
 INIT = Path(__file__).with_name("dynoinit.py")
 MARKER = "DYNOSIM_DYNO_ID"
@@ -86,6 +88,7 @@ class DynoProcess:
 
     def processes(self) -> list[psutil.Process]:
         """Every live process of the dyno, including ones that left its process tree."""
+        import psutil
         found: dict[int, psutil.Process] = {}
         try:
             root = psutil.Process(self.proc.pid)
@@ -116,6 +119,7 @@ class DynoProcess:
             await asyncio.sleep(0.01)
 
     def kill(self) -> None:
+        import psutil
         self._killed = True
         if self._namespaced:
             _signal(psutil.Process(self.proc.pid) if self.proc.returncode is None else None, signal.SIGKILL)
@@ -136,6 +140,7 @@ class DynoProcess:
         return 128 - code if code < 0 else code
 
     def _init(self) -> psutil.Process | None:
+        import psutil
         try:
             children = psutil.Process(self.proc.pid).children()
         except psutil.NoSuchProcess:
@@ -155,6 +160,7 @@ def _catches(pid: int, signum: int) -> bool:
 
 
 def _signal(process: psutil.Process | None, signum: int) -> None:
+    import psutil
     if process is None:
         return
     try:
@@ -165,6 +171,7 @@ def _signal(process: psutil.Process | None, signum: int) -> None:
 
 def _marked(prefix: str) -> list[psutil.Process]:
     """Processes whose environment carries a dyno marker starting with `prefix`."""
+    import psutil
     found = []
     me = os.getpid()
     for process in psutil.process_iter():
@@ -181,6 +188,7 @@ def _marked(prefix: str) -> list[psutil.Process]:
 
 def reap_marked(prefix: str) -> list[int]:
     """Kill what a previous run (killed before it could clean up) left; return the pids."""
+    import psutil
     processes = _marked(prefix)
     for process in processes:
         _signal(process, signal.SIGKILL)
@@ -205,10 +213,14 @@ class Sandbox:
         return DynoFilesystem(home, slug.venv, scratch, (Layer(home, home, exact=False), Layer(tmpdir, tmpdir)), tmpdir)
 
     def _scratch(self, dyno: str) -> Path:
-        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         scratch = self.runtime_dir / f"{dyno}-{secrets.token_hex(3)}"
-        scratch.mkdir(mode=0o700)
-        return scratch
+        while True:
+            self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                scratch.mkdir(mode=0o700)
+                return scratch
+            except FileNotFoundError:  # the folder was empty and a run or one-off that ended removed it
+                continue
 
     async def spawn(
         self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str, *, attach: bool = False
@@ -291,6 +303,12 @@ def wipe_dir(path: Path, root: Path) -> None:
     root = Path(os.path.abspath(root))
     if root not in path.parents or path.is_symlink() or not path.is_dir():
         return
+    try:
+        path.rmdir()  # empty, as every clean stop leaves a run's folder: nothing can be mounted in it
+    except OSError:
+        pass
+    else:
+        return
     device = path.stat().st_dev
 
     def on_error(func, failed, exc_info):  # type: ignore[no-untyped-def]
@@ -304,6 +322,8 @@ def wipe_dir(path: Path, root: Path) -> None:
         elif os.path.isdir(failed) and not os.path.islink(failed):
             os.chmod(failed, stat.S_IRWXU)
             shutil.rmtree(failed, onerror=on_error)
+
+    import psutil
 
     for mount in psutil.disk_partitions(all=True):
         if Path(mount.mountpoint) == path or path in Path(mount.mountpoint).parents:
