@@ -72,7 +72,8 @@ def prime_bytecode() -> Path:
 _PRIME = """\
 import compileall, importlib, dynosim, dynosim.cli, dynosim.api
 for lazy in ("watchdog.observers", "watchdog.events", "rich.console", "cryptography.x509",
-             "cryptography.hazmat.primitives.asymmetric.ec", "httptools"):
+             "cryptography.hazmat.primitives.asymmetric.ec", "httptools", "psutil", "pathspec", "html",
+             "tarfile", "hashlib", "secrets"):  # what a run imports after its start, too
     try:
         importlib.import_module(lazy)
     except ImportError:

@@ -212,9 +212,10 @@ class Dyno:
                     f"web process listens on 127.0.0.1:{self.spec.port} only; Heroku's router cannot reach that. "
                     f"Bind 0.0.0.0:$PORT (gunicorn --bind 0.0.0.0:$PORT, app.run(host=\"0.0.0.0\"))",
                 )
-            # a web process usually binds within a second or two: look often then, rarely after
+            # a web process usually binds within a second or two: look often then (a failed bind
+            # says "not yet" in microseconds), rarely after
             early = loop.time() - started < 3
-            await asyncio.sleep(self.timeouts.bind_poll / 5 if early else self.timeouts.bind_poll)
+            await asyncio.sleep(self.timeouts.bind_poll / 10 if early else self.timeouts.bind_poll)
         seconds = f"{self.timeouts.boot:g}"
         self.logs.heroku(
             self.name,
