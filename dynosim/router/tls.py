@@ -166,6 +166,7 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.app: ClientConnection | None = None
         self.closing = False
+        self.secure = False  # the handshake succeeded (what `handshake` says, without a call per read)
         self._early: list[bytes] = []  # data sent right behind the client's last handshake message
         self._ended = False  # the client's close_notify or EOF came before the hand-over
         self._lost: tuple[Exception | None] | None = None  # the connection was lost before the hand-over
@@ -177,9 +178,11 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.incoming.write(data)
-        if not self.handshake.done():
+        if not self.secure:
+            if self.handshake.done():  # failed: nothing more is read from this client
+                return
             self._shake()
-            if not self.handshake.done() or self.handshake.exception() is not None:
+            if not self.secure:
                 return
         self._read()
 
@@ -194,6 +197,7 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
             self.handshake.set_exception(exc)
             return
         self._send()
+        self.secure = True
         self.handshake.set_result(None)
 
     def _read(self) -> None:
@@ -217,7 +221,8 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
             chunks.append(chunk)
             if not self.incoming.pending and not self.sslobj.pending():
                 break  # all read: spares the exception that says so
-        self._send()  # TLS 1.3 answers some records with records of its own
+        if self.outgoing.pending:  # TLS 1.3 answers some records with records of its own
+            self.raw.write(self.outgoing.read())
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         app = self.app
         if app is None:
@@ -275,14 +280,14 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
     # -- the ClientConnection's transport
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.closing or self.raw.is_closing():
+        if self.closing or self._lost is not None:
             return
         try:
             self.sslobj.write(data)
         except ssl.SSLError:
             self.abort()
             return
-        self._send()
+        self.raw.write(self.outgoing.read())
 
     def _send(self) -> None:
         if self.outgoing.pending:
@@ -292,7 +297,7 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
-        if self.handshake.done() and self.handshake.exception() is None:
+        if self.secure:
             try:
                 self.sslobj.unwrap()  # close_notify; the client's own is not waited for
             except (ssl.SSLError, ValueError):
