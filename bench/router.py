@@ -224,12 +224,14 @@ def alternate(targets: dict[str, str], rounds: int, args: tuple[str, ...] = WRK_
     return results
 
 
-def cpu_seconds(pid: int) -> Callable[[], float]:
-    """The CPU time (user + system) of a process and its children, as a callable for `alternate`."""
+def cpu_seconds(pid: int, children: bool = True) -> Callable[[], float]:
+    """The CPU time (user + system) of a process, and of its children unless told not to, as a
+    callable for `alternate`."""
     process = psutil.Process(pid)
 
     def total() -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in (process, *process.children(recursive=True)))
+        family = (process, *process.children(recursive=True)) if children else (process,)
+        return sum(sum(p.cpu_times()[:2]) for p in family)
     return total
 
 

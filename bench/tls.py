@@ -60,7 +60,7 @@ def measure(rounds: int) -> dict[str, object] | None:
             print(f"SKIPPED: the router does not answer HTTPS on port {run.port} ({why}).", file=sys.stderr)
             return None
         with Nginx(dyno_port, cert, key) as nginx:
-            supervisor = lambda: sum(run.proc.cpu_times()[:2])  # noqa: E731  (not its dynos: the router's process)
+            supervisor = cpu_seconds(run.proc.pid, children=False)  # the router's process, not its dynos
             nginx_cpu = cpu_seconds(nginx.proc.pid)
             results = alternate({"direct": f"http://127.0.0.1:{dyno_port}/",
                                  "dynosim http": f"http://127.0.0.1:{run.port}/",

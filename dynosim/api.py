@@ -36,7 +36,7 @@ from .ephemeral import DEFAULT_IGNORE, Ledger
 from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
 from .router import Backend, Router, RouterTimeouts
 from .runtime.ports import claim_port
-from .runtime.sandbox import Sandbox, choose_sandbox, reap_marked, wipe_dir
+from .runtime.sandbox import Sandbox, boot_id, choose_sandbox, reap_marked, remove_if_empty, wipe_dir
 from .tls import LocalCA, TLSError
 
 DEFAULT_PORT = 5000
@@ -181,7 +181,6 @@ def _identity(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read()
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         if os.path.isdir("/proc"):
             return None  # no such process
@@ -192,7 +191,7 @@ def _identity(pid: int) -> str | None:
         except psutil.Error:
             return None
     # field 22, starttime; the name before it (field 2) may hold spaces and parentheses
-    return f"{boot}:{stat.rsplit(b')', 1)[1].split()[19].decode()}"
+    return f"{boot_id()}:{stat.rsplit(b')', 1)[1].split()[19].decode()}"
 
 
 class Run:
@@ -513,10 +512,7 @@ class Run:
         """What every end of a run does, a failed start included."""
         self.ledger.close()
         self.addons.stop()
-        try:
-            self.app.runtime_dir.rmdir()  # each dyno wiped its own folder; one still there (a one-off's) stays
-        except OSError:
-            pass
+        remove_if_empty(self.app.runtime_dir)  # each dyno wiped its own folder
         self.lock.release()
         self._write_report()
         # a daemon thread still printing when the interpreter exits makes Python abort

@@ -178,12 +178,13 @@ class TerminalPrinter:
             await self._wake.wait()
             self._wake.clear()
             data = self._take()
-            if len(data) > DIRECT_WRITE or (data and not self._room.poll(0)):
-                await asyncio.to_thread(_write_all, self._fd, data)
-            elif data:
-                # a pipe or terminal that polls writable takes PIPE_BUF bytes without blocking; the
-                # thread's round trip cost 100 µs of CPU per line when lines come one at a time
-                _write_all(self._fd, data)
+            if data:
+                if len(data) <= DIRECT_WRITE and self._room.poll(0):
+                    # a pipe or terminal that polls writable takes PIPE_BUF bytes without blocking; the
+                    # thread's round trip cost 100 µs of CPU per line when lines come one at a time
+                    _write_all(self._fd, data)
+                else:
+                    await asyncio.to_thread(_write_all, self._fd, data)
             if not self._pending:
                 self._drained.set()
                 if self._closing:

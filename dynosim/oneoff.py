@@ -26,7 +26,7 @@ from .logs import LogLine, LogStream
 from .releases import ReleaseHistory
 from .runtime.dyno import Dyno, DynoSpec, Timeouts
 from .runtime.ports import free_port
-from .runtime.sandbox import choose_sandbox
+from .runtime.sandbox import choose_sandbox, remove_if_empty
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,7 @@ def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneO
         try:
             return asyncio.run(_attach(spec, release, sandbox, options, err))
         finally:
-            try:
-                runtime_dir.rmdir()  # left only if another one-off still runs
-            except OSError:
-                pass
+            remove_if_empty(runtime_dir)  # left while another one-off runs
     finally:
         if addons is not None:
             addons.stop()

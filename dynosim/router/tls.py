@@ -132,7 +132,10 @@ async def _handshake(conn: ClientConnection) -> None:
         if not conn.closed:
             if not router.stopping:
                 router.log(failed_line(conn, exc))
-            layer.close() if isinstance(exc, ssl.SSLError) else layer.abort()  # the alert goes out first
+            if isinstance(exc, ssl.SSLError):
+                layer.close()  # the alert it made goes out first
+            else:
+                layer.abort()
             conn.connection_lost(None)
         return
     except asyncio.CancelledError:
@@ -221,8 +224,7 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
             chunks.append(chunk)
             if not self.incoming.pending and not self.sslobj.pending():
                 break  # all read: spares the exception that says so
-        if self.outgoing.pending:  # TLS 1.3 answers some records with records of its own
-            self.raw.write(self.outgoing.read())
+        self._send()  # TLS 1.3 answers some records with records of its own
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         app = self.app
         if app is None:

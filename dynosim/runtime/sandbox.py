@@ -301,13 +301,7 @@ def wipe_dir(path: Path, root: Path) -> None:
     """Remove a dyno's directory: never follows a symlink, never leaves `root`, never crosses a mount."""
     path = Path(os.path.abspath(path))
     root = Path(os.path.abspath(root))
-    if root not in path.parents or path.is_symlink() or not path.is_dir():
-        return
-    try:
-        path.rmdir()  # empty, as every clean stop leaves a run's folder: nothing can be mounted in it
-    except OSError:
-        pass
-    else:
+    if root not in path.parents or path.is_symlink() or not path.is_dir() or remove_if_empty(path):
         return
     device = path.stat().st_dev
 
@@ -331,6 +325,16 @@ def wipe_dir(path: Path, root: Path) -> None:
     shutil.rmtree(path, onerror=on_error)
 
 
+def remove_if_empty(path: Path) -> bool:
+    """Remove `path` if it is an empty folder (what a run's folder is once each dyno wiped its own;
+    nothing can be mounted in it); False if it is not there to remove or holds something."""
+    try:
+        path.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def choose_sandbox(requested: str, runtime_dir: Path, protect: Sequence[Path]) -> Sandbox:
     """Namespaces where the kernel allows them (checked by mounting a real overlay), else copy."""
     if requested == "copy":
@@ -351,7 +355,7 @@ def _namespaces_unavailable(runtime_dir: Path) -> str | None:
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # a probe that passed once holds until the machine reboots or Python changes: skip it then
     passed = runtime_dir.parent / "namespaces-ok"
-    fingerprint = f"{_boot_id()} {sys.executable}"
+    fingerprint = f"{boot_id()} {sys.executable}"
     try:
         if passed.read_text() == fingerprint:
             return None
@@ -366,7 +370,7 @@ def _namespaces_unavailable(runtime_dir: Path) -> str | None:
     return reason
 
 
-def _boot_id() -> str:
+def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
