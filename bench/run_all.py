@@ -27,7 +27,7 @@ def main() -> int:
         ("router (sample app)", lambda: router.measure(2 if quick else 5, "sample")),
         ("router (stdlib server)", lambda: router.measure(2 if quick else 5, "stdlib")),
         ("control socket and idle CPU", lambda: control.measure(100 if quick else 200, 15.0 if quick else 30.0)),
-        ("TLS", lambda: tls.measure(2 if quick else 5) or {
+        ("TLS", lambda: tls.measure(2 if quick else 9) or {
             "name": "TLS vs plain through the router", "dynosim": "skipped: router HTTPS not answering",
             "baseline": "-", "ratio": float("nan"), "goal": "-", "met": False}),
     ):

@@ -4,8 +4,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from datetime import datetime, timezone
 
-from dynosim.logs import MAX_LINE_BYTES, LineSplitter, LogLine, LogStream, TerminalPrinter
+from dynosim.logs import MAX_LINE_BYTES, LineSplitter, LogLine, LogStream, TerminalPrinter, timestamp
 
 
 def test_lines_are_split_only_at_newlines_and_long_ones_in_herokus_chunks():
@@ -20,6 +21,15 @@ def test_lines_are_split_only_at_newlines_and_long_ones_in_herokus_chunks():
 def test_heroku_format():
     line = LogLine(1795478400.123456, "heroku", "web.1", "State changed from starting to up")
     assert line.format() == "2026-11-24T00:00:00.123456+00:00 heroku[web.1]: State changed from starting to up"
+
+
+def test_timestamps_are_datetimes_isoformat_to_the_microsecond_across_second_boundaries():
+    base = 1795478400.0
+    moments = [base + second + fraction for second in range(3)
+               for fraction in (0.0, 0.0000004, 0.0000005, 0.0000015, 0.5, 0.9999994, 0.9999995, 0.9999999)]
+    moments += [base + i * 0.0123457 for i in range(2000)]
+    for when in moments:
+        assert timestamp(when) == datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="microseconds"), when
 
 
 def _printed(colour: bool) -> str:
