@@ -156,5 +156,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def mad(values: list[float]) -> float:
+    """Median absolute deviation: how far a value of these typically is from their median."""
+    centre = median(values)
+    return median([abs(v - centre) for v in values])
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.3g}–{max(values):.3g}"

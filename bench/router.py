@@ -46,7 +46,7 @@ import psutil
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import WORK_DIR, dynosim_argv, dynosim_env, free_port, launch, make_app, median, spread, stop
+from bench.common import WORK_DIR, dynosim_argv, dynosim_env, free_port, launch, mad, make_app, median, spread, stop
 
 REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT_GOAL = 0.7
@@ -207,19 +207,20 @@ def wrk(url: str, args: tuple[str, ...] = WRK_ARGS) -> dict[str, float]:
 def alternate(targets: dict[str, str], rounds: int, args: tuple[str, ...] = WRK_ARGS,
               cpu: dict[str, Callable[[], float]] | None = None) -> dict[str, list[dict[str, float]]]:
     """`rounds` wrk runs of each target, the order rotated every round; one untimed warm-up each.
-    `cpu` gives, per target, the CPU seconds so far of the proxy behind it: each run then records
-    `cpu_us`, that proxy's CPU per request."""
+    `cpu` gives, for some targets, the CPU seconds so far of the proxy behind it: each of their runs
+    then records `cpu_us`, that proxy's CPU per request."""
     names = list(targets)
     for name in names:
         wrk(targets[name], (*args[:-1], "-d1s"))
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            before = cpu[name]() if cpu else 0.0
+            probe = cpu.get(name) if cpu else None
+            before = probe() if probe else 0.0
             started = time.monotonic()
             result = wrk(targets[name], args)
-            if cpu:
-                result["cpu_us"] = (cpu[name]() - before) / (result["rps"] * (time.monotonic() - started)) * 1e6
+            if probe:
+                result["cpu_us"] = (probe() - before) / (result["rps"] * (time.monotonic() - started)) * 1e6
             results[name].append(result)
     return results
 
@@ -248,9 +249,7 @@ def added_p99(results: dict[str, list[dict[str, float]]], name: str, base: str =
 def p99_noise(results: dict[str, list[dict[str, float]]], base: str = "direct") -> float:
     """How much the direct p99 itself moves from round to round (median absolute deviation, ms):
     an added p99 below this is not a measurable difference, for either proxy."""
-    p99s = [x["p99"] for x in results[base]]
-    centre = median(p99s)
-    return median([abs(x - centre) for x in p99s])
+    return mad([x["p99"] for x in results[base]])
 
 
 def p99_met(d_added: float, n_added: float, noise: float) -> bool:

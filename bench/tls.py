@@ -1,24 +1,26 @@
 """TLS at the router: what HTTPS costs dynosim's router relative to its own plain HTTP, against
 what TLS termination costs nginx relative to its own plain proxying, side by side in one run.
 
-Same app as bench/router.py (fixtures/dynolab's stdlib web server, keep-alive). dynosim's public
-port serves plain HTTP and TLS on the same port; nginx (1 worker, access_log off, keep-alive
-upstream) proxies the same dyno port, one plain and one `ssl` server, with the very certificate
-and key dynosim's router uses (a CA made for the benchmark: DYNOSIM_CA_DIR under the bench
-folder, so the user's own CA is left alone). `wrk -t1 -c20 -d5s` on keep-alive connections, so
-the handshake is paid 20 times per run and the figure is mostly record encryption; the four
-targets alternate, order rotated each round; medians.
+Same app as bench/router.py (fixtures/dynolab's stdlib web server, keep-alive) without its access
+log line (see TLS_APP). dynosim's public port serves plain HTTP and TLS on the same port; nginx
+(1 worker, access_log off, keep-alive upstream) proxies the same dyno port, one plain and one
+`ssl` server, with the very certificate and key dynosim's router uses (a CA made for the
+benchmark: DYNOSIM_CA_DIR under the bench folder, so the user's own CA is left alone).
+`wrk -t1 -c20 -d5s` on keep-alive connections, so the handshake is paid 20 times per run and the
+figure is mostly record encryption; the five targets (the dyno direct too) alternate, order rotated
+each round; medians.
 Goal (issue 8): TLS costs dynosim no more, relative to its own plain HTTP, than it costs nginx,
 in the measures the issue names: req/s with TLS ÷ without (kept) at least nginx's, and p99 with TLS
 ÷ without (grown) at most nginx's. Each ratio is taken within a round (the two runs it divides are
 minutes apart at most) and the median over rounds is judged. On 2 cores shared by wrk, the proxy
 and a GIL-bound dyno, a ratio moves from round to round by several percent for either proxy
-(nginx's TLS/plain req/s came out anywhere from 0.82x to 1.07x between runs, above 1.0 in some,
+(nginx's TLS/plain req/s came out anywhere from 0.82x to 1.09x between runs, above 1.0 in some,
 which no TLS can cost): a difference between the two proxies smaller than that movement (the median
 absolute deviation of nginx's own per-round ratio) is one the run cannot tell from none, and counts
-as met. The CPU per request is printed too: the router's own (dynosim's process, less what a
-request sent straight to the dyno costs it: the dyno's log line) and nginx's (master and worker),
-plain and TLS, and what TLS adds to each in µs.
+as met. The CPU per request is printed too, plain and TLS: dynosim's process (the router; with a
+quiet dyno it has nothing else to do) and nginx's (master and worker). It is not additive on this
+machine: a process's CPU per request rises as it gets idler (each event costs a wake-up of its
+own), so dynosim's process spent the same ~92 µs per request with the dyno's log line as without.
 If the router does not answer HTTPS, this says so and skips.
 """
 from __future__ import annotations
@@ -32,10 +34,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import WORK_DIR, dynosim_env, make_app, median
-from bench.router import APP, Nginx, alternate, cpu_seconds, print_table, start_web, summary
+from bench.common import WORK_DIR, dynosim_env, mad, make_app, median
+from bench.router import APP, SERVER, Nginx, alternate, cpu_seconds, print_table, start_web, summary
 
 CA_DIR = WORK_DIR / "ca"
+QUIET = 'print("%s %s" % (self.command, self.path), flush=True)'
+assert QUIET in SERVER
+# Without its access log line, which dynosim's process would read and print whichever way a request
+# came: its CPU is then the router's (its own line per request included), as nginx's is nginx's.
+TLS_APP = {**APP, "server.py": SERVER.replace(QUIET, "pass")}
 
 
 def https_answers(port: int, ca: Path) -> str | None:
@@ -52,7 +59,7 @@ def https_answers(port: int, ca: Path) -> str | None:
 
 
 def measure(rounds: int) -> dict[str, object] | None:
-    app = make_app("tls-app", APP)
+    app = make_app("tls-app", TLS_APP)
     env = {**dynosim_env(), "DYNOSIM_CA_DIR": str(CA_DIR)}
     run, dyno_port = start_web(app, env=env)
     with run:
@@ -71,7 +78,7 @@ def measure(rounds: int) -> dict[str, object] | None:
                                  "dynosim https": f"https://127.0.0.1:{run.port}/",
                                  "nginx http": f"http://127.0.0.1:{nginx.port}/",
                                  "nginx https": f"https://127.0.0.1:{nginx.tls_port}/"}, rounds,
-                                cpu={"direct": supervisor, "dynosim http": supervisor, "dynosim https": supervisor,
+                                cpu={"dynosim http": supervisor, "dynosim https": supervisor,
                                      "nginx http": nginx_cpu, "nginx https": nginx_cpu})
         protocols = run.log().count("protocol=https")
     keep = {proxy: per_round(results, proxy, "rps") for proxy in ("dynosim", "nginx")}
@@ -79,10 +86,7 @@ def measure(rounds: int) -> dict[str, object] | None:
     keep_noise, grow_noise = mad(keep["nginx"]), mad(grow["nginx"])
     (d_keep, n_keep), (d_grow, n_grow) = (median(keep[p]) for p in keep), (median(grow[p]) for p in grow)
     keep_met, grow_met = d_keep >= n_keep - keep_noise, d_grow <= n_grow + grow_noise
-    cpu = {name: median([x["cpu_us"] for x in runs]) for name, runs in results.items()}
-    # the router's own CPU per request: its process's, less what the same request costs it when sent
-    # straight to the dyno (reading and printing the dyno's log line)
-    router = {proto: cpu[f"dynosim {proto}"] - cpu["direct"] for proto in ("http", "https")}
+    cpu = {name: median([x["cpu_us"] for x in runs]) for name, runs in results.items() if name != "direct"}
     s = summary(results)
     return {
         "name": "TLS vs plain through the router",
@@ -93,7 +97,6 @@ def measure(rounds: int) -> dict[str, object] | None:
         "met": keep_met and grow_met,
         "keep": (d_keep, n_keep, keep_noise, keep_met),
         "grow": (d_grow, n_grow, grow_noise, grow_met),
-        "router_cpu": router,
         "https_lines": protocols,
         "cpu": cpu,
         "raw": results,
@@ -103,11 +106,6 @@ def measure(rounds: int) -> dict[str, object] | None:
 def per_round(results: dict[str, list[dict[str, float]]], proxy: str, measure: str) -> list[float]:
     """The proxy's https ÷ http of one measure, round by round."""
     return [tls[measure] / plain[measure] for tls, plain in zip(results[f"{proxy} https"], results[f"{proxy} http"])]
-
-
-def mad(values: list[float]) -> float:
-    centre = median(values)
-    return median([abs(v - centre) for v in values])
 
 
 def main() -> int:
@@ -126,11 +124,10 @@ def main() -> int:
           f"(nginx's own round-to-round movement ±{keep_noise:.2f}): {'met' if keep_met else 'NOT met'}")
     print(f"p99 with TLS ÷ plain (median of rounds): dynosim {d_grow:.2f}x, nginx {n_grow:.2f}x "
           f"(±{grow_noise:.2f}): {'met' if grow_met else 'NOT met'}")
-    cpu, router = result["cpu"], result["router_cpu"]  # type: ignore[assignment]
-    print(f"CPU per request: the router {router['http']:.0f} µs plain, {router['https']:.0f} µs TLS "
-          f"(+{router['https'] - router['http']:.0f} µs; dynosim's process less its {cpu['direct']:.0f} µs for a "
-          f"request sent straight to the dyno); nginx {cpu['nginx http']:.0f} µs plain, {cpu['nginx https']:.0f} µs "
-          f"TLS (+{cpu['nginx https'] - cpu['nginx http']:.0f} µs)")
+    cpu = result["cpu"]  # type: ignore[assignment]
+    print(f"CPU per request: dynosim's process {cpu['dynosim http']:.0f} µs plain, {cpu['dynosim https']:.0f} µs TLS "
+          f"({cpu['dynosim https'] - cpu['dynosim http']:+.0f} µs); nginx {cpu['nginx http']:.0f} µs plain, "
+          f"{cpu['nginx https']:.0f} µs TLS ({cpu['nginx https'] - cpu['nginx http']:+.0f} µs)")
     print(f"goal {result['goal']}: {'met' if result['met'] else 'NOT met'}")
     return 0 if result["met"] else 1
 
