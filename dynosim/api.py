@@ -40,6 +40,7 @@ from .runtime.sandbox import Sandbox, boot_id, choose_sandbox, reap_marked, remo
 from .tls import LocalCA, TLSError
 
 DEFAULT_PORT = 5000
+FORWARDED_PORTS = ("heroku", "public")  # X-Forwarded-Port: Heroku's 80/443, or the router's port
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,12 @@ class RunOptions:
     host: str = "127.0.0.1"  # where the router listens
     preboot: bool = False
     router_timeouts: RouterTimeouts = RouterTimeouts()
+    forwarded_port: str = "heroku"  # one of FORWARDED_PORTS
     watch: bool = False  # deploy every new commit
+
+    def __post_init__(self) -> None:
+        if self.forwarded_port not in FORWARDED_PORTS:
+            raise DynosimError(f"forwarded_port is {self.forwarded_port!r}: use one of {', '.join(FORWARDED_PORTS)}")
 
 
 EXIT_EPHEMERAL = 3
@@ -263,7 +269,7 @@ class Run:
         )
         self.router = Router(
             WebDynos(manager), self.logs, host=self.options.host, port=self.options.port,
-            timeouts=self.options.router_timeouts, tls=self._tls,
+            timeouts=self.options.router_timeouts, tls=self._tls, forwarded_port=self.options.forwarded_port,
         )
         await self.router.start()
         manager.on_web_stop = self.router.forget
@@ -630,6 +636,7 @@ class App:
         addons: Sequence[str] = (),
         addons_backend: str = "auto",
         port: int | None = None,
+        forwarded_port: str = "heroku",
         cycle_every: float | None = None,
         jitter: bool = True,
         dirty: bool = True,
@@ -649,7 +656,7 @@ class App:
             formation = parse_formation(formation, "formation")
         self.port = port or free_port()
         self.options = RunOptions(
-            formation=dict(formation or {}), port=self.port, dirty=dirty, sandbox=sandbox,
+            formation=dict(formation or {}), port=self.port, forwarded_port=forwarded_port, dirty=dirty, sandbox=sandbox,
             timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout, memory=memory),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
             cycle=CycleSchedule(cycle_every, jitter=jitter) if cycle_every else CycleSchedule(),

@@ -44,6 +44,7 @@ def main() -> None:
 @click.option("-f", "--formation", default="", metavar="TYPE=N,…", help="Dynos per process type, e.g. web=2,worker=1 (default: one of each).")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="The router's public port (default: $PORT, else 5000).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the router listens (0.0.0.0 to let other machines in).")
+@click.option("--forwarded-port", type=click.Choice(["heroku", "public"]), default="heroku", show_default=True, help="X-Forwarded-Port for dynos: 80/443 as Heroku's router, or the router's port here.")
 @click.option("--preboot", is_flag=True, help="Heroku's preboot: new web dynos are up before old ones stop, so restarts drop no request.")
 @click.option("--size", default=None, help="Dyno size for every type (standard-1x, standard-2x, performance-m…).")
 @click.option("--dirty", is_flag=True, help="Deploy the working tree, uncommitted files included.")
@@ -60,7 +61,7 @@ def main() -> None:
 @click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons run.")
-def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
+def run(app_dir: Path, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
         ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, watch: bool, runtime_metrics: bool, addon: tuple[str, ...],
         addons_backend: str) -> None:
@@ -80,6 +81,7 @@ def run(app_dir: Path, formation: str, port: int | None, host: str, preboot: boo
             formation=parse_formation(formation),
             port=port,
             host=host,
+            forwarded_port=forwarded_port,
             preboot=preboot,
             size=size,
             dirty=dirty,

@@ -4,7 +4,11 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
+import dynosim
 from conftest import CACHE_DIR, FIXTURES
+from dynosim.errors import DynosimError
 
 
 def test_the_fixture_runs_an_app_and_restarts_it_on_a_fresh_filesystem(dynosim_app):
@@ -16,7 +20,7 @@ def test_the_fixture_runs_an_app_and_restarts_it_on_a_fresh_filesystem(dynosim_a
     assert body["env"]["PORT"] != str(app.port)
     headers = {k.lower(): v for k, v in body["headers"].items()}
     assert headers["x-request-id"] == "a-client-request-id-1234" and headers["x-forwarded-proto"] == "http"
-    assert headers["x-forwarded-for"] == "127.0.0.1" and headers["x-forwarded-port"] == str(app.port)
+    assert headers["x-forwarded-for"] == "127.0.0.1" and headers["x-forwarded-port"] == "80"
     assert headers["via"] == "1.1 vegur" and abs(int(headers["x-request-start"]) / 1000 - time.time()) < 60
     app.logs.wait_for(r'heroku\[router\]: at=info method=GET path="/" .*request_id=a-client-request-id-1234 .*dyno=web\.1 .*status=200')
     app.get("/write/notes.txt")
@@ -50,3 +54,9 @@ def test_two_apps_from_one_folder_do_not_collide(dynosim_app):
     assert first.port != second.port
     first.get("/write/mine.txt")
     assert second.get("/read/mine.txt").text == "missing"
+
+
+def test_a_forwarded_port_mode_that_does_not_exist_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(DynosimError, match=r"^forwarded_port is '443': use one of heroku, public$"):
+        dynosim.App(tmp_path, forwarded_port="443")
+    assert list(tmp_path.iterdir()) == []  # nothing made

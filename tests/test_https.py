@@ -65,7 +65,7 @@ def test_django_forcing_https_is_served_and_its_twin_loops_named_once(tmp_path, 
     status, _, body = get(good.port, context=trusting)
     page = json.loads(body)
     assert status == 200 and page["secure"] is True and page["url"] == https
-    assert page["x_forwarded_proto"] == "https" and page["x_forwarded_port"] == str(good.port)
+    assert page["x_forwarded_proto"] == "https" and page["x_forwarded_port"] == "443"
     assert follow(f"http://127.0.0.1:{good.port}/", trusting)[:2] == (200, https)  # a browser's way: it lands
     good.wait_for(r'heroku\[router\]: at=info method=GET path="/" .* status=301 .* protocol=http$')
     good.wait_for(r'heroku\[router\]: at=info method=GET path="/" .* dyno=web\.1 .* status=200 .* protocol=https$')
@@ -113,8 +113,8 @@ def test_plain_and_tls_clients_side_by_side_on_one_port(tmp_path, dynosim, ca_di
         for _ in range(25):
             status, _, body = get(run.port, "/", context)
             seen = json.loads(body)["headers"]
-            want = "https" if context else "http"
-            if status != 200 or seen.get("X-Forwarded-Proto") != want or seen.get("X-Forwarded-Port") != str(run.port):
+            want, port = ("https", "443") if context else ("http", "80")
+            if status != 200 or seen.get("X-Forwarded-Proto") != want or seen.get("X-Forwarded-Port") != port:
                 failures.append((status, seen))
 
     threads = [threading.Thread(target=client, args=(trusting if i % 2 else None,)) for i in range(4)]

@@ -80,12 +80,13 @@ class TLSEnv(Env):
 def make_env(loop_thread, dyno, server_context):  # type: ignore[no-untyped-def]  # noqa: F811
     made: list[TLSEnv] = []
 
-    def make(backend_port: int | None = None, tls: bool = True, host: str = "127.0.0.1", **timeouts: float) -> TLSEnv:
+    def make(backend_port: int | None = None, tls: bool = True, host: str = "127.0.0.1", forwarded_port: str = "heroku",
+             **timeouts: float) -> TLSEnv:
         formation = FakeFormation([Backend("web.1", backend_port or dyno.port)])
         logs = LogStream()
         router = Router(
             formation, logs, host=host, port=0, timeouts=RouterTimeouts(**{**FAST, **timeouts}),
-            tls=server_context if tls else None,
+            tls=server_context if tls else None, forwarded_port=forwarded_port,
         )
         env = TLSEnv(loop_thread, router, formation, logs)
         logs.subscribe(env.lines.extend)
@@ -118,7 +119,7 @@ def test_https_is_terminated_and_the_dyno_gets_plain_http_with_the_scheme(env: T
         seen = seen_headers(resp.read())
         assert conn.sock.version() in ("TLSv1.2", "TLSv1.3")
     assert seen["x-forwarded-proto"] == "https"
-    assert seen["x-forwarded-port"] == str(env.port)  # the port the client used: URLs the app builds land here
+    assert seen["x-forwarded-port"] == "443"  # as Heroku's router says it, whatever port the router listens on
     line = env.wait_line(path="/headers?tls=1")
     assert line["protocol"] == "https" and line["status"] == "200" and line["dyno"] == "web.1"
     assert line["request_id"] == seen["x-request-id"] and line["fwd"] == "127.0.0.1"
@@ -128,8 +129,19 @@ def test_plain_http_on_the_same_port_is_served_as_before(env: TLSEnv) -> None:
     status, _, body = env.request("GET", "/headers?plain=1", headers={"X-Forwarded-Proto": "https"})
     assert status == 200
     seen = seen_headers(body)
-    assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-port"] == str(env.port)
+    assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-port"] == "80"
     assert env.wait_line(path="/headers?plain=1")["protocol"] == "http"
+
+
+def test_forwarded_port_public_sends_the_port_the_client_used(make_env, client_context) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(forwarded_port="public")
+    with closing(env.https(client_context)) as conn:
+        conn.request("GET", "/headers")
+        tls = seen_headers(conn.getresponse().read())
+    _, _, body = env.request("GET", "/headers")
+    plain = seen_headers(body)
+    assert (tls["x-forwarded-proto"], tls["x-forwarded-port"]) == ("https", str(env.port))
+    assert (plain["x-forwarded-proto"], plain["x-forwarded-port"]) == ("http", str(env.port))
 
 
 def test_urllib_with_the_ca_and_without(env: TLSEnv, client_context) -> None:  # type: ignore[no-untyped-def]
@@ -363,7 +375,8 @@ def test_stopping_with_handshakes_in_flight_logs_nothing(make_env) -> None:  # t
 
 class RedirectHandler(http.server.BaseHTTPRequestHandler):
     """/loop redirects to itself over https whatever came in (an app that ignores X-Forwarded-Proto);
-    /secure redirects plain HTTP to https as an app that trusts the header does."""
+    /secure redirects plain HTTP to https as an app that trusts the header does; /login redirects to
+    /welcome with the host and port as the forwarded headers give them (Werkzeug's ProxyFix with x_port)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -372,7 +385,15 @@ class RedirectHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         secure = self.headers.get("X-Forwarded-Proto") == "https"
-        if self.path == "/loop" or (self.path == "/secure" and not secure):
+        if self.path == "/login":
+            scheme, port = self.headers["X-Forwarded-Proto"], self.headers["X-Forwarded-Port"]
+            host = self.headers["Host"].rsplit(":", 1)[0]
+            default = {"http": "80", "https": "443"}[scheme] == port
+            self.send_response(302)
+            self.send_header("Location", f"{scheme}://{host}{'' if default else ':' + port}/welcome")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/loop" or (self.path == "/secure" and not secure):
             location = f"https://{self.headers['Host']}{self.path}"
             self.send_response(301)
             self.send_header("Location", location)
@@ -443,3 +464,30 @@ def test_redirects_to_other_paths_are_no_loop(make_env, client_context) -> None:
             assert _get(tls, "/nope")[0] == 404
     time.sleep(0.1)
     assert env.hints() == []
+
+
+def test_a_redirect_built_from_herokus_forwarded_port_is_pointed_out_once(make_env, redirecting, client_context) -> None:  # type: ignore[no-untyped-def]
+    env = make_env(backend_port=redirecting.server_address[1])
+    with closing(env.https(client_context)) as tls:
+        assert _get(tls, "/login") == (302, "https://127.0.0.1/welcome")  # what Heroku's 443 makes it build
+        assert _get(tls, "/login") == (302, "https://127.0.0.1/welcome")
+    with closing(env.connect()) as plain:
+        assert _get(plain, "/login") == (302, "http://127.0.0.1/welcome")
+        assert _get(plain, "/loop")[0] == 301  # a redirect with the port in it: nothing to say
+    deadline = time.monotonic() + 5
+    while not env.hints() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert env.hints() == [
+        f"the app redirected GET https://127.0.0.1:{env.port}/login to https://127.0.0.1/welcome, port 443, where "
+        "this run does not listen: it builds URLs from X-Forwarded-Port, which is 443 as on Heroku (where that URL "
+        f"is right). To follow such URLs here, run with --forwarded-port public (X-Forwarded-Port: {env.port})"
+    ]
+    hint_at = next(i for i, line in enumerate(env.lines) if line.source == "dynosim")
+    assert 'path="/login"' in env.lines[hint_at - 1].text  # just after its router line
+
+    public = make_env(backend_port=redirecting.server_address[1], forwarded_port="public")
+    with closing(public.https(client_context)) as tls:
+        assert _get(tls, "/login") == (302, f"https://127.0.0.1:{public.port}/welcome")  # lands on the router
+    time.sleep(0.1)
+    assert public.hints() == []

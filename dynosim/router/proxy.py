@@ -62,7 +62,7 @@ from .http import (
     new_request_id,
     valid_request_id,
 )
-from .tls import FirstByte, sniff
+from .tls import REDIRECTS, FirstByte, sniff
 from .upstream import UPSTREAM_FULL, Upstream
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer = ""
-        self.public_port = b""
+        self.forwarded_port = b"80"  # X-Forwarded-Port: Heroku's 80 and 443, or the public port (Router)
         self.scheme = b"http"  # https once the router terminated TLS on this connection
         self.secure = False
         self.sniffing: FirstByte | None = None  # waiting for the first byte: plain HTTP or TLS
@@ -128,7 +128,8 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.peer = peer[0] if peer else ""
-        self.public_port = str(sock[1]).encode() if sock else b""
+        if self.router.public_forwarded_port:
+            self.forwarded_port = str(sock[1]).encode() if sock else b""
         self.router.connections.add(self)
         self.idle_since = monotonic()
         self.watch(self.idle_since + self.router.timeouts.idle)
@@ -140,6 +141,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         self.scheme = b"https"
         self.secure = True
+        if not self.router.public_forwarded_port:
+            self.forwarded_port = b"443"
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -497,7 +500,7 @@ class Exchange:
         self.host = host.decode("latin-1")
         out += (
             b"X-Request-Id: ", rid, b"\r\nX-Forwarded-For: ", fwd,
-            b"\r\nX-Forwarded-Proto: ", conn.scheme, b"\r\nX-Forwarded-Port: ", conn.public_port,
+            b"\r\nX-Forwarded-Proto: ", conn.scheme, b"\r\nX-Forwarded-Port: ", conn.forwarded_port,
             b"\r\nX-Request-Start: ", b"%d" % (time.time_ns() // 1_000_000),
             b"\r\nVia: ", via + b", " + VIA_VALUE if via else VIA_VALUE, b"\r\n",
         )  # fmt: skip
@@ -708,6 +711,8 @@ class Exchange:
         self.resp_keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
         if self.conn.secure and not self.router.redirects.named:
             self.router.redirects.response(self, status, self.resp_out)
+        if status in REDIRECTS and self.router.ports.watching:
+            self.router.ports.response(self, self.resp_out)
         no_body = self.method == b"HEAD" or status == 204 or status == 304 or status == 101
         out = self.resp_out
         out[1] = b"%d" % status
@@ -949,7 +954,6 @@ class Exchange:
     def log(self, code: Code | None, cause: str = "") -> None:
         sent = self.sent_at > 0.0
         backend = self.backend
-        secure = self.conn.secure
         self.router.log(
             log_line(
                 code,
@@ -964,8 +968,10 @@ class Exchange:
                 status=self.status or (code.status if code else ""),
                 nbytes=self.resp_bytes if sent else "",
                 cause=cause,
-                protocol="https" if secure else "http",
+                protocol="https" if self.conn.secure else "http",
             ),
         )
-        if secure and self.router.redirects.waiting is self:
-            self.router.redirects.logged()
+        if self.router.after_line:
+            hint = self.router.after_line.pop(self, None)
+            if hint is not None:
+                self.router.hint(hint)

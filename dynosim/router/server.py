@@ -13,7 +13,7 @@ from ..errors import PortError
 from ..logs import LogLine, LogStream
 from ..runtime.ports import claim_port
 from .proxy import ClientConnection
-from .tls import RedirectLoops
+from .tls import PortlessRedirects, RedirectLoops
 from .upstream import UpstreamPool
 
 
@@ -65,9 +65,12 @@ class Router:
         timeouts: RouterTimeouts = RouterTimeouts(),
         app_host: str = "localhost",
         tls: ssl.SSLContext | Future[ssl.SSLContext | None] | None = None,
+        forwarded_port: str = "heroku",
     ) -> None:
         """With `tls` (a server context), the public port also speaks HTTPS: TLS is told apart from plain
-        HTTP by a connection's first byte, and terminated here, as Heroku's router does."""
+        HTTP by a connection's first byte, and terminated here, as Heroku's router does.
+        `forwarded_port`: "heroku" sends dynos `X-Forwarded-Port: 80` or `443` as Heroku's router does;
+        "public" sends the port the client connected to, so URLs an app builds from it land here."""
         self.formation = formation
         self.logs = logs
         self.host = host
@@ -78,6 +81,9 @@ class Router:
         self.tls = tls
         self.handshakes: set[asyncio.Task[None]] = set()
         self.redirects = RedirectLoops(self)
+        self.public_forwarded_port = forwarded_port == "public"
+        self.ports = PortlessRedirects(self)
+        self.after_line: dict[object, str] = {}  # an exchange -> a hint to give just after its router line
         self.maintenance = False  # H80 for every request while True
         self.stopping = False
         self.connections: set[ClientConnection] = set()

@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .codes import H26, log_line
 from .http import new_request_id
@@ -370,8 +370,6 @@ class RedirectLoops:
         self.router = router
         self.counts: dict[tuple[str, bytes], int] = {}
         self.named = False
-        self.waiting: Exchange | None = None  # the exchange whose router line the hint follows
-        self.text = ""
 
     def response(self, ex: Exchange, status: int, head: Sequence[bytes]) -> None:
         """A response head to an https request, as a flat [status line (4), name, ": ", value, CRLF, ...]."""
@@ -389,8 +387,7 @@ class RedirectLoops:
         self.named = True
         self.counts.clear()
         url = f"https://{ex.host}{ex.target.decode('latin-1')}"
-        self.waiting = ex
-        self.text = (
+        self.router.after_line[ex] = (
             f"the app redirects https requests to https forever: it does not trust X-Forwarded-Proto "
             f"({ex.method.decode('latin-1')} {url} was answered {status} with a redirect to itself {n} times "
             "in a row; the router terminates TLS and the dyno gets plain HTTP, as on Heroku). "
@@ -399,24 +396,60 @@ class RedirectLoops:
             "Werkzeug ProxyFix(app.wsgi_app, x_proto=1)"
         )
 
-    def logged(self) -> None:
-        """The exchange that made it a loop has its router line: now the loop is named, just after it."""
-        self.waiting = None
-        self.router.hint(self.text)
-
     @staticmethod
     def _to_itself(ex: Exchange, head: Sequence[bytes]) -> bool:
-        for i in range(4, len(head) - 2, 4):
-            if head[i].lower() == b"location":
-                location = head[i + 2].decode("latin-1").strip()
-                break
-        else:
-            return False
-        try:
-            url = urlsplit(location)
-        except ValueError:
-            return False
-        if url.scheme.lower() != "https" or url.netloc.lower() != ex.host.lower():
+        url = _location(head)
+        if url is None or url.scheme.lower() != "https" or url.netloc.lower() != ex.host.lower():
             return False
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
         return target == ex.target.decode("latin-1")
+
+
+# -- X-Forwarded-Port: 80 or 443, as on Heroku, where the router here listens on another port
+
+
+class PortlessRedirects:
+    """Heroku's router says `X-Forwarded-Port: 443` (80 for plain HTTP), and an app that builds URLs from
+    it (Werkzeug ProxyFix x_port, Django USE_X_FORWARDED_PORT) leaves the port out of them: right on
+    Heroku, a dead end here, where the router listens on 5000. A redirect from the router's port to the
+    same host on the port the header named is pointed out once a run, with the option that sends the
+    public port instead."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.watching = not router.public_forwarded_port
+
+    def response(self, ex: Exchange, head: Sequence[bytes]) -> None:
+        """A redirect's response head, as RedirectLoops.response has it."""
+        url = _location(head)
+        if url is None or not url.netloc:
+            return  # a relative redirect keeps the client's port
+        try:
+            here, there = urlsplit(f"//{ex.host}"), url.port or _DEFAULT_PORTS.get(url.scheme.lower())
+        except ValueError:
+            return
+        header = 443 if ex.conn.secure else 80
+        if here.port != self.router.port or there != header or (url.hostname or "") != (here.hostname or ""):
+            return
+        self.watching = False
+        location = url.geturl()
+        self.router.after_line[ex] = (
+            f"the app redirected {ex.method.decode('latin-1')} {ex.conn.scheme.decode()}://{ex.host}"
+            f"{ex.target.decode('latin-1')} to {location}, port {there}, where this run does not listen: it "
+            f"builds URLs from X-Forwarded-Port, which is {header} as on Heroku (where that URL is right). "
+            f"To follow such URLs here, run with --forwarded-port public (X-Forwarded-Port: {self.router.port})"
+        )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _location(head: Sequence[bytes]) -> SplitResult | None:
+    """The Location of a response head (see RedirectLoops.response), parsed."""
+    for i in range(4, len(head) - 2, 4):
+        if head[i].lower() == b"location":
+            try:
+                return urlsplit(head[i + 2].decode("latin-1").strip())
+            except ValueError:
+                return None
+    return None
