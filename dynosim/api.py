@@ -40,6 +40,7 @@ from .runtime.sandbox import Sandbox, boot_id, choose_sandbox, reap_marked, remo
 from .tls import LocalCA, TLSError
 
 DEFAULT_PORT = 5000
+SAME_SIGNAL = 0.1  # seconds within which a repeated stop signal is one request, not a second Ctrl-C
 FORWARDED_PORTS = ("heroku", "public")  # X-Forwarded-Port: Heroku's 80/443, or the router's port
 
 
@@ -535,21 +536,23 @@ class Run:
         self.logs.subscribe(printer)
         printer.start()
         stop = asyncio.Event()
-        signals = 0
+        first: tuple[int, float] | None = None  # the signal that began the stop, and when
 
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals == 1:
+        def on_signal(signum: int) -> None:
+            nonlocal first
+            if first is None:
+                first = (signum, loop.time())
                 self.logs.hint("supervisor", "stopping all dynos (Ctrl-C again to force)")
                 stop.set()
+            elif signum == first[0] and loop.time() - first[1] < SAME_SIGNAL:
+                return  # `timeout`, and wrappers that forward a terminal's Ctrl-C, deliver one request twice
             else:
                 self.logs.hint("supervisor", "forcing: SIGKILL to every dyno")
                 if self.manager is not None:
                     self.manager.kill()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal)
+            loop.add_signal_handler(signum, on_signal, signum)
         try:
             await self.serve(release, sandbox, stop)
         except ReleaseError:

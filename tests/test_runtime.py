@@ -142,10 +142,25 @@ def test_a_second_ctrl_c_forces_the_stop(tmp_path, dynosim):
     started = time.monotonic()
     run.proc.send_signal(signal.SIGINT)
     run.wait_for(r"Stopping all processes with SIGTERM")
+    time.sleep(0.3)  # a person's second press
     run.proc.send_signal(signal.SIGINT)
     assert run.proc.wait(10) == 0
     assert time.monotonic() - started < 10  # not the 30 s grace
     assert "forcing: SIGKILL to every dyno" in run.output()
+
+
+def test_one_stop_signal_delivered_twice_is_one_graceful_stop(tmp_path, dynosim):
+    """`timeout` sends SIGTERM to dynosim and again to its process group; a wrapper (make, poetry run)
+    forwards a terminal's Ctrl-C that dynosim got too: one request, not a second Ctrl-C."""
+    run = dynosim(make_app(tmp_path, procfile="worker: python -c 'import time; print(\"up\", flush=True); time.sleep(600)'\n"))
+    run.wait_for(r"app\[worker\.1\]: up")
+    run.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.03)  # handled, so the kernel does not merge the two into one
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(20) == 0
+    out = run.output()
+    assert "forcing" not in out
+    assert "heroku[worker.1]: Process exited with status 143" in out
 
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)
