@@ -376,7 +376,8 @@ def test_stopping_with_handshakes_in_flight_logs_nothing(make_env) -> None:  # t
 class RedirectHandler(http.server.BaseHTTPRequestHandler):
     """/loop redirects to itself over https whatever came in (an app that ignores X-Forwarded-Proto);
     /secure redirects plain HTTP to https as an app that trusts the header does; /login redirects to
-    /welcome with the host and port as the forwarded headers give them (Werkzeug's ProxyFix with x_port)."""
+    /welcome with the host and port as the forwarded headers give them (Werkzeug's ProxyFix with x_port);
+    /away redirects to another site."""
 
     protocol_version = "HTTP/1.1"
 
@@ -385,7 +386,12 @@ class RedirectHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         secure = self.headers.get("X-Forwarded-Proto") == "https"
-        if self.path == "/login":
+        if self.path == "/away":
+            self.send_response(302)
+            self.send_header("Location", "https://id.example.com/authorize")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/login":
             scheme, port = self.headers["X-Forwarded-Proto"], self.headers["X-Forwarded-Port"]
             host = self.headers["Host"].rsplit(":", 1)[0]
             default = {"http": "80", "https": "443"}[scheme] == port
@@ -469,6 +475,7 @@ def test_redirects_to_other_paths_are_no_loop(make_env, client_context) -> None:
 def test_a_redirect_built_from_herokus_forwarded_port_is_pointed_out_once(make_env, redirecting, client_context) -> None:  # type: ignore[no-untyped-def]
     env = make_env(backend_port=redirecting.server_address[1])
     with closing(env.https(client_context)) as tls:
+        assert _get(tls, "/away") == (302, "https://id.example.com/authorize")  # another host: nothing to say
         assert _get(tls, "/login") == (302, "https://127.0.0.1/welcome")  # what Heroku's 443 makes it build
         assert _get(tls, "/login") == (302, "https://127.0.0.1/welcome")
     with closing(env.connect()) as plain:
@@ -479,9 +486,10 @@ def test_a_redirect_built_from_herokus_forwarded_port_is_pointed_out_once(make_e
         time.sleep(0.01)
     time.sleep(0.1)
     assert env.hints() == [
-        f"the app redirected GET https://127.0.0.1:{env.port}/login to https://127.0.0.1/welcome, port 443, where "
-        "this run does not listen: it builds URLs from X-Forwarded-Port, which is 443 as on Heroku (where that URL "
-        f"is right). To follow such URLs here, run with --forwarded-port public (X-Forwarded-Port: {env.port})"
+        f"the app redirected GET https://127.0.0.1:{env.port}/login to https://127.0.0.1/welcome: port 443, where "
+        "this run does not listen (on Heroku, right). If the app builds URLs from X-Forwarded-Port (Werkzeug "
+        "ProxyFix x_port, Django USE_X_FORWARDED_PORT), which dynosim sends as Heroku's router does (80, 443), "
+        f"run with --forwarded-port public to send it this run's port ({env.port})"
     ]
     hint_at = next(i for i, line in enumerate(env.lines) if line.source == "dynosim")
     assert 'path="/login"' in env.lines[hint_at - 1].text  # just after its router line

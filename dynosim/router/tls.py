@@ -409,11 +409,11 @@ class RedirectLoops:
 
 
 class PortlessRedirects:
-    """Heroku's router says `X-Forwarded-Port: 443` (80 for plain HTTP), and an app that builds URLs from
-    it (Werkzeug ProxyFix x_port, Django USE_X_FORWARDED_PORT) leaves the port out of them: right on
-    Heroku, a dead end here, where the router listens on 5000. A redirect from the router's port to the
-    same host on the port the header named is pointed out once a run, with the option that sends the
-    public port instead."""
+    """Heroku's router listens on 80 and 443 and says so in `X-Forwarded-Port`, and an app that builds
+    URLs from that header (Werkzeug ProxyFix x_port, Django USE_X_FORWARDED_PORT) leaves the port out
+    of them: right on Heroku, a dead end here, where the router listens on 5000. A redirect from the
+    router's port to the same host on 80 or 443 is pointed out once a run, with the option that sends
+    the router's own port instead."""
 
     def __init__(self, router: Router) -> None:
         self.router = router
@@ -428,16 +428,16 @@ class PortlessRedirects:
             here, there = urlsplit(f"//{ex.host}"), url.port or _DEFAULT_PORTS.get(url.scheme.lower())
         except ValueError:
             return
-        header = 443 if ex.conn.secure else 80
-        if here.port != self.router.port or there != header or (url.hostname or "") != (here.hostname or ""):
+        port = self.router.port
+        if here.port != port or there not in (80, 443) or there == port or url.hostname != here.hostname:
             return
         self.watching = False
-        location = url.geturl()
         self.router.after_line[ex] = (
             f"the app redirected {ex.method.decode('latin-1')} {ex.conn.scheme.decode()}://{ex.host}"
-            f"{ex.target.decode('latin-1')} to {location}, port {there}, where this run does not listen: it "
-            f"builds URLs from X-Forwarded-Port, which is {header} as on Heroku (where that URL is right). "
-            f"To follow such URLs here, run with --forwarded-port public (X-Forwarded-Port: {self.router.port})"
+            f"{ex.target.decode('latin-1')} to {url.geturl()}: port {there}, where this run does not listen "
+            "(on Heroku, right). If the app builds URLs from X-Forwarded-Port (Werkzeug ProxyFix x_port, Django "
+            "USE_X_FORWARDED_PORT), which dynosim sends as Heroku's router does (80, 443), run with "
+            f"--forwarded-port public to send it this run's port ({port})"
         )
 
 
