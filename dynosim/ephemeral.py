@@ -14,6 +14,7 @@ import re
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -142,6 +143,9 @@ class Ledger:
                     ledger._record(watch, "created", os.fsdecode(event.dest_path))
 
         if self._observer is None:
+            # watchdog 7 adds a watch for a directory made with its parents at once (mkdir -p) twice, the same
+            # callback both times, and warns of it in a 1,000-character line a dyno's write would put in the run
+            warnings.filterwarnings("ignore", r"Callback with id .* already exists for watch", RuntimeWarning, r"watchdog\.")
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.start()

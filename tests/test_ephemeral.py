@@ -175,6 +175,19 @@ def test_strict_fails_the_run_and_the_json_report_names_the_state(tmp_path, dyno
     assert any(w["path"].endswith("app.db") and w["dyno"] == "web.1" for w in data["writes"])
 
 
+def test_nested_folders_made_at_once_are_watched_without_noise(tmp_path, dynosim):
+    """watchdog warns (a 1,000-character RuntimeWarning on stderr) when `mkdir -p` makes a folder and its
+    children before it watches them; dynosim's output stays Heroku's lines, and the files are still seen."""
+    procfile = 'worker: for i in $(seq 20); do mkdir -p d$i/a/b/c/d; done; echo x > d20/a/b/c/d/f.txt; echo made; sleep 600\n'
+    run = dynosim(make_app(tmp_path, procfile=procfile))
+    run.wait_for(r"app\[worker\.1\]: made")
+    time.sleep(1)  # the ledger's events come within a second
+    assert run.stop() == 0
+    out = run.output()  # stdout and stderr together
+    assert "Warning" not in out and "already exists" not in out
+    assert "file: d20/a/b/c/d/f.txt" in out
+
+
 def test_a_clean_app_passes_strict(tmp_path, dynosim):
     run = dynosim(make_app(tmp_path, procfile="web: python server.py\n"), "--strict")
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
