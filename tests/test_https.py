@@ -1,6 +1,7 @@
 """HTTPS through `dynosim run`, as a user meets it: one port for http:// and https://, a certificate from
 dynosim's CA, a Django app forcing HTTPS served (and its twin that does not trust X-Forwarded-Proto
-looping, named once), the README's sample app over both schemes, and a broken CA folder."""
+looping, named once), the README's sample app over both schemes, Heroku's getting-started app with
+SSL-only Postgres, and a broken CA folder."""
 from __future__ import annotations
 
 import http.client
@@ -102,6 +103,23 @@ def test_the_sample_app_over_http_and_https(tmp_path, dynosim, ca_dir, trusting)
     run.wait_for(r'heroku\[router\]: at=info method=GET path="/" .* status=200 .* protocol=http$')
     run.wait_for(r'heroku\[router\]: at=info method=GET path="/" .* status=200 .* protocol=https$')
     assert run.stop() == 0
+
+
+def test_herokus_getting_started_app_forcing_https_with_ssl_only_postgres(tmp_path, dynosim, ca_dir, trusting):  # type: ignore[no-untyped-def]
+    """python-getting-started's TLS parts (fixtures/getting-started): once DYNO is set it redirects plain
+    HTTP to https and asks dj-database-url for ssl_require=True; its migrations run in the release phase
+    as the app's role, not a superuser."""
+    run = dynosim(make_app(tmp_path, "getting-started"), "--addons", "native", env={"DYNOSIM_CA_DIR": str(ca_dir)})
+    run.wait_for(UP, timeout=240)
+    status, headers, _ = get(run.port)
+    assert status == 301 and headers["Location"] == f"https://127.0.0.1:{run.port}/"
+    status, _, body = get(run.port, context=trusting)
+    assert status == 200 and b"Getting Started with Python on Heroku" in body and b"scheme: https" in body
+    assert get(run.port, "/db/", trusting)[2] == b"greetings: 1; ssl: True"
+    assert get(run.port, "/db/", trusting)[2] == b"greetings: 2; ssl: True"
+    assert run.stop() == 0
+    out = run.output()
+    assert "Applying hello.0001_initial... OK" in out and "State changed from up to complete" in out
 
 
 def test_plain_and_tls_clients_side_by_side_on_one_port(tmp_path, dynosim, ca_dir, trusting):  # type: ignore[no-untyped-def]
