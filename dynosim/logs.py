@@ -39,8 +39,8 @@ class LogLine:
 
 def timestamp(when: float) -> str:
     """RFC 5424 timestamp with microseconds, as `heroku logs` prints it; what datetime's isoformat
-    gives, with the date and time of day made once a second (datetime cost 20% of the supervisor's
-    CPU under an access log's one line per request)."""
+    gives, with the date and time of day made once a second (datetime's conversion was the largest
+    single cost of a line in a profile of an access log's one line per request)."""
     fraction, whole = math.modf(when)
     second, micro = int(whole), round(fraction * 1e6)
     if micro >= 1_000_000:
