@@ -36,7 +36,9 @@ from .ephemeral import DEFAULT_IGNORE, Ledger
 from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
 from .router import Backend, Router, RouterTimeouts
 from .runtime.ports import claim_port
-from .runtime.sandbox import Sandbox, boot_id, choose_sandbox, reap_marked, remove_if_empty, wipe_dir
+from .runtime.sandbox import (
+    Sandbox, choose_sandbox, process_identity, reap_marked, remove_if_empty, sweep_left_behind, wipe_dir,
+)
 from .tls import LocalCA, TLSError
 
 DEFAULT_PORT = 5000
@@ -148,7 +150,7 @@ class RunLock:
         wipe_dir(self.app.runtime_dir, self.app.runtime_dir.parent)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump({"pid": os.getpid(), "identity": _identity(os.getpid()), "run_id": self.run_id}, handle)
+            json.dump({"pid": os.getpid(), "identity": process_identity(os.getpid()), "run_id": self.run_id}, handle)
 
     def record(self, **details: object) -> None:
         """Add what one-off dynos of this run need (its config vars: hence mode 0600)."""
@@ -179,26 +181,7 @@ def _alive(record: Mapping[str, object]) -> bool:
         pid = int(record["pid"])  # type: ignore[call-overload]
     except (KeyError, TypeError, ValueError):
         return False
-    return record.get("identity") is not None and _identity(pid) == record.get("identity")
-
-
-def _identity(pid: int) -> str | None:
-    """What tells process `pid` from any later one given the same pid: the boot and its start time, read
-    from /proc (psutil, which knows it everywhere, costs `dynosim run` 7 ms to import)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        if os.path.isdir("/proc"):
-            return None  # no such process
-        import psutil
-
-        try:
-            return f"{psutil.Process(pid).create_time():.2f}"
-        except psutil.Error:
-            return None
-    # field 22, starttime; the name before it (field 2) may hold spaces and parentheses
-    return f"{boot_id()}:{stat.rsplit(b')', 1)[1].split()[19].decode()}"
+    return record.get("identity") is not None and process_identity(pid) == record.get("identity")
 
 
 class Run:
@@ -520,6 +503,7 @@ class Run:
         self.ledger.close()
         self.addons.stop()
         remove_if_empty(self.app.runtime_dir)  # each dyno wiped its own folder
+        sweep_left_behind(self.app.runtime_dir.parent)  # and those of runs killed before they could
         self.lock.release()
         self._write_report()
         # a daemon thread still printing when the interpreter exits makes Python abort

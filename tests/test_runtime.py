@@ -206,6 +206,26 @@ def test_killed_with_sigkill_namespaced_dynos_die_with_it(tmp_path, dynosim):
     assert all(gone(pid) for pid in pids)
 
 
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_dyno_folders_of_a_run_killed_with_sigkill_go_at_the_end_of_a_later_run_of_any_app(tmp_path, dynosim, sandbox):
+    killed = make_app(tmp_path / "killed", procfile="web: python server.py\n")
+    run = dynosim(killed, "--sandbox", sandbox)
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    left = load_app(killed).runtime_dir
+    run.proc.kill()
+    run.proc.wait(10)
+    assert [p.name[:6] for p in left.iterdir()] == ["web.1-"]  # its dyno's folder, which it could not wipe
+    other = make_app(tmp_path / "other", procfile="worker: python worker.py\n")
+    live = dynosim(other, "--sandbox", sandbox)  # a run still going when the next one ends
+    live.wait_for(r"heroku\[worker\.1\]: State changed from starting to up")
+    later = dynosim(make_app(tmp_path / "later", procfile="worker: python worker.py\n"), "--sandbox", sandbox)
+    later.wait_for(r"heroku\[worker\.1\]: State changed from starting to up")
+    assert later.stop() == 0
+    assert not left.exists()
+    assert [p.name[:9] for p in load_app(other).runtime_dir.iterdir()] == ["worker.1-"]  # a live run's: kept
+    assert live.stop() == 0
+
+
 def test_killed_with_sigkill_the_next_run_reaps_what_was_left(tmp_path, dynosim):
     app = make_app(tmp_path, procfile="web: python forker.py\n")
     run = dynosim(app, "--sandbox", "copy")

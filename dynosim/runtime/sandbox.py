@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # psutil is imported where it is used: a run's first dyno sta
 
 INIT = Path(__file__).with_name("dynoinit.py")
 MARKER = "DYNOSIM_DYNO_ID"
+OWNER = ".owner"  # in a dyno's folder, beside what the dyno sees: "pid identity" of the run that made it
 _PR_SET_PDEATHSIG = 1
 
 
@@ -218,9 +219,10 @@ class Sandbox:
             self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             try:
                 scratch.mkdir(mode=0o700)
-                return scratch
             except FileNotFoundError:  # the folder was empty and a run or one-off that ended removed it
                 continue
+            (scratch / OWNER).write_text(_owner())
+            return scratch
 
     async def spawn(
         self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str, *, attach: bool = False
@@ -375,6 +377,61 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return "unknown"
+
+
+def process_identity(pid: int) -> str | None:
+    """What tells process `pid` from any later one given the same pid: the boot and its start time, read
+    from /proc (psutil, which knows it everywhere, costs `dynosim run` 7 ms to import); None if no
+    such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        if os.path.isdir("/proc"):
+            return None
+        import psutil
+
+        try:
+            return f"{psutil.Process(pid).create_time():.2f}"
+        except psutil.Error:
+            return None
+    # field 22, starttime; the name before it (field 2) may hold spaces and parentheses
+    return f"{boot_id()}:{stat.rsplit(b')', 1)[1].split()[19].decode()}"
+
+
+@functools.cache
+def _owner() -> str:
+    """This process, as a dyno folder's OWNER file names it."""
+    return f"{os.getpid()} {process_identity(os.getpid())}"
+
+
+def sweep_left_behind(root: Path) -> int:
+    """Wipe the dyno folders under `root` (every app's run folder) whose run is gone: a run killed with
+    SIGKILL cannot wipe its own, and an app not run again would keep them. A folder without an OWNER
+    file (being made, or made by an older dynosim) is left alone. Returns how many were wiped."""
+    wiped = 0
+    for run_dir in _folders(root):
+        for scratch in _folders(run_dir):
+            try:
+                pid, identity = (scratch / OWNER).read_text().split(" ", 1)
+                alive = process_identity(int(pid)) == identity
+            except (OSError, ValueError):
+                continue
+            if not alive:
+                try:
+                    wipe_dir(scratch, run_dir)
+                except (OSError, RuntimeError):  # something mounted in it, or not ours to remove: left
+                    continue
+                wiped += 1
+        remove_if_empty(run_dir)
+    return wiped
+
+
+def _folders(path: Path) -> list[Path]:
+    try:
+        return [Path(entry.path) for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def _probe(runtime_dir: Path) -> str | None:
