@@ -405,11 +405,10 @@ def _owner() -> str:
     return f"{os.getpid()} {process_identity(os.getpid())}"
 
 
-def sweep_left_behind(root: Path) -> int:
+def sweep_left_behind(root: Path) -> None:
     """Wipe the dyno folders under `root` (every app's run folder) whose run is gone: a run killed with
     SIGKILL cannot wipe its own, and an app not run again would keep them. A folder without an OWNER
-    file (being made, or made by an older dynosim) is left alone. Returns how many were wiped."""
-    wiped = 0
+    file (being made, or made by an older dynosim) is left alone."""
     for run_dir in _folders(root):
         for scratch in _folders(run_dir):
             try:
@@ -421,10 +420,8 @@ def sweep_left_behind(root: Path) -> int:
                 try:
                     wipe_dir(scratch, run_dir)
                 except (OSError, RuntimeError):  # something mounted in it, or not ours to remove: left
-                    continue
-                wiped += 1
+                    pass
         remove_if_empty(run_dir)
-    return wiped
 
 
 def _folders(path: Path) -> list[Path]:
