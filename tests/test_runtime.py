@@ -212,9 +212,9 @@ def test_dyno_folders_of_a_run_killed_with_sigkill_go_at_the_end_of_a_later_run_
     run = dynosim(killed, "--sandbox", sandbox)
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     left = load_app(killed).runtime_dir
+    assert [p.name[:6] for p in left.iterdir()] == ["web.1-"]  # its dyno's folder, which it cannot wipe…
     run.proc.kill()
-    run.proc.wait(10)
-    assert [p.name[:6] for p in left.iterdir()] == ["web.1-"]  # its dyno's folder, which it could not wipe
+    run.proc.wait(10)  # (a run of another test, ending now, may sweep it already)
     other = make_app(tmp_path / "other", procfile="worker: python worker.py\n")
     live = dynosim(other, "--sandbox", sandbox)  # a run still going when the next one ends
     live.wait_for(r"heroku\[worker\.1\]: State changed from starting to up")
