@@ -522,21 +522,28 @@ class Run:
         stop = asyncio.Event()
         first: tuple[int, float] | None = None  # the signal that began the stop, and when
 
-        def on_signal(signum: int) -> None:
+        def on_signal(signum: int, when: float) -> None:
             nonlocal first
             if first is None:
-                first = (signum, loop.time())
+                first = (signum, when)
                 self.logs.hint("supervisor", "stopping all dynos (Ctrl-C again to force)")
                 stop.set()
-            elif signum == first[0] and loop.time() - first[1] < SAME_SIGNAL:
+            elif signum == first[0] and when - first[1] < SAME_SIGNAL:
                 return  # `timeout`, and wrappers that forward a terminal's Ctrl-C, deliver one request twice
             else:
                 self.logs.hint("supervisor", "forcing: SIGKILL to every dyno")
                 if self.manager is not None:
                     self.manager.kill()
 
+        def arrived(signum: int, frame: object) -> None:
+            # Python runs this as the signal comes, between two bytecodes of whatever the loop is doing;
+            # asyncio's handler runs when the loop is free, which can be too late to tell one request
+            # delivered twice from a second Ctrl-C
+            loop.call_soon_threadsafe(on_signal, signum, time.monotonic())
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+            loop.add_signal_handler(signum, lambda: None)  # asyncio's wake-up of the loop when a signal comes…
+            signal.signal(signum, arrived)  # …and which signal it was, and when
         try:
             await self.serve(release, sandbox, stop)
         except ReleaseError:
