@@ -37,7 +37,7 @@ from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
 from .router import Backend, Router, RouterTimeouts
 from .runtime.ports import claim_port
 from .runtime.sandbox import (
-    Sandbox, choose_sandbox, process_identity, reap_marked, remove_if_empty, sweep_left_behind, wipe_dir,
+    Sandbox, choose_sandbox, process_identity, reap_marked, still_running, sweep_left_behind, wipe_dir,
 )
 from .tls import LocalCA, TLSError
 
@@ -181,7 +181,7 @@ def _alive(record: Mapping[str, object]) -> bool:
         pid = int(record["pid"])  # type: ignore[call-overload]
     except (KeyError, TypeError, ValueError):
         return False
-    return record.get("identity") is not None and process_identity(pid) == record.get("identity")
+    return still_running(pid, record.get("identity"))
 
 
 class Run:
@@ -502,8 +502,8 @@ class Run:
         """What every end of a run does, a failed start included."""
         self.ledger.close()
         self.addons.stop()
-        remove_if_empty(self.app.runtime_dir)  # each dyno wiped its own folder
-        sweep_left_behind(self.app.runtime_dir.parent)  # and those of runs killed before they could
+        # each dyno wiped its own folder; the run's folder goes if empty, with those of killed runs
+        sweep_left_behind(self.app.runtime_dir.parent)
         self.lock.release()
         self._write_report()
         # a daemon thread still printing when the interpreter exits makes Python abort

@@ -357,7 +357,7 @@ def _namespaces_unavailable(runtime_dir: Path) -> str | None:
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # a probe that passed once holds until the machine reboots or Python changes: skip it then
     passed = runtime_dir.parent / "namespaces-ok"
-    fingerprint = f"{boot_id()} {sys.executable}"
+    fingerprint = f"{_boot_id()} {sys.executable}"
     try:
         if passed.read_text() == fingerprint:
             return None
@@ -372,7 +372,7 @@ def _namespaces_unavailable(runtime_dir: Path) -> str | None:
     return reason
 
 
-def boot_id() -> str:
+def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -396,7 +396,12 @@ def process_identity(pid: int) -> str | None:
         except psutil.Error:
             return None
     # field 22, starttime; the name before it (field 2) may hold spaces and parentheses
-    return f"{boot_id()}:{stat.rsplit(b')', 1)[1].split()[19].decode()}"
+    return f"{_boot_id()}:{stat.rsplit(b')', 1)[1].split()[19].decode()}"
+
+
+def still_running(pid: int, identity: object) -> bool:
+    """Whether the process recorded as (pid, its process_identity) is the one running now."""
+    return identity is not None and process_identity(pid) == identity
 
 
 @functools.cache
@@ -413,7 +418,7 @@ def sweep_left_behind(root: Path) -> None:
         for scratch in _folders(run_dir):
             try:
                 pid, identity = (scratch / OWNER).read_text().split(" ", 1)
-                alive = process_identity(int(pid)) == identity
+                alive = still_running(int(pid), identity)
             except (OSError, ValueError):
                 continue
             if not alive:
