@@ -391,3 +391,134 @@ def test_an_image_that_cannot_be_pulled_is_one_line(
     ), message
     left = containers(state_dir)
     assert set(left) == {"postgres"} and left["postgres"].status == "exited"  # nothing left running
+
+
+# --- an add-on runs where it was created -------------------------------------------------------------
+
+
+def rows(state: Path) -> list[tuple[str, str, str]]:
+    """`dynosim addons`: (name, backend, attached as) of each add-on."""
+    from dynosim.addons.manage import inventory
+
+    return [(r.name, r.backend, r.attached_as) for r in inventory(state, [])]
+
+
+def test_auto_falls_back_once_for_an_image_it_cannot_pull_and_the_addon_stays_with_its_data(
+    engine: None, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DYNOSIM_POSTGRES_IMAGE", "dynosim-test/no-such-image:1")
+    lines, say = said()
+    with Addons(state_dir, [PG], backend="auto", say=say) as addons:
+        [db] = addons.start()
+        assert db.backend == "native"
+        with psycopg.connect(db.config_vars["DATABASE_URL"]) as conn:
+            conn.execute("CREATE TABLE todo (title text)")
+            conn.execute("INSERT INTO todo VALUES ('kept')")
+    [fell_back] = [line for line in lines if "could not start it" in line]
+    assert fell_back.startswith(f"heroku-postgresql ({db.name}): the docker backend could not start it (")
+    assert "cannot pull the image dynosim-test/no-such-image:1" in fell_back
+    assert fell_back.endswith("; created on the native backend instead, where it stays")
+    assert rows(state_dir) == [(db.name, "native", "DATABASE")]
+
+    # The image can be had now: the add-on still starts where its data is, and docker is not asked.
+    monkeypatch.setenv("DYNOSIM_POSTGRES_IMAGE", IMAGES["DYNOSIM_POSTGRES_IMAGE"])
+    for backend in ("auto", "docker"):
+        lines, say = said()
+        with Addons(state_dir, [PG], backend=backend, say=say) as addons:
+            [again] = addons.start()
+            assert (again.name, again.backend) == (db.name, "native")
+            assert again.config_vars["DATABASE_URL"] == db.config_vars["DATABASE_URL"]
+            with psycopg.connect(again.config_vars["DATABASE_URL"]) as conn:
+                assert conn.execute("SELECT title FROM todo").fetchall() == [("kept",)]
+        assert not any("pull" in line or "docker backend" in line for line in lines), lines
+        assert rows(state_dir) == [(db.name, "native", "DATABASE")]
+    # --addons docker named for it once, where it runs instead
+    assert [line for line in lines if "where it was created" in line] == [
+        f"heroku-postgresql ({db.name}): runs on native, where it was created and its data is (--addons docker "
+        f"chooses for new add-ons only; to begin it again on docker, empty: `dynosim addons:destroy {db.name}`)"
+    ]
+    assert containers(state_dir) == {}
+
+
+def test_an_addon_created_on_docker_never_starts_elsewhere(
+    engine: None, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Addons(state_dir, [PG], backend="auto", say=lambda _: None) as addons:
+        [db] = addons.start()
+        assert db.backend == "docker"
+    with monkeypatch.context() as engine_gone:  # gone for these starts only: the clean-up needs it back
+        engine_gone.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+        for backend in ("auto", "native"):
+            with Addons(state_dir, [PG], backend=backend, say=lambda _: None) as addons:
+                with pytest.raises(AddonError) as caught:
+                    addons.start()
+            assert str(caught.value) == (
+                f"heroku-postgresql ({db.name}) was created on docker, and its data is in the volume "
+                f"dynosim-{db.name}: no Docker engine answers (unix:///nonexistent.sock: no such socket); start "
+                f"Docker (or begin again elsewhere, empty: `dynosim addons:destroy {db.name}`)"
+            )
+    assert rows(state_dir) == [(db.name, "docker", "DATABASE")]
+    assert not (state_dir / "addons" / db.name / "data").exists()  # no native server was made beside it
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Path]:
+    from conftest import make_app
+
+    app = make_app(tmp_path)
+    yield app
+    remove_app_containers(app / ".dynosim")
+
+
+def test_exec_after_a_native_run_uses_the_apps_addon(engine: None, app: Path) -> None:
+    from conftest import run_dynosim
+
+    assert run_dynosim(app, "addons:create", "heroku-postgresql").returncode == 0
+    made = run_dynosim(app, "pg:psql", "--addons", "native", "--", "-X", "-c", "create table todo (title text); "
+                       "insert into todo values ('kept')")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    [(name, backend, _)] = rows(app / ".dynosim")
+    assert backend == "native"
+
+    # No run is active and an engine answers: `exec` still uses the app's add-on, where its data is.
+    done = run_dynosim(app, "exec", "sh", "-c", 'psql "$DATABASE_URL" -X -A -t -c "select title from todo"')
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "kept" in done.stdout.splitlines()
+    assert rows(app / ".dynosim") == [(name, "native", "DATABASE")]
+    assert containers(app / ".dynosim") == {}
+
+
+def test_destroy_removes_exactly_the_addon_named(engine: None, app: Path) -> None:
+    """An older dynosim's `auto` fallback left a second, empty record beside the real one: both are
+    listed, a run refuses them (two add-ons cannot attach as DATABASE), and destroying the empty one by
+    its name leaves the real one and its data."""
+    from conftest import run_dynosim
+
+    state = app / ".dynosim"
+    psql = ("pg:psql", "--addons", "native", "--", "-X", "-A", "-t", "-c")
+    assert run_dynosim(app, *psql, "select 1").returncode != 0  # no add-on yet
+    assert run_dynosim(app, "addons:create", "heroku-postgresql").returncode == 0
+    assert run_dynosim(app, *psql, "create table todo (title text); insert into todo values ('kept')").returncode == 0
+    saved = json.loads((state / "addons.json").read_text())
+    [real] = saved["addons"]
+    empty = {**real, "name": "postgresql-empty-12345", "backend": "docker", "port": real["port"] + 1}
+    saved["addons"].append(empty)
+    (state / "addons.json").write_text(json.dumps(saved))
+
+    refused = run_dynosim(app, *psql, "select title from todo")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    [error] = [line for line in refused.stderr.splitlines() if line.startswith("dynosim: error: ")]
+    assert "heroku-postgresql attached as DATABASE has 2 add-ons" in error
+    assert f"{real['name']} on native, postgresql-empty-12345 on docker" in error and "addons:destroy NAME" in error
+    assert {r[0] for r in rows(state)} == {real["name"], "postgresql-empty-12345"}
+
+    ambiguous = run_dynosim(app, "addons:destroy", "DATABASE", "--confirm", "app")
+    assert ambiguous.returncode != 0 and "could mean 2 add-ons" in ambiguous.stderr
+    gone = run_dynosim(app, "addons:destroy", "postgresql-empty-12345", "--confirm", "app")
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.strip() == "Destroying postgresql-empty-12345 on ⬢ app... done"
+    assert rows(state) == [(real["name"], "native", "DATABASE")]
+    kept = run_dynosim(app, *psql, "select title from todo")
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.strip() == "kept"
+    assert (state / "addons" / real["name"] / "data").exists()

@@ -41,7 +41,11 @@ STATE_FILE = "addons.json"
 
 
 class Addons:
-    """Provisions and starts the declared add-ons, and stops them. Blocking: run it off the event loop."""
+    """Provisions and starts the declared add-ons, and stops them. Blocking: run it off the event loop.
+
+    An add-on runs where it was created: its record in addons.json names its backend, chosen once, at
+    its first start (by `addons:create --backend`, or by the run's `--addons`, `auto` picking), because
+    its data lives there. `--addons` only chooses for add-ons that have no record yet."""
 
     def __init__(
         self,
@@ -55,8 +59,8 @@ class Addons:
         self.resolved = resolve(requests)  # unknown names and clashing attachments fail here, at once
         self.backend_name = backend
         self.say = say
-        self._backend: Any = None
-        self._embedded: Any = None  # the native backend that runs EMBEDDED services beside docker
+        self._backends: dict[str, Any] = {}  # "docker", "native": loaded when an add-on needs one
+        self._picked: str | None = None  # what `auto` picked, asked once per start
         self._running: list[Any] = []
 
     @staticmethod
@@ -66,82 +70,133 @@ class Addons:
 
     def start(self) -> list[Attachment]:
         """Starts every add-on, each ready to accept connections when this returns."""
-        if self._backend is not None:
+        if self._running or self._backends:
             raise RuntimeError("add-ons are already started; stop them first")
         if not self.resolved:
             return []
-        from dynosim.addons import backends
-
-        backend = backends.load(self.backend_name, self.say)
-        try:
-            return self._start_on(backend)
-        except AddonError as error:
-            if self.backend_name != "auto" or backend.name != "docker":
-                raise
-            # auto means "what works here": an engine without the images (none can be pulled) is no use
-            self.say(f"add-ons: the docker backend could not start them ({error}); using the native backend")
-            return self._start_on(backends.load("native", self.say))
-
-    def _start_on(self, backend: Any) -> list[Attachment]:
-        from dynosim.addons import backends
-
         state = State.load(self.state_dir / STATE_FILE)
-        records = [state.record_for(entry, _backend_name(entry, backend.name)) for entry in self.resolved]
-        state.save()
-        self._backend = backend
+        existing = [state.record_of(entry) for entry in self.resolved]  # a duplicate record fails here
+        self._say_where(existing)
         attachments: list[Attachment] = []
         try:
-            for entry, record in zip(self.resolved, records):
-                runs_on = self._embedded_backend(backend) if entry.offering.service in EMBEDDED else backend
-                api_login = entry.offering.api_login
-                running = runs_on.start(
-                    backends.ServiceSpec(
-                        label=f"{entry.request.plan} ({record['name']})",
-                        service=record["service"],
-                        folder=self.state_dir / "addons" / record["name"],
-                        port=record["port"],
-                        password=record["password"],
-                        user=record.get("user"),
-                        database=record.get("database"),
-                        admin_password=record.get("admin_password"),
-                        logins=((api_login, record["api_key"]),) if api_login else (),
-                        tls=entry.request.tls,
-                        tls_port=record.get("tls_port"),
-                    )
-                )
-                self._running.append(running)
-                if not entry.request.tls:
-                    self.say(
-                        f"{entry.request.plan} ({record['name']}): plain redis:// without TLS, as app.json asks "
-                        '("tls": false); this differs from Heroku, whose Key-Value Store takes rediss:// only'
-                    )
-                if entry.offering.note:
-                    self.say(f"{entry.request.plan} ({record['name']}): {entry.offering.note.format(port=record['port'])}")
-                attachments.append(
-                    Attachment(
-                        name=record["name"],
-                        plan=entry.request.plan,
-                        service=record["service"],
-                        backend=running.backend,
-                        config_vars=MappingProxyType(
-                            config_vars(entry, running.endpoint, color=record.get("color"), keys=_keys(record))
-                        ),
-                        endpoint=running.endpoint.address,
-                    )
-                )
+            for entry, record in zip(self.resolved, existing):
+                if record is not None:
+                    attachments.append(self._start_recorded(state, entry, record))
+                else:
+                    attachments.append(self._create(state, entry))
         except BaseException:
             self.stop()
             raise
         return attachments
 
-    def _embedded_backend(self, backend: Any) -> Any:
-        if backend.name == "native":
-            return backend
-        if self._embedded is None:
+    def _say_where(self, existing: Sequence[dict[str, Any] | None]) -> None:
+        """With an explicit --addons, one line for each add-on that runs elsewhere, where its data is."""
+        if self.backend_name == "auto":
+            return
+        for entry, record in zip(self.resolved, existing):
+            if record is not None and record.get("backend") in ("docker", "native") and record["backend"] != self.backend_name:
+                self.say(
+                    f"{entry.request.plan} ({record['name']}): runs on {record['backend']}, where it was created and "
+                    f"its data is (--addons {self.backend_name} chooses for new add-ons only; to begin it again on "
+                    f"{self.backend_name}, empty: `dynosim addons:destroy {record['name']}`)"
+                )
+
+    def _start_recorded(self, state: State, entry: Resolved, record: dict[str, Any]) -> Attachment:
+        """An add-on with a record: on its own backend, never another (an empty one would shadow its data)."""
+        where = self._where_new(entry, state) if record.get("backend") is None else str(record["backend"])
+        state.fill(record, entry, where)
+        try:
+            attachment = self._start_one(self._loaded("native" if where == "embedded" else where), entry, record)
+        except AddonError as error:
+            if where != "docker":
+                raise
+            reason = getattr(error, "reason", None)  # the docker backend's EngineUnavailable
+            raise AddonError(
+                f"{entry.request.plan} ({record['name']}) was created on docker, and its data is in the volume "
+                f"dynosim-{record['name']}: {f'no Docker engine answers ({reason}); start Docker' if reason else error}"
+                f" (or begin again elsewhere, empty: `dynosim addons:destroy {record['name']}`)"
+            ) from None
+        state.save()
+        return attachment
+
+    def _create(self, state: State, entry: Resolved) -> Attachment:
+        """An add-on's first start: recorded once it has started, on the backend it started on."""
+        where = self._where_new(entry, state)
+        record = state.new_record(entry, where)
+        try:
+            attachment = self._start_one(self._loaded("native" if where == "embedded" else where), entry, record)
+        except AddonError as error:
+            if not (self.backend_name == "auto" and where == "docker" and state.declared_backend(entry) is None):
+                raise
+            # auto means "what works here": an engine that cannot run this image is no use for it
+            self.say(
+                f"{entry.request.plan} ({record['name']}): the docker backend could not start it ({error}); "
+                "created on the native backend instead, where it stays"
+            )
+            record["backend"] = "native"
+            attachment = self._start_one(self._loaded("native"), entry, record)
+        state.records.append(record)
+        state.save()
+        return attachment
+
+    def _where_new(self, entry: Resolved, state: State) -> str:
+        """Where a new add-on goes: "embedded" for what dynosim always runs itself, else where
+        `addons:create --backend` said, else where --addons says (`auto`: asked once per start)."""
+        if entry.offering.service in EMBEDDED:
+            return "embedded"
+        chosen = state.declared_backend(entry) or self.backend_name
+        if chosen != "auto":
+            return chosen
+        if self._picked is None:
             from dynosim.addons import backends
 
-            self._embedded = backends.load("native", self.say)
-        return self._embedded
+            picked = backends.load("auto", self.say)
+            self._picked = picked.name
+            self._backends.setdefault(picked.name, picked)
+        return self._picked
+
+    def _loaded(self, name: str) -> Any:
+        if name not in self._backends:
+            from dynosim.addons import backends
+
+            self._backends[name] = backends.load(name, self.say)
+        return self._backends[name]
+
+    def _start_one(self, backend: Any, entry: Resolved, record: dict[str, Any]) -> Attachment:
+        from dynosim.addons import backends
+
+        api_login = entry.offering.api_login
+        running = backend.start(
+            backends.ServiceSpec(
+                label=f"{entry.request.plan} ({record['name']})",
+                service=record["service"],
+                folder=self.state_dir / "addons" / record["name"],
+                port=record["port"],
+                password=record["password"],
+                user=record.get("user"),
+                database=record.get("database"),
+                admin_password=record.get("admin_password"),
+                logins=((api_login, record["api_key"]),) if api_login else (),
+                tls=entry.request.tls,
+                tls_port=record.get("tls_port"),
+            )
+        )
+        self._running.append(running)
+        if not entry.request.tls:
+            self.say(
+                f"{entry.request.plan} ({record['name']}): plain redis:// without TLS, as app.json asks "
+                '("tls": false); this differs from Heroku, whose Key-Value Store takes rediss:// only'
+            )
+        if entry.offering.note:
+            self.say(f"{entry.request.plan} ({record['name']}): {entry.offering.note.format(port=record['port'])}")
+        return Attachment(
+            name=record["name"],
+            plan=entry.request.plan,
+            service=record["service"],
+            backend=running.backend,
+            config_vars=MappingProxyType(config_vars(entry, running.endpoint, color=record.get("color"), keys=_keys(record))),
+            endpoint=running.endpoint.address,
+        )
 
     def stop(self) -> None:
         """Stops everything start() started, last first. Safe to call twice, or after a failed start."""
@@ -151,11 +206,9 @@ class Addons:
                 self._running.pop().stop()
             except Exception as error:  # stop the others all the same
                 errors.append(error)
-        for attribute in ("_embedded", "_backend"):
-            backend = getattr(self, attribute)
-            if backend is not None:
-                backend.close()
-                setattr(self, attribute, None)
+        while self._backends:
+            self._backends.popitem()[1].close()
+        self._picked = None
         if errors:
             raise errors[0]
 
@@ -200,31 +253,47 @@ class State:
             f.write("\n")
         os.replace(scratch, self.path)
 
-    def record_for(self, entry: Resolved, backend: str) -> dict[str, Any]:
-        """The record of this add-on, made on first provision; anything missing from it is filled in."""
+    def record_of(self, entry: Resolved) -> dict[str, Any] | None:
+        """This add-on's record (one per service and attachment), or None before its first start."""
+        key = (entry.offering.service, entry.as_name)
+        found = [r for r in self.records if (r.get("service"), r.get("as")) == key]
+        if len(found) > 1:  # what dynosim before 0.2 left behind: an `auto` fallback's second, empty add-on
+            names = ", ".join(f"{r.get('name')} on {r.get('backend')}" for r in found)
+            raise AddonError(
+                f"{self.path}: {entry.request.plan} attached as {entry.as_name} has {len(found)} add-ons ({names}); "
+                "keep the one holding your data and remove the other with `dynosim addons:destroy NAME` "
+                "(`dynosim addons` shows their sizes)"
+            )
+        return found[0] if found else None
+
+    def new_record(self, entry: Resolved, backend: str) -> dict[str, Any]:
+        """A record for this add-on's first start, with the name and colour `addons:create` reserved;
+        not kept until the caller appends it (once the add-on has started)."""
         service = entry.offering.service
-        for record in self.records:
-            if (record.get("service"), record.get("as"), record.get("backend")) == (service, entry.as_name, backend):
-                break
-        else:
-            reserved = self.declaration_of(service, entry.as_name) or {}
-            name = reserved.get("name")
-            if not isinstance(name, str) or name in {r.get("name") for r in self.records}:
-                name = self._new_name(entry.offering.name_prefix)
-            record = {"name": name, "service": service, "as": entry.as_name}
-            record["backend"] = backend
-            if service == "postgres" and isinstance(reserved.get("color"), str):
-                record["color"] = reserved["color"]
-            self.records.append(record)
+        reserved = self.declaration_of(service, entry.as_name) or {}
+        name = reserved.get("name")
+        if not isinstance(name, str) or name in {r.get("name") for r in self.records}:
+            name = self._new_name(entry.offering.name_prefix)
+        record: dict[str, Any] = {"name": name, "service": service, "as": entry.as_name}
+        if service == "postgres" and isinstance(reserved.get("color"), str):
+            record["color"] = reserved["color"]
+        self.fill(record, entry, backend)
+        return record
+
+    def fill(self, record: dict[str, Any], entry: Resolved, backend: str) -> None:
+        """Fills in what the record lacks (an older dynosim's records lack some); keeps what it has."""
+        service = entry.offering.service
         record["plan"] = entry.request.plan
+        record.setdefault("backend", backend)
+        others = [r for r in self.records if r is not record]
         if not isinstance(record.get("port"), int):
             from dynosim.addons.backends.native import free_port
 
-            record["port"] = free_port({r["port"] for r in self.records if isinstance(r.get("port"), int)})
+            record["port"] = free_port({r["port"] for r in others if isinstance(r.get("port"), int)})
         if service == "search" and not isinstance(record.get("tls_port"), int):  # SEARCHBOX_SSL_URL's, https
             from dynosim.addons.backends.native import free_port
 
-            taken = {r[key] for r in self.records for key in ("port", "tls_port") if isinstance(r.get(key), int)}
+            taken = {r[key] for r in [*others, record] for key in ("port", "tls_port") if isinstance(r.get(key), int)}
             record["tls_port"] = free_port(taken)
         record.setdefault("password", _password())
         if service == "postgres":
@@ -235,7 +304,12 @@ class State:
         if service == "smtp":
             for key, value in _smtp_keys(entry.offering.addon).items():
                 record.setdefault(key, value)
-        return record
+
+    def declared_backend(self, entry: Resolved) -> str | None:
+        """The backend `addons:create --backend` chose for this add-on, if it chose one."""
+        declared = self.declaration_of(entry.offering.service, entry.as_name) or {}
+        backend = declared.get("backend")
+        return backend if backend in ("docker", "native") else None
 
     def declaration_of(self, service: str, as_name: str) -> dict[str, Any] | None:
         """What `addons:create` declared for this service attached as `as_name`, if it did."""
@@ -269,11 +343,6 @@ def declared_requests(state_dir: Path) -> list[AddonRequest]:
     if not path.exists():
         return []
     return [AddonRequest(d["plan"], d.get("as")) for d in State.load(path).declared]
-
-
-def _backend_name(entry: Resolved, backend: str) -> str:
-    """What a record says runs the add-on: "embedded" for what dynosim always runs itself."""
-    return "embedded" if entry.offering.service in EMBEDDED else backend
 
 
 def _keys(record: dict[str, Any]) -> dict[str, str]:

@@ -66,14 +66,18 @@ def addons(app_dir: Path, as_json: bool) -> None:
 @app_dir_option
 @click.argument("plan", metavar="NAME[:PLAN]")
 @click.option("--as", "as_name", metavar="NAME", default=None, help="The attachment name: its config vars are NAME_URL…")
+@click.option(
+    "--backend", type=click.Choice(["docker", "native"]), default=None,
+    help="Where its first start creates it, and where it then always runs (default: the run's --addons).",
+)  # fmt: skip
 @_operate
-def addons_create(app_dir: Path, plan: str, as_name: str | None) -> None:
+def addons_create(app_dir: Path, plan: str, as_name: str | None, backend: str | None) -> None:
     """Declare an add-on for the app: every later `dynosim run` starts it."""
     from dynosim.addons import AddonRequest
     from dynosim.addons.manage import declare
 
     app, state = _app(app_dir)
-    name, names = declare(state, _manifest(app), AddonRequest(plan, as_name))
+    name, names = declare(state, _manifest(app), AddonRequest(plan, as_name), backend)
     click.echo(f"Creating {plan} on ⬢ {app.name}... done")
     click.echo(f"Created {name} as {', '.join(names)}")
     if _active(app):
@@ -93,12 +97,15 @@ def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
 
     app, state = _app(app_dir)
     manifest = _manifest(app)
-    key = find(state, manifest, name)
+    addon = find(state, manifest, name)
     if _active(app):
         raise DynosimError("a `dynosim run` is active in this app; stop it first, then destroy the add-on (nothing was deleted)")
-    _confirm(app.name, confirm, f"This command will destroy the add-on {name} and delete its data")
-    done = destroy(state, manifest, key, lambda line: click.echo(line, err=True))
-    click.echo(f"Destroying {', '.join(done.names) or name} on ⬢ {app.name}... done")
+    size = f", {_size(addon.size)}" if addon.size is not None else ""
+    where = f", on {addon.backend}{size}" if addon.backend else ", not provisioned yet"
+    _confirm(app.name, confirm, f"This command will destroy {addon.name or addon.addon} ({addon.addon} attached as "
+                                f"{addon.attached_as}{where}) and delete its data")  # fmt: skip
+    done = destroy(state, manifest, addon, lambda line: click.echo(line, err=True))
+    click.echo(f"Destroying {', '.join(done.names) or addon.name or name} on ⬢ {app.name}... done")
     if done.still_in_app_json:
         click.echo("app.json still declares it: the next `dynosim run` provisions it again, empty. Remove it from app.json to stop that.")
 

@@ -2,8 +2,8 @@
 an app's add-ons, apart from printing (that is `commands.py`).
 
 An add-on here is what the app declares (app.json's "addons", or `addons:create`, kept in addons.json's
-"declared" list) and what has been provisioned for it: a record in addons.json per backend it ran on,
-with its data in `<state_dir>/addons/<name>/` (native, embedded) or in the docker volume
+"declared" list) and what has been provisioned for it: one record in addons.json, naming the backend it
+was created on, with its data in `<state_dir>/addons/<name>/` (native, embedded) or in the docker volume
 `dynosim-<name>`. Everything works without a run and without a Docker engine, except deleting docker
 data, which needs the engine (and then deletes nothing until it answers).
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dynosim.addons import STATE_FILE, AddonRequest, Addons, State
-from dynosim.addons.catalogue import Resolved, offering_for, resolve, var_names
+from dynosim.addons.catalogue import EMBEDDED, Resolved, offering_for, resolve, var_names
 from dynosim.errors import AddonError
 
 _SAFE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # what State._new_name makes: safe as a folder name
@@ -47,7 +47,7 @@ class Declared:
 
 @dataclass(frozen=True)
 class AddonInfo:
-    """One row of `dynosim addons`: an add-on on one backend (or declared, not provisioned yet)."""
+    """One row of `dynosim addons`: one add-on, provisioned on its backend or declared, not provisioned yet."""
 
     name: str  # "postgresql-curly-12345"; the reserved one when not provisioned yet
     addon: str  # "heroku-postgresql"
@@ -87,9 +87,13 @@ def declarations(state_dir: Path, manifest: Iterable[AddonRequest]) -> list[Decl
 # --- addons:create ----------------------------------------------------------------------------------
 
 
-def declare(state_dir: Path, manifest: Sequence[AddonRequest], request: AddonRequest) -> tuple[str, list[str]]:
-    """Declares an add-on for every later run; its name and the config vars it will set. Unknown add-ons,
-    and one attached under a name already taken, are refused before anything is written."""
+def declare(
+    state_dir: Path, manifest: Sequence[AddonRequest], request: AddonRequest, backend: str | None = None
+) -> tuple[str, list[str]]:
+    """Declares an add-on for every later run; its name and the config vars it will set. `backend`
+    ("docker", "native") is where its first start creates it, whatever a run's --addons says. Unknown
+    add-ons, one attached under a name already taken, and a backend its data is not on are refused
+    before anything is written."""
     state = _load(state_dir)
     existing = declarations(state_dir, manifest)
     entry = resolve([request])[0]  # an unknown add-on or a malformed name fails here
@@ -100,8 +104,15 @@ def declare(state_dir: Path, manifest: Sequence[AddonRequest], request: AddonReq
             f"under another name with --as, e.g. --as {entry.as_name}_2"
         )
     service, as_name = _key(entry)
-    record = next((r for r in state.records if (r.get("service"), r.get("as")) == (service, as_name)), None)
+    if backend is not None and service in EMBEDDED:
+        raise AddonError(f"--backend {backend}: {request.plan} is one dynosim always runs itself; drop --backend")
+    record = state.record_of(entry)
     if record is not None:  # data from a `run --addon`, or an earlier declaration: it is this add-on's
+        if backend is not None and record.get("backend") != backend:
+            raise AddonError(
+                f"--backend {backend}: {record['name']} was created on {record.get('backend')} and its data is there; "
+                f"drop --backend, or `dynosim addons:destroy {record['name']}` first to begin again on {backend}, empty"
+            )
         name, color = str(record["name"]), record.get("color")
     else:
         name = state._new_name(entry.offering.name_prefix)
@@ -109,6 +120,8 @@ def declare(state_dir: Path, manifest: Sequence[AddonRequest], request: AddonReq
     declared: dict[str, Any] = {"plan": request.plan, "as": request.as_name, "name": name, "created_at": time.time()}
     if color:
         declared["color"] = color
+    if backend is not None:
+        declared["backend"] = backend
     state.declared.append(declared)
     state.save()
     return name, var_names(entry, color)
@@ -176,24 +189,25 @@ def disk_usage(folder: Path) -> int:
 # --- finding one add-on by what the user calls it ---------------------------------------------------
 
 
-def find(state_dir: Path, manifest: Sequence[AddonRequest], wanted: str, service: str | None = None) -> tuple[str, str]:
-    """The (service, attachment) of the add-on the user means by `wanted`: its name (postgresql-curly-12345),
-    its attachment (DATABASE, DATABASE_URL, HEROKU_POSTGRESQL_JADE_URL), its service (postgres) or its
-    add-on name (heroku-postgresql). One add-on, or an error that lists them."""
+def find(state_dir: Path, manifest: Sequence[AddonRequest], wanted: str, service: str | None = None) -> AddonInfo:
+    """The add-on the user means by `wanted`: its name (postgresql-curly-12345), its attachment (DATABASE,
+    DATABASE_URL, HEROKU_POSTGRESQL_JADE_URL), its service (postgres) or its add-on name
+    (heroku-postgresql). One add-on, or an error that lists them."""
     rows = [r for r in inventory(state_dir, manifest) if service is None or r.service == service]
     upper = wanted.upper()
-    hits = {
-        (r.service, r.attached_as)
+    named = [r for r in rows if r.name == wanted]  # a name is exact, whatever else matches
+    hits = named or [
+        r
         for r in rows
-        if wanted in (r.name, r.service, r.addon)
+        if wanted in (r.service, r.addon)
         or upper in (r.attached_as, *r.config_vars, *(v.removesuffix("_URL") for v in r.config_vars))
-    }
+    ]
     if len(hits) == 1:
-        return hits.pop()
+        return hits[0]
     names = ", ".join(sorted({f"{r.name or r.addon} (as {r.attached_as})" for r in rows})) or "none"
     if not hits:
         raise AddonError(f'the app has no add-on "{wanted}"; its add-ons: {names} (see `dynosim addons`)')
-    raise AddonError(f'"{wanted}" could mean {len(hits)} add-ons: {names}; name one by its name or attachment')
+    raise AddonError(f'"{wanted}" could mean {len(hits)} add-ons: {names}; name one by its name (see `dynosim addons`)')
 
 
 def pick(state_dir: Path, manifest: Sequence[AddonRequest], service: str, wanted: str | None, example: str) -> Declared:
@@ -203,8 +217,8 @@ def pick(state_dir: Path, manifest: Sequence[AddonRequest], service: str, wanted
     if not declared:
         raise AddonError(f"the app declares no {service} add-on; add one with `dynosim addons:create {example}`")
     if wanted is not None:
-        key = find(state_dir, manifest, wanted, service)
-        chosen = [d for d in declared if d.key == key]
+        row = find(state_dir, manifest, wanted, service)
+        chosen = [d for d in declared if d.key == (row.service, row.attached_as)]
         if not chosen:
             raise AddonError(f'"{wanted}" is not declared by the app any more (app.json or `dynosim addons:create`)')
         return chosen[0]
@@ -224,11 +238,13 @@ class Destroyed:
     still_in_app_json: bool  # app.json declares it: the next run provisions it afresh
 
 
-def destroy(state_dir: Path, manifest: Sequence[AddonRequest], key: tuple[str, str], say: Callable[[str], None]) -> Destroyed:
-    """Deletes an add-on's data on every backend and its `addons:create` declaration. The caller has made
-    sure no run is active. Checks first, then deletes: a refusal deletes nothing."""
+def destroy(state_dir: Path, manifest: Sequence[AddonRequest], addon: AddonInfo, say: Callable[[str], None]) -> Destroyed:
+    """Deletes this one add-on's data and, unless another record still holds its attachment, its
+    `addons:create` declaration. The caller has made sure no run is active. Checks first, then deletes:
+    a refusal deletes nothing."""
     state = _load(state_dir)
-    records = [r for r in state.records if (r.get("service"), r.get("as")) == key]
+    key = (addon.service, addon.attached_as)
+    records = [r for r in state.records if (r.get("service"), r.get("as")) == key and r.get("name") == addon.name]
     for record in records:
         name = str(record.get("name"))
         if not _SAFE_NAME.fullmatch(name):
@@ -246,8 +262,10 @@ def destroy(state_dir: Path, manifest: Sequence[AddonRequest], key: tuple[str, s
         if folder.exists():
             shutil.rmtree(folder)
     state.records = [r for r in state.records if r not in records]
-    still = [d for d in declarations(state_dir, manifest) if d.key == key]
-    state.declared = [d for d in state.declared if not _declares(d, key)]
+    last = not any((r.get("service"), r.get("as")) == key for r in state.records)  # else the other keeps it
+    still = [d for d in declarations(state_dir, manifest) if d.key == key] if last else []
+    if last:
+        state.declared = [d for d in state.declared if not _declares(d, key)]
     state.save()
     names = tuple(str(r["name"]) for r in records) or tuple(str(d.reserved.get("name", "")) for d in still if d.reserved)
     return Destroyed(names, any(d.where == "app.json" for d in still))

@@ -107,6 +107,14 @@ def _why(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
+class EngineUnavailable(AddonError):
+    """The docker backend was asked for and no engine answers; `reason` says where we looked and why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"--addons docker: no Docker engine answers ({reason}); start Docker or run with --addons native")
+        self.reason = reason
+
+
 class DockerBackend:
     name = "docker"
 
@@ -120,10 +128,7 @@ class DockerBackend:
             try:
                 client, engine = probe()
             except NoEngine as error:
-                raise AddonError(
-                    f"--addons docker: no Docker engine answers ({error.reason}); "
-                    "start Docker or run with --addons native"
-                ) from None
+                raise EngineUnavailable(error.reason) from None
         self.say = say
         self.client = client
         self.engine = engine or "?"
