@@ -165,6 +165,23 @@ def test_redis_cli_passes_its_arguments_and_data_stays(app: Path) -> None:
     one_line_error(run_dynosim(app, "pg:psql"), "declares no postgres add-on")
 
 
+@needs_redis_cli
+def test_create_chooses_the_backend_once_and_no_two_addons_share_a_config_var(app: Path) -> None:
+    one_line_error(run_dynosim(app, "addons:create", "mailgun", "--backend", "docker"), "mailgun", "drop --backend")
+    created = ok(run_dynosim(app, "addons:create", "heroku-redis", "--backend", "native"))
+    name = created.splitlines()[1].split()[1]
+    # the add-on runs where `addons:create` said, whatever a session's --addons says (no engine needed)
+    assert ok(run_dynosim(app, "redis:cli", "--addons", "docker", "PING")).strip() == "PONG"
+    [row] = listing(app)
+    assert (row["name"], row["backend"]) == (name, "native")
+
+    ok(run_dynosim(app, "addons:create", "heroku-postgresql"))
+    [colour_var] = [v for r in listing(app) for v in r["config_vars"] if v.startswith("HEROKU_POSTGRESQL_")]
+    clash = colour_var.removesuffix("_URL")
+    one_line_error(run_dynosim(app, "addons:create", "heroku-redis", "--as", clash), f"already sets {colour_var}", "--as")
+    assert len(listing(app)) == 2  # refused: nothing written
+
+
 def test_a_run_starts_declared_addons_and_the_clients_use_it(app: Path, dynosim) -> None:  # type: ignore[no-untyped-def]
     ok(run_dynosim(app, "addons:create", "heroku-postgresql"))
     ok(run_dynosim(app, "addons:create", "heroku-redis"))

@@ -32,6 +32,7 @@ from dynosim.addons.catalogue import (
     Resolved,
     config_vars,
     resolve,
+    var_names,
 )
 from dynosim.errors import AddonError
 
@@ -76,6 +77,7 @@ class Addons:
             return []
         state = State.load(self.state_dir / STATE_FILE)
         existing = [state.record_of(entry) for entry in self.resolved]  # a duplicate record fails here
+        _refuse_shared_vars(state, self.resolved, existing)
         self._say_where(existing)
         attachments: list[Attachment] = []
         try:
@@ -343,6 +345,22 @@ def declared_requests(state_dir: Path) -> list[AddonRequest]:
     if not path.exists():
         return []
     return [AddonRequest(d["plan"], d.get("as")) for d in State.load(path).declared]
+
+
+def _refuse_shared_vars(state: State, resolved: Sequence[Resolved], records: Sequence[dict[str, Any] | None]) -> None:
+    """Two add-ons setting one config var (a Redis attached as HEROKU_POSTGRESQL_JADE beside that
+    Postgres) would hide one from the app; Heroku refuses that attachment, and so do we, before any starts."""
+    setters: dict[str, str] = {}
+    for entry, record in zip(resolved, records):
+        color = (record or state.declaration_of(entry.offering.service, entry.as_name) or {}).get("color")
+        who = f"{entry.request.plan} (as {entry.as_name})"
+        for var in var_names(entry, color if isinstance(color, str) else None):
+            if var in setters:
+                raise AddonError(
+                    f"{setters[var]} and {who} would both set {var}; give one of them another attachment name "
+                    '(--as, or "as" in app.json)'
+                )
+            setters[var] = who
 
 
 def _keys(record: dict[str, Any]) -> dict[str, str]:

@@ -117,6 +117,14 @@ def declare(
     else:
         name = state._new_name(entry.offering.name_prefix)
         color = state._new_color() if service == "postgres" else None
+    names = var_names(entry, color if isinstance(color, str) else None)
+    for row in inventory(state_dir, manifest):
+        shared = [var for var in names if var in row.config_vars]
+        if shared and (row.service, row.attached_as) != (service, as_name):
+            raise AddonError(
+                f"{row.addon} ({row.name or row.attached_as}) already sets {shared[0]}; attach this one under "
+                "another name with --as"
+            )
     declared: dict[str, Any] = {"plan": request.plan, "as": request.as_name, "name": name, "created_at": time.time()}
     if color:
         declared["color"] = color
@@ -124,7 +132,7 @@ def declare(
         declared["backend"] = backend
     state.declared.append(declared)
     state.save()
-    return name, var_names(entry, color)
+    return name, names
 
 
 # --- dynosim addons ---------------------------------------------------------------------------------
