@@ -19,7 +19,7 @@ import pytest
 from conftest import make_app, run_dynosim
 
 from dynosim.addons import AddonRequest, Addons
-from dynosim.addons.backends.native import accepts
+from dynosim.addons.processes import accepts
 
 pytestmark = pytest.mark.timeout(120)
 

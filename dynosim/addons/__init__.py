@@ -165,11 +165,11 @@ class Addons:
         return self._backends[name]
 
     def _start_one(self, backend: Any, entry: Resolved, record: dict[str, Any]) -> Attachment:
-        from dynosim.addons import backends
+        from dynosim.addons.spec import ServiceSpec
 
         api_login = entry.offering.api_login
         running = backend.start(
-            backends.ServiceSpec(
+            ServiceSpec(
                 label=f"{entry.request.plan} ({record['name']})",
                 service=record["service"],
                 folder=self.state_dir / "addons" / record["name"],
@@ -289,11 +289,11 @@ class State:
         record.setdefault("backend", backend)
         others = [r for r in self.records if r is not record]
         if not isinstance(record.get("port"), int):
-            from dynosim.addons.backends.native import free_port
+            from dynosim.addons.processes import free_port
 
             record["port"] = free_port({r["port"] for r in others if isinstance(r.get("port"), int)})
         if service == "search" and not isinstance(record.get("tls_port"), int):  # SEARCHBOX_SSL_URL's, https
-            from dynosim.addons.backends.native import free_port
+            from dynosim.addons.processes import free_port
 
             taken = {r[key] for r in [*others, record] for key in ("port", "tls_port") if isinstance(r.get(key), int)}
             record["tls_port"] = free_port(taken)

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from dynosim.addons import STATE_FILE, AddonRequest, Addons, State
-from dynosim.addons.catalogue import EMBEDDED, Resolved, offering_for, resolve, var_names
+from dynosim.addons.catalogue import (
+    EMBEDDED,
+    Resolved,
+    offering_for,
+    resolve,
+    var_names,
+)
 from dynosim.errors import AddonError
 
 _SAFE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # what State._new_name makes: safe as a folder name
@@ -440,7 +446,7 @@ def _entry_of(record: Mapping[str, Any]) -> Resolved | None:
 
 
 def _answers(port: int) -> bool:
-    from dynosim.addons.backends.native import accepts
+    from dynosim.addons.processes import accepts
 
     return accepts(port)
 
@@ -497,7 +503,12 @@ def _remove_docker(state_dir: Path, names: Sequence[str], say: Callable[[str], N
             f"{', '.join(names)} keeps its data in a docker volume, and no Docker engine answers; start Docker "
             "and try again (nothing was deleted)"
         )
-    from dynosim.addons.backends.docker import ENGINE_ERRORS, LABEL_ADDON, LABEL_APP, app_id
+    from dynosim.addons.backends.docker import (
+        ENGINE_ERRORS,
+        LABEL_ADDON,
+        LABEL_APP,
+        app_id,
+    )
 
     me = app_id(state_dir)
     try:

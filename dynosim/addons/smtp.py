@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 from dynosim.errors import AddonError
 
 if TYPE_CHECKING:
-    from dynosim.addons.backends import Running, ServiceSpec
-    from dynosim.addons.backends.native import NativeBackend
+    from dynosim.addons.processes import Host
+    from dynosim.addons.spec import Running, ServiceSpec
 
 LOGINS_VAR = "DYNOSIM_SMTP_LOGINS"
 MAIL = "mail"  # the folder, in the add-on's folder
@@ -302,10 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- starting it, for the native backend -------------------------------------------------------------
 
 
-def start_smtp(spec: ServiceSpec, backend: NativeBackend) -> Running:
+def start_smtp(spec: ServiceSpec, backend: Host) -> Running:
     """The sink as a child of dynosim, ready when this returns."""
-    from dynosim.addons.backends.native import HOST, Child, Server, accepts, check_port
     from dynosim.addons.catalogue import Endpoint
+    from dynosim.addons.processes import HOST, Child, Server, accepts, check_port
 
     check_port(spec)
     (spec.folder / MAIL).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -315,7 +315,7 @@ def start_smtp(spec: ServiceSpec, backend: NativeBackend) -> Running:
     if starttls is not None:
         args += ["--cert", str(starttls[0]), "--key", str(starttls[1])]
     child = Child.spawn(
-        backend,
+        backend.spawner,
         args,
         what="the SMTP sink",
         label=spec.label,
@@ -333,7 +333,7 @@ def start_smtp(spec: ServiceSpec, backend: NativeBackend) -> Running:
     return Server(child, Endpoint(HOST, spec.port, spec.user, spec.password), backend="embedded")
 
 
-def _certificate(backend: NativeBackend) -> tuple[Path, Path] | None:
+def _certificate(backend: Host) -> tuple[Path, Path] | None:
     """The add-ons' certificate from dynosim's CA (the one Postgres serves) for STARTTLS; None, said
     once, when no CA can be had here (a user without a home folder…): the sink then offers no STARTTLS."""
     from dynosim.addons import certs

@@ -39,9 +39,17 @@ import docker
 import docker.errors
 import requests
 
-from dynosim.addons.backends import Running, ServiceSpec
-from dynosim.addons.backends.native import Child, Spawner, accepts, check_port, port_free
 from dynosim.addons.catalogue import Endpoint
+from dynosim.addons.processes import (
+    HOST,
+    POLL,
+    Child,
+    Spawner,
+    accepts,
+    check_port,
+    port_free,
+)
+from dynosim.addons.spec import Running, ServiceSpec
 from dynosim.errors import AddonError
 
 if importlib.util.find_spec("testcontainers") is None:  # imported only when a container is made
@@ -52,8 +60,6 @@ if TYPE_CHECKING:
 
     from dynosim.addons.backends.docker_services import Recipe
 
-HOST = "127.0.0.1"
-POLL = 0.02  # seconds between readiness probes
 STATUS_EVERY = 0.25  # seconds between looks at the container's state while waiting
 STOP_TIMEOUT = 30  # seconds `docker stop` waits before SIGKILL (Postgres checkpoints on the way out)
 PROBE_TIMEOUT = 10  # seconds for the engine to answer the first call
@@ -168,7 +174,7 @@ class DockerBackend:
         if self.spawner is None:
             self.spawner = Spawner()
         child = Child.spawn(
-            self,  # type: ignore[arg-type]  # Child.spawn uses only .spawner
+            self.spawner,
             [sys.executable, "-m", "dynosim.addons.tlsproxy", "--port", str(spec.tls_port),
              "--to", f"{HOST}:{spec.port}", "--cert", str(chain.cert), "--key", str(chain.key)],
             what="the TLS proxy",
@@ -268,7 +274,10 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, gua
         begun = time.monotonic()
         from dynosim.addons.backends.docker_tc import create
 
-        container = create(backend, spec, recipe, image, name, volume, labels, settings)
+        container = create(
+            client, spec, recipe, image, name, volume, labels, settings,
+            ready=lambda made: wait_ready(made, lambda: recipe.answers(spec), recipe.ready_timeout, spec.label),
+        )  # fmt: skip
     elif container.status == "running":
         how = f"container {name} was running"
         backend.say(f"{spec.label}: container {name} from an earlier run still runs; reusing it")

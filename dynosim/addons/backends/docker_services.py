@@ -13,14 +13,14 @@ import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dynosim.addons.backends import ServiceSpec
 from dynosim.addons.catalogue import Endpoint
+from dynosim.addons.processes import HOST
+from dynosim.addons.spec import ServiceSpec
 from dynosim.errors import AddonError
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
-HOST = "127.0.0.1"
 TLS_MOUNT = "/dynosim/tls"  # the add-on's tls/ folder (certificate, key…), mounted read-only
 TLS_DIR = "/etc/dynosim-tls"  # the server's own copies, owned by its user
 
@@ -162,7 +162,11 @@ hostssl  all       all   ::/0       scram-sha-256
                 return
         except OSError:
             pass
-        from dynosim.addons.backends.native_postgres import SUPERUSER, first_error, provision_sql
+        from dynosim.addons.backends.native_postgres import (
+            SUPERUSER,
+            first_error,
+            provision_sql,
+        )
 
         result = container.exec_run(
             ["sh", "-c", 'printf "%s" "$DYNOSIM_SQL" | psql -X -q -v ON_ERROR_STOP=1 -U "$0" -d postgres -f -',

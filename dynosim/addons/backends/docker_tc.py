@@ -23,33 +23,32 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
-from dynosim.addons.backends import ServiceSpec
-from dynosim.addons.backends.docker import HOST, POLL, wait_ready
+from dynosim.addons.processes import HOST, POLL
+from dynosim.addons.spec import ServiceSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    import docker
     from docker.models.containers import Container
 
-    from dynosim.addons.backends.docker import DockerBackend
     from dynosim.addons.backends.docker_services import Recipe
 
 
 class Answers(WaitStrategy):
-    """Ready when the service answers a real client from the host (see wait_ready)."""
+    """Ready when `ready` (the docker backend's wait_ready: a real client from the host) returns."""
 
-    def __init__(self, answers: Callable[[], bool], timeout: float, label: str) -> None:
+    def __init__(self, ready: Callable[[WaitStrategyTarget], object], timeout: float) -> None:
         super().__init__()
-        self.answers = answers
-        self.label = label
+        self.ready = ready
         self.with_startup_timeout(timeout).with_poll_interval(POLL)
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
-        wait_ready(container, self.answers, self._startup_timeout, self.label)
+        self.ready(container)
 
 
 def create(
-    backend: DockerBackend,
+    client: docker.DockerClient,
     spec: ServiceSpec,
     recipe: Recipe,
     image: str,
@@ -57,6 +56,8 @@ def create(
     volume: str,
     labels: dict[str, str],
     settings: dict[str, Any],
+    *,
+    ready: Callable[[WaitStrategyTarget], object],
 ) -> Container:
     """Creates, starts and waits for the add-on's container; returns it as docker-py's object."""
     tc = DockerContainer(
@@ -71,11 +72,11 @@ def create(
     tc.with_volume_mapping(volume, settings["data"], "rw")
     for host_path, container_path in settings.get("mounts", {}).items():
         tc.with_volume_mapping(host_path, container_path, "ro")
-    tc.waiting_for(Answers(lambda: recipe.answers(spec), recipe.ready_timeout, spec.label))
+    tc.waiting_for(Answers(ready, recipe.ready_timeout))
     try:
         with _ryuk_off():
             tc.start()
-        return backend.client.containers.get(tc.get_container_id())
+        return client.containers.get(tc.get_container_id())
     finally:
         tc.get_docker_client().client.close()
 

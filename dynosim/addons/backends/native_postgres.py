@@ -33,17 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynosim.addons.backends import Running, ServiceSpec
-from dynosim.addons.backends.native import (
+from dynosim.addons.catalogue import Endpoint
+from dynosim.addons.processes import (
     HOST,
     STOP_TIMEOUT,
     Child,
-    NativeBackend,
+    Host,
     Server,
     check_port,
     end_process,
 )
-from dynosim.addons.catalogue import Endpoint
+from dynosim.addons.spec import Running, ServiceSpec
 from dynosim.errors import AddonError
 
 SUPERUSER = "postgres"  # our own superuser, for provisioning; the app never sees it
@@ -89,7 +89,7 @@ class Launch:
         return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
 
 
-def start_postgres(spec: ServiceSpec, backend: NativeBackend) -> Running:
+def start_postgres(spec: ServiceSpec, backend: Host) -> Running:
     bins = find_binaries(backend)
     data = spec.folder / "data"
     spec.folder.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def start_postgres(spec: ServiceSpec, backend: NativeBackend) -> Running:
     ssl = ssl_settings(spec, data, backend, run_as)  # also for a data folder made before dynosim had SSL
 
     child = Child.spawn(
-        backend,
+        backend.spawner,
         launch.args([
             bins["postgres"],
             "-D", str(data),
@@ -172,7 +172,7 @@ def hba(ipv4: str = "127.0.0.1/32", ipv6: str = "::1/128") -> str:
     return HBA.format(ipv4=ipv4.ljust(12), ipv6=ipv6.ljust(12))
 
 
-def ssl_settings(spec: ServiceSpec, data: Path, backend: NativeBackend, run_as: RunAs | None) -> list[str]:
+def ssl_settings(spec: ServiceSpec, data: Path, backend: Host, run_as: RunAs | None) -> list[str]:
     """SSL on with a certificate of dynosim's CA, TLS 1.2 at least, and a pg_hba.conf that takes only SSL
     over TCP: the server's `-c` arguments. The certificate and key are copied into the add-on's folder,
     owned by the server's user (Postgres refuses a key that is not its own, or that others can read)."""
@@ -202,7 +202,7 @@ def ssl_settings(spec: ServiceSpec, data: Path, backend: NativeBackend, run_as: 
 # --- finding the server ---------------------------------------------------------------------------
 
 
-def find_binaries(backend: NativeBackend) -> Binaries:
+def find_binaries(backend: Host) -> Binaries:
     found = backend.found.get("postgres")
     if isinstance(found, Binaries):
         return found
@@ -291,7 +291,7 @@ def check_data_version(spec: ServiceSpec, data: Path, bins: Binaries) -> None:
 # --- who runs it ----------------------------------------------------------------------------------
 
 
-def server_launch(spec: ServiceSpec, data: Path, backend: NativeBackend) -> Launch:
+def server_launch(spec: ServiceSpec, data: Path, backend: Host) -> Launch:
     """As a normal user: as is. As root: in a user namespace, unless the add-on's folder (its data, when
     there is some) belongs to another user, who then runs it, or user namespaces are unavailable here."""
     if os.geteuid() != 0:
@@ -332,7 +332,7 @@ def server_launch(spec: ServiceSpec, data: Path, backend: NativeBackend) -> Laun
     return Launch(user=run_as)
 
 
-def user_namespace(backend: NativeBackend) -> tuple[tuple[str, ...], str]:
+def user_namespace(backend: Host) -> tuple[tuple[str, ...], str]:
     """The `unshare` command that runs a program in a user namespace, as NAMESPACE_UID; or () and why
     not. Tried once per run."""
     found = backend.found.get("userns")
@@ -521,7 +521,7 @@ def _ident(text: str) -> str:
 # --- a server left from an earlier run ------------------------------------------------------------
 
 
-def settle_leftover(spec: ServiceSpec, data: Path, backend: NativeBackend) -> None:
+def settle_leftover(spec: ServiceSpec, data: Path, backend: Host) -> None:
     """A postmaster.pid from an earlier run: stop that server if it still runs on our data.
 
     A pid that is gone is left to Postgres, which removes the stale file and recovers from its WAL.

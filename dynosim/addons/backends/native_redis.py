@@ -15,13 +15,21 @@ import socket
 import ssl
 from pathlib import Path
 
-from dynosim.addons.backends import Running, ServiceSpec
-from dynosim.addons.backends.native import HOST, STOP_TIMEOUT, Child, NativeBackend, Server, check_port, end_process
 from dynosim.addons.catalogue import Endpoint
+from dynosim.addons.processes import (
+    HOST,
+    STOP_TIMEOUT,
+    Child,
+    Host,
+    Server,
+    check_port,
+    end_process,
+)
+from dynosim.addons.spec import Running, ServiceSpec
 from dynosim.errors import AddonError
 
 
-def start_redis(spec: ServiceSpec, backend: NativeBackend) -> Running:
+def start_redis(spec: ServiceSpec, backend: Host) -> Running:
     binary, source = find_redis(backend)
     data = spec.folder / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -57,7 +65,7 @@ def start_redis(spec: ServiceSpec, backend: NativeBackend) -> Running:
             "protected-mode yes\n"
         )
     child = Child.spawn(
-        backend,
+        backend.spawner,
         [binary, str(conf)],
         what="redis-server",
         label=spec.label,
@@ -96,7 +104,7 @@ def _lacks_tls(log: Path) -> bool:
     return ("Bad directive" in tail and "'tls-" in tail) or "connection type tls" in tail.lower()
 
 
-def find_redis(backend: NativeBackend) -> tuple[str, str]:
+def find_redis(backend: Host) -> tuple[str, str]:
     found = backend.found.get("redis")
     if isinstance(found, tuple):
         return found
@@ -120,7 +128,7 @@ def find_redis(backend: NativeBackend) -> tuple[str, str]:
     return found
 
 
-def settle_leftover(spec: ServiceSpec, data: Path, backend: NativeBackend) -> None:
+def settle_leftover(spec: ServiceSpec, data: Path, backend: Host) -> None:
     """A redis-server from an earlier run still serving this folder is stopped, and said so."""
     try:
         pid = int((spec.folder / "redis.pid").read_text().strip())

@@ -17,7 +17,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .errors import EsError, document_missing, index_exists, index_not_found, version_conflict
+from .errors import (
+    EsError,
+    document_missing,
+    index_exists,
+    index_not_found,
+    version_conflict,
+)
 
 # unicode61 lowercases and splits on anything not a letter or digit, close to ES's standard
 # analyzer; ES keeps diacritics, so do we.
