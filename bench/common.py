@@ -32,11 +32,12 @@ def tool(name: str) -> str:
 
 
 def make_app(name: str, files: dict[str, str]) -> Path:
-    """A fresh app folder under WORK_DIR holding these files (a Procfile among them)."""
+    """A fresh app folder under WORK_DIR holding these files (a Procfile among them), and the
+    requirements.txt without which Heroku's Python buildpack refuses an app (empty unless given)."""
     app = WORK_DIR / name
     shutil.rmtree(app, ignore_errors=True)
     app.mkdir(parents=True)
-    for file, text in files.items():
+    for file, text in {"requirements.txt": "", **files}.items():
         (app / file).write_text(text)
     return app
 

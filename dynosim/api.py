@@ -213,7 +213,8 @@ class Run:
         claim_port(self.options.port, self.options.host)  # the router's, before a long build
         self.lock.acquire(self.say)
         slug: Slug = build_slug(
-            self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(), dirty=self.options.dirty, say=self.say
+            self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(), dirty=self.options.dirty,
+            config_vars=self.app.config_vars, say=self.say,
         )
         config_vars = dict(self.app.config_vars)
         if self.addons.resolved:
@@ -474,7 +475,7 @@ class Run:
         try:
             slug = await asyncio.to_thread(
                 build_slug, self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(),
-                say=lambda line: loop.call_soon_threadsafe(self.logs.hint, "build", line),
+                config_vars=self.app.config_vars, say=lambda line: loop.call_soon_threadsafe(self.logs.hint, "build", line),
             )
         except DynosimError as error:
             self.logs.api(f"Build failed by user {user}")

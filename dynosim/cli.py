@@ -487,12 +487,14 @@ def deploy(app_dir: Path) -> None:
     """Build HEAD and roll the running app onto it, as `git push heroku main` would."""
     import dataclasses
 
+    from .app import load_app
     from .build import build_slug, default_cache_dir
     from .control import request
 
     state = _state(app_dir)
     request(state, "ping")  # no run: say so before building anything
-    slug = build_slug(app_dir.resolve(), cache_dir=default_cache_dir(), say=click.echo)
+    slug = build_slug(app_dir.resolve(), cache_dir=default_cache_dir(), config_vars=load_app(app_dir.resolve()).config_vars,
+                      say=click.echo)
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(slug).items()}
     click.echo("-----> Launching...")
     version = request(state, "deploy", slug=fields)

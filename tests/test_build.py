@@ -17,6 +17,9 @@ from dynosim.errors import BuildError
 
 HELLO = Path(__file__).parent / "apps" / "hello"
 PYTHON = "%d.%d.%d" % sys.version_info[:3]
+MINOR = "%d.%d" % sys.version_info[:2]
+# Versions Heroku's buildpack supports that this machine does not run dynosim with.
+OTHER_MINORS = [f"3.{minor}" for minor in range(10, 15) if f"3.{minor}" != MINOR]
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +34,17 @@ def git(repo: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def write(root: Path, files: dict[str, str]) -> None:
+def write(root: Path, files: dict[str, str | None]) -> None:
+    """Write each file; None deletes it."""
     for name, text in files.items():
+        if text is None:
+            (root / name).unlink()
+            continue
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
 
 
-def make_repo(root: Path, files: dict[str, str] | None = None, *, commit: bool = True) -> Path:
+def make_repo(root: Path, files: dict[str, str | None] | None = None, *, commit: bool = True) -> Path:
     """A git repository holding the hello app plus `files`, all committed."""
     shutil.copytree(HELLO, root, dirs_exist_ok=True)
     write(root, files or {})
@@ -91,7 +98,7 @@ def test_committed_files_only_and_uncommitted_ones_are_named(tmp_path: Path) -> 
     assert result.slug.commit == head
     assert result.slug.description == f"Deploy {head[:7]}"
     assert result.lines[0] == f"-----> Building source (Deploy {head[:7]})"
-    assert result.files() == {"Procfile", "app.py", "lib/util.py", "util_link.py", "outside_link"}
+    assert result.files() == {"Procfile", "app.py", "requirements.txt", "lib/util.py", "util_link.py", "outside_link"}
     assert (result.slug.path / "app.py").read_text() == (HELLO / "app.py").read_text()
     # Symlinks stay symlinks, even those leading out of the app: nothing is copied through them.
     assert os.readlink(result.slug.path / "util_link.py") == "lib/util.py"
@@ -113,7 +120,7 @@ def test_dirty_builds_the_working_tree(tmp_path: Path) -> None:
 
     assert result.slug.description == "Deploy dirty working tree"
     assert result.slug.commit is None
-    assert result.files() == {"Procfile", "app.py", "new.py"}
+    assert result.files() == {"Procfile", "app.py", "requirements.txt", "new.py"}
     assert (result.slug.path / "app.py").read_text() == "# edited\n"
     assert any("--dirty" in line and "Heroku would not see them" in line for line in result.lines)
 
@@ -136,6 +143,7 @@ def test_many_uncommitted_files_are_capped(tmp_path: Path) -> None:
 
 def test_app_in_a_subdirectory_of_a_repo(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo", {"fixtures/sample/Procfile": "web: python web.py\n",
+                                         "fixtures/sample/requirements.txt": "",
                                          "fixtures/sample/web.py": "print('sample')\n",
                                          "fixtures/other/x.py": ""})
     (repo / "fixtures/other/untracked.py").write_text("")  # outside the app: not its business
@@ -143,7 +151,7 @@ def test_app_in_a_subdirectory_of_a_repo(tmp_path: Path) -> None:
 
     result = build(repo / "fixtures" / "sample", tmp_path)
 
-    assert result.files() == {"Procfile", "web.py"}
+    assert result.files() == {"Procfile", "requirements.txt", "web.py"}
     assert result.slug.commit == git(repo, "rev-parse", "HEAD")
     warning = next(line for line in result.lines if "not committed" in line)
     assert warning.endswith(": draft.py (untracked)")
@@ -151,7 +159,7 @@ def test_app_in_a_subdirectory_of_a_repo(tmp_path: Path) -> None:
 
 def test_uncommitted_app_folder_inside_a_repo(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
-    write(repo, {"newapp/Procfile": "web: true\n"})
+    write(repo, {"newapp/Procfile": "web: true\n", "newapp/requirements.txt": ""})
     with pytest.raises(BuildError, match="nothing under this folder is committed"):
         build(repo / "newapp", tmp_path)
 
@@ -164,7 +172,7 @@ def test_folder_outside_git_is_built_from_disk(tmp_path: Path) -> None:
 
     result = build(app, tmp_path)
 
-    assert result.files() == {"Procfile", "app.py", "lib/mod.py"}
+    assert result.files() == {"Procfile", "app.py", "requirements.txt", "lib/mod.py"}
     assert result.slug.description == "Deploy (no git)"
     assert result.slug.commit is None
     assert (f" !     {app} is not a git repository: building from the files on disk; "
@@ -177,14 +185,14 @@ def test_repo_without_commits(tmp_path: Path) -> None:
                                          r"\(git add -A && git commit\) or run with --dirty"):
         build(app, tmp_path)
     result = build(app, tmp_path, dirty=True)
-    assert result.files() == {"Procfile", "app.py"}
+    assert result.files() == {"Procfile", "app.py", "requirements.txt"}
     assert result.slug.commit is None
 
 
 def test_state_dir_never_enters_the_slug(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app")
     write(app, {".dynosim/.gitignore": "*\n", ".dynosim/config.json": "{}"})
-    assert build(app, tmp_path, dirty=True).files() == {"Procfile", "app.py"}
+    assert build(app, tmp_path, dirty=True).files() == {"Procfile", "app.py", "requirements.txt"}
 
 
 def test_slugignore(tmp_path: Path) -> None:
@@ -195,7 +203,7 @@ def test_slugignore(tmp_path: Path) -> None:
 
     result = build(app, tmp_path)
 
-    assert result.files() == {"Procfile", "app.py", ".slugignore", "src/docs/keep.md"}
+    assert result.files() == {"Procfile", "app.py", "requirements.txt", ".slugignore", "src/docs/keep.md"}
     assert (" !     .slugignore:3: '!keep.psd' is ignored: Heroku's .slugignore has no ! negation"
             in result.lines)
     assert "-----> Removed 5 paths matching .slugignore" in result.lines
@@ -281,23 +289,26 @@ def test_failing_install_leaves_no_venv(tmp_path: Path) -> None:
     assert list((tmp_path / "cache" / "slugs").iterdir()) == []
 
 
-def test_no_dependency_file_builds_without_venv(tmp_path: Path) -> None:
-    result = build(make_repo(tmp_path / "app"), tmp_path)
-    assert result.slug.venv is None
-    assert any(line.startswith(" !     No requirements.txt") and "would refuse this app" in line
-               for line in result.lines)
+def test_no_dependency_file_fails_the_build(tmp_path: Path) -> None:
+    app = make_repo(tmp_path / "app", {"requirements.txt": None})
+    lines: list[str] = []
+    with pytest.raises(BuildError, match=r"^Couldn't find any supported Python package manager files: .*"
+                                         r"add a requirements.txt \(an empty one"):
+        build_slug(app, cache_dir=tmp_path / "cache", say=lines.append)
+    assert " !     Error: Couldn't find any supported Python package manager files." in lines
+    assert " !     Procfile" in lines and " !     app.py" in lines  # what the root holds, as Heroku lists it
 
 
 def test_two_dependency_files(tmp_path: Path) -> None:
-    app = make_repo(tmp_path / "app", {"requirements.txt": "", "Pipfile.lock": "{}"})
-    with pytest.raises(BuildError, match=r"several Python dependency files \(requirements.txt, "
-                                         r"Pipfile.lock\).*exactly one"):
+    app = make_repo(tmp_path / "app", {"Pipfile.lock": "{}"})
+    with pytest.raises(BuildError, match=r"^Multiple Python package manager files were found \(Pipfile.lock, "
+                                         r"requirements.txt\).*exactly one"):
         build(app, tmp_path)
 
 
 def test_pipfile_without_lock(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"Pipfile": "[packages]\n"})
-    with pytest.raises(BuildError, match="Pipfile has no Pipfile.lock"):
+    with pytest.raises(BuildError, match="^No 'Pipfile.lock' found: .*run 'pipenv lock'"):
         build(app, tmp_path)
 
 
@@ -312,16 +323,8 @@ def test_pipfile_lock_pins_default_packages(tmp_path: Path) -> None:
         "six==1.16.0 ; python_version >= '3'")
 
 
-def test_pyproject_dependencies(tmp_path: Path) -> None:
-    app = make_repo(tmp_path / "app", {"pyproject.toml": "[project]\nname = 'x'\ndependencies = []\n"})
-    result = build(app, tmp_path)
-    assert result.slug.venv is not None and (result.slug.venv / ".complete").exists()
-    assert "       pyproject.toml lists no packages" in result.lines
-    assert any("pyproject.toml without requirements.txt" in line for line in result.lines)
-
-
 def test_uv_lock_needs_uv(tmp_path: Path) -> None:
-    app = make_repo(tmp_path / "app", {"uv.lock": "version = 1\n"})
+    app = make_repo(tmp_path / "app", {"uv.lock": "version = 1\n", "requirements.txt": None, ".python-version": MINOR})
     if shutil.which("uv"):
         pytest.skip("uv is installed here")
     with pytest.raises(BuildError, match="uv.lock needs the uv tool.*export a requirements.txt"):
@@ -333,7 +336,7 @@ def test_uv_lock_is_exported_with_uv(tmp_path: Path, monkeypatch: pytest.MonkeyP
     write(tools, {"uv": "#!/bin/sh\necho '# exported by uv'\n"})
     (tools / "uv").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
-    app = make_repo(tmp_path / "app", {"uv.lock": "version = 1\n"})
+    app = make_repo(tmp_path / "app", {"uv.lock": "version = 1\n", "requirements.txt": None, ".python-version": MINOR})
     result = build(app, tmp_path)
     assert "-----> Exporting uv.lock with uv" in result.lines
     assert result.slug.venv is not None
@@ -341,7 +344,7 @@ def test_uv_lock_is_exported_with_uv(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_parallel_builds_share_one_venv_and_slug(tmp_path: Path) -> None:
-    app = make_repo(tmp_path / "app", {"pyproject.toml": "[project]\nname = 'x'\ndependencies = []\n"})
+    app = make_repo(tmp_path / "app")
     results: list[Build] = []
     threads = [threading.Thread(target=lambda: results.append(build(app, tmp_path))) for _ in range(4)]
     for thread in threads:
@@ -367,28 +370,36 @@ def test_failing_hook(tmp_path: Path) -> None:
 # --- Python version --------------------------------------------------------------------------
 
 def test_python_version_not_on_this_machine(tmp_path: Path) -> None:
-    app = make_repo(tmp_path / "app", {".python-version": "# pinned\n3.99\n"})
+    missing = next((minor for minor in OTHER_MINORS if not shutil.which(f"python{minor}")), None)
+    if missing is None:
+        pytest.skip("every Python Heroku supports is installed here")
+    app = make_repo(tmp_path / "app", {".python-version": f"# pinned\n{missing}\n"})
     result = build(app, tmp_path)
-    assert (f" !     .python-version asks for Python 3.99; this machine has {PYTHON}, using it "
-            "(Heroku would install 3.99)") in result.lines
+    assert (f" !     .python-version asks for Python {missing}; this machine has {PYTHON}, using it "
+            f"(Heroku would install {missing})") in result.lines
     assert result.slug.python_version == PYTHON
 
 
-def test_runtime_txt_comes_first(tmp_path: Path) -> None:
-    app = make_repo(tmp_path / "app", {"runtime.txt": "python-3.98.1\n", ".python-version": "3.99\n"})
+def test_runtime_txt_comes_first_and_is_deprecated(tmp_path: Path) -> None:
+    app = make_repo(tmp_path / "app", {"runtime.txt": f"python-{OTHER_MINORS[0]}.0\n", ".python-version": MINOR})
     result = build(app, tmp_path)
-    assert any(line.startswith(" !     runtime.txt asks for Python 3.98;") for line in result.lines)
+    assert f"-----> Using Python {OTHER_MINORS[0]}.0 specified in runtime.txt" in result.lines
+    assert " !     Warning: The runtime.txt file is deprecated." in result.lines
+    assert " !     Warning: A Python patch update is available!" in result.lines
 
 
 def test_requested_python_found_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = OTHER_MINORS[-1]
     tools = tmp_path / "tools"
-    write(tools, {"python3.99": "#!/bin/sh\necho 3.99.2\n"})
-    (tools / "python3.99").chmod(0o755)
+    # Says it is the other version, and is this one for the rest (the virtualenv, pip).
+    write(tools, {f"python{other}": f'#!/bin/sh\ncase "$2" in *version_info*) echo {other}.2;; '
+                                    f'*) exec {sys.executable} "$@";; esac\n'})
+    (tools / f"python{other}").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
-    app = make_repo(tmp_path / "app", {".python-version": "3.99\n"})
+    app = make_repo(tmp_path / "app", {".python-version": f"{other}\n"})
     result = build(app, tmp_path)
-    assert "-----> Using Python 3.99 specified in .python-version" in result.lines
-    assert result.slug.python_version == "3.99.2"
+    assert f"-----> Using Python {other} specified in .python-version" in result.lines
+    assert result.slug.python_version == f"{other}.2"
 
 
 def test_matching_python_version(tmp_path: Path) -> None:
@@ -399,7 +410,7 @@ def test_matching_python_version(tmp_path: Path) -> None:
 
 def test_bad_runtime_txt(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"runtime.txt": "3.12\n"})
-    with pytest.raises(BuildError, match="runtime.txt: '3.12' is not a Python version"):
+    with pytest.raises(BuildError, match=r"^Invalid Python version in runtime.txt \('3.12'\)"):
         build(app, tmp_path)
 
 

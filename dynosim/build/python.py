@@ -1,5 +1,5 @@
-"""What Heroku's Python buildpack does to a slug: pick the interpreter, install the dependencies
-into a shared virtualenv, and run bin/pre_compile and bin/post_compile."""
+"""What Heroku's Python buildpack does to a slug: refuse what it refuses, pick the interpreter, install
+the dependencies into a shared virtualenv, and run bin/pre_compile and bin/post_compile."""
 
 from __future__ import annotations
 
@@ -17,27 +17,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from dynosim.build import python_version
+from dynosim.build.messages import INDENT, STEP, WARN, Say, failure
 from dynosim.errors import BuildError
 
-STEP = "-----> "
-INDENT = "       "
-WARN = " !     "
 COMPLETE = ".complete"  # written last into a virtualenv: it is whole and can be shared
 KEY_LENGTH = 32  # hex digits naming a virtualenv; short enough to keep script shebangs short
-# The buildpack needs exactly one of these; each names the tool that reads it.
-LOCK_FILES = {"requirements.txt": "pip", "Pipfile.lock": "pipenv", "poetry.lock": "poetry", "uv.lock": "uv"}
+# The buildpack needs exactly one of these; each names the tool that reads it, as its errors do.
+LOCK_FILES = {"Pipfile.lock": "pipenv", "requirements.txt": "pip", "poetry.lock": "poetry", "uv.lock": "uv"}
+TOOL_NAMES = {"Pipfile.lock": "Pipenv", "requirements.txt": "pip", "poetry.lock": "Poetry", "uv.lock": "uv"}
 EXPORT_COMMANDS = {
-    "uv.lock": ("uv", "export", "--frozen", "--format", "requirements-txt", "--no-hashes",
+    # --locked, as the buildpack's `uv sync --locked`: a uv.lock behind pyproject.toml fails the build.
+    "uv.lock": ("uv", "export", "--locked", "--format", "requirements-txt", "--no-hashes",
                 "--no-dev", "--no-emit-project"),
     "poetry.lock": ("poetry", "export", "--format", "requirements.txt", "--without-hashes",
                     "--only", "main"),
 }
+# What the buildpack's `poetry sync` refuses before installing: a poetry.lock behind pyproject.toml.
+LOCK_CHECKS = {"poetry.lock": ("poetry", "check", "--lock")}
 INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)[\s=]*(\S+)")
-RUNTIME_TXT = re.compile(r"python-(\d+\.\d+(?:\.\d+)?)")
-VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?")
 PRINT_VERSION = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
-
-Say = Callable[[str], None]
+# Config vars the buildpack never exports into the build (buildpack-stdlib's export_env blacklist).
+NOT_EXPORTED = frozenset({"PATH", "CPATH", "CPPATH", "LD_PRELOAD", "LIBRARY_PATH", "LD_LIBRARY_PATH",
+                          "PYTHONHOME"})
+# The default source plette adds to a Pipfile without one, before hashing it.
+PIPENV_DEFAULT_SOURCE = {"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}
+PIPFILE_SECTIONS = frozenset({"source", "packages", "dev-packages", "requires", "scripts", "pipfile",
+                              "pipenv", "default", "develop"})
 
 
 @dataclass(frozen=True)
@@ -54,59 +60,112 @@ class Dependencies:
     # or when uv/poetry must export it at install time.
     requirements: tuple[str, ...] | None
 
+    @property
+    def package_manager(self) -> str:
+        return LOCK_FILES[self.file]
 
-def find_python(slug_dir: Path, say: Say) -> Interpreter:
+
+def check_source(slug_dir: Path, say: Say) -> None:
+    """What the buildpack refuses to find in an app's source: its own install folder, a virtualenv."""
+    if (slug_dir / ".heroku" / "python").exists():
+        raise failure(say, "Existing '.heroku/python/' directory found.",
+                      ["", "Your app's source code contains an existing directory named",
+                       "'.heroku/python/', which is where the Python buildpack needs",
+                       "to install its files."],
+                      "Existing '.heroku/python/' directory found: Heroku's Python buildpack fails the build; "
+                      "delete it from the repository (or the hook that makes it)")
+    for name in (".venv", "venv"):
+        if (slug_dir / name / "pyvenv.cfg").is_file():
+            raise failure(say, f"Existing '{name}/' directory found.",
+                          ["", "Your app's source code contains an existing directory named",
+                           f"'{name}/', which looks like a Python virtual environment."],
+                          f"Existing '{name}/' directory found: Heroku's Python buildpack fails the build; "
+                          f"run 'git rm --cached -r {name}/', add {name}/ to .gitignore and commit")
+
+
+def find_python(slug_dir: Path, deps: Dependencies, say: Say) -> Interpreter:
     """The interpreter for the app: the requested minor version if this machine has it."""
     current = Interpreter(sys.executable, "%d.%d.%d" % sys.version_info[:3])
-    requested, source = _requested_version(slug_dir)
-    if requested is None:
-        say(f"{STEP}No Python version was specified. Using dynosim's own: Python {current.version}")
+    request = python_version.requested(slug_dir, deps.package_manager, say)
+    if request.version is None:
+        say(f"{STEP}No Python version was specified. Using dynosim's own: Python {current.version} "
+            f"(Heroku's buildpack would use Python {python_version.DEFAULT})")
+        python_version.check(request, deps.package_manager, say)
         return current
-    wanted = _minor(requested)
+    say(f"{STEP}Using Python {request.version} specified in {request.origin}")
+    python_version.check(request, deps.package_manager, say)
+    wanted = request.major
+    assert wanted is not None
     if _minor(current.version) == wanted:
-        say(f"{STEP}Using Python {requested} specified in {source}")
         return current
     found = _interpreter_on_path(wanted)
     if found is None:
-        say(f"{WARN}{source} asks for Python {wanted}; this machine has {current.version}, "
-            f"using it (Heroku would install {requested})")
+        say(f"{WARN}{request.origin} asks for Python {wanted}; this machine has {current.version}, "
+            f"using it (Heroku would install {request.version})")
         return current
-    say(f"{STEP}Using Python {requested} specified in {source}")
     say(f"{INDENT}{found.executable} ({found.version})")
     return found
 
 
-def find_dependencies(slug_dir: Path, say: Say) -> Dependencies | None:
-    """The one dependency file, read; None (with a warning) when the app declares none."""
+def find_dependencies(slug_dir: Path, say: Say) -> Dependencies:
+    """The one package manager file, read, as the buildpack picks it; anything else fails the build."""
+    if not (slug_dir / "Pipfile.lock").is_file() and (slug_dir / "Pipfile").is_file():
+        raise failure(say, "No 'Pipfile.lock' found!",
+                      ["", "A 'Pipfile' file was found, however, the associated 'Pipfile.lock'",
+                       "Pipenv lockfile wasn't."],
+                      "No 'Pipfile.lock' found: Heroku's Python buildpack fails the build; run 'pipenv lock' "
+                      "and commit Pipfile.lock")
     present = [name for name in LOCK_FILES if (slug_dir / name).is_file()]
     if len(present) > 1:
-        raise BuildError(f"several Python dependency files ({', '.join(present)}): Heroku's Python "
-                         "buildpack needs exactly one; delete the others or list them in .slugignore")
-    if present == ["requirements.txt"]:
-        return Dependencies("requirements.txt", _requirements_fingerprint(slug_dir), None)
-    if present == ["Pipfile.lock"]:
-        lines = _pipfile_lock_requirements(slug_dir / "Pipfile.lock")
-        return Dependencies("Pipfile.lock", _fingerprint("\n".join(lines)), lines)
-    if present:
-        return Dependencies(present[0], _fingerprint((slug_dir / present[0]).read_text(errors="replace")),
-                            None)
-    if (slug_dir / "Pipfile").is_file():
-        raise BuildError("Pipfile has no Pipfile.lock: run 'pipenv lock' and commit Pipfile.lock")
-    project_deps = _pyproject_requirements(slug_dir / "pyproject.toml")
-    if project_deps is not None:
-        say(f"{WARN}pyproject.toml without requirements.txt or a lock file: Heroku's Python buildpack "
-            "would refuse this app; installing its [project] dependencies with pip")
-        return Dependencies("pyproject.toml", _fingerprint("\n".join(project_deps)), project_deps)
-    say(f"{WARN}No requirements.txt (or Pipfile.lock, poetry.lock, uv.lock): Heroku's Python buildpack "
-        "would refuse this app; building it without dependencies")
-    return None
+        raise failure(say, "Multiple Python package manager files were found.",
+                      ["", "Exactly one package manager file should be present in your app's",
+                       "source code, however, several were found:", "", *(f"{name} ({TOOL_NAMES[name]})" for name in present)],
+                      f"Multiple Python package manager files were found ({', '.join(present)}): Heroku's "
+                      "Python buildpack needs exactly one; delete the others or list them in .slugignore")
+    if not present:
+        raise _no_package_manager(slug_dir, say)
+    [file] = present
+    if file == "requirements.txt":
+        return Dependencies(file, _requirements_fingerprint(slug_dir), None)
+    if file == "Pipfile.lock":
+        lines = _pipfile_lock_requirements(slug_dir / file, say)
+        return Dependencies(file, _fingerprint("\n".join(lines)), lines)
+    # The export reads pyproject.toml too: a change there must be seen (and its lock checked again).
+    texts = [(slug_dir / name).read_text(errors="replace") if (slug_dir / name).is_file() else ""
+             for name in (file, "pyproject.toml")]
+    return Dependencies(file, _fingerprint("\0".join(texts)), None)
 
 
-def env_key(python: Interpreter, deps: Dependencies | None) -> str:
+def check_lockfile(deps: Dependencies, slug_dir: Path, say: Say) -> None:
+    """pipenv install --deploy, which the buildpack runs, refuses a Pipfile.lock whose
+    _meta.hash.sha256 is not the Pipfile's hash (a Pipfile edited after `pipenv lock`)."""
+    if deps.file != "Pipfile.lock" or not (slug_dir / "Pipfile").is_file():
+        return
+    expected = _pipfile_hash(slug_dir / "Pipfile", say)
+    if expected is None:
+        return
+    lock = json.loads((slug_dir / "Pipfile.lock").read_text(errors="replace"))
+    recorded = str((lock.get("_meta") or {}).get("hash", {}).get("sha256") or "")
+    if recorded == expected:
+        return
+    say(f"{STEP}Installing dependencies using 'pipenv install --deploy'")
+    say(f"{INDENT}Your Pipfile.lock ({recorded}) is out of date. Expected: ({expected}).")
+    say(f"{INDENT}ERROR:: Aborting deploy")
+    raise failure(say, "Unable to install dependencies using Pipenv.",
+                  ["", "See the log output above for more information."],
+                  "Unable to install dependencies using Pipenv: Pipfile.lock is out of date with Pipfile "
+                  f"(its _meta.hash.sha256 is {recorded[:12] or 'missing'}…, the Pipfile's is "
+                  f"{expected[:12]}…); run 'pipenv lock' and commit Pipfile.lock")
+
+
+def exported_config(config_vars: Mapping[str, str]) -> dict[str, str]:
+    """The config vars the buildpack exports into its hooks and collectstatic."""
+    return {name: value for name, value in config_vars.items() if name not in NOT_EXPORTED}
+
+
+def env_key(python: Interpreter, deps: Dependencies) -> str:
     """Names the dependency environment: the same interpreter and dependencies share one virtualenv."""
-    material = f"{python.version}\0{os.path.realpath(python.executable)}\0"
-    if deps is not None:
-        material += f"{deps.file}\0{deps.fingerprint}"
+    material = f"{python.version}\0{os.path.realpath(python.executable)}\0{deps.file}\0{deps.fingerprint}"
     return _fingerprint(material)[:KEY_LENGTH]
 
 
@@ -129,8 +188,9 @@ def install_dependencies(deps: Dependencies, *, python: Interpreter, slug_dir: P
         (venv / COMPLETE).touch()
 
 
-def run_hook(name: str, *, slug_dir: Path, venv: Path | None, env: Mapping[str, str], say: Say) -> None:
-    """Run bin/<name> in the slug being built, as the buildpack does, if the app has one."""
+def run_hook(name: str, *, slug_dir: Path, venv: Path, env: Mapping[str, str], say: Say) -> None:
+    """Run bin/<name> in the slug being built, as the buildpack does (with the app's config vars in
+    `env`), if the app has one."""
     script = slug_dir / "bin" / name
     if not script.is_file():
         return
@@ -143,8 +203,12 @@ def run_hook(name: str, *, slug_dir: Path, venv: Path | None, env: Mapping[str, 
         raise BuildError(f"bin/{name} could not be started ({error.strerror}): "
                          "give it a #! line, e.g. #!/usr/bin/env bash") from None
     if code != 0:
-        raise BuildError(f"bin/{name} failed (exit {code}): fix the errors in its output above, "
-                         "or remove the script")
+        raise failure(say, f"Failed to run the bin/{name} script.",
+                      ["", f"We found a 'bin/{name}' script in your app source, so ran",
+                       "it to allow for customisation of the build process.", "",
+                       "However, this script exited with a non-zero exit status."],
+                      f"bin/{name} failed (exit {code}): fix the errors in its output above, "
+                      "or remove the script")
 
 
 def build_env(venv: Path | None, extra: Mapping[str, str]) -> dict[str, str]:
@@ -158,25 +222,6 @@ def build_env(venv: Path | None, extra: Mapping[str, str]) -> dict[str, str]:
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["VIRTUAL_ENV"] = str(venv)
     return env
-
-
-def _requested_version(slug_dir: Path) -> tuple[str | None, str]:
-    runtime_txt = slug_dir / "runtime.txt"
-    if runtime_txt.is_file():
-        text = runtime_txt.read_text(errors="replace").strip()
-        match = RUNTIME_TXT.fullmatch(text)
-        if match is None:
-            raise BuildError(f"runtime.txt: '{text}' is not a Python version; write e.g. python-3.12")
-        return match.group(1), "runtime.txt"
-    python_version = slug_dir / ".python-version"
-    if not python_version.is_file():
-        return None, ""
-    lines = [line.strip() for line in python_version.read_text(errors="replace").splitlines()]
-    versions = [line for line in lines if line and not line.startswith("#")]
-    if len(versions) != 1 or VERSION.fullmatch(versions[0]) is None:
-        raise BuildError(f".python-version: expected one version like 3.12, found {versions or 'none'}; "
-                         "fix the file")
-    return versions[0], ".python-version"
 
 
 def _minor(version: str) -> str:
@@ -218,11 +263,13 @@ def _requirements_fingerprint(slug_dir: Path) -> str:
                                 for path, text in sorted(seen.items())))
 
 
-def _pipfile_lock_requirements(path: Path) -> tuple[str, ...]:
+def _pipfile_lock_requirements(path: Path, say: Say) -> tuple[str, ...]:
     try:
-        packages = json.loads(path.read_text()).get("default", {})
+        packages = json.loads(path.read_text(errors="replace")).get("default", {})
     except (ValueError, AttributeError) as error:
-        raise BuildError(f"Pipfile.lock is not valid ({error}): run 'pipenv lock' again") from None
+        raise failure(say, "Can't parse Pipfile.lock.",
+                      ["", "A Pipfile.lock file was found, however, it couldn't be parsed:", str(error)],
+                      f"Can't parse Pipfile.lock ({error}): run 'pipenv lock' to regenerate it") from None
     lines = []
     for name, entry in sorted(packages.items()):
         extras = f"[{','.join(entry['extras'])}]" if entry.get("extras") else ""
@@ -241,24 +288,57 @@ def _pipfile_lock_requirements(path: Path) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _pyproject_requirements(path: Path) -> tuple[str, ...] | None:
-    """[project] dependencies, or None when pyproject.toml is absent or does not list them."""
-    if not path.is_file():
+def _no_package_manager(slug_dir: Path, say: Say) -> BuildError:
+    if (slug_dir / "setup.py").is_file():
+        return failure(say, "Implicit setup.py file support has been sunset.",
+                       ["", "Your app currently only has a setup.py file and no Python",
+                        "package manager files."],
+                       "Implicit setup.py file support has been sunset: Heroku's Python buildpack fails the "
+                       "build; add a requirements.txt holding the line --editable .")
+    contents = sorted(f"{p.name}/" if p.is_dir() and not p.is_symlink() else p.name for p in slug_dir.iterdir())
+    pyproject = ("pyproject.toml alone is not enough: lock it (uv lock, poetry lock) or "
+                 if "pyproject.toml" in contents else "")
+    return failure(say, "Couldn't find any supported Python package manager files.",
+                   ["", "A Python app on Heroku must have either a 'requirements.txt',",
+                    "'Pipfile.lock', 'poetry.lock' or 'uv.lock' package manager file",
+                    "in the root directory of its source code.", "",
+                    "Currently the root directory of your app contains:", "", *contents, "",
+                    "If your app has no dependencies, then create an empty 'requirements.txt' file."],
+                   "Couldn't find any supported Python package manager files: Heroku's Python buildpack "
+                   f"fails the build; {pyproject}add a requirements.txt (an empty one if the app needs no "
+                   "packages) and commit it")
+
+
+def _pipfile_hash(path: Path, say: Say) -> str | None:
+    """The hash pipenv records in Pipfile.lock: plette's Pipfile.get_hash() with package names in
+    their PEP 503 form, as pipenv 2026.7.1 (the buildpack's) computes it. None where Python cannot
+    read TOML (3.10)."""
+    try:
+        import tomllib  # only apps with a Pipfile pay for it
+    except ModuleNotFoundError:
+        say(f"{WARN}dynosim on Python 3.10 cannot read Pipfile: it does not check that Pipfile.lock is "
+            "up to date, as Heroku's build does (run dynosim with Python 3.11+)")
         return None
+
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise BuildError("reading pyproject.toml needs Python 3.11+: run dynosim with it, "
-                         "or add a requirements.txt") from None
-    try:
-        dependencies = tomllib.loads(path.read_text()).get("project", {}).get("dependencies")
+        data = tomllib.loads(path.read_text(errors="replace"))
     except tomllib.TOMLDecodeError as error:
-        raise BuildError(f"pyproject.toml is not valid TOML ({error}): fix it") from None
-    if dependencies is None:
-        return None
-    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
-        raise BuildError("pyproject.toml: [project] dependencies must be a list of strings; fix it")
-    return tuple(dependencies)
+        raise failure(say, "Unable to install dependencies using Pipenv.",
+                      ["", f"Pipfile is not valid TOML: {error}"],
+                      f"Pipfile is not valid TOML ({error}): fix it and run 'pipenv lock'") from None
+
+    def canonical(section: object) -> object:
+        if not isinstance(section, dict):
+            return section
+        return {re.sub(r"[-_.]+", "-", name).lower(): value for name, value in section.items()}
+
+    content = {
+        "_meta": {"sources": data.get("source", [PIPENV_DEFAULT_SOURCE]), "requires": data.get("requires", {})},
+        "default": canonical(data.get("packages", {})),
+        "develop": canonical(data.get("dev-packages", {})),
+        **{category: canonical(values) for category, values in data.items() if category not in PIPFILE_SECTIONS},
+    }
+    return _fingerprint(json.dumps(content, sort_keys=True, separators=(",", ":")))
 
 
 def _build_venv(deps: Dependencies, python: Interpreter, slug_dir: Path, venv: Path, say: Say) -> None:
@@ -277,7 +357,9 @@ def _build_venv(deps: Dependencies, python: Interpreter, slug_dir: Path, venv: P
     say(f"{STEP}Installing {what} with pip")
     code, error = _pip_install(requirements, venv, slug_dir, say)
     if code != 0:
-        raise BuildError(f"pip install failed (exit {code}): {error} – fix {deps.file}")
+        raise failure(say, f"Unable to install dependencies using {TOOL_NAMES[deps.file]}.",
+                      ["", "See the log output above for more information."],
+                      f"pip install failed (exit {code}): {error} – fix {deps.file}")
 
 
 def _requirements_file(deps: Dependencies, slug_dir: Path, venv: Path, say: Say) -> Path:
@@ -293,12 +375,19 @@ def _requirements_file(deps: Dependencies, slug_dir: Path, venv: Path, say: Say)
     if shutil.which(tool) is None:
         raise BuildError(f"{deps.file} needs the {tool} tool, which is not on PATH: install {tool}, "
                          f"or export a requirements.txt and list {deps.file} in .slugignore")
-    say(f"{STEP}Exporting {deps.file} with {tool}")
-    proc = subprocess.run(command, cwd=slug_dir, capture_output=True, text=True,
-                          env=build_env(None, {}))
-    if proc.returncode != 0:
-        raise BuildError(f"{tool} export failed (exit {proc.returncode}): "
-                         f"{_last_line(proc.stderr + proc.stdout)}; export a requirements.txt instead")
+    for step in (LOCK_CHECKS.get(deps.file), command):
+        if step is None:
+            continue
+        say(f"{STEP}Running '{' '.join(step[:3])}'" if step is not command
+            else f"{STEP}Exporting {deps.file} with {tool}")
+        proc = subprocess.run(step, cwd=slug_dir, capture_output=True, text=True, env=build_env(None, {}))
+        if proc.returncode != 0:
+            for line in (proc.stderr + proc.stdout).splitlines():
+                say(f"{INDENT}{line}")
+            raise failure(say, f"Unable to install dependencies using {TOOL_NAMES[deps.file]}.",
+                          ["", "See the log output above for more information."],
+                          f"'{' '.join(step[:3])}' failed (exit {proc.returncode}): "
+                          f"{_last_line(proc.stderr + proc.stdout)}")
     written.write_text(proc.stdout)
     return written
 

@@ -7,12 +7,14 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynosim.build.python import (STEP, env_key, find_dependencies, find_python,
-                                  install_dependencies, run_hook)
+from dynosim.build.collectstatic import collectstatic
+from dynosim.build.messages import STEP
+from dynosim.build.python import (check_lockfile, check_source, env_key, exported_config, find_dependencies,
+                                  find_python, install_dependencies, run_hook)
 from dynosim.build.source import apply_slugignore, export_source
 from dynosim.errors import BuildError
 
@@ -24,7 +26,7 @@ CHUNK = 1 << 20
 class Slug:
     id: str  # content hash of the source tree and the dependency environment
     path: Path  # the slug's root; dynos use it as HOME and cwd
-    venv: Path | None  # the shared virtualenv outside the slug; None without a dependency file
+    venv: Path | None  # the shared virtualenv outside the slug (None in releases recorded before every build made one)
     python_version: str  # the interpreter the app gets, e.g. "3.11.7"
     commit: str | None  # 40-hex HEAD sha when the slug is exactly a commit
     description: str  # "Deploy 58d1fdd", "Deploy dirty working tree", "Deploy (no git)"
@@ -37,9 +39,11 @@ def default_cache_dir() -> Path:
 
 
 def build_slug(app_dir: Path, *, cache_dir: Path, dirty: bool = False,
-               say: Callable[[str], None] = print) -> Slug:
+               config_vars: Mapping[str, str] | None = None, say: Callable[[str], None] = print) -> Slug:
     """Build the app's slug the way Heroku's slug compiler and Python buildpack would, or reuse
-    the cached one with the same content. `say` gets each build output line."""
+    the cached one with the same content and config. `config_vars` are the app's (Heroku gives a
+    build its config vars: the hooks and collectstatic see them); `say` gets each output line."""
+    exported = exported_config(config_vars or {})
     app_dir = Path(app_dir).absolute()
     if not app_dir.is_dir():
         raise BuildError(f"{app_dir}: no such app folder; pass the folder that holds the Procfile")
@@ -58,22 +62,26 @@ def build_slug(app_dir: Path, *, cache_dir: Path, dirty: bool = False,
         if removed:
             say(f"{STEP}Removed {removed} {'path' if removed == 1 else 'paths'} matching .slugignore")
         say(f"{STEP}Python app detected")
-        python = find_python(build_dir, say)
+        check_source(build_dir, say)
         deps = find_dependencies(build_dir, say)
+        python = find_python(build_dir, deps, say)
+        check_lockfile(deps, build_dir, say)
         key = env_key(python, deps)
-        venv = cache_dir / "venvs" / key if deps is not None else None
-        slug_id = _tree_hash(build_dir, key)
+        venv = cache_dir / "venvs" / key
+        # What the build saw decides what it made: the same source built with other config vars
+        # (DISABLE_COLLECTSTATIC, a setting read by collectstatic or a hook) is another slug.
+        slug_id = _tree_hash(build_dir, key + _config_hash(exported))
         final = slugs / slug_id
         if final.is_dir():
-            if deps is not None and venv is not None:  # rebuilt here only if the venv was deleted
-                install_dependencies(deps, python=python, slug_dir=build_dir, venv=venv, say=say)
+            # rebuilt here only if the venv was deleted
+            install_dependencies(deps, python=python, slug_dir=build_dir, venv=venv, say=say)
             say(f"{STEP}Using cached slug {slug_id[:12]}")
         else:
             # Heroku gives buildpacks the commit being built; the hooks may use it.
-            env = {"SOURCE_VERSION": source.commit} if source.commit else {}
+            env = {**exported, **({"SOURCE_VERSION": source.commit} if source.commit else {})}
             run_hook("pre_compile", slug_dir=build_dir, venv=venv, env=env, say=say)
-            if deps is not None and venv is not None:
-                install_dependencies(deps, python=python, slug_dir=build_dir, venv=venv, say=say)
+            install_dependencies(deps, python=python, slug_dir=build_dir, venv=venv, say=say)
+            collectstatic(build_dir, venv, exported, say)
             run_hook("post_compile", slug_dir=build_dir, venv=venv, env=env, say=say)
             build_dir.chmod(0o755)  # mkdtemp made it private; a slug is read by its dynos
             _move_into_place(build_dir, final)
@@ -92,6 +100,13 @@ def _move_into_place(build_dir: Path, final: Path) -> None:
         if not final.is_dir():
             raise
         # Another build of the same content finished first; its slug is as good as ours.
+
+
+def _config_hash(config_vars: Mapping[str, str]) -> str:
+    """Empty without config vars, so an app without any keeps its slug id."""
+    if not config_vars:
+        return ""
+    return hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(config_vars.items())).encode()).hexdigest()
 
 
 def _entries(root: Path) -> Iterator[Path]:

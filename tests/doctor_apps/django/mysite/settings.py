@@ -8,3 +8,8 @@ DATABASES = {
         "NAME": "db.sqlite3",
     }
 }
+
+# Heroku's Python buildpack runs collectstatic at build time: it needs these.
+INSTALLED_APPS = ["django.contrib.staticfiles"]
+STATIC_URL = "static/"
+STATIC_ROOT = "staticfiles"
