@@ -131,8 +131,9 @@ class Addons:
             if not (self.backend_name == "auto" and where == "docker" and state.declared_backend(entry) is None):
                 raise
             # auto means "what works here": an engine that cannot run this image is no use for it
+            label = f"{entry.request.plan} ({record['name']})"
             self.say(
-                f"{entry.request.plan} ({record['name']}): the docker backend could not start it ({error}); "
+                f"{label}: the docker backend could not start it ({str(error).removeprefix(label + ': ')}); "
                 "created on the native backend instead, where it stays"
             )
             record["backend"] = "native"
