@@ -31,7 +31,7 @@ from redis.retry import Retry
 from conftest import CACHE_DIR, FIXTURES
 from dynosim.addons import AddonRequest, Addons
 from dynosim.addons.catalogue import Attachment, resolve
-from dynosim.addons.hints import watch_for_tls_failures
+from dynosim.addons.hints import watch_for_addon_failures
 from dynosim.errors import AddonError
 from dynosim.logs import LogLine, LogStream
 from dynosim.tls import default_ca_dir
@@ -335,7 +335,7 @@ def hints(logs: LogStream) -> list[LogLine]:
 
 def test_a_dyno_that_verifies_redis_gets_herokus_fix_once() -> None:
     logs = LogStream()
-    assert watch_for_tls_failures(logs, [redis_attachment()]) is not None
+    assert watch_for_addon_failures(logs, [redis_attachment()]) is not None
     error = (
         "redis.exceptions.ConnectionError: Error 1 connecting to 127.0.0.1:43817. [SSL: CERTIFICATE_VERIFY_FAILED] "
         "certificate verify failed: self-signed certificate in certificate chain (_ssl.c:1006)."
@@ -357,7 +357,7 @@ def test_a_dyno_that_verifies_redis_gets_herokus_fix_once() -> None:
 
 def test_the_hint_needs_the_add_ons_port_near_the_failure() -> None:
     logs = LogStream()
-    watch_for_tls_failures(logs, [redis_attachment(43817)])
+    watch_for_addon_failures(logs, [redis_attachment(43817)])
     # another service's failure, and a port that only starts like the add-on's
     logs.app_output("web.1", ["ssl.SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"])
     logs.app_output("web.1", ["requests to https://api.example.com:443/ failed", "listening on 127.0.0.1:438170"])
@@ -371,7 +371,7 @@ def test_the_hint_needs_the_add_ons_port_near_the_failure() -> None:
         "kombu.exceptions.OperationalError: Error while connecting to localhost:43817",
     ])  # fmt: skip
     assert [line.dyno for line in hints(logs)] == ["worker.1", "worker.1"]
-    assert watch_for_tls_failures(LogStream(), [redis_attachment().__class__(
+    assert watch_for_addon_failures(LogStream(), [redis_attachment().__class__(
         "redis-x", "heroku-redis", "redis", "native", {"REDIS_URL": "redis://:p@127.0.0.1:1"}, "127.0.0.1:1"
     )]) is None  # plain redis://: nothing to watch
 
