@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .addons import AddonRequest, Addons, Attachment
-from .addons.hints import watch_for_addon_failures
+from .addons.hints import watch_for_tls_failures
 from .app import App as AppFolder
 from .app import load_app
 from .config import ConfigStore, resolve_config_vars
@@ -27,9 +27,9 @@ from .control import ControlServer
 from .build import Slug, build_slug, default_cache_dir
 from .procfile import Procfile, load_procfile
 from .errors import DynosimError, ReleaseError
-from .formation import Formation, resolve_formation
+from .formation import Formation, FormationStore, resolve_formation
 from .logs import LogLine, LogStream, TerminalPrinter
-from .releases import Release, ReleaseHistory
+from .releases import Release, ReleaseHistory, config_change_description
 from .runtime.dyno import Timeouts
 from .runtime.memory import MemoryPolicy
 from .ephemeral import DEFAULT_IGNORE, Ledger
@@ -191,7 +191,19 @@ class Run:
         self.options = options
         self.out = out
         self.app = load_app(app_dir)
-        self.formation: Formation = resolve_formation(self.app.procfile, self.app.manifest, options.formation, options.size)
+        self.history = ReleaseHistory(self.app.state_dir)
+        self._new_release = False  # whether prepare() made a release, whose release phase settles it
+        self.formations = FormationStore(self.app.state_dir)
+        stored = self.formations.load()
+        own = resolve_formation(self.app.procfile, self.app.manifest, app=stored)
+        self.formation: Formation = resolve_formation(
+            self.app.procfile, self.app.manifest, options.formation, options.size, app=stored
+        )
+        self._formation_note = (
+            f"formation for this run: {self.formation.describe()} (from the command line); the app's own, "
+            f"{own.describe()}, stays for the next run (`dynosim ps:scale` changes it)"
+            if self.formation != own else None
+        )
         self.logs = LogStream()
         self.ledger = Ledger(self.logs, options.ephemeral_ignore)
         self.lock = RunLock(self.app)
@@ -210,6 +222,8 @@ class Run:
         self._tls: Future[ssl.SSLContext | None] = Future()  # made once the dynos are starting
         for warning in self.app.procfile.warnings:
             self.say(f" !     {warning}")
+        if self._formation_note is not None:
+            self.say(self._formation_note)
         claim_port(self.options.port, self.options.host)  # the router's, before a long build
         self.lock.acquire(self.say)
         slug: Slug = build_slug(
@@ -220,9 +234,11 @@ class Run:
         if self.addons.resolved:
             self.say("-----> Starting add-ons")
             self.attachments = self.addons.start()
-            watch_for_addon_failures(self.logs, self.attachments)  # Heroku's fix, once, when a dyno fails against an add-on as it would there
+            watch_for_tls_failures(self.logs, self.attachments)  # Heroku's fix, once, when a dyno verifies Redis's certificate
             config_vars.update(self._addon_vars(config_vars))
-        release, _ = ReleaseHistory(self.app.state_dir).create(slug, config_vars, self.app.user())
+        release, self._new_release = self.history.create(
+            slug, config_vars, self.app.user(), slug.description, release_phase=self.app.procfile.release is not None
+        )
         self.lock.record(release=release.version, config_vars=config_vars)
         sandbox = choose_sandbox(self.options.sandbox, self.app.runtime_dir, protect=[self.app.path])
         self.say(f"dyno sandbox: {sandbox.mode} ({sandbox.reason})")
@@ -288,7 +304,14 @@ class Run:
         await asyncio.wait((phase, stopped), return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set() and not phase.done():
             await manager.stop()
-        await phase  # raises ReleaseError when the release command failed or was interrupted
+        try:
+            await phase
+        except ReleaseError as error:  # the release command failed or was interrupted
+            if self._new_release:
+                self.history.settle(release, succeeded=False)
+            raise ReleaseError(f"{error}; no dyno was started. Fix it and run again") from None
+        if self._new_release:
+            self.history.settle(release, succeeded=True)
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
         manager.start()
         # the router's certificate is made while the dynos boot: a run's start never waits for it
@@ -320,12 +343,16 @@ class Run:
             return manager.ps()
 
         async def scale(request: Mapping[str, Any]) -> dict[str, int]:
-            formation = await manager.scale({str(k): int(v) for k, v in dict(request.get("counts", {})).items()})
+            counts = {str(k): int(v) for k, v in dict(request.get("counts", {})).items()}
+            formation = await manager.scale(counts)
+            self.formations.scale(manager.procfile, counts)
             self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
             return dict(formation.quantities)
 
         async def resize(request: Mapping[str, Any]) -> dict[str, str]:
-            formation = await manager.resize({str(k): str(v) for k, v in dict(request.get("sizes", {})).items()})
+            sizes = {str(k): str(v) for k, v in dict(request.get("sizes", {})).items()}
+            formation = await manager.resize(sizes)
+            self.formations.resize(manager.procfile, sizes)
             self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
             return {kind: size.name for kind, size in formation.sizes.items()}
 
@@ -350,9 +377,6 @@ class Run:
         async def config_set(request: Mapping[str, Any]) -> int:
             return (await self.set_config({str(k): v for k, v in dict(request.get("changes", {})).items()})).version
 
-        async def releases(_: Mapping[str, Any]) -> list[dict[str, object]]:
-            return ReleaseHistory(self.app.state_dir).entries()
-
         async def maintenance(request: Mapping[str, Any]) -> bool:
             assert self.router is not None
             if "on" in request:
@@ -362,7 +386,7 @@ class Run:
             return self.router.maintenance
 
         return {"ping": ping, "ps": ps, "ps:scale": scale, "ps:resize": resize, "restart": restart, "logs": logs, "config": config,
-                "config:set": config_set, "releases": releases, "maintenance": maintenance, "deploy": deploy}
+                "config:set": config_set, "maintenance": maintenance, "deploy": deploy}
 
     async def _tail(self, request: Mapping[str, Any]) -> AsyncIterator[str]:
         queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10000)
@@ -389,27 +413,16 @@ class Run:
         manager = self.manager
         assert manager is not None
         store = ConfigStore(self.app.state_dir)
-        stored = store.load()
-        for name, value in changes.items():
-            if value is None:
-                if name not in stored:
-                    where = ".env or app.json" if name in manager.release.config_vars else "the config vars"
-                    raise DynosimError(f"config:unset: {name} is not set with config:set (it comes from {where})")
-                stored.pop(name)
-            else:
-                stored[name] = value
-        store.save(stored)
+        store.change(changes, elsewhere=manager.release.config_vars)
         config_vars = resolve_config_vars(self.app.path, self.app.manifest, store)
         config_vars.update(self._addon_vars(config_vars, quiet=True))
         user = self.app.user()
-        release, _ = ReleaseHistory(self.app.state_dir).create(manager.release.slug, config_vars, user)
-        set_names = ", ".join(n for n, v in changes.items() if v is not None)
-        unset_names = ", ".join(n for n, v in changes.items() if v is None)
-        if set_names:
-            self.logs.api(f"Set {set_names} config vars by user {user}")
-        if unset_names:
-            self.logs.api(f"Unset {unset_names} config vars by user {user}")
-        await self._roll_out(release, user)
+        description = config_change_description(changes)
+        release, created = self.history.create(
+            manager.release.slug, config_vars, user, description, release_phase=manager.procfile.release is not None
+        )
+        self.logs.api(f"{description} by user {user}")
+        await self._roll_out(release, created, user)
         return release
 
     async def deploy(self, slug: Slug) -> Release:
@@ -418,23 +431,29 @@ class Run:
         assert manager is not None
         user = self.app.user()
         procfile = load_procfile(slug.path)
-        release, _ = ReleaseHistory(self.app.state_dir).create(slug, manager.release.config_vars, user)
+        release, created = self.history.create(
+            slug, manager.release.config_vars, user, slug.description, release_phase=procfile.release is not None
+        )
         self.logs.api(f"{slug.description} by user {user}")
-        await self._roll_out(release, user, procfile)
+        await self._roll_out(release, created, user, procfile)
         return release
 
-    async def _roll_out(self, release: Release, user: str, procfile: Procfile | None = None) -> None:
+    async def _roll_out(self, release: Release, created: bool, user: str, procfile: Procfile | None = None) -> None:
         """Release phase, then every dyno restarted onto the release; a failed release phase
-        leaves the running release untouched, as on Heroku."""
+        leaves the running release serving, as on Heroku."""
         manager = self.manager
         assert manager is not None
         previous = manager.release, manager.procfile
         manager.release, manager.procfile = release, procfile or manager.procfile
         try:
             await manager.release_phase(user)
-        except ReleaseError:
+        except ReleaseError as error:
             manager.release, manager.procfile = previous
-            raise
+            if created:
+                self.history.settle(release, succeeded=False)
+            raise ReleaseError(f"{error}; {previous[0].name} still serves, as on Heroku when a release command fails") from None
+        if created:
+            self.history.settle(release, succeeded=True)
         if manager.procfile.release is None:
             self.logs.api(f"Release {release.name} created by user {user}")
         self.lock.record(release=release.version, config_vars=dict(release.config_vars))

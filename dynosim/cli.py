@@ -39,9 +39,11 @@ def main() -> None:
     """Run a Procfile app on this machine the way Heroku runs it."""
 
 
-@main.command()
+# extra words (`dynosim run python worker.py`) are kept, to point at `exec` instead of click's usage error
+@main.command(context_settings={"allow_extra_args": True, "allow_interspersed_args": False})
+@click.pass_context
 @click.option("-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here).")
-@click.option("-f", "--formation", default="", metavar="TYPE=N,…", help="Dynos per process type, e.g. web=2,worker=1 (default: one of each).")
+@click.option("-f", "--formation", default="", metavar="TYPE=N,…", help="Dynos per process type for this run, e.g. web=2,worker=1 (default: the app's formation, as ps:scale left it).")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="The router's public port (default: $PORT, else 5000).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the router listens (0.0.0.0 to let other machines in).")
 @click.option("--forwarded-port", type=click.Choice(["heroku", "public"]), default="heroku", show_default=True, help="X-Forwarded-Port for dynos: 80/443 as Heroku's router, or the router's port here.")
@@ -61,11 +63,17 @@ def main() -> None:
 @click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons run.")
-def run(app_dir: Path, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
+def run(ctx: click.Context, app_dir: Path, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
         ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, watch: bool, runtime_metrics: bool, addon: tuple[str, ...],
         addons_backend: str) -> None:
     """Build the app and run its Procfile as Heroku dynos."""
+    import shlex
+
+    if ctx.args:
+        click.echo(f"dynosim: error: `dynosim run` runs the Procfile and takes no command; a one-off command is "
+                   f"`dynosim exec {shlex.join(ctx.args)}` (Heroku's `heroku run`)", err=True)
+        sys.exit(2)
     from .addons import AddonRequest
     from .api import DEFAULT_PORT, Run, RunOptions
     from .ephemeral import DEFAULT_IGNORE
@@ -110,10 +118,10 @@ def run(app_dir: Path, formation: str, port: int | None, host: str, forwarded_po
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra config var for this dyno only.")
 @click.option("--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How the dyno is contained.")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", help="Where add-ons run when no `dynosim run` is active.")
-@click.option("--dirty", is_flag=True, help="Use the working tree, uncommitted files included.")
+@click.option("--dirty", is_flag=True, help="With no release yet: build the working tree, uncommitted files included.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec(app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_backend: str, dirty: bool, command: tuple[str, ...]) -> None:
-    """Run COMMAND in a one-off dyno, like `heroku run` (a Procfile type runs its command)."""
+    """Run COMMAND in a one-off dyno of the current release, like `heroku run` (a Procfile type runs its command)."""
     from .oneoff import OneOffOptions, run_oneoff
 
     try:
@@ -222,12 +230,20 @@ def ps(app_dir: Path, as_json: bool) -> None:
 @click.argument("counts", nargs=-1, required=True)
 @_operate
 def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
-    """Scale process types: `dynosim ps:scale web=2 worker=0`."""
-    from .control import request
-    from .formation import parse_formation
+    """Scale process types: `dynosim ps:scale web=2 worker=0` (kept for the next runs too)."""
+    from .control import NoRunError, request
+    from .formation import FormationStore, parse_formation
+    from .procfile import load_procfile
 
     wanted = parse_formation(" ".join(counts), "ps:scale")
-    result = request(_state(app_dir), "ps:scale", counts=wanted)
+    state = _state(app_dir)
+    try:
+        result = request(state, "ps:scale", counts=wanted)
+    except NoRunError:
+        FormationStore(state).scale(load_procfile(app_dir.resolve()), wanted)
+        click.echo("Scaling dynos... done, " + ", ".join(f"{k} at {v}" for k, v in wanted.items())
+                   + " (no run is active: the next `dynosim run` starts this formation)")
+        return
     click.echo("Scaling dynos... done, now running " + ", ".join(f"{k} at {v}" for k, v in result.items()))
 
 
@@ -236,8 +252,10 @@ def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
 @click.argument("sizes", nargs=-1, required=True)
 @_operate
 def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
-    """Change dyno sizes: `dynosim ps:resize web=standard-2x` (memory quota, WEB_CONCURRENCY)."""
-    from .control import request
+    """Change dyno sizes: `dynosim ps:resize web=standard-2x` (memory quota, WEB_CONCURRENCY; kept for the next runs too)."""
+    from .control import NoRunError, request
+    from .formation import FormationStore
+    from .procfile import load_procfile
 
     wanted: dict[str, str] = {}
     for item in sizes:
@@ -245,7 +263,14 @@ def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
         if not sep or not kind or not size:
             raise DynosimError(f"ps:resize {item!r}: write TYPE=SIZE, e.g. web=standard-2x")
         wanted[kind] = size
-    result = request(_state(app_dir), "ps:resize", sizes=wanted)
+    state = _state(app_dir)
+    try:
+        result = request(state, "ps:resize", sizes=wanted)
+    except NoRunError:
+        stored = FormationStore(state).resize(load_procfile(app_dir.resolve()), wanted)
+        click.echo("Resizing dynos... done: " + ", ".join(f"{k} {stored.sizes[k]}" for k in wanted)
+                   + " (no run is active: the next `dynosim run` uses these sizes)")
+        return
     click.echo("Resizing and restarting the specified dynos... done: " + ", ".join(f"{k} {v}" for k, v in result.items()))
 
 
@@ -385,21 +410,13 @@ def _change_config(app_dir: Path, changes: dict[str, str | None]) -> None:
             raise DynosimError(f"{name!r} is not a valid config var name; use letters, digits and _, not starting with a digit")
     state = _state(app_dir)
     names = ", ".join(changes)
+    verb = "Unsetting" if all(value is None for value in changes.values()) else "Setting"
     try:
         version = request(state, "config:set", changes=changes)
-        click.echo(f"Setting {names} and restarting... done, v{version}")
+        click.echo(f"{verb} {names} and restarting... done, v{version}")
     except NoRunError:
-        store = ConfigStore(state)
-        stored = store.load()
-        for name, value in changes.items():
-            if value is None:
-                if name not in stored:
-                    raise DynosimError(f"config:unset: {name} is not set with config:set") from None
-                stored.pop(name)
-            else:
-                stored[name] = value
-        store.save(stored)
-        click.echo(f"Setting {names}... done (no run is active: the next `dynosim run` uses it)")
+        ConfigStore(state).change(changes)
+        click.echo(f"{verb} {names}... done (no run is active: the next `dynosim run` uses it)")
 
 
 @main.command()
@@ -407,21 +424,26 @@ def _change_config(app_dir: Path, changes: dict[str, str | None]) -> None:
 @json_option
 @_operate
 def releases(app_dir: Path, as_json: bool) -> None:
-    """The release history, newest first."""
+    """The release history, newest first, as `heroku releases` shows it."""
     import time
 
+    from .manifest import load_manifest
     from .releases import ReleaseHistory
 
-    entries = list(reversed(ReleaseHistory(_state(app_dir)).entries()))
+    rows = ReleaseHistory(_state(app_dir)).listing()
     if as_json:
-        for entry in entries:
-            entry.pop("fingerprint", None)
-        _print_json(entries)
+        _print_json(rows)
         return
-    click.echo("=== Releases")
-    for entry in entries:
-        when = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(float(entry["created_at"])))  # type: ignore[arg-type]
-        click.echo(f"v{entry['version']}  {entry['description']}  {entry.get('user', '')}  {when}")
+    name = load_manifest(app_dir.resolve()).name or app_dir.resolve().name
+    if not rows:
+        click.echo(f"{name} has no releases.")
+        return
+    current = next((row for row in rows if row["current"]), None)
+    click.echo(f"=== {name} Releases" + (f" - Current: v{current['version']}" if current else ""))
+    marks = {"pending": " release command executing", "failed": " release command failed"}  # Heroku's words
+    for row in rows:
+        when = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(float(row["created_at"])))  # type: ignore[arg-type]
+        click.echo(f"v{row['version']}  {row['description']}{marks.get(str(row['status']), '')}  {row['user']}  {when}")
 
 
 @main.command()

@@ -9,7 +9,7 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Container, Mapping
 
 
 from dynosim.errors import ConfigError
@@ -85,6 +85,19 @@ class ConfigStore:
             if not ENV_NAME.match(name):
                 raise ConfigError(f"{name!r} is not a valid config var name; {_NAME_RULE}")
         self._write({**self._read(), "vars": dict(values)})
+
+    def change(self, changes: Mapping[str, str | None], elsewhere: Container[str] = ()) -> None:
+        """`config:set` (a value) and `config:unset` (None); `elsewhere` are the names .env or app.json set."""
+        stored = self.load()
+        for name, value in changes.items():
+            if value is not None:
+                stored[name] = value
+            elif name in stored:
+                del stored[name]
+            else:
+                where = " (it comes from .env or app.json)" if name in elsewhere else ""
+                raise ConfigError(f"config:unset: {name} is not set with config:set{where}")
+        self.save(stored)
 
     def generated_secret(self, name: str) -> str:
         """app.json's generator "secret": made once, then the same value on every run."""

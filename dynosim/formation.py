@@ -1,9 +1,12 @@
 """The formation: how many dynos of each process type run, and of which size."""
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import FormationError
 from .manifest import Manifest
@@ -78,13 +81,65 @@ def parse_formation(text: str, where: str = "--formation") -> dict[str, int]:
     return result
 
 
+@dataclass(frozen=True)
+class AppFormation:
+    """What `ps:scale` and `ps:resize` set, per process type."""
+    quantities: Mapping[str, int]
+    sizes: Mapping[str, str]
+
+
+class FormationStore:
+    """The app's formation, kept in .dynosim/formation.json until changed: on Heroku it belongs to
+    the app, so a new run starts what the last `ps:scale` and `ps:resize` left."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "formation.json"
+
+    def load(self) -> AppFormation:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return AppFormation({}, {})
+        except (OSError, ValueError) as exc:
+            raise FormationError(f"{self.path}: unreadable formation ({exc}); fix or delete the file") from None
+        quantities, sizes = (data.get(key) if isinstance(data, dict) else None for key in ("quantities", "sizes"))
+        if not (isinstance(quantities, dict) and all(isinstance(n, int) and n >= 0 for n in quantities.values())
+                and isinstance(sizes, dict) and all(isinstance(s, str) for s in sizes.values())):
+            raise FormationError(f"{self.path}: not a formation (quantities and sizes per type); fix or delete the file")
+        return AppFormation(quantities, sizes)
+
+    def scale(self, procfile: Procfile, counts: Mapping[str, int]) -> AppFormation:
+        for kind, count in counts.items():
+            _check_type(kind, procfile, "ps:scale")
+            if count < 0:
+                raise FormationError(f"ps:scale: {kind}={count}: a dyno count cannot be negative")
+        stored = self.load()
+        return self._save(AppFormation({**stored.quantities, **counts}, stored.sizes))
+
+    def resize(self, procfile: Procfile, sizes: Mapping[str, str]) -> AppFormation:
+        named = {}
+        for kind, size in sizes.items():
+            _check_type(kind, procfile, "ps:resize")
+            named[kind] = dyno_size(size, f"ps:resize {kind}").name
+        stored = self.load()
+        return self._save(AppFormation(stored.quantities, {**stored.sizes, **named}))
+
+    def _save(self, formation: AppFormation) -> AppFormation:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"quantities": dict(formation.quantities), "sizes": dict(formation.sizes)}, indent=1))
+        os.replace(tmp, self.path)
+        return formation
+
+
 def resolve_formation(
     procfile: Procfile,
     manifest: Manifest,
     requested: Mapping[str, int] | None = None,
     size: str | None = None,
+    app: AppFormation = AppFormation({}, {}),
 ) -> Formation:
-    """One dyno of every type (as `heroku local`), then app.json `formation`, then the command line."""
+    """One dyno of every type (as `heroku local`), then app.json `formation`, then the app's own
+    (`ps:scale`, `ps:resize`), then the command line's for this run."""
     types = procfile.formation_types
     quantities = {kind: 1 for kind in types}
     sizes = {kind: dyno_size(size or DEFAULT_SIZE, "--size") for kind in types}
@@ -93,6 +148,10 @@ def resolve_formation(
         quantities[kind] = spec.quantity
         if spec.size and not size:
             sizes[kind] = dyno_size(spec.size, f"app.json formation.{kind}.size")
+    # a type gone from the Procfile leaves the formation, as on Heroku
+    quantities.update({kind: n for kind, n in app.quantities.items() if kind in types})
+    if not size:
+        sizes.update({kind: dyno_size(s, f"{kind}'s size") for kind, s in app.sizes.items() if kind in types})
     for kind, count in (requested or {}).items():
         _check_type(kind, procfile, "--formation")
         quantities[kind] = count

@@ -1,8 +1,9 @@
 """One-off dynos: `dynosim exec CMD…` is `heroku run`.
 
-A `run.NNNN` dyno from the current release's slug with the full config, attached to this
-terminal, never restarted, its filesystem discarded when it exits, with a report of what it
-wrote that is now gone (the classic `heroku run` surprise).
+A `run.NNNN` dyno from the current release's slug with its config (the running release's when a
+`dynosim run` is active), attached to this terminal, never restarted, its filesystem discarded
+when it exits, with a report of what it wrote that is now gone (the classic `heroku run` surprise).
+A one-off makes no release: its `-e` values are its own.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import random
 import shlex
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -23,7 +25,8 @@ from .build import build_slug, default_cache_dir
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .formation import DEFAULT_SIZE, dyno_size
 from .logs import LogLine, LogStream
-from .releases import ReleaseHistory
+from .procfile import Procfile, load_procfile
+from .releases import Release, ReleaseHistory
 from .runtime.dyno import Dyno, DynoSpec, Timeouts
 from .runtime.ports import free_port
 from .runtime.sandbox import choose_sandbox, remove_if_empty
@@ -34,16 +37,16 @@ class OneOffOptions:
     size: str = DEFAULT_SIZE
     sandbox: str = "auto"
     addons_backend: str = "auto"
-    dirty: bool = False
+    dirty: bool = False  # only for an app with no release yet: what it builds
     cache_dir: Path | None = None
     ephemeral_ignore: tuple[str, ...] = DEFAULT_IGNORE
     env: Mapping[str, str] = field(default_factory=dict)  # `heroku run -e`
 
 
-def command_for(app: App, argv: Sequence[str]) -> str:
+def command_for(procfile: Procfile, argv: Sequence[str]) -> str:
     """A Procfile type as the first word runs its command, with the rest appended (as `heroku run`)."""
     first, rest = argv[0], list(argv[1:])
-    process = app.procfile.processes.get(first)
+    process = procfile.processes.get(first)
     if process is not None:
         return " ".join([process.command, *(shlex.quote(arg) for arg in rest)])
     if len(argv) == 1:
@@ -53,26 +56,27 @@ def command_for(app: App, argv: Sequence[str]) -> str:
 
 def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneOffOptions(), err: TextIO = sys.stderr) -> int:
     app = load_app(app_dir)
-    command = command_for(app, argv)
 
     def say(line: str) -> None:
         err.write(line + "\n")
         err.flush()
 
-    slug = build_slug(app.path, cache_dir=options.cache_dir or default_cache_dir(), dirty=options.dirty, say=say)
+    history = ReleaseHistory(app.state_dir)
     active = RunLock(app).active()
     addons: Addons | None = None
     if active is not None and isinstance(active.get("config_vars"), dict):
+        version: int | None = int(active["release"])  # type: ignore[call-overload]
         config_vars = dict(active["config_vars"])  # type: ignore[arg-type]
     else:
+        version = history.current_version()
         requests = [*(AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in app.manifest.addons), *Addons.declared(app.state_dir)]
         addons = Addons(app.state_dir, requests, backend=options.addons_backend, say=say)
         config_vars = dict(app.config_vars)
         for attachment in addons.start():
             config_vars.update(attachment.config_vars)
     try:
-        config_vars.update(options.env)
-        release, _ = ReleaseHistory(app.state_dir).create(slug, config_vars, app.user())
+        release = _release(app, history, version, config_vars, options, say)
+        command = command_for(load_procfile(release.slug.path), argv)  # the release's own Procfile
         runtime_dir = app.runtime_dir.with_name(app.runtime_dir.name + ".oneoff")
         sandbox = choose_sandbox(options.sandbox, runtime_dir, protect=[app.path])
         size = dyno_size(options.size, "--size")
@@ -85,6 +89,27 @@ def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneO
     finally:
         if addons is not None:
             addons.stop()
+
+
+def _release(
+    app: App, history: ReleaseHistory, version: int | None, config_vars: Mapping[str, str],
+    options: OneOffOptions, say: Callable[[str], None],
+) -> Release:
+    """What the one-off runs: release `version`'s slug, or, before the app's first release, a build
+    that stays no release (on Heroku a one-off never makes one; the first `dynosim run` does).
+    Its `-e` values are this dyno's alone."""
+    env = {**config_vars, **options.env}
+    if version is None:
+        say("dynosim: the app has no release yet: this one-off runs a build of it that is not released "
+            "(the first `dynosim run` releases it)")
+        slug = build_slug(app.path, cache_dir=options.cache_dir or default_cache_dir(), dirty=options.dirty,
+                          config_vars=app.config_vars, say=say)
+        return Release(0, slug, env, slug.description, time.time())
+    if options.dirty:
+        say(f"dynosim: --dirty: ignored, a one-off runs the current release's slug (v{version}); "
+            f"`dynosim deploy` or a new `dynosim run --dirty` releases changed code")
+    slug = history.slug(version)
+    return Release(version, slug, env, slug.description, time.time())
 
 
 async def _attach(spec: DynoSpec, release, sandbox, options: OneOffOptions, err: TextIO) -> int:  # type: ignore[no-untyped-def]

@@ -212,7 +212,7 @@ class DynoManager:
         self.on_web_stop(dyno.spec.port)
 
     async def release_phase(self, user: str) -> None:
-        """Run the Procfile's `release` command in release.NNNN; no dyno starts if it fails."""
+        """Run the Procfile's `release` command in release.NNNN; ReleaseError if it fails."""
         process = self.procfile.release
         if process is None:
             return
@@ -230,10 +230,11 @@ class DynoManager:
         dyno.set_state("crashed" if not dyno.stopping else "down")
         self.logs.api(f"Release {version} command failed by user {user}")
         if dyno.stopping:
-            raise ReleaseError("the release phase was interrupted; no dyno was started")
+            raise ReleaseError("the release phase was interrupted")
+        # what it means (no dyno started, or the previous release still serving) is the caller's to say
         raise ReleaseError(
             f"release phase failed: `{process.command}` ({self.procfile.path.name}:{process.line}) exited with "
-            f"status {status}; no dyno was started. Fix it and run again"
+            f"status {status}"
         )
 
     def start(self) -> None:
