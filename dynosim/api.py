@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .addons import AddonRequest, Addons, Attachment
-from .addons.hints import watch_for_tls_failures
+from .addons.hints import watch_for_addon_failures
 from .app import App as AppFolder
 from .app import load_app
 from .config import ConfigStore, resolve_config_vars
@@ -234,7 +234,7 @@ class Run:
         if self.addons.resolved:
             self.say("-----> Starting add-ons")
             self.attachments = self.addons.start()
-            watch_for_tls_failures(self.logs, self.attachments)  # Heroku's fix, once, when a dyno verifies Redis's certificate
+            watch_for_addon_failures(self.logs, self.attachments)  # Heroku's fix, once, when a dyno fails against an add-on as it would there
             config_vars.update(self._addon_vars(config_vars))
         release, self._new_release = self.history.create(
             slug, config_vars, self.app.user(), slug.description, release_phase=self.app.procfile.release is not None
