@@ -64,10 +64,13 @@ def test_an_unprivileged_user_gets_the_same_promises(nobody, dynosim, sandbox):
     try:
         run = dynosim(app, "--sandbox", sandbox, "--cycle-every", "3s", "--no-jitter",
                       python=nobody["python"], env={"DYNOSIM_CACHE_DIR": str(BASE / "cache")})
-        run.wait_for(rf"dyno sandbox: {sandbox}")
+        notice = run.wait_for(rf"dyno sandbox: {sandbox} .*").group(0)
+        assert ("unlike Heroku" in notice) == (sandbox == "copy"), notice  # as nobody too: a user, /app, a host name
         run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
         body = json.loads(get(run.port, "/"))
         assert body["cwd"] != str(app) and body["env"]["HOME"] == body["cwd"]
+        if sandbox == "namespaces":  # Heroku's layout needs no privilege: the slug at /app
+            assert body["cwd"] == "/app"
         get(run.port, "/write/notes.txt")
         assert get(run.port, "/read/notes.txt") == "written by web.1"
         run.wait_for(r"heroku\[web\.1\]: Cycling", timeout=20, after_last=True)

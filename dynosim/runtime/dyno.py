@@ -24,9 +24,10 @@ from .ports import ANY, LOOPBACK, listeners
 from .sandbox import DynoFilesystem, DynoProcess, Sandbox
 
 # What a dyno keeps from the environment dynosim was started in: terminal and locale-free
-# plumbing only. Everything else comes from config vars, as on Heroku.
+# plumbing only. Everything else comes from config vars, as on Heroku (which sets no USER or
+# LOGNAME: the dyno's user is not dynosim's).
 HOST_PASSTHROUGH = (
-    "TERM", "TZ", "USER", "LOGNAME", "SHELL", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "TERM", "TZ", "SHELL", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
     "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
 )
 

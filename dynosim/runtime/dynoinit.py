@@ -1,13 +1,24 @@
 """PID 1 of a dyno in namespaces mode.
 
-Run by `unshare --user --map-root-user --mount --pid --fork` as a plain script (python -I -S,
-stdlib only), so the app's PYTHONPATH and site never touch it. It mounts the dyno's fresh
-filesystem (an overlay of the slug over the slug's own path, a private /tmp that is a
-directory of its own outside, the app folder read-only), starts the dyno's command under bash, and stays as init: a SIGTERM is passed to
-every process in the dyno (as Heroku does), and it exits only once all of them are gone, or
-at once when the command ends on its own, which makes the kernel kill whatever is left.
+Run by `unshare --user --map-root-user --mount --pid --uts --fork` as a plain script (python -I -S,
+stdlib only), so the app's PYTHONPATH and site never touch it. It builds the dyno's fresh
+filesystem, names the dyno, starts the dyno's command under bash as the dyno's user, and stays
+as init: a SIGTERM is passed to every process in the dyno (as Heroku does), and it exits only
+once all of them are gone, or at once when the command ends on its own, which makes the kernel
+kill whatever is left.
+
+The filesystem, where the kernel allows it (the spec's `root`), is Heroku's layout: a root of
+its own, read-only, made of this machine's top-level folders, with the slug (an overlay, so
+writes land in a folder of the dyno's) at /app and a private /tmp; the dependency environment
+stays at its own path, where its scripts' shebangs point. Without it, the overlay is mounted
+over the slug's own path. The app folder is read-only either way. The command runs as a
+non-root user in a user namespace of its own (Heroku's dynos are never root), with a host name
+of its own (Heroku's is a UUID).
+
 The spec comes in the DYNOSIM_DYNO_SPEC environment variable, never on the command line, as
 hex of `marshal` (built in and made by the same interpreter: json's import cost 7 ms a boot).
+With `probe` set, it only tries each part and prints the parts the kernel refused, one
+"part<TAB>reason" line each.
 """
 import ctypes
 import marshal
@@ -17,24 +28,34 @@ import sys
 import time
 
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
 MS_REMOUNT = 32
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what)
+
+
 def mount(source, target, fstype, flags, data=None):
-    if _libc.mount(
+    _check(_libc.mount(
         source.encode() if source else None,
         target.encode(),
         fstype.encode() if fstype else None,
         flags,
         data.encode() if data else None,
-    ) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), target)
+    ), target)
 
 
 def build_filesystem(spec):
@@ -42,11 +63,92 @@ def build_filesystem(spec):
     for path in spec.get("readonly", []):
         mount(path, path, None, MS_BIND | MS_REC)
         mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    root = spec.get("root")
+    if root:
+        make_root(root)
+    inside = root or ""
     for layer in spec["overlays"]:
         options = "lowerdir={lower},upperdir={upper},workdir={work},userxattr".format(**layer)
-        mount("overlay", layer["lower"], "overlay", 0, options)
+        mount("overlay", inside + layer["target"], "overlay", 0, options)
+    user = spec.get("user")
+    if user:
+        write_accounts(user, inside)
     # a directory outside rather than a tmpfs, so the ephemeral ledger sees what lands in /tmp
-    mount(spec["tmp"], "/tmp", None, MS_BIND)
+    # (bound last: it may hide the dyno's folder, when that is under the machine's /tmp)
+    mount(spec["tmp"], inside + "/tmp", None, MS_BIND)
+    if root:
+        enter(root)
+
+
+def make_root(root):
+    """A root of the dyno's own in `root`: this machine's top-level folders (each with what is
+    mounted in it), its symlinks (/bin -> usr/bin), and empty /app and /tmp to mount on."""
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+    for entry in os.scandir("/"):
+        target = root + "/" + entry.name
+        if entry.name in ("app", "tmp"):  # the dyno's own (a machine's /app is hidden, as a container's would be)
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir():
+            os.mkdir(target)
+            # recursive: a user namespace may not bind a folder without the mounts inside it
+            mount(entry.path, target, None, MS_BIND | MS_REC)
+    os.mkdir(root + "/app")
+    os.mkdir(root + "/tmp")
+
+
+def enter(root):
+    """Make `root` the dyno's /, read-only. The root moved over / and a chroot to it (what
+    switch_root does) needs no per-architecture pivot_root number, and the kernel does not count
+    it as a chroot, so the app may still make namespaces of its own (browsers' sandboxes do)."""
+    os.chdir(root)
+    mount(root, "/", None, MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+    # the folder holding `root` was bound in before the root was complete: its copy of the root is no use
+    if os.path.ismount(root):
+        _check(_libc.umount2(root.encode(), MNT_DETACH), root)
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def write_accounts(user, inside):
+    """/etc/passwd and /etc/group naming the dyno's user as Heroku's do (u<uid>, group dyno,
+    home /app), written beside the dyno's folders and bound over the machine's."""
+    uid = user["uid"]
+    lines = {
+        "passwd": ["u{0}:x:{0}:{0}::/app:/bin/bash".format(uid), "dyno:x:{0}:{0}::/app:/bin/bash".format(uid)],
+        "group": ["dyno:x:{0}:".format(uid)],
+    }
+    for name, ours in lines.items():
+        seen = inside + "/etc/" + name
+        try:
+            with open("/etc/" + name) as handle:
+                theirs = [line.rstrip("\n") for line in handle]
+        except OSError:
+            theirs = []
+        # the machine's entries with the dyno's id or name would be found first
+        kept = [line for line in theirs if line.split(":")[2:3] != [str(uid)] and not line.startswith("dyno:")]
+        if not theirs:  # nothing to bind over (and no file to make in the machine's /etc)
+            continue
+        written = os.path.join(user["accounts"], name)
+        with open(written, "w") as handle:
+            handle.write("\n".join(kept + ours) + "\n")
+        mount(written, seen, None, MS_BIND)
+
+
+def set_hostname(name):
+    data = name.encode()
+    _check(_libc.sethostname(data, len(data)), "sethostname")
+
+
+def become(uid):
+    """Enter a user namespace of the dyno's own as `uid`, mapped to the user dynosim runs as: the
+    app is not root there, and exec leaves it no capability in the dyno's mount namespace."""
+    _check(_libc.unshare(CLONE_NEWUSER), "unshare")
+    for name, text in (("uid_map", "{} 0 1".format(uid)), ("setgroups", "deny"), ("gid_map", "{} 0 1".format(uid))):
+        with open("/proc/self/" + name, "w") as handle:
+            handle.write(text)
 
 
 class Stop(Exception):
@@ -86,6 +188,12 @@ def run(spec):
     if child == 0:
         for ignored_by_python in (signal.SIGPIPE, signal.SIGXFSZ):  # the app gets the defaults
             signal.signal(ignored_by_python, signal.SIG_DFL)
+        if spec.get("user"):
+            try:
+                become(spec["user"]["uid"])
+            except OSError as exc:
+                sys.stderr.write("dynosim: cannot run as the dyno's user: {}\n".format(exc))
+                os._exit(70)
         os.chdir(spec["cwd"])
         os.execvp("bash", ["bash", "-c", spec["script"]])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -117,15 +225,61 @@ def run(spec):
                 terminate_all(signaled)
 
 
-def main():
-    spec = marshal.loads(bytes.fromhex(os.environ.pop("DYNOSIM_DYNO_SPEC")))
+def in_child(attempt):
+    """`attempt()` in a child with a mount namespace of its own (what it mounts is gone with it);
+    its OSError, if any, comes back on a pipe."""
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            _check(_libc.unshare(CLONE_NEWNS), "unshare")
+            attempt()
+        except OSError as exc:
+            os.write(write, str(exc).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as failure:
+        text = failure.read()
+    if text:
+        raise OSError(text)
+
+
+def probe(spec):
+    """The base (overlay, private /tmp) must work; each part of a Heroku dyno is tried on its own,
+    before the base hides the machine's /tmp (where the probe's folder may be)."""
+    parts = {"root": spec.pop("root"), "user": spec.pop("user"), "hostname": spec.pop("hostname")}
+    at_app = dict(spec, root=parts["root"], overlays=[dict(layer, target="/app") for layer in spec["overlays"]])
+    refused = []
+    for part, attempt in (
+        ("root", lambda: in_child(lambda: build_filesystem(at_app))),
+        ("user", lambda: in_child(lambda: (write_accounts(parts["user"], ""), become(parts["user"]["uid"])))),
+        ("hostname", lambda: set_hostname(parts["hostname"])),
+    ):
+        try:
+            attempt()
+        except OSError as exc:
+            refused.append("{}\t{}\n".format(part, exc))
     try:
         build_filesystem(spec)
     except OSError as exc:
         sys.stderr.write("dynosim: cannot build the dyno filesystem: {}\n".format(exc))
         return 70
+    sys.stdout.write("".join(refused))
+    return 0
+
+
+def main():
+    spec = marshal.loads(bytes.fromhex(os.environ.pop("DYNOSIM_DYNO_SPEC")))
     if spec.get("probe"):
-        return 0
+        return probe(spec)
+    try:
+        build_filesystem(spec)
+        if spec.get("hostname"):
+            set_hostname(spec["hostname"])
+    except OSError as exc:
+        sys.stderr.write("dynosim: cannot build the dyno filesystem: {}\n".format(exc))
+        return 70
     return run(spec)
 
 

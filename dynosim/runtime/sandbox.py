@@ -1,10 +1,12 @@
 """A dyno's fresh filesystem and process containment, in two modes behind one interface.
 
-namespaces: each dyno is a user+mount+PID namespace; its filesystem is an overlay of the slug
-mounted over the slug's own path (writes land in a per-dyno upper dir), with a private /tmp.
-The kernel ends every process of the dyno with its PID 1, and a parent-death signal chains
-that to the supervisor. copy: the dyno gets a copy of the slug and its own session, and
-psutil ends whatever it started, found by a marker in the environment it inherited.
+namespaces: each dyno is a user+mount+PID+UTS namespace; its filesystem is a root of its own
+with an overlay of the slug at /app (writes land in a per-dyno upper dir) and a private /tmp,
+its command runs as a non-root user with a UUID for a host name, as on Heroku (dynoinit says
+how; a part the kernel refuses is left out, and said once). The kernel ends every process of
+the dyno with its PID 1, and a parent-death signal chains that to the supervisor. copy: the
+dyno gets a copy of the slug and its own session, and psutil ends whatever it started, found by
+a marker in the environment it inherited.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import ctypes
 import functools
 import marshal
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -34,6 +37,13 @@ INIT = Path(__file__).with_name("dynoinit.py")
 MARKER = "DYNOSIM_DYNO_ID"
 OWNER = ".owner"  # in a dyno's folder, beside what the dyno sees: "pid identity" of the run that made it
 _PR_SET_PDEATHSIG = 1
+APP = Path("/app")  # where a Heroku dyno has its slug: $HOME and the working directory
+# what each part of a Heroku dyno that the kernel may refuse is replaced by, when it does
+_WITHOUT = {
+    "root": "the slug is at its cache path, not /app",
+    "user": "dynos run as root in their namespace",
+    "hostname": "dynos have this machine's host name",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Layer:
     host: Path
     seen_as: Path
     exact: bool = True  # holds only what the dyno wrote (an overlay's upper dir, its own /tmp)
+    lower: Path | None = None  # for an overlay's upper dir, the folder it is laid over
 
 
 @dataclass(frozen=True)
@@ -231,12 +242,15 @@ class Sandbox:
         guard, guard_options = _orphan_guard()
         proc = await asyncio.create_subprocess_exec(
             *guard, *self._argv(fs, script),
-            cwd=fs.home,
+            cwd=self._cwd(fs),
             env={**env, MARKER: marker, **self._extra_env(fs, script)},
             **_stdio(attach),
             **guard_options,  # type: ignore[arg-type]
         )
         return DynoProcess(proc, marker, namespaced=self.mode == "namespaces")
+
+    def _cwd(self, fs: DynoFilesystem) -> Path:
+        return fs.home
 
     def _argv(self, fs: DynoFilesystem, script: str) -> list[str]:
         return ["bash", "-c", script]
@@ -251,38 +265,80 @@ class Sandbox:
 class NamespaceSandbox(Sandbox):
     mode = "namespaces"
 
+    def __init__(self, runtime_dir: Path, protect: Sequence[Path], refused: Mapping[str, str]) -> None:
+        """`refused`: the parts of a Heroku dyno (see _WITHOUT) the kernel refuses here, with its reason."""
+        self.refused = dict(refused)
+        reason = "user, mount, PID and UTS namespaces with overlayfs"
+        if self.refused:
+            reason += "; unlike Heroku, " + "; ".join(f"{_WITHOUT[part]} ({why})" for part, why in self.refused.items())
+        super().__init__(runtime_dir, protect, reason)
+
     def fresh(self, dyno: str, slug: Slug) -> DynoFilesystem:
-        if Path("/tmp") in slug.path.parents:
-            raise DynosimError(
-                f"the slug cache {slug.path.parent.parent} is under /tmp, which each dyno gets a private copy of; "
-                "set DYNOSIM_CACHE_DIR to a folder outside /tmp"
-            )
+        hidden = {Path("/tmp"): "each dyno has a /tmp of its own"}
+        if "root" not in self.refused:
+            hidden[APP] = "each dyno has its slug there"
+        for folder, why in hidden.items():
+            if folder in slug.path.parents:
+                raise DynosimError(
+                    f"the slug cache {slug.path.parent.parent} is under {folder}, which no dyno sees ({why}); "
+                    f"set DYNOSIM_CACHE_DIR to a folder outside {folder}"
+                )
         scratch = self._scratch(dyno)
+        home = slug.path if "root" in self.refused else APP
         layers = [Layer(scratch / "tmp", Path("/tmp"))]
         (scratch / "tmp").mkdir(mode=0o1777)
         os.chmod(scratch / "tmp", 0o1777)
-        for name, seen_as in (("app", slug.path), ("venv", slug.venv)):
-            if seen_as is None:
+        if "root" not in self.refused:
+            (scratch / "root").mkdir()
+        for name, lower, seen_as in (("app", slug.path, home), ("venv", slug.venv, slug.venv)):
+            if lower is None or seen_as is None:
                 continue
             for part in ("upper", "work"):
                 (scratch / name / part).mkdir(parents=True)
-            layers.append(Layer(scratch / name / "upper", seen_as))
-        return DynoFilesystem(slug.path, slug.venv, scratch, tuple(layers), None)
+            layers.append(Layer(scratch / name / "upper", seen_as, lower=lower))
+        return DynoFilesystem(home, slug.venv, scratch, tuple(layers), None)
 
     def _spec(self, fs: DynoFilesystem, script: str) -> str:
-        overlays = [{"lower": str(fs.home), "upper": str(fs.scratch / "app/upper"), "work": str(fs.scratch / "app/work")}]
-        if fs.venv is not None:
-            overlays.append({"lower": str(fs.venv), "upper": str(fs.scratch / "venv/upper"), "work": str(fs.scratch / "venv/work")})
-        readonly = [str(p) for p in self.protect if p.is_dir()]
-        return init_spec({
+        overlays = [
+            {"lower": str(layer.lower), "upper": str(layer.host), "work": str(layer.host.with_name("work")), "target": str(layer.seen_as)}
+            for layer in fs.layers if layer.lower is not None
+        ]
+        # the cached slugs and dependency environments (its own are overlaid): seen, never changed
+        cached = {str(layer.lower.parent) for layer in fs.layers if layer.lower is not None}
+        readonly = [str(p) for p in self.protect if p.is_dir()] + sorted(cached)
+        spec: dict[str, object] = {
             "overlays": overlays, "readonly": readonly, "tmp": str(fs.scratch / "tmp"), "cwd": str(fs.home), "script": script,
-        })
+        }
+        if "root" not in self.refused:
+            spec["root"] = str(fs.scratch / "root")
+        if "user" not in self.refused:
+            spec["user"] = {"uid": dyno_uid(), "accounts": str(fs.scratch)}
+        if "hostname" not in self.refused:
+            spec["hostname"] = dyno_hostname()
+        return init_spec(spec)
+
+    def _cwd(self, fs: DynoFilesystem) -> Path:
+        return fs.scratch  # unshare's; the dyno's own is set inside, where /app exists
 
     def _argv(self, fs: DynoFilesystem, script: str) -> list[str]:
         return _unshare_argv()
 
     def _extra_env(self, fs: DynoFilesystem, script: str) -> dict[str, str]:
         return {"DYNOSIM_DYNO_SPEC": self._spec(fs, script)}
+
+
+def dyno_uid() -> int:
+    """A dyno's user id, new at each boot as Heroku's are (seen: u42856, u49769)."""
+    return random.randint(10000, 59999)
+
+
+def dyno_hostname() -> str:
+    """A version-4 UUID, as Heroku names each dyno's host (uuid's import costs 2 ms a run)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _stdio(attach: bool) -> dict[str, object]:
@@ -294,7 +350,7 @@ def _stdio(attach: bool) -> dict[str, object]:
 
 def _unshare_argv() -> list[str]:
     return [
-        "unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--kill-child",
+        "unshare", "--user", "--map-root-user", "--mount", "--pid", "--uts", "--fork", "--kill-child",
         "--mount-proc", sys.executable, "-I", "-S", str(INIT),
     ]
 
@@ -340,36 +396,44 @@ def remove_if_empty(path: Path) -> bool:
 def choose_sandbox(requested: str, runtime_dir: Path, protect: Sequence[Path]) -> Sandbox:
     """Namespaces where the kernel allows them (checked by mounting a real overlay), else copy."""
     if requested == "copy":
-        return Sandbox(runtime_dir, protect, "asked for with --sandbox copy")
-    reason = _namespaces_unavailable(runtime_dir)
+        return Sandbox(runtime_dir, protect, f"asked for with --sandbox copy; {_copy_differences()}")
+    reason, refused = _namespaces_unavailable(runtime_dir)
     if reason is None:
-        return NamespaceSandbox(runtime_dir, protect, "user, mount and PID namespaces with overlayfs")
+        return NamespaceSandbox(runtime_dir, protect, refused)
     if requested == "namespaces":
         raise DynosimError(f"--sandbox namespaces: not available here: {reason}; use --sandbox copy")
-    return Sandbox(runtime_dir, protect, f"namespaces unavailable: {reason}")
+    return Sandbox(runtime_dir, protect, f"namespaces unavailable: {reason}; {_copy_differences()}")
 
 
-def _namespaces_unavailable(runtime_dir: Path) -> str | None:
+def _copy_differences() -> str:
+    who = "root" if os.geteuid() == 0 else "you"
+    return f"unlike Heroku, dynos run as {who}, in a copy of the slug rather than at /app, with this machine's host name"
+
+
+def _namespaces_unavailable(runtime_dir: Path) -> tuple[str | None, dict[str, str]]:
+    """Why there can be no namespaces sandbox (None if there can), and the parts of a Heroku dyno
+    the kernel refuses in one."""
     if not sys.platform.startswith("linux"):
-        return f"{sys.platform} has no Linux namespaces"
+        return f"{sys.platform} has no Linux namespaces", {}
     if shutil.which("unshare") is None:
-        return "util-linux's unshare is not installed"
+        return "util-linux's unshare is not installed", {}
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # a probe that passed once holds until the machine reboots or Python changes: skip it then
-    passed = runtime_dir.parent / "namespaces-ok"
+    passed = runtime_dir.parent / "namespaces-probed"
     fingerprint = f"{_boot_id()} {sys.executable}"
     try:
-        if passed.read_text() == fingerprint:
-            return None
+        first, *refusals = passed.read_text().split("\n")
+        if first == fingerprint:
+            return None, dict(line.split("\t", 1) for line in refusals if "\t" in line)
     except OSError:
         pass
-    reason = _probe(runtime_dir)
+    reason, refused = _probe(runtime_dir)
     if reason is None:
         try:
-            passed.write_text(fingerprint)
+            passed.write_text("\n".join([fingerprint, *(f"{part}\t{why}" for part, why in refused.items())]))
         except OSError:
             pass
-    return reason
+    return reason, refused
 
 
 def _boot_id() -> str:
@@ -436,23 +500,26 @@ def _folders(path: Path) -> list[Path]:
         return []
 
 
-def _probe(runtime_dir: Path) -> str | None:
+def _probe(runtime_dir: Path) -> tuple[str | None, dict[str, str]]:
+    """dynoinit's probe: the base in full, then each part of a Heroku dyno on its own (see there)."""
     probe = runtime_dir / f"probe-{secrets.token_hex(3)}"
     try:
-        for part in ("lower", "upper", "work"):
+        for part in ("lower", "upper", "work", "root"):
             (probe / part).mkdir(parents=True)
+        lower = str(probe / "lower")
         spec = {
-            "overlays": [{"lower": str(probe / "lower"), "upper": str(probe / "upper"), "work": str(probe / "work")}],
-            "tmp": str(probe / "lower"), "cwd": "/", "script": "", "probe": True,
+            "overlays": [{"lower": lower, "upper": str(probe / "upper"), "work": str(probe / "work"), "target": lower}],
+            "tmp": lower, "cwd": "/", "script": "", "probe": True,
+            "root": str(probe / "root"), "user": {"uid": dyno_uid(), "accounts": str(probe)}, "hostname": dyno_hostname(),
         }
         result = subprocess.run(
             _unshare_argv(), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DYNOSIM_DYNO_SPEC": init_spec(spec)},
             capture_output=True, text=True, timeout=20,
         )
         if result.returncode != 0:
-            return (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        return None
+            return (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1], {}
+        return None, dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
+        return str(exc), {}
     finally:
         wipe_dir(probe, runtime_dir)
