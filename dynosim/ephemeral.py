@@ -26,8 +26,13 @@ from .runtime.sandbox import DynoFilesystem, Layer
 if TYPE_CHECKING:
     import pathspec
 
-# Written by every Python app and never state: left out unless the user asks otherwise.
-DEFAULT_IGNORE = ("__pycache__/", "*.pyc", "*.pyo", ".gunicorn/", ".cache/pip/")
+# Written by every Python app, or by a shell or REPL in a one-off (`heroku run bash`, `python`), and never
+# state: left out unless the user asks otherwise. A cache is rebuilt by whatever made it.
+DEFAULT_IGNORE = (
+    "__pycache__/", "*.pyc", "*.pyo", ".gunicorn/", ".cache/", ".pytest_cache/",
+    ".bash_history", ".python_history", ".psql_history", ".sqlite_history", ".rediscli_history", ".ipython/",
+    ".lesshst", ".viminfo", ".wget-hsts",
+)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 _LOG_NAME = re.compile(r"\.log(\.\d+)?$|\.out$")
@@ -43,6 +48,8 @@ KINDS: dict[str, tuple[str, str]] = {
                  "the release phase runs in a dyno of its own, so what it writes never reaches the others"),
     "other": ("file", "anything that must outlive a restart belongs in an add-on (Postgres, Redis) or object storage"),
     "deleted": ("deleted slug file", "deleting a file of the slug lasts only until the restart: the slug brings it back"),
+    # not a loss: Heroku's dynos have /tmp for files needed only while they run (a SQLite database there is one)
+    "scratch": ("scratch file", "fine for files needed only while the dyno runs"),
 }
 
 
@@ -115,7 +122,8 @@ class Ledger:
         self.logs = logs
         self._ignore_patterns = tuple(ignore)
         self.writes: list[Write] = []
-        self.losses: list[Loss] = []
+        self.losses: list[Loss] = []  # what a restart loses: --strict fails on these
+        self.scratch: list[Loss] = []  # what it discards from /tmp, as Heroku's does
         self._watches: dict[str, _Watch] = {}
         self._lock = threading.Lock()
         self._observer = None  # started on first use: watchdog is not imported otherwise
@@ -190,23 +198,28 @@ class Ledger:
             if seen is None or self._ignored(watch.fs, seen) or not os.path.lexists(host) or host.is_dir():
                 continue
             kind = classify(seen, host)
+            if kind != "sqlite" and _in_tmp(watch.fs, seen):
+                kind = "scratch"
             size = 0 if kind == "deleted" else host.lstat().st_size
             losses.append(Loss(watch.dyno, _display(watch.fs, seen), kind, size, now))
         with self._lock:
-            self.losses.extend(losses)
+            self.losses.extend(loss for loss in losses if loss.kind != "scratch")
+            self.scratch.extend(loss for loss in losses if loss.kind == "scratch")
         return losses
 
     def report(self, dyno: str, losses: Sequence[Loss], why: str) -> None:
-        if not losses:
-            return
-        self.logs.hint(dyno, f"{why} discards {len(losses)} file(s) {dyno} wrote since it booted; on Heroku they are gone too:")
+        lost = [loss for loss in losses if loss.kind != "scratch"]
+        if lost:
+            self.logs.hint(dyno, f"{why} discards {len(lost)} file(s) {dyno} wrote since it booted; on Heroku they are gone too:")
         for kind in KINDS:
-            group = [loss for loss in losses if loss.kind == kind]
-            if not group:
-                continue
-            shown = ", ".join(f"{loss.path} ({_size(loss.size)})" if kind != "deleted" else loss.path for loss in group[:8])
-            more = f" and {len(group) - 8} more" if len(group) > 8 else ""
-            self.logs.hint(dyno, f"  {KINDS[kind][0]}: {shown}{more} -> {KINDS[kind][1]}")
+            group = [loss for loss in lost if loss.kind == kind]
+            if group:
+                self.logs.hint(dyno, f"  {KINDS[kind][0]}: {_listed(group)} -> {KINDS[kind][1]}")
+        scratch = [loss for loss in losses if loss.kind == "scratch"]
+        if scratch:  # one line, no fix: nothing is wrong
+            where = "$TMPDIR" if scratch[0].path.startswith("$TMPDIR/") else "/tmp"
+            self.logs.hint(dyno, f"{why} discards {len(scratch)} scratch file(s) {dyno} wrote to {where}, as Heroku does "
+                                 f"(fine for files needed only while the dyno runs): {_listed(scratch)}")
 
     def close(self) -> None:
         if self._observer is not None:
@@ -216,7 +229,8 @@ class Ledger:
 
     def as_json(self) -> dict[str, object]:
         with self._lock:
-            return {"losses": [loss.as_dict() for loss in self.losses], "writes": [asdict(w) for w in self.writes]}
+            return {"losses": [loss.as_dict() for loss in self.losses], "scratch": [loss.as_dict() for loss in self.scratch],
+                    "writes": [asdict(w) for w in self.writes]}
 
 
 
@@ -239,9 +253,26 @@ def _relative(fs: DynoFilesystem, seen: PurePosixPath) -> str:
     return str(seen)
 
 
+def _in_tmp(fs: DynoFilesystem, seen: PurePosixPath) -> bool:
+    """Whether the dyno wrote it to its own /tmp (or, in copy mode, its own TMPDIR); the app's files may lie
+    under the host's /tmp themselves (a copy of the slug in a run folder there)."""
+    if seen.is_relative_to(fs.home) or (fs.venv is not None and seen.is_relative_to(fs.venv)):
+        return False
+    return seen.is_relative_to("/tmp") or (fs.tmpdir is not None and seen.is_relative_to(fs.tmpdir))
+
+
 def _display(fs: DynoFilesystem, seen: PurePosixPath) -> str:
-    """Paths in the app as Heroku users write them (relative to /app); others in full."""
-    return str(seen.relative_to(fs.home)) if seen.is_relative_to(fs.home) else str(seen)
+    """Paths in the app as Heroku users write them (relative to /app), a TMPDIR of its own as $TMPDIR; others in full."""
+    if seen.is_relative_to(fs.home):
+        return str(seen.relative_to(fs.home))
+    if fs.tmpdir is not None and seen.is_relative_to(fs.tmpdir):
+        return f"$TMPDIR/{seen.relative_to(fs.tmpdir)}"
+    return str(seen)
+
+
+def _listed(losses: Sequence[Loss]) -> str:
+    shown = ", ".join(loss.path if loss.kind == "deleted" else f"{loss.path} ({_size(loss.size)})" for loss in losses[:8])
+    return shown + (f" and {len(losses) - 8} more" if len(losses) > 8 else "")
 
 
 def _files(root: Path) -> list[Path]:

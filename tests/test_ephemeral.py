@@ -184,15 +184,56 @@ def test_nested_folders_made_at_once_are_watched_without_noise(tmp_path, dynosim
     time.sleep(1)  # the ledger's events come within a second
     assert run.stop() == 0
     out = run.output()  # stdout and stderr together
-    assert "Warning" not in out and "already exists" not in out
+    assert "RuntimeWarning" not in out and "already exists" not in out  # (the build may warn, in Heroku's words)
     assert "file: d20/a/b/c/d/f.txt" in out
 
 
 def test_a_clean_app_passes_strict(tmp_path, dynosim):
-    run = dynosim(make_app(tmp_path, procfile="web: python server.py\n"), "--strict")
+    """Scratch in /tmp is what Heroku's /tmp is for: said, in one line, and no failure."""
+    run = dynosim(make_app(tmp_path, procfile="web: python server.py\n"), "--strict", "--report-json", str(tmp_path / "r.json"))
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
-    get(run.port, "/")
+    tmp = json.loads(get(run.port, "/"))["env"].get("TMPDIR", "/tmp")
+    get(run.port, f"/write/{tmp}/resized.png")
     assert run.stop() == 0
+    [line] = [line for line in run.lines if "dynosim[web.1]" in line]
+    assert re.search(r"dynosim\[web\.1\]: the stop discards 1 scratch file\(s\) web\.1 wrote to (/tmp|\$TMPDIR), as Heroku "
+                     r"does \(fine for files needed only while the dyno runs\): (/tmp|\$TMPDIR)/resized\.png \(16 B\)$", line)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["losses"] == [] and [s["path"].rsplit("/", 1)[1] for s in report["scratch"]] == ["resized.png"]
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_an_interactive_one_off_leaves_scratch_and_history_not_state(tmp_path, sandbox):
+    """`heroku run python`: what the session wrote to /tmp is discarded scratch, its .python_history is noise."""
+    app = make_app(tmp_path)
+    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
+    child = pexpect.spawn(sys.executable, ["-m", "dynosim", "exec", "--sandbox", sandbox, "python"], cwd=str(app), env=env,
+                          timeout=60, encoding="utf-8")
+    try:
+        child.expect(">>> ")
+        child.sendline('import tempfile; open(tempfile.gettempdir() + "/scratch.txt", "w").write("scratch")')
+        child.expect(">>> ")
+        child.sendline("exit()")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    out = child.before
+    assert child.exitstatus == 0
+    where = "$TMPDIR" if sandbox == "copy" else "/tmp"
+    assert (f"the end of this one-off dyno discards 1 scratch file(s) run.") in out
+    assert f"wrote to {where}, as Heroku does (fine for files needed only while the dyno runs): {where}/scratch.txt (7 B)" in out
+    assert "python_history" not in out and "add-on" not in out and "gone too" not in out
+
+
+def test_a_one_off_that_also_wrote_state_hears_both(tmp_path):
+    script = 'echo note > notes.txt; echo s > "${TMPDIR:-/tmp}/s.txt"; echo ls >> .bash_history; mkdir -p .cache/x && echo c > .cache/x/c'
+    result = run_dynosim(app := make_app(tmp_path), "exec", script)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("dynosim: ")][-3:]
+    assert re.search(r"the end of this one-off dyno discards 1 file\(s\) run\.\d+ wrote since it booted; on Heroku", said[0])
+    assert "  file: notes.txt (5 B) -> anything that must outlive a restart belongs in an add-on" in said[1]
+    assert re.search(r"discards 1 scratch file\(s\) run\.\d+ wrote to (/tmp|\$TMPDIR), .*: (/tmp|\$TMPDIR)/s\.txt \(2 B\)$", said[2])
+    assert not (app / "notes.txt").exists()
 
 
 def test_exec_is_heroku_run(tmp_path):
