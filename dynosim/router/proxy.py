@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from time import monotonic  # the clock of asyncio's loop.time() and call_at()
-from typing import TYPE_CHECKING
 
 import httptools
 
@@ -62,11 +61,11 @@ from .http import (
     new_request_id,
     valid_request_id,
 )
-from .tls import REDIRECTS, FirstByte, sniff
+from .redirects import REDIRECTS
+from .state import RouterState
+from .tls import FirstByte, sniff
 from .upstream import UPSTREAM_FULL, Upstream
-
-if TYPE_CHECKING:
-    from .server import Backend, Router
+from .web import Backend
 
 # reasons the client's reading is paused (UPSTREAM_FULL is the third)
 BUFFERED = 2  # body bytes wait for a dyno to be attached
@@ -94,7 +93,7 @@ class BadResponse(Exception):
 class ClientConnection(asyncio.Protocol):
     """One client TCP connection: parses its requests and serves them one at a time, in order."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: RouterState) -> None:
         self.router = router
         self.loop = router.loop
         self.parser = httptools.HttpRequestParser(self)
@@ -709,10 +708,13 @@ class Exchange:
             raise BadResponse("101 without an upgrade request")
         self.status = status
         self.resp_keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
-        if self.conn.secure and not self.router.redirects.named:
-            self.router.redirects.response(self, status, self.resp_out)
-        if status in REDIRECTS and self.router.ports.watching:
-            self.router.ports.response(self, self.resp_out)
+        router = self.router
+        if self.conn.secure and not router.redirects.named:
+            if (hint := router.redirects.response(self, status, self.resp_out)) is not None:
+                router.after_line[self] = hint
+        if status in REDIRECTS and router.ports.watching:
+            if (hint := router.ports.response(self, self.conn.scheme, self.resp_out, router.port)) is not None:
+                router.after_line[self] = hint
         no_body = self.method == b"HEAD" or status == 204 or status == 304 or status == 101
         out = self.resp_out
         out[1] = b"%d" % status

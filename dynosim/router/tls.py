@@ -1,4 +1,4 @@
-"""HTTPS at the router: one public port for plain HTTP and TLS, and the redirect loop TLS can reveal.
+"""HTTPS at the router: one public port for plain HTTP and TLS.
 
 Heroku's router terminates TLS and hands dynos plain HTTP. Here the first byte of a new connection tells
 the two apart: 0x16 opens a TLS handshake record, and no HTTP request starts with it. That byte is peeked
@@ -15,25 +15,42 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-from urllib.parse import SplitResult, urlsplit
+from typing import Protocol
 
 from .codes import H26, log_line
 from .http import new_request_id
+from .state import RouterState
 from .upstream import deadline
-
-if TYPE_CHECKING:
-    from .proxy import ClientConnection, Exchange
-    from .server import Router
 
 HANDSHAKE = 0x16  # the first byte of every TLS client: a record of type handshake
 READ_SIZE = 1 << 16  # plaintext read from the TLS layer at once
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
-REDIRECT_LOOP = 3  # an https request redirected to itself this many times in a row is a loop
-_WATCHED_PATHS = 1000  # bound on the paths counted at once
 
 _DISTRUST = ("ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_UNKNOWN")
+
+
+class Client(Protocol):
+    """What TLS needs of the router's client connection (proxy.ClientConnection), which it sits below:
+    its state, and the asyncio.Protocol methods the TLS layer calls as that connection's transport."""
+
+    router: RouterState
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    peer: str
+    sniffing: FirstByte | None
+    handshaking: bool
+    closed: bool
+
+    def secured(self, transport: asyncio.Transport) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> bool | None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
 
 
 # -- which protocol: the first byte
@@ -53,7 +70,7 @@ def _peek(tsock: socket.socket) -> int | None:
     return data[0] if data else -1
 
 
-def sniff(conn: ClientConnection) -> FirstByte | None:
+def sniff(conn: Client) -> FirstByte | None:
     """Called as a connection is made: go on as plain HTTP, start TLS, or wait for the first byte."""
     transport = conn.transport
     tsock = transport.get_extra_info("socket")
@@ -71,7 +88,7 @@ class FirstByte:
 
     __slots__ = ("conn", "sock")
 
-    def __init__(self, conn: ClientConnection, tsock: socket.socket) -> None:
+    def __init__(self, conn: Client, tsock: socket.socket) -> None:
         self.conn = conn
         # the loop watches a transport's own descriptor only through the transport: watch a duplicate
         self.sock: socket.socket | None = tsock.dup()
@@ -105,7 +122,7 @@ class FirstByte:
 # -- the handshake
 
 
-def start(conn: ClientConnection) -> None:
+def start(conn: Client) -> None:
     router = conn.router
     conn.handshaking = True
     conn.transport.pause_reading()  # not one byte of the handshake for the HTTP parser
@@ -114,7 +131,7 @@ def start(conn: ClientConnection) -> None:
     task.add_done_callback(router.handshakes.discard)
 
 
-async def _handshake(conn: ClientConnection) -> None:
+async def _handshake(conn: Client) -> None:
     router = conn.router
     if conn.closed:
         conn.handshaking = False
@@ -167,7 +184,7 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
         self.outgoing = ssl.MemoryBIO()
         self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.app: ClientConnection | None = None
+        self.app: Client | None = None
         self.closing = False
         self.secure = False  # the handshake succeeded (what `handshake` says, without a call per read)
         self._early: list[bytes] = []  # data sent right behind the client's last handshake message
@@ -267,7 +284,7 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
         else:
             self._paused = False
 
-    def hand_over(self, app: ClientConnection) -> None:
+    def hand_over(self, app: Client) -> None:
         self.app = app
         if self._paused:
             app.pause_writing()
@@ -332,7 +349,7 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
         return self.raw.get_extra_info(name, default)
 
 
-def failed_line(conn: ClientConnection, exc: BaseException) -> str:
+def failed_line(conn: Client, exc: BaseException) -> str:
     router = conn.router
     return log_line(
         H26, method="", path="", host=router.app_host, request_id=new_request_id(), fwd=conn.peer,
@@ -357,99 +374,3 @@ def _why(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError)) or not str(exc):
         return "the client closed the connection"
     return str(exc).replace('"', "'")
-
-
-# -- the redirect loop of an app that does not trust X-Forwarded-Proto
-
-
-class RedirectLoops:
-    """An app that redirects to https but does not trust X-Forwarded-Proto sees every request as plain
-    HTTP, so it redirects https requests to themselves: the loop it shows on Heroku. Named once a run."""
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self.counts: dict[tuple[str, bytes], int] = {}
-        self.named = False
-
-    def response(self, ex: Exchange, status: int, head: Sequence[bytes]) -> None:
-        """A response head to an https request, as a flat [status line (4), name, ": ", value, CRLF, ...]."""
-        key = (ex.host, ex.target)
-        if status not in REDIRECTS or not self._to_itself(ex, head):
-            if self.counts:
-                self.counts.pop(key, None)
-            return
-        n = self.counts.pop(key, 0) + 1
-        if n < REDIRECT_LOOP:
-            if len(self.counts) >= _WATCHED_PATHS:
-                self.counts.clear()
-            self.counts[key] = n
-            return
-        self.named = True
-        self.counts.clear()
-        url = f"https://{ex.host}{ex.target.decode('latin-1')}"
-        self.router.after_line[ex] = (
-            f"the app redirects https requests to https forever: it does not trust X-Forwarded-Proto "
-            f"({ex.method.decode('latin-1')} {url} was answered {status} with a redirect to itself {n} times "
-            "in a row; the router terminates TLS and the dyno gets plain HTTP, as on Heroku). "
-            "Fix: trust the header: gunicorn --forwarded-allow-ips='*' (FORWARDED_ALLOW_IPS), "
-            'Django SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https"), '
-            "Werkzeug ProxyFix(app.wsgi_app, x_proto=1)"
-        )
-
-    @staticmethod
-    def _to_itself(ex: Exchange, head: Sequence[bytes]) -> bool:
-        url = _location(head)
-        if url is None or url.scheme.lower() != "https" or url.netloc.lower() != ex.host.lower():
-            return False
-        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        return target == ex.target.decode("latin-1")
-
-
-# -- X-Forwarded-Port: 80 or 443, as on Heroku, where the router here listens on another port
-
-
-class PortlessRedirects:
-    """Heroku's router listens on 80 and 443 and says so in `X-Forwarded-Port`, and an app that builds
-    URLs from that header (Werkzeug ProxyFix x_port, Django USE_X_FORWARDED_PORT) leaves the port out
-    of them: right on Heroku, a dead end here, where the router listens on 5000. A redirect from the
-    router's port to the same host on 80 or 443 is pointed out once a run, with the option that sends
-    the router's own port instead."""
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-        self.watching = not router.public_forwarded_port
-
-    def response(self, ex: Exchange, head: Sequence[bytes]) -> None:
-        """A redirect's response head, as RedirectLoops.response has it."""
-        url = _location(head)
-        if url is None or not url.netloc:
-            return  # a relative redirect keeps the client's port
-        try:
-            here, there = urlsplit(f"//{ex.host}"), url.port or _DEFAULT_PORTS.get(url.scheme.lower())
-        except ValueError:
-            return
-        port = self.router.port
-        if here.port != port or there not in (80, 443) or there == port or url.hostname != here.hostname:
-            return
-        self.watching = False
-        self.router.after_line[ex] = (
-            f"the app redirected {ex.method.decode('latin-1')} {ex.conn.scheme.decode()}://{ex.host}"
-            f"{ex.target.decode('latin-1')} to {url.geturl()}: port {there}, where this run does not listen "
-            "(on Heroku, right). If the app builds URLs from X-Forwarded-Port (Werkzeug ProxyFix x_port, Django "
-            "USE_X_FORWARDED_PORT), which dynosim sends as Heroku's router does (80, 443), run with "
-            f"--forwarded-port public to send it this run's port ({port})"
-        )
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _location(head: Sequence[bytes]) -> SplitResult | None:
-    """The Location of a response head (see RedirectLoops.response), parsed."""
-    for i in range(4, len(head) - 2, 4):
-        if head[i].lower() == b"location":
-            try:
-                return urlsplit(head[i + 2].decode("latin-1").strip())
-            except ValueError:
-                return None
-    return None

@@ -5,11 +5,9 @@ import asyncio
 import socket
 import sys
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .proxy import Exchange
-    from .server import Backend
+from .web import Backend
 
 UPSTREAM_FULL = 1  # a reason the client's reading is paused: the dyno is not taking the body fast enough
 
@@ -41,6 +39,27 @@ else:  # pragma: no cover
             raise
         finally:
             handle.cancel()
+
+
+class Client(Protocol):
+    """The client connection an exchange answers: paused while its dyno cannot take more."""
+
+    def block(self, reason: int) -> None: ...
+
+    def unblock(self, reason: int) -> None: ...
+
+
+class Exchange(Protocol):
+    """The request an upstream carries (the router's proxy.Exchange), told what the dyno sends."""
+
+    @property
+    def conn(self) -> Client: ...
+
+    def response_data(self, data: bytes) -> None: ...
+
+    def tunnel_from_dyno(self, data: bytes) -> None: ...
+
+    def upstream_lost(self, up: Upstream) -> None: ...
 
 
 class Upstream(asyncio.Protocol):
