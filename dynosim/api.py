@@ -309,7 +309,8 @@ class Run:
         except ReleaseError as error:  # the release command failed or was interrupted
             if self._new_release:
                 self.history.settle(release, succeeded=False)
-            raise ReleaseError(f"{error}; no dyno was started. Fix it and run again") from None
+            advice = "" if stop.is_set() else ". Fix it and run again"  # an interrupted one needs no fix
+            raise ReleaseError(f"{error}; no dyno was started{advice}") from None
         if self._new_release:
             self.history.settle(release, succeeded=True)
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
