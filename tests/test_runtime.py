@@ -118,10 +118,25 @@ def test_a_web_dyno_that_never_binds_gets_r10(tmp_path, dynosim):
 def test_listening_on_localhost_only_does_not_count_and_says_why(tmp_path, dynosim):
     run = dynosim(make_app(tmp_path, procfile="web: python localhost.py\n"), "--boot-timeout", "2")
     hint = run.wait_for(r"dynosim\[web\.1\]: web process listens on 127\.0\.0\.1:\d+ only.*0\.0\.0\.0:\$PORT")
-    assert hint
+    assert 'app.run(host="0.0.0.0", port=int(os.environ["PORT"]))' in hint.string  # no server in the command: the code's fix
     run.wait_for(r"Error R10")
     assert run.stop() == 0
     assert "State changed from starting to up" not in run.output().split("web.1")[-1]
+
+
+def test_the_loopback_hint_names_the_fix_for_the_server_the_command_runs(tmp_path, dynosim):
+    """uvicorn listens on 127.0.0.1 unless told: the hint gives uvicorn's flags, not gunicorn's."""
+    app = make_app(tmp_path, procfile="web: uvicorn main:app --port $PORT\n")
+    (app / "bin").mkdir()
+    (app / "bin" / "uvicorn").write_text("#!/bin/sh\nexec python \"$HOME/localhost.py\"\n")  # uvicorn's default host
+    (app / "bin" / "uvicorn").chmod(0o755)
+    (app / ".profile.d").mkdir()
+    (app / ".profile.d" / "bin.sh").write_text('PATH="$HOME/bin:$PATH"\n')
+    run = dynosim(app, "--boot-timeout", "2")
+    hint = run.wait_for(r"dynosim\[web\.1\]: web process listens on 127\.0\.0\.1:\d+ only")
+    assert hint.string.endswith("Bind 0.0.0.0:$PORT: for uvicorn, --host 0.0.0.0 --port $PORT"), hint.string
+    run.wait_for(r"Error R10")
+    assert run.stop() == 0
 
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)

@@ -23,6 +23,10 @@ import psutil
 from ..build.source import export_source
 from ..errors import BuildError, DynosimError
 from ..runtime.sandbox import MARKER, wipe_dir
+from ..webservers import CODE_FIX as _CODE_FIX
+from ..webservers import DEFAULTS as _DEFAULTS
+from ..webservers import FIX as _FIX
+from ..webservers import server as _server
 from .findings import ERROR, INFO, WARNING, Finding
 from .source import AppSource
 
@@ -36,26 +40,10 @@ POLL = 0.1
 SCAN_EVERY = 0.5  # seconds between looks at what web.1's processes listen on
 LAST_LINES = 8
 
-# What each server binds when the command does not say, and how to make it bind 0.0.0.0:$PORT.
-_DEFAULTS = {  # server: (host, port); None: reads $PORT itself
-    "gunicorn": None, "uvicorn": ("127.0.0.1", "8000"), "flask run": ("127.0.0.1", "5000"),
-    "hypercorn": ("127.0.0.1", "8000"), "daphne": ("127.0.0.1", "8000"), "runserver": ("127.0.0.1", "8000"),
-    "waitress-serve": ("0.0.0.0", "8080"),
-}
-_FIX = {
-    "gunicorn": "--bind 0.0.0.0:$PORT (or drop --bind: gunicorn reads $PORT itself)",
-    "uvicorn": "--host 0.0.0.0 --port $PORT",
-    "flask run": "--host 0.0.0.0 --port $PORT (better, gunicorn: flask run is a development server)",
-    "hypercorn": "--bind 0.0.0.0:$PORT",
-    "daphne": "-b 0.0.0.0 -p $PORT",
-    "runserver": "gunicorn <project>.wsgi instead (runserver is a development server), or runserver 0.0.0.0:$PORT",
-    "waitress-serve": "--listen=0.0.0.0:$PORT",
-}
 # Calls that take the address as a (host, port) tuple first, and make_server(host, port, app).
 _ADDRESS_TUPLE = frozenset({"HTTPServer", "ThreadingHTTPServer", "TCPServer", "ThreadingTCPServer", "WSGIServer",
                             "create_server", "bind"})
 _NOT_SERVERS = frozenset({"asyncio", "subprocess", "trio", "anyio", "loop", "runner"})
-_CODE_FIX = 'listen on 0.0.0.0 and the port in $PORT: e.g. app.run(host="0.0.0.0", port=int(os.environ["PORT"]))'
 
 
 # the static hints
@@ -91,18 +79,6 @@ def _procfile_hints(command: str, line: int) -> list[Finding]:
                                 "Heroku gives each web dyno its own $PORT and crashes a dyno that does not bind it "
                                 "(R10)", fix, "Procfile", line))
     return findings
-
-
-def _server(tokens: list[str]) -> str | None:
-    names = [Path(token).name for token in tokens]
-    if "runserver" in names:
-        return "runserver"
-    for index, name in enumerate(names):
-        if name == "flask" and "run" in names[index + 1:]:
-            return "flask run"
-        if name in _DEFAULTS:
-            return name
-    return None
 
 
 def _bind(tokens: list[str]) -> tuple[str | None, str | None]:

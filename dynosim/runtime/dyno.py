@@ -18,6 +18,7 @@ from ..logs import LineSplitter, LogStream
 if TYPE_CHECKING:
     from ..ephemeral import Ledger
 from ..releases import Release
+from ..webservers import bind_fix
 from . import memory
 from .memory import MemoryPolicy
 from .ports import ANY, LOOPBACK, listeners
@@ -211,7 +212,7 @@ class Dyno:
                 self.logs.hint(
                     self.name,
                     f"web process listens on 127.0.0.1:{self.spec.port} only; Heroku's router cannot reach that. "
-                    f"Bind 0.0.0.0:$PORT (gunicorn --bind 0.0.0.0:$PORT, app.run(host=\"0.0.0.0\"))",
+                    f"Bind 0.0.0.0:$PORT: {bind_fix(self.spec.command)}",
                 )
             # a web process usually binds within a second or two: look often then (a failed bind
             # says "not yet" in microseconds), rarely after
