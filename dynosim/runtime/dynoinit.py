@@ -117,8 +117,8 @@ def write_accounts(user, inside):
     home /app), written beside the dyno's folders and bound over the machine's."""
     uid = user["uid"]
     lines = {
-        "passwd": ["u{0}:x:{0}:{0}::/app:/bin/bash".format(uid), "dyno:x:{0}:{0}::/app:/bin/bash".format(uid)],
-        "group": ["dyno:x:{0}:".format(uid)],
+        "passwd": [f"u{uid}:x:{uid}:{uid}::/app:/bin/bash", f"dyno:x:{uid}:{uid}::/app:/bin/bash"],
+        "group": [f"dyno:x:{uid}:"],
     }
     for name, ours in lines.items():
         seen = inside + "/etc/" + name
@@ -146,7 +146,7 @@ def become(uid):
     """Enter a user namespace of the dyno's own as `uid`, mapped to the user dynosim runs as: the
     app is not root there, and exec leaves it no capability in the dyno's mount namespace."""
     _check(_libc.unshare(CLONE_NEWUSER), "unshare")
-    for name, text in (("uid_map", "{} 0 1".format(uid)), ("setgroups", "deny"), ("gid_map", "{} 0 1".format(uid))):
+    for name, text in (("uid_map", f"{uid} 0 1"), ("setgroups", "deny"), ("gid_map", f"{uid} 0 1")):
         with open("/proc/self/" + name, "w") as handle:
             handle.write(text)
 
@@ -192,7 +192,7 @@ def run(spec):
             try:
                 become(spec["user"]["uid"])
             except OSError as exc:
-                sys.stderr.write("dynosim: cannot run as the dyno's user: {}\n".format(exc))
+                sys.stderr.write(f"dynosim: cannot run as the dyno's user: {exc}\n")
                 os._exit(70)
         os.chdir(spec["cwd"])
         os.execvp("bash", ["bash", "-c", spec["script"]])
@@ -259,11 +259,11 @@ def probe(spec):
         try:
             attempt()
         except OSError as exc:
-            refused.append("{}\t{}\n".format(part, exc))
+            refused.append(f"{part}\t{exc}\n")
     try:
         build_filesystem(spec)
     except OSError as exc:
-        sys.stderr.write("dynosim: cannot build the dyno filesystem: {}\n".format(exc))
+        sys.stderr.write(f"dynosim: cannot build the dyno filesystem: {exc}\n")
         return 70
     sys.stdout.write("".join(refused))
     return 0
@@ -278,7 +278,7 @@ def main():
         if spec.get("hostname"):
             set_hostname(spec["hostname"])
     except OSError as exc:
-        sys.stderr.write("dynosim: cannot build the dyno filesystem: {}\n".format(exc))
+        sys.stderr.write(f"dynosim: cannot build the dyno filesystem: {exc}\n")
         return 70
     return run(spec)
 
