@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from conftest import run_dynosim
+from conftest import FIXTURES, run_dynosim
 from dynosim.doctor import diagnose
 
 APPS = Path(__file__).resolve().parent / "doctor_apps"
@@ -250,6 +250,64 @@ def test_a_sqlite_fallback_for_database_url(tmp_path: Path) -> None:
     (app / "tests").mkdir()
     (app / "tests/test_app.py").write_text('URL = "sqlite://"\n')  # tests may use SQLite
     assert [f.file for f in diagnose(app, run=False) if f.code == "sqlite"] == ["config.py"]
+
+
+def test_herokus_own_local_sqlite_fallback_is_no_warning(tmp_path: Path) -> None:
+    """python-getting-started: SQLite only where IS_HEROKU_APP is false, i.e. never on a dyno."""
+    app = tmp_path / "getting-started"
+    shutil.copytree(FIXTURES / "getting-started", app)
+    code, found = doctor_json(app, "--no-run")
+    assert code == 0 and "sqlite" not in found
+    sqlite = '{"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}}'
+    for local_only in (
+        f'import os\nif "DYNO" not in os.environ:\n    DATABASES = {sqlite}\n',
+        f'import os\nON_HEROKU = os.environ.get("ON_HEROKU")\nDATABASES = {{}} if ON_HEROKU else {sqlite}\n',
+        f'import os\nIS_HEROKU_APP = "DYNO" in os.environ and "CI" not in os.environ\nif not IS_HEROKU_APP:\n    DATABASES = {sqlite}\n',
+    ):
+        (app / "gettingstarted/settings.py").write_text(local_only)
+        assert "sqlite" not in codes(app), local_only
+    (app / "gettingstarted/settings.py").write_text(f'import os\nif "DYNO" in os.environ:\n    DATABASES = {sqlite}\n')
+    [on_heroku] = [f for f in diagnose(app, run=False) if f.code == "sqlite"]  # the wrong way round
+    assert (on_heroku.file, on_heroku.line) == ("gettingstarted/settings.py", 3)
+
+
+def test_sqlite3_connect_is_a_sqlite_database(tmp_path: Path) -> None:
+    app = tmp_path / "sqlite-db"
+    shutil.copytree(FIXTURES / "ephemeral/sqlite-db", app)
+    result = run_dynosim(app, "doctor", "--no-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("warning app.py:13 [sqlite] the app keeps its data in a SQLite file (sqlite3.connect(DATABASE)): on Heroku "
+            "a SQLite file lives in the dyno's ephemeral filesystem and is lost at every restart, deploy and daily cycle, "
+            "and each dyno (web.2, a worker, a one-off) has its own copy") in result.stdout
+    assert "fix: use the heroku-postgresql add-on through DATABASE_URL" in result.stdout
+    (app / "app.py").write_text("from sqlite3 import connect as db\n\ncache = db(':memory:')\nnotes = db(database='notes.db')\n")
+    assert [(f.file, f.line) for f in diagnose(app, run=False) if f.code == "sqlite"] == [("app.py", 4)]
+    shutil.rmtree(app)
+    shutil.copytree(FIXTURES / "ephemeral/sqlite-db-fixed", app)
+    assert "sqlite" not in codes(app)
+
+
+def test_uploads_saved_under_the_app_folder(tmp_path: Path) -> None:
+    app = app_copy(tmp_path, "flask_uploads")
+    code, found = doctor_json(app, "--no-run")
+    assert code == 0  # a warning
+    uploads = found["local-uploads"]
+    assert (uploads["severity"], uploads["file"], uploads["line"]) == ("warning", "app.py", 15)
+    assert str(uploads["message"]) == (
+        'uploaded files are saved to the dyno\'s disk (photo.save(os.path.join(app.config[\'UPLOAD_FOLDER\'], name))): on '
+        "Heroku that filesystem is ephemeral: every upload is lost at the next restart, deploy and daily cycle, and a "
+        "file web.1 saved is not there for web.2 or a worker")
+    assert str(uploads["fix"]).startswith("store uploads in object storage: S3")
+    source = (app / "app.py").read_text()
+    (app / "app.py").write_text(source.replace('"uploads"', 'os.path.join(tempfile.gettempdir(), "uploads")'))
+    assert "local-uploads" not in codes(app)  # scratch in /tmp, e.g. to resize before it goes elsewhere
+    (app / "app.py").write_text(source.replace('request.files["photo"]', "photo_field()"))  # not followed…
+    [setting] = [f for f in diagnose(app, run=False) if f.code == "local-uploads"]
+    assert (setting.file, setting.line) == ("app.py", 8)  # …the setting says where uploads go
+    assert setting.message.startswith("uploads go to UPLOAD_FOLDER = 'uploads', a folder on the dyno's disk: on Heroku")
+    for name, expected in (("local-uploads", {("app.py", 16)}), ("local-uploads-fixed", set())):
+        shutil.copytree(FIXTURES / "ephemeral" / name, tmp_path / name)
+        assert {(f.file, f.line) for f in diagnose(tmp_path / name, run=False) if f.code == "local-uploads"} == expected
 
 
 def test_no_dependency_file_and_runtime_txt(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ STATIC_CHECKS: tuple[Callable[[AppSource], list[Finding]], ...] = (
     uncommitted.uncommitted,  # 3
     checks.database_url,  # 5
     checks.sqlite_fallback,  # 6
+    checks.uploads,
     checks.migrations,  # 7
     checks.dependency_file,  # 8
     checks.runtime_txt,

@@ -1,7 +1,9 @@
 """The static checks: what reading the app's files shows would go wrong on Heroku."""
 from __future__ import annotations
 
+import ast
 import re
+from dataclasses import dataclass
 
 from .findings import ERROR, WARNING, Finding
 from .source import AppSource
@@ -116,28 +118,174 @@ def _rewrites_scheme(src: AppSource, rel: str) -> bool:
     return any(value in ("postgres://", "postgres:") for value, _ in src.strings(rel))
 
 
+_SQLITE_LOST = ("on Heroku a SQLite file lives in the dyno's ephemeral filesystem and is lost at every restart, "
+                "deploy and daily cycle, and each dyno (web.2, a worker, a one-off) has its own copy")
 _SQLITE_FIX = ("use the heroku-postgresql add-on through DATABASE_URL (dynosim run --addon heroku-postgresql gives "
                "you one locally) and keep SQLite for tests only")
 _SQLITE_FIX_DJANGO = ('read DATABASE_URL: DATABASES = {"default": dj_database_url.config(conn_max_age=600, '
                       'ssl_require=True)} with the heroku-postgresql add-on')
 
 
-# 6. SQLite as the database, or as the fallback when DATABASE_URL is unset
+# 6. SQLite as the database, or as the fallback when DATABASE_URL is unset; not where only a laptop runs it
 def sqlite_fallback(src: AppSource) -> list[Finding]:
     findings = []
     for rel in src.app_python_files:
-        for value, line in src.strings(rel):
-            if value.startswith("sqlite:") or value == "django.db.backends.sqlite3":
-                source_line = (src.text(rel) or "").splitlines()[line - 1]
-                fallback = "DATABASE_URL" in source_line or "default" in source_line
-                what = "falls back to SQLite when DATABASE_URL is unset" if fallback else "uses SQLite"
-                findings.append(Finding(
-                    WARNING, "sqlite", f"the configuration {what}: on Heroku a SQLite file lives in the dyno's "
-                    "ephemeral filesystem and is lost at every restart, deploy and daily cycle (and web.2 has "
-                    "its own copy)",
-                    _SQLITE_FIX_DJANGO if value.startswith("django.") else _SQLITE_FIX, rel, line))
-                break  # one per file
+        found = [_sqlite_setting(src, rel, node) for node in src.string_nodes(rel)
+                 if (node.value.startswith("sqlite:") or node.value == "django.db.backends.sqlite3")
+                 and not src.off_heroku(rel, node)]
+        found += [_sqlite_connect(rel, call) for call in _sqlite_connects(src, rel)]
+        if found:
+            findings.append(min(found, key=lambda finding: finding.line or 0))  # one per file
     return findings
+
+
+def _sqlite_setting(src: AppSource, rel: str, node: ast.Constant) -> Finding:
+    source_line = (src.text(rel) or "").splitlines()[node.lineno - 1]
+    fallback = "DATABASE_URL" in source_line or "default" in source_line
+    what = "falls back to SQLite when DATABASE_URL is unset" if fallback else "uses SQLite"
+    return Finding(WARNING, "sqlite", f"the configuration {what}: {_SQLITE_LOST}",
+                   _SQLITE_FIX_DJANGO if node.value.startswith("django.") else _SQLITE_FIX, rel, node.lineno)
+
+
+def _sqlite_connect(rel: str, call: ast.Call) -> Finding:
+    return Finding(WARNING, "sqlite", f"the app keeps its data in a SQLite file ({ast.unparse(call)}): {_SQLITE_LOST}",
+                   _SQLITE_FIX, rel, call.lineno)
+
+
+def _sqlite_connects(src: AppSource, rel: str) -> list[ast.Call]:
+    """sqlite3.connect(…) calls (through any import of it) that open a file, on Heroku's side of the code."""
+    tree = src.tree(rel)
+    if tree is None:
+        return []
+    modules, functions = {"sqlite3"}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.asname for alias in node.names if alias.name == "sqlite3" and alias.asname)
+        elif isinstance(node, ast.ImportFrom) and node.module == "sqlite3":
+            functions.update(alias.asname or alias.name for alias in node.names if alias.name == "connect")
+    calls = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if not ((isinstance(func, ast.Attribute) and func.attr == "connect" and isinstance(func.value, ast.Name)
+                 and func.value.id in modules) or (isinstance(func, ast.Name) and func.id in functions)):
+            continue
+        target = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "database"), None)
+        if isinstance(target, ast.Constant) and str(target.value).startswith((":memory:", "file::memory:")):
+            continue  # in memory: nothing on the disk to lose
+        if not src.off_heroku(rel, node):
+            calls.append(node)
+    return calls
+
+
+# 6. uploads saved on the dyno's disk (werkzeug's FileStorage.save, as Flask hands them out)
+def uploads(src: AppSource) -> list[Finding]:
+    settings = _upload_settings(src)
+    found = []
+    for rel in src.app_python_files:
+        tree = src.tree(rel)
+        saves = [call for call in _upload_saves(tree) if not _scratch(_resolved(_save_target(call), settings))
+                 and not src.off_heroku(rel, call)] if tree is not None else []
+        if saves:
+            found.append((f"uploaded files are saved to the dyno's disk ({ast.unparse(saves[0])})", rel, saves[0].lineno))
+    if not found:  # saved where this cannot follow (a helper's argument): the setting says where they go
+        found = [(f"uploads go to {setting}, a folder on the dyno's disk", rel, line)
+                 for rel, (line, setting) in settings.folders.items()]
+    return [Finding(WARNING, "local-uploads", f"{what}: {_UPLOADS_LOST}", _UPLOADS_FIX, rel, line)
+            for what, rel, line in found]
+
+
+_UPLOADS_LOST = ("on Heroku that filesystem is ephemeral: every upload is lost at the next restart, deploy and daily "
+                 "cycle, and a file web.1 saved is not there for web.2 or a worker")
+_UPLOADS_FIX = ("store uploads in object storage: S3 (boto3's upload_fileobj(request.files[...], bucket, key)) or an "
+                "add-on such as Bucketeer or Cloudinary; keep /tmp for files needed only while a request runs")
+_UPLOAD_SETTING = re.compile(r"^UPLOADS?_(FOLDER|DIR|DIRECTORY|PATH|ROOT)$", re.I)
+_SCRATCH_PATH = re.compile(r"['\"]/tmp\b|\btempfile\b|gettempdir|TMPDIR|BytesIO|SpooledTemporaryFile")
+
+
+@dataclass(frozen=True)
+class _UploadSettings:
+    values: dict[str, ast.expr]  # a name or config key → what it is set to
+    folders: dict[str, tuple[int, str]]  # file → (line, source) of an upload folder setting that is not /tmp
+
+
+def _upload_settings(src: AppSource) -> _UploadSettings:
+    """What the app's names and config keys are set to (UPLOAD_FOLDER = "uploads", app.config["X"] = …,
+    app.config.update(X=…)), across its files, for telling where a save goes."""
+    values: dict[str, ast.expr] = {}
+    folders: dict[str, tuple[int, str]] = {}
+    for rel in src.app_python_files:
+        tree = src.tree(rel)
+        for node in ast.walk(tree) if tree is not None else ():
+            pairs: list[tuple[str, ast.expr]] = []
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        pairs.append((target.id, node.value))
+                    elif isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+                        pairs.append((str(target.slice.value), node.value))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update":
+                pairs += [(k.arg, k.value) for k in node.keywords if k.arg]
+            for name, value in pairs:
+                values[name] = value
+                if _UPLOAD_SETTING.match(name) and rel not in folders and not _scratch(ast.unparse(value)):
+                    folders[rel] = (value.lineno, f"{name} = {ast.unparse(value)}")
+    return _UploadSettings(values, folders)
+
+
+def _upload_saves(tree: ast.Module) -> list[ast.Call]:
+    """The .save(…) calls on an uploaded file: request.files[...], .get(...), .getlist(...)'s items, or a name
+    bound to one."""
+    def upload(node: ast.expr) -> bool:
+        if isinstance(node, ast.Subscript):
+            return _is_files(node.value)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            return _is_files(node.func.value)
+        return isinstance(node, ast.Name) and node.id in names
+
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.NamedExpr)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if upload(node.value):
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.For, ast.comprehension)) and isinstance(node.target, ast.Name):
+            source = node.iter
+            if isinstance(source, ast.Call) and isinstance(source.func, ast.Attribute) and _is_files(source.func.value):
+                names.add(node.target.id)  # request.files.getlist("photos"), .values()
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "save" and upload(node.func.value)
+            and (node.args or any(k.arg == "dst" for k in node.keywords))]
+
+
+def _save_target(call: ast.Call) -> ast.expr:
+    return call.args[0] if call.args else next(k.value for k in call.keywords if k.arg == "dst")
+
+
+def _is_files(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "files"
+
+
+def _resolved(target: ast.expr, settings: _UploadSettings, seen: frozenset[str] = frozenset()) -> str:
+    """The target's source, with what the names and config keys in it are set to, and theirs in turn."""
+    parts = [ast.unparse(target)]
+    for node in ast.walk(target):
+        key = node.id if isinstance(node, ast.Name) else _key(node)
+        if key is not None and key in settings.values and key not in seen:
+            parts.append(_resolved(settings.values[key], settings, seen | {key}))
+    return " ".join(parts)
+
+
+def _key(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return str(node.slice.value)
+    return None
+
+
+def _scratch(source: str) -> bool:
+    """Whether a path's source says /tmp (or memory): scratch, which Heroku's dynos have for that."""
+    return bool(_SCRATCH_PATH.search(source))
 
 
 # 7. migrations with no release phase to run them
