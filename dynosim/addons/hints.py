@@ -33,7 +33,7 @@ class Symptom:
     failure: re.Pattern[str]
     scheme: str  # the add-ons concerned: those with a config var of this scheme
     # whether the add-on's port must be named within WINDOW lines of the failure (the failure alone may be
-    # another service's); if not, the failure itself says which add-ons it is about
+    # another service's); if not, only an add-on of this scheme can cause it
     needs_endpoint: bool
     explain: Callable[[str, Sequence[Attachment]], tuple[str, ...]]  # (dyno, the add-ons it shows failing)
 

@@ -36,7 +36,7 @@ class AppSource:
     procfile_error: str | None  # why there is no usable Procfile
     _texts: dict[str, str | None] = field(default_factory=dict, repr=False)
     _trees: dict[str, ast.Module | None] = field(default_factory=dict, repr=False)
-    _parents: dict[str, dict[ast.AST, ast.AST]] = field(default_factory=dict, repr=False)
+    _branches: dict[str, tuple[dict[ast.AST, ast.AST], dict[str, bool]]] = field(default_factory=dict, repr=False)
 
     def text(self, rel: str) -> str | None:
         if rel not in self._texts:
@@ -96,10 +96,10 @@ class AppSource:
         tree = self.tree(rel)
         if tree is None:
             return False
-        if rel not in self._parents:
-            self._parents[rel] = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
-        parents = self._parents[rel]
-        markers = _heroku_markers(tree)
+        if rel not in self._branches:  # each node's parent, and the names that say "on Heroku"
+            parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+            self._branches[rel] = (parents, _heroku_markers(tree))
+        parents, markers = self._branches[rel]
         child, parent = node, parents.get(node)
         while parent is not None:
             if isinstance(parent, (ast.If, ast.IfExp)) and child is not parent.test:
