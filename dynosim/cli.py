@@ -62,7 +62,7 @@ def main() -> None:
 @click.option("--watch", is_flag=True, help="Deploy every new commit of the app's repository, as a push would.")
 @click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
-@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons run.")
+@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons not created yet are created (each runs where it was created).")
 def run(ctx: click.Context, app_dir: Path, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
         ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, watch: bool, runtime_metrics: bool, addon: tuple[str, ...],
@@ -117,7 +117,7 @@ def run(ctx: click.Context, app_dir: Path, formation: str, port: int | None, hos
 @click.option("-s", "--size", default="standard-1x", show_default=True, help="Dyno size.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra config var for this dyno only.")
 @click.option("--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How the dyno is contained.")
-@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", help="Where add-ons run when no `dynosim run` is active.")
+@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", help="Where add-ons not created yet are created, when no `dynosim run` is active.")
 @click.option("--dirty", is_flag=True, help="With no release yet: build the working tree, uncommitted files included.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec(app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_backend: str, dirty: bool, command: tuple[str, ...]) -> None:

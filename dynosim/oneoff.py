@@ -79,6 +79,8 @@ def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneO
         command = command_for(load_procfile(release.slug.path), argv)  # the release's own Procfile
         runtime_dir = app.runtime_dir.with_name(app.runtime_dir.name + ".oneoff")
         sandbox = choose_sandbox(options.sandbox, runtime_dir, protect=[app.path])
+        if "unlike Heroku" in sandbox.reason:  # heroku run says nothing of its dyno; dynosim says where it differs
+            say(f"dyno sandbox: {sandbox.mode} ({sandbox.reason})")
         size = dyno_size(options.size, "--size")
         spec = DynoSpec(f"run.{random.randint(1000, 9999)}", "run", command, free_port(), size)
         say(f"Running `{command}` on ⬢ {app.name}... up, {spec.name} ({size.name})")
