@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import binding, checks, uncommitted
+from . import binding, checks, staticfiles, uncommitted
 from .findings import ERROR, INFO, WARNING, Finding, ordered, render, summary
 from .source import AppSource, read_app
 
@@ -25,9 +25,10 @@ STATIC_CHECKS: tuple[Callable[[AppSource], list[Finding]], ...] = (
     checks.dependency_file,  # 8
     checks.runtime_txt,
     checks.ssl_redirect,
+    staticfiles.staticfiles,
 )
 DEFAULT_BOOT_TIMEOUT = 15.0
-BUILD_BREAKERS = frozenset({"no-dependency-file", "several-dependency-files"})
+BUILD_BREAKERS = frozenset({"no-dependency-file", "several-dependency-files", "collectstatic-fails"})
 
 
 def diagnose(app_dir: Path, *, run: bool = True, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
