@@ -159,7 +159,7 @@ class Dyno:
         assert self.process is not None
         reader = asyncio.ensure_future(self._read())
         watcher = asyncio.ensure_future(self._watch_boot())
-        sampler = asyncio.ensure_future(memory.watch(self, self.timeouts.memory))
+        sampler = asyncio.ensure_future(memory.watch(self, self.spec.size, self.timeouts.memory))
         status = await self.process.wait()
         watcher.cancel()
         sampler.cancel()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+from ..formation import DynoSize
+from ..logs import LogStream
+from .sandbox import DynoProcess, Sandbox
 
 if TYPE_CHECKING:  # psutil is imported where it is used: a run's first dyno starts without it
     import psutil
-    from .dyno import Dyno
 
 MB = 1024 * 1024
 
@@ -19,6 +22,21 @@ class MemoryPolicy:
     interval: float = 20.0  # log-runtime-metrics samples about every 20 s
     runtime_metrics: bool = False  # print Heroku's sample#memory_… lines
     quota_scale: float = 1.0  # shrink the quotas, for tests and demonstrations
+
+
+class Dyno(Protocol):
+    """The dyno whose memory is watched (dyno.Dyno): its processes, where it logs, and its last sample."""
+
+    logs: LogStream
+    marker: str
+    process: DynoProcess | None
+    sandbox: Sandbox
+    memory_mb: float | None
+
+    @property
+    def name(self) -> str: ...
+
+    def kill(self) -> None: ...
 
 
 def sample(dyno: Dyno) -> tuple[float, float]:
@@ -59,8 +77,7 @@ def _swap(pid: int) -> int:
     return 0
 
 
-async def watch(dyno: Dyno, policy: MemoryPolicy) -> None:
-    size = dyno.spec.size
+async def watch(dyno: Dyno, size: DynoSize, policy: MemoryPolicy) -> None:
     quota = size.memory_mb * policy.quota_scale
     logs, name = dyno.logs, dyno.name
     while True:
