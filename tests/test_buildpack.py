@@ -197,8 +197,8 @@ def test_pyproject_toml_alone_fails_the_build(tmp_path: Path) -> None:
 # --- Python versions -------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("files", "error"), [
-    ({".python-version": "3.9\n"}, "The requested Python version has reached end-of-life: Heroku's Python "
-                                   "buildpack refuses Python 3.9; ask for at least 3.10 in .python-version"),
+    ({".python-version": "3.9\n"}, ("The requested Python version has reached end-of-life: Heroku's Python "
+                                    "buildpack refuses Python 3.9; ask for at least 3.10 in .python-version")),
     ({".python-version": "3.15\n"}, "The requested Python version isn't recognised"),
     ({".python-version": "python-3.12\n"}, "Invalid Python version in .python-version ('python-3.12')"),
     ({".python-version": "3.12\n3.13\n"}, "Multiple Python versions found in .python-version (3.12, 3.13)"),

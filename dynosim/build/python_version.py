@@ -86,8 +86,8 @@ def check(request: Request, package_manager: str, say: Say) -> None:
                 ["", "The runtime.txt file is deprecated since it has been replaced",
                  "by the more widely supported .python-version file:",
                  "https://devcenter.heroku.com/changelog-items/3141", "",
-                 f"Please switch to using a .python-version file instead: delete runtime.txt and "
-                 f"write {request.major} into .python-version."])
+                 (f"Please switch to using a .python-version file instead: delete runtime.txt and "
+                  f"write {request.major} into .python-version.")])
     if request.major == "3.10":
         warning(say, "Support for Python 3.10 is deprecated!",
                 ["", "Python 3.10 will reach its upstream end-of-life in October 2026,",
@@ -100,8 +100,8 @@ def check(request: Request, package_manager: str, say: Say) -> None:
             warning(say, "A Python patch update is available!",
                     ["", f"Your app is using Python {request.version}, however, there is a newer",
                      f"patch release of Python {request.major} available: {latest}", "",
-                     f"Update your {request.origin} file to use the new version, or name only "
-                     f"the major version, {request.major}."])
+                     (f"Update your {request.origin} file to use the new version, or name only "
+                      f"the major version, {request.major}.")])
 
 
 def _supported(request: Request, say: Say) -> None:

@@ -161,7 +161,7 @@ def _read_settings(src: AppSource, manage: str) -> _Settings | None:
                        else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
             for target in targets:
                 if isinstance(target, ast.Name):
-                    names.setdefault(target.id, (rel, node.lineno))
+                    names.setdefault(target.id, (rel, target.lineno))
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 strings.add(node.value)
             if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
