@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import click
-
 from . import binding, checks, staticfiles, uncommitted
 from .findings import ERROR, INFO, WARNING, Finding, ordered, render, summary
 from .source import AppSource, read_app
@@ -48,11 +46,4 @@ def diagnose(app_dir: Path, *, run: bool = True, boot_timeout: float = DEFAULT_B
     return ordered(findings)
 
 
-def register(main: click.Group) -> None:
-    """Add `dynosim doctor` to the command group (cli.py calls this on its last line)."""
-    from .command import doctor
-
-    main.add_command(doctor)
-
-
-__all__ = ["ERROR", "INFO", "WARNING", "Finding", "diagnose", "register", "render", "summary"]
+__all__ = ["ERROR", "INFO", "WARNING", "Finding", "diagnose", "render", "summary"]
