@@ -65,7 +65,7 @@ def make_tree(root: Path) -> Path:
 
 
 def make_slug(tree: Path):  # type: ignore[no-untyped-def]
-    from dynosim.build import Slug
+    from dynosim.buildpack import Slug
 
     return Slug(id="bench-cycle", path=tree, venv=None, python_version="3.11", commit=None,
                 description="Deploy (bench)")

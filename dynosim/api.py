@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
 import io
 import json
 import os
 import re
 import signal
-import subprocess
 import ssl
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,24 +22,30 @@ from .addons import AddonRequest, Addons, Attachment
 from .addons.hints import watch_for_addon_failures
 from .app import App as AppFolder
 from .app import load_app
+from .buildpack import Slug, build_slug, default_cache_dir
+from .ca import LocalCA, TLSError
 from .config import ConfigStore, resolve_config_vars
 from .control import ControlServer
-from .build import Slug, build_slug, default_cache_dir
-from .procfile import Procfile, load_procfile
+from .ephemeral import DEFAULT_IGNORE, Ledger
 from .errors import DynosimError, ReleaseError
 from .formation import Formation, FormationStore, resolve_formation
 from .logs import LogLine, LogStream, TerminalPrinter
+from .procfile import Procfile, load_procfile
 from .releases import Release, ReleaseHistory, config_change_description
+from .router import Router, RouterTimeouts, WebDyno
 from .runtime.dyno import Timeouts
-from .runtime.memory import MemoryPolicy
-from .ephemeral import DEFAULT_IGNORE, Ledger
 from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
-from .router import Backend, Router, RouterTimeouts
+from .runtime.memory import MemoryPolicy
 from .runtime.ports import claim_port
 from .runtime.sandbox import (
-    Sandbox, choose_sandbox, process_identity, reap_marked, still_running, sweep_left_behind, wipe_dir,
+    Sandbox,
+    choose_sandbox,
+    process_identity,
+    reap_marked,
+    still_running,
+    sweep_left_behind,
+    wipe_dir,
 )
-from .tls import LocalCA, TLSError
 
 DEFAULT_PORT = 5000
 SAME_SIGNAL = 0.1  # seconds within which a repeated stop signal is one request, not a second Ctrl-C
@@ -118,8 +124,8 @@ class WebDynos:
     def __init__(self, manager: DynoManager) -> None:
         self._manager = manager
 
-    def web_backends(self) -> list[Backend]:
-        return [Backend(name, port) for name, port in self._manager.web_dynos()]
+    def web_dynos_up(self) -> list[WebDyno]:
+        return [WebDyno(name, port) for name, port in self._manager.web_dynos()]
 
     def web_state(self) -> str:
         return self._manager.web_state()
@@ -462,7 +468,7 @@ class Run:
 
     async def _watch_commits(self, stop: asyncio.Event) -> None:
         """`--watch`: every new commit is built and deployed, as a push would be."""
-        from .build.source import git_dir
+        from .buildpack.source import git_dir
 
         git = git_dir(self.app.path)
         if git is None:

@@ -450,7 +450,7 @@ def releases(app_dir: Path, as_json: bool) -> None:
 @_operate
 def certs() -> None:
     """Where dynosim's local certificate authority is, and how to trust it (made on first use)."""
-    from .tls import LocalCA, trust_instructions
+    from .ca import LocalCA, trust_instructions
 
     ca = LocalCA.load_or_create(say=lambda line: click.echo(line, err=True))
     ca.server_cert(say=lambda line: click.echo(line, err=True))
@@ -510,7 +510,7 @@ def deploy(app_dir: Path) -> None:
     import dataclasses
 
     from .app import load_app
-    from .build import build_slug, default_cache_dir
+    from .buildpack import build_slug, default_cache_dir
     from .control import request
 
     state = _state(app_dir)

@@ -21,7 +21,7 @@ from typing import TextIO
 from .addons import AddonRequest, Addons
 from .api import RunLock
 from .app import App, load_app
-from .build import build_slug, default_cache_dir
+from .buildpack import build_slug, default_cache_dir
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .formation import DEFAULT_SIZE, dyno_size
 from .logs import LogLine, LogStream

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import Slug
+from .buildpack import Slug
 from .errors import ConfigError
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"

@@ -34,7 +34,7 @@ from dynosim.addons.catalogue import Attachment, resolve
 from dynosim.addons.hints import watch_for_addon_failures
 from dynosim.errors import AddonError
 from dynosim.logs import LogLine, LogStream
-from dynosim.tls import default_ca_dir
+from dynosim.ca import default_ca_dir
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -295,14 +295,14 @@ def test_searchbox_ssl_url_is_https_from_the_same_service(backend: str, state_di
 
 def _empty_ca() -> str:
     """A CA file that trusts nothing of ours: a certificate of its own, made by dynosim's code."""
-    from dynosim.tls import LocalCA
+    from dynosim.ca import LocalCA
 
     folder = Path(tempfile.mkdtemp(prefix="dynosim-other-ca-"))
     return str(LocalCA.load_or_create(folder / "ca").cert_path)
 
 
 def test_the_search_stand_in_serves_https_on_its_own(tmp_path: Path) -> None:
-    from dynosim.tls import LocalCA
+    from dynosim.ca import LocalCA
 
     chain = LocalCA.load_or_create().server_cert("addons")
     proc = subprocess.Popen(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dynosim.build import Slug, build_slug
-from dynosim.build.python import find_dependencies
+from dynosim.buildpack import Slug, build_slug
+from dynosim.buildpack.python import find_dependencies
 from dynosim.errors import BuildError
 
 HELLO = Path(__file__).parent / "apps" / "hello"
@@ -418,7 +418,7 @@ def test_the_virtualenv_keeps_its_bytecode_whatever_the_callers_python_settings(
     """A venv without .pyc files makes every dyno boot recompile its dependencies."""
     monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    from dynosim.build.python import build_env
+    from dynosim.buildpack.python import build_env
 
     env = build_env(None, {})
     assert "PYTHONPYCACHEPREFIX" not in env and "PYTHONDONTWRITEBYTECODE" not in env

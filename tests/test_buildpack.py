@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CACHE_DIR, DynosimRun, free_port, run_dynosim
-from dynosim.build import build_slug
+from dynosim.buildpack import build_slug
 from dynosim.errors import BuildError
 
 APPS = Path(__file__).parent / "apps"

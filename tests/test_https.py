@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import make_app
 
-from dynosim.tls import LocalCA
+from dynosim.ca import LocalCA
 
 UP = r"heroku\[web\.1\]: State changed from starting to up"
 

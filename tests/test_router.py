@@ -25,7 +25,7 @@ import pytest
 
 from dynosim.errors import PortError
 from dynosim.logs import LogLine, LogStream
-from dynosim.router import Backend, Router, RouterTimeouts
+from dynosim.router import Router, RouterTimeouts, WebDyno
 
 FAST = {"service": 1.0, "idle": 2.0, "connect": 0.5, "boot": 1.0, "headers": 1.0}
 
@@ -216,11 +216,11 @@ class LoopThread:
 
 
 class FakeFormation:
-    def __init__(self, backends: list[Backend], state: str = "up") -> None:
+    def __init__(self, backends: list[WebDyno], state: str = "up") -> None:
         self.backends = backends
         self.state = state
 
-    def web_backends(self) -> list[Backend]:
+    def web_dynos_up(self) -> list[WebDyno]:
         return list(self.backends) if self.state == "up" else []
 
     def web_state(self) -> str:
@@ -296,8 +296,8 @@ def dyno():
 def make_env(loop_thread, dyno):
     made: list[Env] = []
 
-    def make(state: str = "up", backends: list[Backend] | None = None, **timeouts: float) -> Env:
-        formation = FakeFormation(backends if backends is not None else [Backend("web.1", dyno.port)], state)
+    def make(state: str = "up", backends: list[WebDyno] | None = None, **timeouts: float) -> Env:
+        formation = FakeFormation(backends if backends is not None else [WebDyno("web.1", dyno.port)], state)
         logs = LogStream()
         router = Router(formation, logs, port=0, timeouts=RouterTimeouts(**{**FAST, **timeouts}))
         env = Env(loop_thread, router, formation, logs)
@@ -435,7 +435,7 @@ def test_keep_alive_reuses_the_client_and_the_dyno_connection(env: Env, dyno: Dy
 def test_requests_are_spread_over_the_web_dynos_that_are_up(make_env) -> None:  # type: ignore[no-untyped-def]
     dynos = [DynoServer() for _ in range(3)]
     try:
-        env = make_env(backends=[Backend(f"web.{i + 1}", d.port) for i, d in enumerate(dynos)])
+        env = make_env(backends=[WebDyno(f"web.{i + 1}", d.port) for i, d in enumerate(dynos)])
         for _ in range(30):
             assert env.request("GET", "/hello")[0] == 200
         deadline = time.monotonic() + 5
@@ -592,7 +592,7 @@ def test_websocket_upgrade_is_passed_through(make_env) -> None:  # type: ignore[
 
     with serve(echo, "127.0.0.1", 0) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        env = make_env(backends=[Backend("web.1", server.socket.getsockname()[1])], idle=5.0)
+        env = make_env(backends=[WebDyno("web.1", server.socket.getsockname()[1])], idle=5.0)
         with connect(f"ws://127.0.0.1:{env.port}/chat") as ws:
             for i in range(3):
                 ws.send(f"hi {i}")
@@ -717,7 +717,7 @@ def test_dyno_not_accepting_in_time_is_h19(make_env) -> None:  # type: ignore[no
         listener.listen(0)
         filler = socket.create_connection(listener.getsockname())  # the accept queue is now full
         try:
-            env = make_env(backends=[Backend("web.1", listener.getsockname()[1])], connect=0.3)
+            env = make_env(backends=[WebDyno("web.1", listener.getsockname()[1])], connect=0.3)
             status, _, body = env.request("GET", "/hello")
             _assert_error_page(status, body)
             line = env.wait_line(code="H19")
@@ -731,7 +731,7 @@ def test_dyno_refusing_the_connection_is_h21(make_env) -> None:  # type: ignore[
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    env = make_env(backends=[Backend("web.1", port)])
+    env = make_env(backends=[WebDyno("web.1", port)])
     status, _, body = env.request("GET", "/hello")
     _assert_error_page(status, body)
     assert env.wait_line(code="H21")["dyno"] == "web.1"
@@ -855,7 +855,7 @@ def test_a_taken_port_is_a_one_line_port_error(loop_thread, dyno) -> None:  # ty
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
-        router = Router(FakeFormation([Backend("web.1", dyno.port)]), LogStream(), port=port)
+        router = Router(FakeFormation([WebDyno("web.1", dyno.port)]), LogStream(), port=port)
         with pytest.raises(PortError) as caught:
             loop_thread.run(router.start())
     message = str(caught.value)

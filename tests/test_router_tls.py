@@ -31,9 +31,9 @@ from test_router import (  # noqa: F401
     loop_thread,
 )
 
+from dynosim.ca import LocalCA
 from dynosim.logs import LogStream
-from dynosim.router import Backend, Router, RouterTimeouts
-from dynosim.tls import LocalCA
+from dynosim.router import Router, RouterTimeouts, WebDyno
 
 HINT = (
     "the app redirects https requests to https forever: it does not trust X-Forwarded-Proto "
@@ -82,7 +82,7 @@ def make_env(loop_thread, dyno, server_context):  # type: ignore[no-untyped-def]
 
     def make(backend_port: int | None = None, tls: bool = True, host: str = "127.0.0.1", forwarded_port: str = "heroku",
              **timeouts: float) -> TLSEnv:
-        formation = FakeFormation([Backend("web.1", backend_port or dyno.port)])
+        formation = FakeFormation([WebDyno("web.1", backend_port or dyno.port)])
         logs = LogStream()
         router = Router(
             formation, logs, host=host, port=0, timeouts=RouterTimeouts(**{**FAST, **timeouts}),

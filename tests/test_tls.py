@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from conftest import run_dynosim
-from dynosim.tls import LocalCA, TLSError
+from dynosim.ca import LocalCA, TLSError
 
 
 def serve_once(context: ssl.SSLContext) -> int:
@@ -121,7 +121,7 @@ def test_a_certificate_changed_by_hand_is_checked_again_not_trusted_from_its_not
 
 def test_a_run_with_its_certificates_made_does_not_import_cryptography(tmp_path):
     LocalCA.load_or_create(tmp_path / "ca").server_cert()
-    check = ("import sys; from pathlib import Path; from dynosim.tls import LocalCA; "
+    check = ("import sys; from pathlib import Path; from dynosim.ca import LocalCA; "
              f"LocalCA.load_or_create(Path({str(tmp_path / 'ca')!r})).server_cert().context(); "
              "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout

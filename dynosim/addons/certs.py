@@ -1,4 +1,4 @@
-"""The add-ons' certificates, from dynosim's local certificate authority (dynosim/tls.py).
+"""The add-ons' certificates, from dynosim's local certificate authority (dynosim/ca.py).
 
 Postgres and the search service's https port serve a certificate of dynosim's CA, the one `dynosim
 certs` tells users to trust. Heroku's Key-Value Store serves a self-signed certificate no client
@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
-from dynosim.tls import LOCAL_NAMES, LocalCA, ServerCert, default_ca_dir
+from dynosim.ca import LOCAL_NAMES, LocalCA, ServerCert, default_ca_dir
 
 ADDONS_NAME = "addons"  # <CA folder>/addons.pem: Postgres, search
 KEYVALUE_FOLDER = "key-value-store"  # <CA folder>/key-value-store/: Redis's own, untrusted, CA

@@ -337,7 +337,7 @@ def _certificate(backend: Host) -> tuple[Path, Path] | None:
     """The add-ons' certificate from dynosim's CA (the one Postgres serves) for STARTTLS; None, said
     once, when no CA can be had here (a user without a home folder…): the sink then offers no STARTTLS."""
     from dynosim.addons import certs
-    from dynosim.tls import TLSError
+    from dynosim.ca import TLSError
 
     if backend.found.get("smtp:no-tls"):
         return None

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from ..build.source import export_source
+from ..buildpack.source import export_source
 from ..errors import BuildError, DynosimError
 from ..runtime.sandbox import MARKER, wipe_dir
 from ..webservers import CODE_FIX as _CODE_FIX

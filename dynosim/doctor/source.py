@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# What gets deployed is build/source.py's business; doctor asks it rather than guess again.
-from ..build.source import STATE_DIR, _find_repo, _uncommitted, _working_tree_files
+# What gets deployed is buildpack/source.py's business; doctor asks it rather than guess again.
+from ..buildpack.source import STATE_DIR, _find_repo, _uncommitted, _working_tree_files
 from ..errors import DynosimError
 from ..procfile import Procfile, load_procfile
 

@@ -1,5 +1,5 @@
 """The HTTP router and its H-codes (Heroku's router in front of the web dynos)."""
 from .server import Router
-from .web import Backend, Formation, RouterTimeouts
+from .web import RouterTimeouts, WebDyno, WebFormation
 
-__all__ = ["Backend", "Formation", "Router", "RouterTimeouts"]
+__all__ = ["WebDyno", "WebFormation", "Router", "RouterTimeouts"]

@@ -102,7 +102,9 @@ _MAINTENANCE = "<p>This app is undergoing maintenance right now. Please check ba
 
 def page(code: Code, cause: str = "") -> bytes:
     """The HTML body the router serves for `code`: Heroku's "Application error" page, or its maintenance page."""
-    from html import escape  # here: html's import (2 ms, its entity table) is not on every run's way to a dyno
+    from html import (
+        escape,  # here: html's import (2 ms, its entity table) is not on every run's way to a dyno
+    )
 
     if code is H80:
         title, message = "Offline for Maintenance", _MAINTENANCE

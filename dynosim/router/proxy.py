@@ -65,7 +65,7 @@ from .redirects import REDIRECTS
 from .state import RouterState
 from .tls import FirstByte, sniff
 from .upstream import UPSTREAM_FULL, Upstream
-from .web import Backend
+from .web import WebDyno
 
 # reasons the client's reading is paused (UPSTREAM_FULL is the third)
 BUFFERED = 2  # body bytes wait for a dyno to be attached
@@ -411,7 +411,7 @@ class Exchange:
         self.raw: list[bytes] = []
         self.got_body = False
         self.req_done = False
-        self.backend: Backend | None = None
+        self.backend: WebDyno | None = None
         self.upstream: Upstream | None = None
         self.task: asyncio.Task[None] | None = None
         self.connect_time: float | None = None
@@ -524,7 +524,7 @@ class Exchange:
         if self.expect_bad:
             self.fail(H26, "unsupported expect header value", 417)
             return
-        backends = router.formation.web_backends()
+        backends = router.formation.web_dynos_up()
         if backends:
             backend = backends[0] if len(backends) == 1 else random.choice(backends)
             up = router.pool.take(backend)
@@ -537,7 +537,7 @@ class Exchange:
             backends = [backend, *(b for b in backends if b is not backend)]
         self.task = self.loop.create_task(self.dispatch(backends))
 
-    async def dispatch(self, backends: Sequence[Backend], fresh: bool = False) -> None:
+    async def dispatch(self, backends: Sequence[WebDyno], fresh: bool = False) -> None:
         router = self.router
         formation = router.formation
         timeouts = router.timeouts
@@ -555,7 +555,7 @@ class Exchange:
                 state = formation.web_state()
                 self.fail(H10 if state == "crashed" else H14 if state == "none" else H20)
                 return
-            backends = formation.web_backends()
+            backends = formation.web_dynos_up()
             if not backends:
                 self.fail(H20)
                 return

@@ -10,7 +10,7 @@ from typing import Protocol
 from ..logs import LogLine, LogStream
 from .redirects import PortlessRedirects, RedirectLoops
 from .upstream import UpstreamPool
-from .web import Formation, RouterTimeouts
+from .web import RouterTimeouts, WebFormation
 
 LOG_BATCH = 0.01  # seconds a router line may wait to be published with others
 
@@ -28,7 +28,7 @@ class RouterState:
 
     def __init__(
         self,
-        formation: Formation,
+        formation: WebFormation,
         logs: LogStream,
         *,
         host: str = "127.0.0.1",

@@ -7,7 +7,7 @@ import sys
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from .web import Backend
+from .web import WebDyno
 
 UPSTREAM_FULL = 1  # a reason the client's reading is paused: the dyno is not taking the body fast enough
 
@@ -65,7 +65,7 @@ class Exchange(Protocol):
 class Upstream(asyncio.Protocol):
     """One TCP connection to a dyno; it carries one exchange at a time, or sits idle in the pool."""
 
-    def __init__(self, pool: UpstreamPool, backend: Backend) -> None:
+    def __init__(self, pool: UpstreamPool, backend: WebDyno) -> None:
         self.pool = pool
         self.backend = backend
         self.transport: asyncio.Transport | None = None
@@ -138,11 +138,11 @@ class UpstreamPool:
     def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float = POOL_IDLE_TIMEOUT) -> None:
         self.loop = loop
         self.idle_timeout = idle_timeout
-        self.idle: dict[int, list[Upstream]] = {}  # by the dyno's port (cheaper to hash than a Backend)
+        self.idle: dict[int, list[Upstream]] = {}  # by the dyno's port (cheaper to hash than a WebDyno)
         self.retired: set[int] = set()  # ports of stopping dynos (a later dyno on the port clears it)
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def take(self, backend: Backend) -> Upstream | None:
+    def take(self, backend: WebDyno) -> Upstream | None:
         self.retired.discard(backend.port)  # chosen again: a new dyno took the port
         conns = self.idle.get(backend.port)
         while conns:
@@ -152,7 +152,7 @@ class UpstreamPool:
                 return up
         return None
 
-    async def connect(self, backend: Backend, timeout: float) -> Upstream:
+    async def connect(self, backend: WebDyno, timeout: float) -> Upstream:
         """A new connection to the dyno; TimeoutError (H19) or OSError (H21, refused) when it cannot be had.
 
         A plain non-blocking connect, then the transport: a third cheaper in CPU than

@@ -1,4 +1,4 @@
-"""What the router sees of the app: its web dynos (through the dyno manager, as a `Formation`) and
+"""What the router sees of the app: its web dynos (through the dyno manager, as a `WebFormation`) and
 Heroku's router timeouts. The bottom of the router: every layer above may use it."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
-class Backend:
+class WebDyno:
     dyno: str  # "web.1"
     port: int  # the dyno's private port on 127.0.0.1
 
 
-class Formation(Protocol):
+class WebFormation(Protocol):
     """What the router asks the dyno manager; the router never reaches into dynos."""
 
-    def web_backends(self) -> Sequence[Backend]:
+    def web_dynos_up(self) -> Sequence[WebDyno]:
         """Web dynos that are up right now."""
         ...
 

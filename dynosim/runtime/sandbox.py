@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..build import Slug
+from ..buildpack import Slug
 from ..errors import DynosimError
 
 if TYPE_CHECKING:  # psutil is imported where it is used: a run's first dyno starts without it

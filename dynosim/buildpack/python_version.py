@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynosim.build.messages import Say, failure, warning
+from dynosim.buildpack.messages import Say, failure, warning
 
 # The buildpack's own table; an N.N request gets the newest patch release it knows.
 LATEST = {"3.10": "3.10.21", "3.11": "3.11.16", "3.12": "3.12.14", "3.13": "3.13.15", "3.14": "3.14.7"}

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynosim.build.collectstatic import collectstatic
-from dynosim.build.messages import STEP
-from dynosim.build.python import (check_lockfile, check_source, env_key, exported_config, find_dependencies,
+from dynosim.buildpack.collectstatic import collectstatic
+from dynosim.buildpack.messages import STEP
+from dynosim.buildpack.python import (check_lockfile, check_source, env_key, exported_config, find_dependencies,
                                   find_python, install_dependencies, run_hook)
-from dynosim.build.source import apply_slugignore, export_source
+from dynosim.buildpack.source import apply_slugignore, export_source
 from dynosim.errors import BuildError
 
 ID_LENGTH = 32  # hex digits of a slug id

@@ -1,5 +1,5 @@
 """The slug builder: committed source, .slugignore, the Python buildpack's steps, the cache."""
 
-from dynosim.build.slug import Slug, build_slug, default_cache_dir
+from dynosim.buildpack.slug import Slug, build_slug, default_cache_dir
 
 __all__ = ["Slug", "build_slug", "default_cache_dir"]

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from dynosim.build import python_version
-from dynosim.build.messages import INDENT, STEP, WARN, Say, failure
+from dynosim.buildpack import python_version
+from dynosim.buildpack.messages import INDENT, STEP, WARN, Say, failure
 from dynosim.errors import BuildError
 
 COMPLETE = ".complete"  # written last into a virtualenv: it is whole and can be shared

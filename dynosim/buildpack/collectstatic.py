@@ -9,8 +9,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from dynosim.build.messages import INDENT, STEP, Say, failure, warning
-from dynosim.build.python import build_env, exported_config
+from dynosim.buildpack.messages import INDENT, STEP, Say, failure, warning
+from dynosim.buildpack.python import build_env, exported_config
 
 DISABLED_FILE = ".heroku/collectstatic_disabled"  # the buildpack's deprecated switch
 MANAGE_DEPTH = 3  # `find . -maxdepth 3`: manage.py at the top or up to two folders down
