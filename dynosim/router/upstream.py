@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
-from contextlib import asynccontextmanager
 from typing import Protocol
 
 from .web import WebDyno
@@ -15,30 +13,7 @@ POOL_IDLE_TIMEOUT = 90.0  # Router 2.0 closes a pooled dyno connection unused th
 POOL_MAX_IDLE = 64  # idle connections kept per dyno
 
 
-if sys.version_info >= (3, 11):
-    deadline = asyncio.timeout  # no extra task per call, unlike wait_for
-else:  # pragma: no cover
-
-    @asynccontextmanager
-    async def deadline(delay: float):  # type: ignore[no-untyped-def]
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()  # type: ignore[union-attr]
-
-        handle = loop.call_later(delay, expire)
-        try:
-            yield
-        except asyncio.CancelledError:
-            if expired:
-                raise TimeoutError from None
-            raise
-        finally:
-            handle.cancel()
+deadline = asyncio.timeout  # no extra task per call, unlike wait_for
 
 
 class Client(Protocol):
