@@ -17,7 +17,9 @@ from .procfile import Procfile, load_procfile
 
 
 @dataclass(frozen=True)
-class App:
+class AppDir:
+    """The app's folder as loaded (the public API's `dynosim.App` is the app run from it)."""
+
     path: Path
     procfile: Procfile
     manifest: Manifest
@@ -56,7 +58,7 @@ def _uid() -> int:
     return os.getuid()
 
 
-def load_app(path: Path) -> App:
+def load_app(path: Path) -> AppDir:
     path = path.resolve()
     if not path.is_dir():
         raise DynosimError(f"{path}: no such app folder; run dynosim in your app's folder or pass --app-dir")
@@ -64,4 +66,4 @@ def load_app(path: Path) -> App:
     manifest = load_manifest(path)
     state = state_dir(path)
     config_vars = resolve_config_vars(path, manifest, ConfigStore(state))
-    return App(path, procfile, manifest, config_vars, state)
+    return AppDir(path, procfile, manifest, config_vars, state)

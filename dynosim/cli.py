@@ -75,7 +75,7 @@ def run(ctx: click.Context, app_dir: Path, formation: str, port: int | None, hos
                    f"`dynosim exec {shlex.join(ctx.args)}` (Heroku's `heroku run`)", err=True)
         sys.exit(2)
     from .addons import AddonRequest
-    from .api import DEFAULT_PORT, Run, RunOptions
+    from .supervisor import DEFAULT_PORT, Run, RunOptions
     from .ephemeral import DEFAULT_IGNORE
     from .formation import parse_formation
     from .runtime.dyno import Timeouts

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any, Container, Mapping
 
 
 from dynosim.errors import ConfigError
 from dynosim.manifest import ENV_NAME, Manifest
+from dynosim.privatefile import write_private
 
 _NAME_RULE = "use letters, digits and _, not starting with a digit"
 
@@ -129,23 +128,12 @@ class ConfigStore:
         )
 
     def _write(self, data: Mapping[str, Mapping[str, str]]) -> None:
-        # mkstemp creates the file 0600 before a byte is written, so secrets are never
-        # world-readable, and os.replace swaps it in whole so a crash leaves the old file.
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".config.", suffix=".tmp")
+            write_private(self.path, json.dumps(data, indent=2, sort_keys=True))
         except OSError as error:
             raise ConfigError(
                 f"{self.path}: cannot write config vars ({error.strerror}). Check the folder's permissions"
             ) from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump(data, file, indent=2, sort_keys=True)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
 
 
 def resolve_config_vars(app_dir: Path, manifest: Manifest, store: ConfigStore) -> dict[str, str]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from .errors import FormationError
 from .manifest import Manifest
+from .privatefile import write_private
 from .procfile import Procfile
 
 
@@ -125,9 +125,7 @@ class FormationStore:
         return self._save(AppFormation(stored.quantities, {**stored.sizes, **named}))
 
     def _save(self, formation: AppFormation) -> AppFormation:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"quantities": dict(formation.quantities), "sizes": dict(formation.sizes)}, indent=1))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({"quantities": dict(formation.quantities), "sizes": dict(formation.sizes)}, indent=1))
         return formation
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .addons import AddonRequest, Addons
-from .api import RunLock
-from .app import App, load_app
+from .runlock import RunLock
+from .app import AppDir, load_app
 from .buildpack import build_slug, default_cache_dir
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .formation import DEFAULT_SIZE, dyno_size
@@ -94,7 +94,7 @@ def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneO
 
 
 def _release(
-    app: App, history: ReleaseHistory, version: int | None, config_vars: Mapping[str, str],
+    app: AppDir, history: ReleaseHistory, version: int | None, config_vars: Mapping[str, str],
     options: OneOffOptions, say: Callable[[str], None],
 ) -> Release:
     """What the one-off runs: release `version`'s slug, or, before the app's first release, a build

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from .buildpack import Slug
 from .errors import ConfigError
+from .privatefile import write_private
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 
@@ -41,6 +41,20 @@ def config_change_description(changes: Mapping[str, str | None]) -> str:
     if removed:
         parts.append(f"{'remove' if parts else 'Remove'} {', '.join(removed)}")
     return f"{' and '.join(parts)} config vars"
+
+
+def slug_record(slug: Slug) -> dict[str, object]:
+    """A slug as JSON: how releases.json records it and `dynosim deploy` hands it to the running supervisor."""
+    return {"id": slug.id, "path": str(slug.path), "venv": str(slug.venv) if slug.venv else None,
+            "python_version": slug.python_version, "commit": slug.commit, "description": slug.description}
+
+
+def slug_from_record(recorded: Mapping[str, object]) -> Slug:
+    commit = recorded.get("commit")
+    return Slug(id=str(recorded["id"]), path=Path(str(recorded["path"])),
+                venv=Path(str(recorded["venv"])) if recorded.get("venv") else None,
+                python_version=str(recorded["python_version"]), commit=str(commit) if commit else None,
+                description=str(recorded["description"]))
 
 
 def _fingerprint(slug: Slug, config_vars: Mapping[str, str]) -> str:
@@ -91,8 +105,7 @@ class ReleaseHistory:
         entries.append({
             "version": version, "description": description, "created_at": release.created_at, "user": user,
             "status": PENDING if release_phase else SUCCEEDED, "fingerprint": fingerprint,
-            "slug": {"id": slug.id, "path": str(slug.path), "venv": str(slug.venv) if slug.venv else None,
-                     "python_version": slug.python_version, "commit": slug.commit, "description": slug.description},
+            "slug": slug_record(slug),
         })
         self._write(entries)
         return release, True
@@ -116,14 +129,12 @@ class ReleaseHistory:
         if not isinstance(recorded, dict):
             raise ConfigError(f"{self.path}: v{version} does not record its slug (an older dynosim wrote it); "
                               f"start `dynosim run` to release the app again")
-        path = Path(str(recorded["path"]))
-        venv = Path(str(recorded["venv"])) if recorded.get("venv") else None
-        for needed in (path, venv):
+        slug = slug_from_record(recorded)
+        for needed in (slug.path, slug.venv):
             if needed is not None and not needed.is_dir():
                 raise ConfigError(f"v{version}'s slug is no longer in the build cache ({needed} is gone); "
                                   f"start `dynosim run` to build and release it again")
-        return Slug(id=str(recorded["id"]), path=path, venv=venv, python_version=str(recorded["python_version"]),
-                    commit=recorded.get("commit"), description=str(recorded["description"]))
+        return slug
 
     def listing(self) -> list[dict[str, object]]:
         """Newest first, with Heroku's `status` and `current`, as `heroku releases --json` shows them."""
@@ -141,8 +152,4 @@ class ReleaseHistory:
         return rows
 
     def _write(self, entries: list[dict[str, object]]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(entries, handle, indent=1)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(entries, indent=1))

@@ -247,7 +247,7 @@ def test_the_tls_option_is_checked() -> None:
 
 
 def test_app_json_options_reach_the_add_on(tmp_path: Path) -> None:
-    from dynosim.api import Run, RunOptions
+    from dynosim.supervisor import Run, RunOptions
 
     app = tmp_path / "app"
     app.mkdir()

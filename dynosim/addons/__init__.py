@@ -14,7 +14,6 @@ imports it, and the servers' modules are imported only by `start()`.
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import string
@@ -35,6 +34,8 @@ from dynosim.addons.catalogue import (
     var_names,
 )
 from dynosim.errors import AddonError
+from dynosim.privatefile import write_private
+from dynosim.runtime.ports import free_port
 
 __all__ = ["AddonRequest", "Addons", "Attachment", "declared_requests"]
 
@@ -249,12 +250,7 @@ class State:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"addons": self.records, "declared": self.declared}, f, indent=2)
-            f.write("\n")
-        os.replace(scratch, self.path)
+        write_private(self.path, json.dumps({"addons": self.records, "declared": self.declared}, indent=2) + "\n")
 
     def record_of(self, entry: Resolved) -> dict[str, Any] | None:
         """This add-on's record (one per service and attachment), or None before its first start."""
@@ -290,12 +286,8 @@ class State:
         record.setdefault("backend", backend)
         others = [r for r in self.records if r is not record]
         if not isinstance(record.get("port"), int):
-            from dynosim.addons.processes import free_port
-
             record["port"] = free_port({r["port"] for r in others if isinstance(r.get("port"), int)})
         if service == "search" and not isinstance(record.get("tls_port"), int):  # SEARCHBOX_SSL_URL's, https
-            from dynosim.addons.processes import free_port
-
             taken = {r[key] for r in [*others, record] for key in ("port", "tls_port") if isinstance(r.get(key), int)}
             record["tls_port"] = free_port(taken)
         record.setdefault("password", _password())

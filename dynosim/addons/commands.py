@@ -244,7 +244,7 @@ def _manifest(app: Any) -> list[Any]:
 
 
 def _active(app: Any) -> dict[str, Any] | None:
-    from dynosim.api import RunLock
+    from dynosim.runlock import RunLock
 
     return RunLock(app).active()
 

@@ -1,6 +1,6 @@
 """The processes of the add-ons that dynosim runs itself, on either backend: servers forked as our own
 children with a parent-death signal (`Spawner`, `Child`), what a service's start returns (`Server`),
-and the ports they listen on, all on 127.0.0.1.
+and the ports they listen on, all on 127.0.0.1 (new ones come from dynosim.runtime.ports, as dynos' do).
 
 Every server is a direct child of dynosim (never daemonised) started with a parent-death signal, so a
 dynosim killed with SIGKILL takes its servers with it. The kernel sends that signal when the *thread*
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
@@ -235,15 +235,6 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def free_port(avoid: Collection[int] = ()) -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-        if port not in avoid:
-            return port
 
 
 def check_port(spec: ServiceSpec) -> None:

@@ -262,6 +262,12 @@ class DynoManager:
         await asyncio.gather(*(slot.restart() for slot in chosen))
         return [slot.name for slot in chosen]
 
+    async def cycle_now(self, target: str | None = None) -> list[str]:
+        """What the daily cycle does to every matching dyno, now."""
+        chosen = [s for s in self.slots if target in (None, s.name, s.process.name)]
+        await asyncio.gather(*(slot.restart("Cycling", "the daily cycle") for slot in chosen))
+        return [slot.name for slot in chosen]
+
     async def stop(self) -> None:
         self.stopping = True
         stops = [slot.stop() for slot in self.slots]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,19 +18,23 @@ LOOPBACK = "loopback"
 OTHER = "other"
 
 
-# Dyno ports come from below the kernel's ephemeral range, so that an outgoing connection's
-# local port never takes the port a dyno is about to bind (and parallel runs rarely meet).
+# Dyno and add-on ports come from below the kernel's ephemeral range, so that an outgoing connection's
+# local port never takes the port a dyno or an add-on is about to bind (and parallel runs rarely meet).
 PORT_RANGE = (20000, 32000)
 
 
-def free_port() -> int:
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A port nothing holds, for a dyno or an add-on; never one of `avoid` (given out, not yet bound)."""
     for _ in range(100):
         port = random.randint(*PORT_RANGE)
-        if not bound(port):
+        if port not in avoid and not bound(port):
             return port
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("0.0.0.0", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def claim_port(port: int, host: str = "0.0.0.0", *, flag: str = "--port") -> None:

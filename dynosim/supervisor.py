@@ -1,0 +1,488 @@
+"""The supervisor: one `dynosim run` of an app, from its build to its last dyno's stop, and what the
+control socket lets other terminals (and the public API) ask of it while it runs."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import ssl
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .addons import AddonRequest, Addons, Attachment
+from .addons.hints import watch_for_addon_failures
+from .app import load_app
+from .buildpack import Slug, build_slug, default_cache_dir
+from .ca import LocalCA, TLSError
+from .config import ConfigStore, resolve_config_vars
+from .control import ControlServer, Handler
+from .ephemeral import DEFAULT_IGNORE, Ledger
+from .errors import DynosimError, ReleaseError
+from .formation import Formation, FormationStore, resolve_formation
+from .gitwatch import new_commits
+from .logs import LogLine, LogStream, TerminalPrinter
+from .logview import select
+from .procfile import Procfile, load_procfile
+from .releases import Release, ReleaseHistory, config_change_description, slug_from_record
+from .router import Router, RouterTimeouts, WebDyno
+from .runlock import RunLock
+from .runtime.dyno import Timeouts
+from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
+from .runtime.ports import claim_port
+from .runtime.sandbox import Sandbox, choose_sandbox, sweep_left_behind
+
+DEFAULT_PORT = 5000
+SAME_SIGNAL = 0.1  # seconds within which a repeated stop signal is one request, not a second Ctrl-C
+FORWARDED_PORTS = ("heroku", "public")  # X-Forwarded-Port: Heroku's 80/443, or the router's port
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    formation: Mapping[str, int] = field(default_factory=dict)
+    port: int = DEFAULT_PORT
+    size: str | None = None
+    dirty: bool = False
+    sandbox: str = "auto"
+    timeouts: Timeouts = Timeouts()
+    crash_policy: CrashPolicy = CrashPolicy()
+    cycle: CycleSchedule | None = CycleSchedule()
+    cache_dir: Path | None = None
+    ephemeral_ignore: tuple[str, ...] = DEFAULT_IGNORE
+    report_json: Path | None = None
+    strict: bool = False  # exit EXIT_EPHEMERAL when a dyno wrote state a restart loses
+    addons: tuple[AddonRequest, ...] = ()  # on top of app.json's
+    addons_backend: str = "auto"
+    host: str = "127.0.0.1"  # where the router listens
+    preboot: bool = False
+    router_timeouts: RouterTimeouts = RouterTimeouts()
+    forwarded_port: str = "heroku"  # one of FORWARDED_PORTS
+    watch: bool = False  # deploy every new commit
+
+    def __post_init__(self) -> None:
+        if self.forwarded_port not in FORWARDED_PORTS:
+            raise DynosimError(f"forwarded_port is {self.forwarded_port!r}: use one of {', '.join(FORWARDED_PORTS)}")
+
+
+EXIT_EPHEMERAL = 3
+
+
+class WebDynos:
+    """What the router may ask the dyno manager: which web dynos can take a request."""
+
+    def __init__(self, manager: DynoManager) -> None:
+        self._manager = manager
+
+    def web_dynos_up(self) -> list[WebDyno]:
+        return [WebDyno(name, port) for name, port in self._manager.web_dynos()]
+
+    def web_state(self) -> str:
+        return self._manager.web_state()
+
+    async def wait_for_web(self, timeout: float) -> bool:
+        return await self._manager.wait_for_web(timeout)
+
+
+class Run:
+    """One `dynosim run` of an app: build, release, release phase, formation, until stopped."""
+
+    def __init__(self, app_dir: Path, options: RunOptions, out: TextIO = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.app = load_app(app_dir)
+        self.history = ReleaseHistory(self.app.state_dir)
+        self._new_release = False  # whether prepare() made a release, whose release phase settles it
+        self.formations = FormationStore(self.app.state_dir)
+        stored = self.formations.load()
+        own = resolve_formation(self.app.procfile, self.app.manifest, app=stored)
+        self.formation: Formation = resolve_formation(
+            self.app.procfile, self.app.manifest, options.formation, options.size, app=stored
+        )
+        self._formation_note = (
+            f"formation for this run: {self.formation.describe()} (from the command line); the app's own, "
+            f"{own.describe()}, stays for the next run (`dynosim ps:scale` changes it)"
+            if self.formation != own else None
+        )
+        self.logs = LogStream()
+        self.ledger = Ledger(self.logs, options.ephemeral_ignore)
+        self.lock = RunLock(self.app)
+        self.manager: DynoManager | None = None
+        self.router: Router | None = None
+        self._tls_maker: threading.Thread | None = None
+        requests = [*(AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in self.app.manifest.addons), *Addons.declared(self.app.state_dir)]
+        self.addons = Addons(self.app.state_dir, [*requests, *options.addons], backend=options.addons_backend, say=self.say)
+        self.attachments: list[Attachment] = []
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def prepare(self) -> tuple[Release, Sandbox]:
+        self._tls: Future[ssl.SSLContext | None] = Future()  # made once the dynos are starting
+        for warning in self.app.procfile.warnings:
+            self.say(f" !     {warning}")
+        if self._formation_note is not None:
+            self.say(self._formation_note)
+        claim_port(self.options.port, self.options.host)  # the router's, before a long build
+        self.lock.acquire(self.say)
+        slug: Slug = build_slug(
+            self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(), dirty=self.options.dirty,
+            config_vars=self.app.config_vars, say=self.say,
+        )
+        config_vars = dict(self.app.config_vars)
+        if self.addons.resolved:
+            self.say("-----> Starting add-ons")
+            self.attachments = self.addons.start()
+            watch_for_addon_failures(self.logs, self.attachments)  # Heroku's fix, once, when a dyno fails against an add-on as it would there
+            config_vars.update(self._addon_vars(config_vars))
+        release, self._new_release = self.history.create(
+            slug, config_vars, self.app.user(), slug.description, release_phase=self.app.procfile.release is not None
+        )
+        self.lock.record(release=release.version, config_vars=config_vars)
+        sandbox = choose_sandbox(self.options.sandbox, self.app.runtime_dir, protect=[self.app.path])
+        self.say(f"dyno sandbox: {sandbox.mode} ({sandbox.reason})")
+        return release, sandbox
+
+    def _addon_vars(self, config_vars: Mapping[str, str], quiet: bool = False) -> dict[str, str]:
+        """Add-on config vars win, as on Heroku where an attached add-on owns its vars."""
+        result: dict[str, str] = {}
+        for attachment in self.attachments:
+            names = ", ".join(attachment.config_vars)
+            if not quiet:
+                self.say(f"       {attachment.plan} ({attachment.name}): {attachment.service} on {attachment.endpoint}, "
+                         f"{attachment.backend} backend; sets {names}")
+            for name, value in attachment.config_vars.items():
+                if name in config_vars and config_vars[name] != value and not quiet:
+                    self.say(f" !     {name} from .env/app.json is replaced by the {attachment.plan} add-on's, as on Heroku")
+                result[name] = value
+        return result
+
+    async def serve(
+        self, release: Release, sandbox: Sandbox, stop: asyncio.Event, on_started: Callable[[], None] = lambda: None
+    ) -> None:
+        """The router, the release phase, then the formation until `stop` is set; then Heroku's shutdown."""
+        self.manager = manager = DynoManager(
+            release, self.app.procfile, self.formation, sandbox, self.logs,
+            run_id=self.lock.run_id,
+            timeouts=self.options.timeouts, policy=self.options.crash_policy,
+            cycle=self.options.cycle, ledger=self.ledger, preboot=self.options.preboot,
+        )
+        self.router = Router(
+            WebDynos(manager), self.logs, host=self.options.host, port=self.options.port,
+            timeouts=self.options.router_timeouts, tls=self._tls, forwarded_port=self.options.forwarded_port,
+        )
+        await self.router.start()
+        manager.on_web_stop = self.router.forget
+        try:
+            await self._serve(manager, release, stop, on_started)
+        finally:
+            await self.router.stop()
+
+    def _make_tls(self) -> None:
+        try:
+            self._tls.set_result(self._router_tls())
+        except BaseException as error:  # handed to serve(), which raises it on its own thread
+            self._tls.set_exception(error)
+
+    def _router_tls(self) -> ssl.SSLContext | None:
+        """HTTPS on the router's port, with a certificate from dynosim's CA; a CA that cannot be used
+        turns HTTPS off for this run, in one line, and plain HTTP is served all the same."""
+        try:
+            return LocalCA.load_or_create(say=self.say).server_cert(say=self.say).context()
+        except (TLSError, OSError) as error:  # OSError: ssl.SSLError from a certificate or key it cannot load
+            self.say(f" !     HTTPS is off for this run: {error}")
+            return None
+
+    async def _serve(
+        self, manager: DynoManager, release: Release, stop: asyncio.Event, on_started: Callable[[], None]
+    ) -> None:
+        user = self.app.user()
+        self.logs.api(f"{release.slug.description} by user {user}")
+        phase = asyncio.ensure_future(manager.release_phase(user))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((phase, stopped), return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and not phase.done():
+            await manager.stop()
+        try:
+            await phase
+        except ReleaseError as error:  # the release command failed or was interrupted
+            if self._new_release:
+                self.history.settle(release, succeeded=False)
+            advice = "" if stop.is_set() else ". Fix it and run again"  # an interrupted one needs no fix
+            raise ReleaseError(f"{error}; no dyno was started{advice}") from None
+        if self._new_release:
+            self.history.settle(release, succeeded=True)
+        self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
+        manager.start()
+        # the router's certificate is made while the dynos boot: a run's start never waits for it
+        self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
+        self._tls_maker.start()
+        control = ControlServer(self.app.state_dir, self._handlers(), self._tail)
+        await control.start()
+        watching = asyncio.ensure_future(self._watch_commits()) if self.options.watch else None
+        if watching is not None:
+            watching.add_done_callback(self._watch_ended)
+        on_started()
+        try:
+            await stopped
+        finally:
+            if watching is not None:
+                watching.cancel()
+            await control.stop()
+            await manager.stop()
+
+    # what a running app is asked: the control socket's handlers (the CLI's, the public API's) come here
+    def running(self) -> DynoManager:
+        if self.manager is None:
+            raise DynosimError("the run is not serving yet")
+        return self.manager
+
+    async def scale(self, counts: Mapping[str, int]) -> Formation:
+        """`ps:scale`: now, and for the next runs too (the formation belongs to the app)."""
+        manager = self.running()
+        formation = await manager.scale(dict(counts))
+        self.formations.scale(manager.procfile, counts)
+        self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
+        return formation
+
+    async def resize(self, sizes: Mapping[str, str]) -> Formation:
+        """`ps:resize`: a restart of the resized types, and their size for the next runs too."""
+        manager = self.running()
+        formation = await manager.resize(dict(sizes))
+        self.formations.resize(manager.procfile, sizes)
+        self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
+        return formation
+
+    async def restart(self, target: str | None = None) -> list[str]:
+        """`heroku restart [TYPE|DYNO]`: the dynos restarted, each on a fresh filesystem."""
+        names = await self.running().restart(target)
+        if target and not names:
+            raise DynosimError(f"no dyno or process type {target!r} is running")
+        return names
+
+    def maintenance(self, on: bool | None = None) -> bool:
+        """`maintenance:on`/`off` (the router answers H80), or only whether it is on."""
+        self.running()
+        assert self.router is not None
+        if on is not None:
+            self.router.maintenance = on
+            verb = "Enable" if on else "Disable"
+            self.logs.api(f"{verb} maintenance mode by user {self.app.user()}")
+        return self.router.maintenance
+
+    def _handlers(self) -> dict[str, Handler]:
+        async def ping(_: Mapping[str, Any]) -> str:
+            return "pong"
+
+        async def ps(_: Mapping[str, Any]) -> list[dict[str, object]]:
+            return self.running().ps()
+
+        async def scale(request: Mapping[str, Any]) -> dict[str, int]:
+            counts = {str(k): int(v) for k, v in dict(request.get("counts", {})).items()}
+            return dict((await self.scale(counts)).quantities)
+
+        async def resize(request: Mapping[str, Any]) -> dict[str, str]:
+            sizes = {str(k): str(v) for k, v in dict(request.get("sizes", {})).items()}
+            return {kind: size.name for kind, size in (await self.resize(sizes)).sizes.items()}
+
+        async def restart(request: Mapping[str, Any]) -> list[str]:
+            target = request.get("target")
+            return await self.restart(str(target) if target else None)
+
+        async def logs(request: Mapping[str, Any]) -> list[str]:
+            lines = select(self.logs.recent, request.get("dyno"), request.get("source"))
+            return [line.format() for line in lines][-int(request.get("n", 100)):]
+
+        async def config(_: Mapping[str, Any]) -> dict[str, str]:
+            return dict(self.running().release.config_vars)
+
+        async def deploy(request: Mapping[str, Any]) -> int:
+            return (await self.deploy(slug_from_record(dict(request.get("slug", {}))))).version
+
+        async def config_set(request: Mapping[str, Any]) -> int:
+            return (await self.set_config({str(k): v for k, v in dict(request.get("changes", {})).items()})).version
+
+        async def maintenance(request: Mapping[str, Any]) -> bool:
+            return self.maintenance(bool(request["on"]) if "on" in request else None)
+
+        return {"ping": ping, "ps": ps, "ps:scale": scale, "ps:resize": resize, "restart": restart, "logs": logs,
+                "config": config, "config:set": config_set, "maintenance": maintenance, "deploy": deploy}
+
+    async def _tail(self, request: Mapping[str, Any]) -> AsyncIterator[str]:
+        queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10000)
+        dyno, source = request.get("dyno"), request.get("source")
+
+        def receive(lines: Sequence[LogLine]) -> None:
+            for line in lines:
+                if queue.full():  # a reader that cannot keep up loses lines, never slows the app (L11)
+                    return
+                queue.put_nowait(line)
+
+        for line in select(self.logs.recent, dyno, source)[-int(request.get("n", 100)):]:
+            yield line.format()
+        self.logs.subscribe(receive)
+        try:
+            while True:
+                line = await queue.get()
+                if select((line,), dyno, source):
+                    yield line.format()
+        finally:
+            self.logs.unsubscribe(receive)
+
+    async def set_config(self, changes: Mapping[str, str | None]) -> Release:
+        """`config:set`/`config:unset`: a new release that restarts every dyno, as on Heroku."""
+        manager = self.running()
+        store = ConfigStore(self.app.state_dir)
+        store.change(changes, elsewhere=manager.release.config_vars)
+        config_vars = resolve_config_vars(self.app.path, self.app.manifest, store)
+        config_vars.update(self._addon_vars(config_vars, quiet=True))
+        user = self.app.user()
+        description = config_change_description(changes)
+        release, created = self.history.create(
+            manager.release.slug, config_vars, user, description, release_phase=manager.procfile.release is not None
+        )
+        self.logs.api(f"{description} by user {user}")
+        await self._roll_out(release, created, user)
+        return release
+
+    async def deploy(self, slug: Slug) -> Release:
+        """`git push heroku main`: a release of a new slug (with its own Procfile), rolled onto every dyno."""
+        manager = self.running()
+        user = self.app.user()
+        procfile = load_procfile(slug.path)
+        release, created = self.history.create(
+            slug, manager.release.config_vars, user, slug.description, release_phase=procfile.release is not None
+        )
+        self.logs.api(f"{slug.description} by user {user}")
+        await self._roll_out(release, created, user, procfile)
+        return release
+
+    async def _roll_out(self, release: Release, created: bool, user: str, procfile: Procfile | None = None) -> None:
+        """Release phase, then every dyno restarted onto the release; a failed release phase
+        leaves the running release serving, as on Heroku."""
+        manager = self.running()
+        previous = manager.release, manager.procfile
+        manager.release, manager.procfile = release, procfile or manager.procfile
+        try:
+            await manager.release_phase(user)
+        except ReleaseError as error:
+            manager.release, manager.procfile = previous
+            if created:
+                self.history.settle(release, succeeded=False)
+            raise ReleaseError(f"{error}; {previous[0].name} still serves, as on Heroku when a release command fails") from None
+        if created:
+            self.history.settle(release, succeeded=True)
+        if manager.procfile.release is None:
+            self.logs.api(f"Release {release.name} created by user {user}")
+        self.lock.record(release=release.version, config_vars=dict(release.config_vars))
+        await manager.deploy(release)
+
+    async def _watch_commits(self) -> None:
+        """`--watch`: every new commit is built and deployed, as a push would be."""
+        loop = asyncio.get_running_loop()
+        try:
+            async for _ in new_commits(self.app.path):
+                await self._build_and_deploy(loop)
+        except DynosimError as error:  # not a git repository
+            self.logs.hint("build", f"--watch: {error}")
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.logs.hint("build", f"--watch stopped, a bug of dynosim's (please report it): {task.exception()!r}")
+
+    async def _build_and_deploy(self, loop: asyncio.AbstractEventLoop) -> None:
+        user = self.app.user()
+
+        def say(line: str) -> None:  # from the build's thread
+            loop.call_soon_threadsafe(self.logs.hint, "build", line)
+
+        self.logs.api(f"Build started by user {user}")
+        try:
+            slug = await asyncio.to_thread(
+                build_slug, self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(),
+                config_vars=self.app.config_vars, say=say,
+            )
+        except DynosimError as error:
+            self.logs.api(f"Build failed by user {user}")
+            self.logs.hint("build", str(error))
+            return
+        self.logs.api(f"Build succeeded by user {user}")
+        try:
+            await self.deploy(slug)
+        except DynosimError as error:
+            self.logs.hint("build", str(error))
+
+    def run(self) -> int:
+        """The CLI's `dynosim run`: Ctrl-C or SIGTERM stops gracefully, a second Ctrl-C forces."""
+        try:
+            release, sandbox = self.prepare()
+            code = asyncio.run(self._main(release, sandbox))
+        finally:
+            self.finish()
+        if self.options.strict and self.ledger.losses:
+            self.say(f"dynosim: --strict: dynos wrote {len(self.ledger.losses)} file(s) that Heroku would lose (listed above)")
+            return EXIT_EPHEMERAL
+        return code
+
+    def finish(self) -> None:
+        """What every end of a run does, a failed start included."""
+        self.ledger.close()
+        self.addons.stop()
+        # each dyno wiped its own folder; the run's folder goes if empty, with those of killed runs
+        sweep_left_behind(self.app.runtime_dir.parent)
+        self.lock.release()
+        self._write_report()
+        # a daemon thread still printing when the interpreter exits makes Python abort
+        if self._tls_maker is not None:
+            self._tls_maker.join(30)
+
+    def _write_report(self) -> None:
+        if self.options.report_json is not None:
+            self.options.report_json.write_text(json.dumps(self.ledger.as_json(), indent=1) + "\n")
+
+    async def _main(self, release: Release, sandbox: Sandbox) -> int:
+        loop = asyncio.get_running_loop()
+        printer = TerminalPrinter(self.out)
+        self.logs.subscribe(printer)
+        printer.start()
+        stop = asyncio.Event()
+        first: tuple[int, float] | None = None  # the signal that began the stop, and when
+
+        def on_signal(signum: int, when: float) -> None:
+            nonlocal first
+            if first is None:
+                first = (signum, when)
+                self.logs.hint("supervisor", "stopping all dynos (Ctrl-C again to force)")
+                stop.set()
+            elif signum == first[0] and when - first[1] < SAME_SIGNAL:
+                return  # `timeout`, and wrappers that forward a terminal's Ctrl-C, deliver one request twice
+            else:
+                self.logs.hint("supervisor", "forcing: SIGKILL to every dyno")
+                if self.manager is not None:
+                    self.manager.kill()
+
+        def arrived(signum: int, frame: object) -> None:
+            # Python runs this as the signal comes, between two bytecodes of whatever the loop is doing;
+            # asyncio's handler runs when the loop is free, which can be too late to tell one request
+            # delivered twice from a second Ctrl-C
+            loop.call_soon_threadsafe(on_signal, signum, time.monotonic())
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, lambda: None)  # asyncio's wake-up of the loop when a signal comes…
+            signal.signal(signum, arrived)  # …and which signal it was, and when
+        try:
+            await self.serve(release, sandbox, stop)
+        except ReleaseError:
+            if stop.is_set():
+                return 0
+            raise
+        finally:
+            await printer.stop()
+        return 0
+
+
