@@ -25,6 +25,7 @@ class AppDir:
     manifest: Manifest
     config_vars: Mapping[str, str]
     state_dir: Path
+    env_file: Path | None = None  # `dynosim run -e`: read instead of the folder's .env
 
     @property
     def name(self) -> str:
@@ -58,12 +59,13 @@ def _uid() -> int:
     return os.getuid()
 
 
-def load_app(path: Path) -> AppDir:
+def load_app(path: Path, procfile_file: Path | None = None, env_file: Path | None = None) -> AppDir:
+    """The app in folder `path`; `dynosim run -f/-e` name another Procfile and env file."""
     path = path.resolve()
     if not path.is_dir():
         raise DynosimError(f"{path}: no such app folder; run dynosim in your app's folder or pass --app-dir")
-    procfile = load_procfile(path)
+    procfile = load_procfile(path, procfile_file)
     manifest = load_manifest(path)
     state = state_dir(path)
-    config_vars = resolve_config_vars(path, manifest, ConfigStore(state))
-    return AppDir(path, procfile, manifest, config_vars, state)
+    config_vars = resolve_config_vars(path, manifest, ConfigStore(state), env_file)
+    return AppDir(path, procfile, manifest, config_vars, state, env_file)

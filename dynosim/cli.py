@@ -1,4 +1,5 @@
-"""The `dynosim` command: parse arguments, call the API, print. No logic here."""
+"""The `dynosim` command: the group, `run` and `exec`; every other command lives with its concept and
+is loaded by name from the lazy table at the end. Parse arguments, call the API, print. No logic here."""
 from __future__ import annotations
 
 import importlib
@@ -9,12 +10,8 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .clikit import fail
 from .errors import DynosimError
-
-
-def _fail(exc: DynosimError) -> None:
-    click.echo(f"dynosim: error: {exc}", err=True)
-    sys.exit(exc.exit_code)
 
 
 class LazyGroup(click.Group):
@@ -33,8 +30,17 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+def _no_color(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from .colour import disable
+
+        disable()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dynosim")
+@click.option("--no-color", is_flag=True, expose_value=False, is_eager=True, callback=_no_color,
+              help="No colour in anything dynosim prints (as NO_COLOR=1 does).")
 def main() -> None:
     """Run a Procfile app on this machine the way Heroku runs it."""
 
@@ -43,7 +49,9 @@ def main() -> None:
 @main.command(context_settings={"allow_extra_args": True, "allow_interspersed_args": False})
 @click.pass_context
 @click.option("-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here).")
-@click.option("-f", "--formation", default="", metavar="TYPE=N,…", help="Dynos per process type for this run, e.g. web=2,worker=1 (default: the app's formation, as ps:scale left it).")
+@click.option("-f", "--procfile", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another Procfile than the app's (as `heroku local -f`).")
+@click.option("-e", "--env", "env_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another env file than the app's .env, read as .env is (as `heroku local -e`).")
+@click.option("--formation", default="", metavar="TYPE=N,…", help="Dynos per process type for this run, e.g. web=2,worker=1 (default: the app's formation, as ps:scale left it).")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="The router's public port (default: $PORT, else 5000).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the router listens (0.0.0.0 to let other machines in).")
 @click.option("--forwarded-port", type=click.Choice(["heroku", "public"]), default="heroku", show_default=True, help="X-Forwarded-Port for dynos: 80/443 as Heroku's router, or the router's port here.")
@@ -63,7 +71,7 @@ def main() -> None:
 @click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons not created yet are created (each runs where it was created).")
-def run(ctx: click.Context, app_dir: Path, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
+def run(ctx: click.Context, app_dir: Path, procfile: Path | None, env_file: Path | None, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
         ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, watch: bool, runtime_metrics: bool, addon: tuple[str, ...],
         addons_backend: str) -> None:
@@ -83,9 +91,15 @@ def run(ctx: click.Context, app_dir: Path, formation: str, port: int | None, hos
     from .runtime.memory import MemoryPolicy
 
     try:
+        procfile, formation = _procfile_or_old_formation(procfile, formation)
+        for flag, given in (("-f", procfile), ("-e", env_file)):
+            if given is not None and not given.is_file():
+                raise DynosimError(f"{flag} {given}: no such file; name an existing file, or leave {flag} out for the app's own")
         if port is None:
             port = _env_port() or DEFAULT_PORT
         options = RunOptions(
+            procfile=procfile,
+            env_file=env_file,
             formation=parse_formation(formation),
             port=port,
             host=host,
@@ -106,7 +120,7 @@ def run(ctx: click.Context, app_dir: Path, formation: str, port: int | None, hos
         )
         sys.exit(Run(app_dir, options).run())
     except DynosimError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         click.echo("dynosim: interrupted", err=True)
         sys.exit(130)
@@ -134,7 +148,18 @@ def exec(app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_ba
         options = OneOffOptions(size=size, sandbox=sandbox, addons_backend=addons_backend, dirty=dirty, env=extra)
         sys.exit(run_oneoff(app_dir, command, options))
     except DynosimError as exc:
-        _fail(exc)
+        fail(exc)
+
+
+def _procfile_or_old_formation(procfile: Path | None, formation: str) -> tuple[Path | None, str]:
+    """`-f` was --formation before it became the Procfile, as in `heroku local` and honcho. A value that
+    is no file and reads as a formation (web=2,worker=1) is still taken as one, with a warning."""
+    import re
+
+    if procfile is None or procfile.exists() or not re.fullmatch(r"[\w-]+=\S*", str(procfile)):
+        return procfile, formation
+    click.echo(f"dynosim: warning: -f names the Procfile now (as in `heroku local`); write --formation {procfile}", err=True)
+    return None, formation or str(procfile)
 
 
 def _env_port() -> int | None:
@@ -163,333 +188,23 @@ def parse_duration(text: str, flag: str) -> float:
     return seconds
 
 
-# Operating a running app from another terminal (over the control socket), or its stored state.
-app_dir_option = click.option(
-    "-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here)."
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-
-
-def _state(app_dir: Path) -> Path:
-    from .config import state_dir
-
-    if not (app_dir / "Procfile").exists() and not (app_dir / ".dynosim").exists():
-        raise DynosimError(f"{app_dir.resolve()}: not a dynosim app (no Procfile); run this in your app's folder or pass -C")
-    return state_dir(app_dir.resolve())
-
-
-def _print_json(value: object) -> None:
-    import json
-
-    click.echo(json.dumps(value, indent=1, sort_keys=True))
-
-
-def _operate(fn):  # type: ignore[no-untyped-def]
-    """Turn DynosimError into one line on stderr and its exit code."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            return fn(*args, **kwargs)
-        except DynosimError as exc:
-            _fail(exc)
-
-    return wrapper
-
-
-@main.command()
-@app_dir_option
-@json_option
-@_operate
-def ps(app_dir: Path, as_json: bool) -> None:
-    """The dynos of the running app, as `heroku ps` shows them."""
-    import time
-
-    from .control import request
-
-    rows = request(_state(app_dir), "ps")
-    if as_json:
-        _print_json(rows)
-        return
-    by_type: dict[str, list[dict[str, object]]] = {}
-    for row in rows:
-        by_type.setdefault(str(row["type"]), []).append(row)
-    for kind, dynos in by_type.items():
-        click.echo(f"=== {kind} ({dynos[0]['size']}): {dynos[0]['command']} ({len(dynos)})")
-        for row in dynos:
-            since = row["since"]
-            age = f"{time.strftime('%Y/%m/%d %H:%M:%S', time.localtime(float(since)))}" if since else ""  # type: ignore[arg-type]
-            memory = f" {row['memory_mb']:.0f} MB" if row.get("memory_mb") else ""
-            click.echo(f"{row['name']}: {row['state']} {age}{memory}")
-        click.echo()
-
-
-@main.command("ps:scale")
-@app_dir_option
-@click.argument("counts", nargs=-1, required=True)
-@_operate
-def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
-    """Scale process types: `dynosim ps:scale web=2 worker=0` (kept for the next runs too)."""
-    from .control import NoRunError, request
-    from .formation import FormationStore, parse_formation
-    from .procfile import load_procfile
-
-    wanted = parse_formation(" ".join(counts), "ps:scale")
-    state = _state(app_dir)
-    try:
-        result = request(state, "ps:scale", counts=wanted)
-    except NoRunError:
-        FormationStore(state).scale(load_procfile(app_dir.resolve()), wanted)
-        click.echo("Scaling dynos... done, " + ", ".join(f"{k} at {v}" for k, v in wanted.items())
-                   + " (no run is active: the next `dynosim run` starts this formation)")
-        return
-    click.echo("Scaling dynos... done, now running " + ", ".join(f"{k} at {v}" for k, v in result.items()))
-
-
-@main.command("ps:resize")
-@app_dir_option
-@click.argument("sizes", nargs=-1, required=True)
-@_operate
-def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
-    """Change dyno sizes: `dynosim ps:resize web=standard-2x` (memory quota, WEB_CONCURRENCY; kept for the next runs too)."""
-    from .control import NoRunError, request
-    from .formation import FormationStore
-    from .procfile import load_procfile
-
-    wanted: dict[str, str] = {}
-    for item in sizes:
-        kind, sep, size = item.partition("=")
-        if not sep or not kind or not size:
-            raise DynosimError(f"ps:resize {item!r}: write TYPE=SIZE, e.g. web=standard-2x")
-        wanted[kind] = size
-    state = _state(app_dir)
-    try:
-        result = request(state, "ps:resize", sizes=wanted)
-    except NoRunError:
-        stored = FormationStore(state).resize(load_procfile(app_dir.resolve()), wanted)
-        click.echo("Resizing dynos... done: " + ", ".join(f"{k} {stored.sizes[k]}" for k in wanted)
-                   + " (no run is active: the next `dynosim run` uses these sizes)")
-        return
-    click.echo("Resizing and restarting the specified dynos... done: " + ", ".join(f"{k} {v}" for k, v in result.items()))
-
-
-@main.command("ps:restart")
-@app_dir_option
-@click.argument("target", required=False)
-@_operate
-def ps_restart(app_dir: Path, target: str | None) -> None:
-    """Restart all dynos, a process type (web) or one dyno (web.1)."""
-    from .control import request
-
-    names = request(_state(app_dir), "restart", target=target)
-    click.echo(f"Restarting {', '.join(names) or 'no'} dynos... done")
-
-
-main.add_command(ps_restart, "restart")
-
-
-@main.command()
-@app_dir_option
-@click.option("-n", "--num", default=100, show_default=True, type=click.IntRange(1, 1500), help="How many lines (logplex keeps 1,500).")
-@click.option("-t", "--tail", is_flag=True, help="Keep streaming new lines.")
-@click.option("-d", "--dyno", default=None, help="Only this dyno (web.1), type (web), router or api.")
-@click.option("-s", "--source", type=click.Choice(["app", "heroku", "dynosim"]), default=None, help="Only this source.")
-@json_option
-@_operate
-def logs(app_dir: Path, num: int, tail: bool, dyno: str | None, source: str | None, as_json: bool) -> None:
-    """The running app's log stream, as `heroku logs`."""
-    from .control import request, stream
-
-    state = _state(app_dir)
-    if tail:
-        try:
-            for line in stream(state, "logs:tail", n=num, dyno=dyno, source=source):
-                click.echo(_json_line(line) if as_json else line)
-        except KeyboardInterrupt:
-            pass
-        return
-    lines = request(state, "logs", n=num, dyno=dyno, source=source)
-    if as_json:
-        _print_json([_json_fields(line) for line in lines])
-    else:
-        for line in lines:
-            click.echo(line)
-
-
-def _json_fields(line: str) -> dict[str, str]:
-    import re
-
-    match = re.match(r"^(\S+) (\w+)\[([^\]]+)\]: (.*)$", line, re.S)
-    if not match:
-        return {"line": line}
-    return dict(zip(("time", "source", "dyno", "text"), match.groups()))
-
-
-def _json_line(line: str) -> str:
-    import json
-
-    return json.dumps(_json_fields(line))
-
-
-def _config_values(state: Path, app_dir: Path) -> dict[str, str]:
-    from .control import NoRunError, request
-
-    try:
-        return dict(request(state, "config"))
-    except NoRunError:
-        from .app import load_app
-
-        return dict(load_app(app_dir).config_vars)
-
-
-@main.command()
-@app_dir_option
-@click.option("-s", "--shell", is_flag=True, help="KEY=value lines, for a shell or a .env file.")
-@json_option
-@_operate
-def config(app_dir: Path, shell: bool, as_json: bool) -> None:
-    """The config vars (of the running release, or as stored when no run is active)."""
-    import shlex
-
-    values = _config_values(_state(app_dir), app_dir)
-    if as_json:
-        _print_json(values)
-    elif shell:
-        for key, value in sorted(values.items()):
-            click.echo(f"{key}={shlex.quote(value)}")
-    else:
-        width = max((len(k) for k in values), default=0) + 1
-        for key, value in sorted(values.items()):
-            click.echo(f"{key + ':':<{width}} {value}")
-
-
-@main.command("config:get")
-@app_dir_option
-@click.argument("name")
-@_operate
-def config_get(app_dir: Path, name: str) -> None:
-    """One config var's value."""
-    values = _config_values(_state(app_dir), app_dir)
-    if name not in values:
-        raise DynosimError(f"config var {name} is not set")
-    click.echo(values[name])
-
-
-@main.command("config:set")
-@app_dir_option
-@click.argument("assignments", nargs=-1, required=True)
-@_operate
-def config_set(app_dir: Path, assignments: tuple[str, ...]) -> None:
-    """Set config vars (KEY=VALUE…): a new release that restarts every dyno."""
-    changes: dict[str, str | None] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise DynosimError(f"config:set {item!r}: write KEY=VALUE")
-        changes[key] = value
-    _change_config(app_dir, changes)
-
-
-@main.command("config:unset")
-@app_dir_option
-@click.argument("names", nargs=-1, required=True)
-@_operate
-def config_unset(app_dir: Path, names: tuple[str, ...]) -> None:
-    """Unset config vars set with config:set: a new release that restarts every dyno."""
-    _change_config(app_dir, {name: None for name in names})
-
-
-def _change_config(app_dir: Path, changes: dict[str, str | None]) -> None:
-    from .config import ConfigStore
-    from .control import NoRunError, request
-    from .manifest import ENV_NAME
-
-    for name in changes:
-        if not ENV_NAME.match(name):
-            raise DynosimError(f"{name!r} is not a valid config var name; use letters, digits and _, not starting with a digit")
-    state = _state(app_dir)
-    names = ", ".join(changes)
-    verb = "Unsetting" if all(value is None for value in changes.values()) else "Setting"
-    try:
-        version = request(state, "config:set", changes=changes)
-        click.echo(f"{verb} {names} and restarting... done, v{version}")
-    except NoRunError:
-        ConfigStore(state).change(changes)
-        click.echo(f"{verb} {names}... done (no run is active: the next `dynosim run` uses it)")
-
-
-@main.command()
-@app_dir_option
-@json_option
-@_operate
-def releases(app_dir: Path, as_json: bool) -> None:
-    """The release history, newest first, as `heroku releases` shows it."""
-    import time
-
-    from .manifest import load_manifest
-    from .releases import ReleaseHistory
-
-    rows = ReleaseHistory(_state(app_dir)).listing()
-    if as_json:
-        _print_json(rows)
-        return
-    name = load_manifest(app_dir.resolve()).name or app_dir.resolve().name
-    if not rows:
-        click.echo(f"{name} has no releases.")
-        return
-    current = next((row for row in rows if row["current"]), None)
-    click.echo(f"=== {name} Releases" + (f" - Current: v{current['version']}" if current else ""))
-    marks = {"pending": " release command executing", "failed": " release command failed"}  # Heroku's words
-    for row in rows:
-        when = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(float(row["created_at"])))  # type: ignore[arg-type]
-        click.echo(f"v{row['version']}  {row['description']}{marks.get(str(row['status']), '')}  {row['user']}  {when}")
-
-
-@main.command()
-@_operate
-def certs() -> None:
-    """Where dynosim's local certificate authority is, and how to trust it (made on first use)."""
-    from .ca import LocalCA, trust_instructions
-
-    ca = LocalCA.load_or_create(say=lambda line: click.echo(line, err=True))
-    ca.server_cert(say=lambda line: click.echo(line, err=True))
-    click.echo(trust_instructions(ca))
-
-
-@main.command("maintenance")
-@app_dir_option
-@_operate
-def maintenance(app_dir: Path) -> None:
-    """Whether maintenance mode is on (the router answers H80)."""
-    from .control import request
-
-    click.echo("on" if request(_state(app_dir), "maintenance") else "off")
-
-
-@main.command("maintenance:on")
-@app_dir_option
-@_operate
-def maintenance_on(app_dir: Path) -> None:
-    """Serve Heroku's maintenance page (H80) to every request."""
-    from .control import request
-
-    request(_state(app_dir), "maintenance", on=True)
-    click.echo("Enabling maintenance mode... done")
-
-
-@main.command("maintenance:off")
-@app_dir_option
-@_operate
-def maintenance_off(app_dir: Path) -> None:
-    """Route requests to the web dynos again."""
-    from .control import request
-
-    request(_state(app_dir), "maintenance", on=False)
-    click.echo("Disabling maintenance mode... done")
-
-
 LazyGroup.lazy.update({
+    "ps": "dynosim.commands.ps:ps",
+    "ps:scale": "dynosim.commands.ps:ps_scale",
+    "ps:resize": "dynosim.commands.ps:ps_resize",
+    "ps:restart": "dynosim.commands.ps:ps_restart",
+    "restart": "dynosim.commands.ps:ps_restart",
+    "logs": "dynosim.commands.logs:logs",
+    "config": "dynosim.commands.config:config",
+    "config:get": "dynosim.commands.config:config_get",
+    "config:set": "dynosim.commands.config:config_set",
+    "config:unset": "dynosim.commands.config:config_unset",
+    "releases": "dynosim.commands.releases:releases",
+    "deploy": "dynosim.commands.releases:deploy",
+    "maintenance": "dynosim.commands.maintenance:maintenance",
+    "maintenance:on": "dynosim.commands.maintenance:maintenance_on",
+    "maintenance:off": "dynosim.commands.maintenance:maintenance_off",
+    "certs": "dynosim.commands.certs:certs",
     "doctor": "dynosim.doctor.command:doctor",
     "addons": "dynosim.addons.commands:addons",
     "addons:create": "dynosim.addons.commands:addons_create",
@@ -500,24 +215,3 @@ LazyGroup.lazy.update({
     "pg:reset": "dynosim.addons.commands:pg_reset",
     "redis:cli": "dynosim.addons.commands:redis_cli",
 })
-
-
-@main.command()
-@app_dir_option
-@_operate
-def deploy(app_dir: Path) -> None:
-    """Build HEAD and roll the running app onto it, as `git push heroku main` would."""
-    import dataclasses
-
-    from .app import load_app
-    from .buildpack import build_slug, default_cache_dir
-    from .control import request
-
-    state = _state(app_dir)
-    request(state, "ping")  # no run: say so before building anything
-    slug = build_slug(app_dir.resolve(), cache_dir=default_cache_dir(), config_vars=load_app(app_dir.resolve()).config_vars,
-                      say=click.echo)
-    fields = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(slug).items()}
-    click.echo("-----> Launching...")
-    version = request(state, "deploy", slug=fields)
-    click.echo(f"       Released v{version}")

@@ -136,9 +136,11 @@ class ConfigStore:
             ) from None
 
 
-def resolve_config_vars(app_dir: Path, manifest: Manifest, store: ConfigStore) -> dict[str, str]:
-    """Precedence, lowest first: app.json env (and its generated secrets) < .env < config:set."""
-    overrides = {**load_dotenv(app_dir / ".env"), **store.load()}
+def resolve_config_vars(
+    app_dir: Path, manifest: Manifest, store: ConfigStore, env_file: Path | None = None
+) -> dict[str, str]:
+    """Precedence, lowest first: app.json env (and its generated secrets) < .env (or `env_file`) < config:set."""
+    overrides = {**load_dotenv(env_file or app_dir / ".env"), **store.load()}
     values: dict[str, str] = {}
     for name, spec in manifest.env.items():
         if spec.value is not None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TextIO
 
+from .colour import enabled as colour_enabled
+
 RETAINED_LINES = 1500  # logplex keeps the last 1,500 lines
 MAX_LINE_BYTES = 10000  # Heroku splits longer lines into chunks of this size
 PENDING_LIMIT = 1 << 20  # bytes a subscriber may hold before producers wait
@@ -131,7 +133,7 @@ class TerminalPrinter:
         self._fd = out.fileno()
         self._room = select.poll()  # whether the reader has room now, without blocking to find out
         self._room.register(self._fd, select.POLLOUT)
-        self._colour = out.isatty() if colour is None else colour
+        self._colour = colour_enabled(out) if colour is None else colour  # NO_COLOR, --no-color
         self._prefixes: dict[tuple[str, str], str] = {}
         self._pending: list[str] = []
         self._pending_bytes = 0

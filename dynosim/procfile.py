@@ -47,7 +47,10 @@ class Procfile:
         return tuple(name for name in self.processes if name != "release")
 
 
-def load_procfile(app_dir: Path) -> Procfile:
+def load_procfile(app_dir: Path, file: Path | None = None) -> Procfile:
+    """The app's Procfile, or `file` instead (`dynosim run -f`)."""
+    if file is not None:
+        return _read_procfile(file)
     try:
         names = sorted(entry.name for entry in app_dir.iterdir())
     except OSError as error:
@@ -64,7 +67,10 @@ def load_procfile(app_dir: Path) -> Procfile:
         raise ProcfileError(
             f"{app_dir}: no Procfile. Add a file named Procfile with a line like 'web: gunicorn app:app'"
         )
-    path = app_dir / "Procfile"
+    return _read_procfile(app_dir / "Procfile")
+
+
+def _read_procfile(path: Path) -> Procfile:
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as error:

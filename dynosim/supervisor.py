@@ -44,6 +44,8 @@ FORWARDED_PORTS = ("heroku", "public")  # X-Forwarded-Port: Heroku's 80/443, or 
 
 @dataclass(frozen=True)
 class RunOptions:
+    procfile: Path | None = None  # -f: another Procfile than the app's
+    env_file: Path | None = None  # -e: another env file than the app's .env
     formation: Mapping[str, int] = field(default_factory=dict)
     port: int = DEFAULT_PORT
     size: str | None = None
@@ -94,7 +96,7 @@ class Run:
     def __init__(self, app_dir: Path, options: RunOptions, out: TextIO = sys.stdout) -> None:
         self.options = options
         self.out = out
-        self.app = load_app(app_dir)
+        self.app = load_app(app_dir, options.procfile, options.env_file)
         self.history = ReleaseHistory(self.app.state_dir)
         self._new_release = False  # whether prepare() made a release, whose release phase settles it
         self.formations = FormationStore(self.app.state_dir)
@@ -339,7 +341,7 @@ class Run:
         manager = self.running()
         store = ConfigStore(self.app.state_dir)
         store.change(changes, elsewhere=manager.release.config_vars)
-        config_vars = resolve_config_vars(self.app.path, self.app.manifest, store)
+        config_vars = resolve_config_vars(self.app.path, self.app.manifest, store, self.app.env_file)
         config_vars.update(self._addon_vars(config_vars, quiet=True))
         user = self.app.user()
         description = config_change_description(changes)

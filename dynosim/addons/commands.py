@@ -1,7 +1,7 @@
 """The add-on commands, with Heroku's names: `addons`, `addons:create`, `addons:destroy`, `pg:psql`,
 `pg:reset`, `redis:cli`, and the SMTP sink's `mail` and `mail:show`. Parse, call `manage`/`smtp`, print.
 
-cli.py loads them lazily by name (`LazyGroup.lazy`), after its own helpers are defined.
+cli.py loads them lazily by name (`LazyGroup.lazy`); the shared helpers come from clikit.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from dynosim.cli import _operate, _print_json, _state, app_dir_option, json_option
+from dynosim.clikit import app_dir_option, app_state, json_option, operate, print_json, print_table
 from dynosim.errors import DynosimError
 
 backend_option = click.option(
@@ -32,7 +32,7 @@ passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 @click.command("addons")
 @app_dir_option
 @json_option
-@_operate
+@operate
 def addons(app_dir: Path, as_json: bool) -> None:
     """The app's add-ons: name, plan, service, backend, endpoint, config vars, data size."""
     from dynosim.addons.manage import inventory
@@ -40,12 +40,12 @@ def addons(app_dir: Path, as_json: bool) -> None:
     app, state = _app(app_dir)
     rows = inventory(state, _manifest(app))
     if as_json:
-        _print_json([row.as_json() for row in rows])
+        print_json([row.as_json() for row in rows])
         return
     if not rows:
         click.echo(f"No add-ons for app {app.name}. Add one with `dynosim addons:create heroku-postgresql`.")
         return
-    _table(
+    print_table(
         ("Add-on", "Plan", "Service", "Backend", "Endpoint", "Attached as", "Size"),
         [
             (
@@ -70,7 +70,7 @@ def addons(app_dir: Path, as_json: bool) -> None:
     "--backend", type=click.Choice(["docker", "native"]), default=None,
     help="Where its first start creates it, and where it then always runs (default: the run's --addons).",
 )  # fmt: skip
-@_operate
+@operate
 def addons_create(app_dir: Path, plan: str, as_name: str | None, backend: str | None) -> None:
     """Declare an add-on for the app: every later `dynosim run` starts it."""
     from dynosim.addons import AddonRequest
@@ -89,8 +89,8 @@ def addons_create(app_dir: Path, plan: str, as_name: str | None, backend: str | 
 @click.command("addons:destroy")
 @app_dir_option
 @click.argument("name")
-@click.option("--confirm", metavar="APP", default=None, help="The app's name: skips the question.")
-@_operate
+@click.option("-c", "--confirm", metavar="APP", default=None, help="The app's name: skips the question.")
+@operate
 def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
     """Remove an add-on and delete its data (NAME: its name, attachment or service)."""
     from dynosim.addons.manage import destroy, find
@@ -117,19 +117,19 @@ def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
 @app_dir_option
 @json_option
 @click.option("-n", "--num", default=20, show_default=True, type=click.IntRange(min=1), help="How many messages, newest first.")
-@_operate
+@operate
 def mail(app_dir: Path, as_json: bool, num: int) -> None:
     """The mail the app sent through its mailgun or sendgrid add-on (captured, never sent)."""
     from dynosim.addons.smtp import list_mail
 
-    found = list_mail(_state(app_dir), num)
+    found = list_mail(app_state(app_dir), num)
     if as_json:
-        _print_json([m.as_json() for m in found])
+        print_json([m.as_json() for m in found])
         return
     if not found:
         click.echo("No mail captured yet. The app's mail goes to its mailgun or sendgrid add-on's SMTP sink.")
         return
-    _table(
+    print_table(
         ("ID", "Time", "From", "To", "Subject"),
         [(m.id, _local(m.time), _cut(m.sender), _cut(m.to), _cut(m.subject, 60)) for m in found],
     )
@@ -140,28 +140,26 @@ def mail(app_dir: Path, as_json: bool, num: int) -> None:
 @json_option
 @click.option("--raw", is_flag=True, help="The message exactly as captured (RFC 5322).")
 @click.argument("mail_id", metavar="ID")
-@_operate
+@operate
 def mail_show(app_dir: Path, as_json: bool, raw: bool, mail_id: str) -> None:
     """One captured message: its headers and text (ID from `dynosim mail`)."""
     from dynosim.addons.smtp import find_mail, readable
 
-    found = find_mail(_state(app_dir), mail_id)
+    found = find_mail(app_state(app_dir), mail_id)
     if raw:
         sys.stdout.buffer.write(found.path.read_bytes())
         return
     shown = readable(found)
     if as_json:
-        _print_json(shown)
+        print_json(shown)
         return
     click.echo(f"=== {found.id} ({found.addon}) {_local(found.time)}")
-    for label, value in (("From", shown["from"]), ("To", shown["to"]), ("Cc", shown["cc"]), ("Subject", shown["subject"]),
-                         ("Date", shown["date"])):  # fmt: skip
-        if value:
-            click.echo(f"{label + ':':<9} {value}")
-    click.echo(f"{'Envelope:':<9} from <{shown['envelope_from']}> to {', '.join(shown['envelope_to'])}")
-    for attachment in shown["attachments"]:
-        click.echo(f"{'Attached:':<9} {attachment['filename'] or '(no name)'} ({attachment['content_type']}, {attachment['size']} bytes)")
-    click.echo(f"{'File:':<9} {found.path}")
+    fields = [(f"{label}:", value) for label, value in (("From", shown["from"]), ("To", shown["to"]), ("Cc", shown["cc"]),
+                                                         ("Subject", shown["subject"]), ("Date", shown["date"])) if value]  # fmt: skip
+    fields.append(("Envelope:", f"from <{shown['envelope_from']}> to {', '.join(shown['envelope_to'])}"))
+    fields += [("Attached:", f"{a['filename'] or '(no name)'} ({a['content_type']}, {a['size']} bytes)") for a in shown["attachments"]]
+    fields.append(("File:", str(found.path)))
+    print_table(None, fields, gap=1)
     click.echo()
     click.echo(shown["body"].rstrip("\n") if shown["body"] else "(no text part; see --raw)")
 
@@ -173,7 +171,7 @@ def mail_show(app_dir: Path, as_json: bool, raw: bool, mail_id: str) -> None:
 @app_dir_option
 @backend_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[DATABASE] [-- PSQL ARGS]")
-@_operate
+@operate
 def pg_psql(app_dir: Path, addons_backend: str, args: tuple[str, ...]) -> None:
     """Open psql on the app's Postgres (the running one, or started for this session)."""
     from dynosim.addons.manage import Session, client_env, psql_binary
@@ -190,9 +188,9 @@ def pg_psql(app_dir: Path, addons_backend: str, args: tuple[str, ...]) -> None:
 @click.command("pg:reset")
 @app_dir_option
 @backend_option
-@click.option("--confirm", metavar="APP", default=None, help="The app's name: skips the question.")
+@click.option("-c", "--confirm", metavar="APP", default=None, help="The app's name: skips the question.")
 @click.argument("database", required=False)
-@_operate
+@operate
 def pg_reset(app_dir: Path, addons_backend: str, confirm: str | None, database: str | None) -> None:
     """Delete every table and all data: drop the app's database and create it again, empty."""
     from dynosim.addons.manage import Session, psql_binary, reset_postgres
@@ -212,7 +210,7 @@ def pg_reset(app_dir: Path, addons_backend: str, confirm: str | None, database: 
 @app_dir_option
 @backend_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[REDIS] [-- REDIS-CLI ARGS]")
-@_operate
+@operate
 def redis_cli(app_dir: Path, addons_backend: str, args: tuple[str, ...]) -> None:
     """Open redis-cli on the app's Redis (the running one, or started for this session)."""
     from dynosim.addons.manage import Session, redis_cli_args, redis_cli_binary
@@ -233,7 +231,7 @@ def redis_cli(app_dir: Path, addons_backend: str, args: tuple[str, ...]) -> None
 def _app(app_dir: Path) -> tuple[Any, Path]:
     from dynosim.app import load_app
 
-    state = _state(app_dir)
+    state = app_state(app_dir)
     return load_app(app_dir), state
 
 
@@ -309,14 +307,6 @@ def _confirm(app_name: str, confirm: str | None, what: str) -> None:
 
 def _say(line: str) -> None:
     click.echo(line, err=True)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-    click.echo("  ".join("─" * w for w in widths))
-    for row in rows:
-        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def _vars(as_name: str, names: Sequence[str]) -> str:

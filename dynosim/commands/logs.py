@@ -1,0 +1,55 @@
+"""`dynosim logs`: the running app's log stream, with `heroku logs`'s -n, -t, -d and -s."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import click
+
+from ..clikit import app_dir_option, app_state, json_option, operate, print_json
+
+LINE = re.compile(r"^(\S+) (\w+)\[([^\]]+)\]: (.*)$", re.S)
+
+
+@click.command("logs")
+@app_dir_option
+@click.option(
+    "-n",
+    "--num",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 1500),
+    help="How many lines (logplex keeps 1,500).",
+)
+@click.option("-t", "--tail", is_flag=True, help="Keep streaming new lines.")
+@click.option("-d", "--dyno", default=None, help="Only this dyno (web.1), type (web), router or api.")
+@click.option("-s", "--source", type=click.Choice(["app", "heroku", "dynosim"]), default=None, help="Only this source.")
+@json_option
+@operate
+def logs(app_dir: Path, num: int, tail: bool, dyno: str | None, source: str | None, as_json: bool) -> None:
+    """The running app's log stream, as `heroku logs`."""
+    from ..control import request, stream
+
+    folder = app_state(app_dir)
+    if tail:
+        try:
+            for line in stream(folder, "logs:tail", n=num, dyno=dyno, source=source):
+                click.echo(json.dumps(_fields(line)) if as_json else line)
+        except KeyboardInterrupt:
+            pass
+        return
+    lines = request(folder, "logs", n=num, dyno=dyno, source=source)
+    if as_json:
+        print_json([_fields(line) for line in lines])
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _fields(line: str) -> dict[str, str]:
+    match = LINE.match(line)
+    if not match:
+        return {"line": line}
+    return dict(zip(("time", "source", "dyno", "text"), match.groups(), strict=True))

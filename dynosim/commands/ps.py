@@ -1,0 +1,106 @@
+"""`dynosim ps`, `ps:scale`, `ps:resize`, `ps:restart` (also `restart`): the dynos and the formation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..clikit import app_dir_option, app_state, json_option, operate, print_json
+from ..errors import DynosimError
+
+
+@click.command("ps")
+@app_dir_option
+@json_option
+@operate
+def ps(app_dir: Path, as_json: bool) -> None:
+    """The dynos of the running app, as `heroku ps` shows them."""
+    from ..control import request
+
+    rows = request(app_state(app_dir), "ps")
+    if as_json:
+        print_json(rows)
+        return
+    by_type: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        by_type.setdefault(str(row["type"]), []).append(row)
+    for kind, dynos in by_type.items():
+        click.echo(f"=== {kind} ({dynos[0]['size']}): {dynos[0]['command']} ({len(dynos)})")
+        for row in dynos:
+            since = row["since"]
+            age = f"{time.strftime('%Y/%m/%d %H:%M:%S', time.localtime(float(since)))}" if since else ""  # type: ignore[arg-type]
+            memory = f" {row['memory_mb']:.0f} MB" if row.get("memory_mb") else ""
+            click.echo(f"{row['name']}: {row['state']} {age}{memory}")
+        click.echo()
+
+
+@click.command("ps:scale")
+@app_dir_option
+@click.argument("counts", nargs=-1, required=True)
+@operate
+def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
+    """Scale process types: `dynosim ps:scale web=2 worker=0` (kept for the next runs too)."""
+    from ..control import NoRunError, request
+    from ..formation import FormationStore, parse_formation
+    from ..procfile import load_procfile
+
+    wanted = parse_formation(" ".join(counts), "ps:scale")
+    folder = app_state(app_dir)
+    try:
+        result = request(folder, "ps:scale", counts=wanted)
+    except NoRunError:
+        FormationStore(folder).scale(load_procfile(app_dir.resolve()), wanted)
+        click.echo(
+            "Scaling dynos... done, "
+            + ", ".join(f"{k} at {v}" for k, v in wanted.items())
+            + " (no run is active: the next `dynosim run` starts this formation)"
+        )
+        return
+    click.echo("Scaling dynos... done, now running " + ", ".join(f"{k} at {v}" for k, v in result.items()))
+
+
+@click.command("ps:resize")
+@app_dir_option
+@click.argument("sizes", nargs=-1, required=True)
+@operate
+def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
+    """Change dyno sizes: `dynosim ps:resize web=standard-2x` (memory quota, WEB_CONCURRENCY; kept for the
+    next runs too)."""
+    from ..control import NoRunError, request
+    from ..formation import FormationStore
+    from ..procfile import load_procfile
+
+    wanted: dict[str, str] = {}
+    for item in sizes:
+        kind, sep, size = item.partition("=")
+        if not sep or not kind or not size:
+            raise DynosimError(f"ps:resize {item!r}: write TYPE=SIZE, e.g. web=standard-2x")
+        wanted[kind] = size
+    folder = app_state(app_dir)
+    try:
+        result = request(folder, "ps:resize", sizes=wanted)
+    except NoRunError:
+        stored = FormationStore(folder).resize(load_procfile(app_dir.resolve()), wanted)
+        click.echo(
+            "Resizing dynos... done: "
+            + ", ".join(f"{k} {stored.sizes[k]}" for k in wanted)
+            + " (no run is active: the next `dynosim run` uses these sizes)"
+        )
+        return
+    click.echo(
+        "Resizing and restarting the specified dynos... done: " + ", ".join(f"{k} {v}" for k, v in result.items())
+    )
+
+
+@click.command("ps:restart")
+@app_dir_option
+@click.argument("target", required=False)
+@operate
+def ps_restart(app_dir: Path, target: str | None) -> None:
+    """Restart all dynos, a process type (web) or one dyno (web.1)."""
+    from ..control import request
+
+    names = request(app_state(app_dir), "restart", target=target)
+    click.echo(f"Restarting {', '.join(names) or 'no'} dynos... done")
