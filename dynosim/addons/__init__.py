@@ -8,7 +8,7 @@ config vars Heroku's add-ons set, their data kept under <state_dir>/addons/<name
 `<state_dir>/addons.json` (mode 0600) remembers each add-on's name, port, passwords and colour, so
 they stay the same from run to run, and the add-ons `dynosim addons:create` declared ("declared"),
 which every run starts along with app.json's (`declared_requests`). This module stays light: `python -m dynosim.addons.search`
-imports it, and the servers' modules are imported only by `start()`.
+imports it, and the backends (docker-py, testcontainers) are imported only by `start()`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any
 from dynosim.addons.catalogue import (
     ADJECTIVES,
     COLORS,
-    EMBEDDED,
     AddonRequest,
     Attachment,
     Resolved,
@@ -33,6 +32,7 @@ from dynosim.addons.catalogue import (
     resolve,
     var_names,
 )
+from dynosim.addons.services import EMBEDDED
 from dynosim.errors import AddonError
 from dynosim.privatefile import write_private
 from dynosim.runtime.ports import free_port

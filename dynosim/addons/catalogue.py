@@ -1,16 +1,19 @@
-"""Heroku add-on names → the service that stands in for each, and the config vars Heroku's add-on sets.
+"""Heroku add-on names → the service that stands in for each, and the names its config vars get.
 
-Pure data and string building: nothing here starts a server. The URLs every service hands to an app
-are built in `service_url`, and nowhere else.
+Pure data: nothing here starts a server. An offering names its service, its add-on names and the
+attachment's default name and var suffixes; the values, URLs included, are the service's own
+(services/<name>.py `config_vars`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from dynosim.addons.services import service_for
+from dynosim.addons.spec import Attached, Endpoint
 from dynosim.errors import AddonError
 
 
@@ -110,34 +113,12 @@ _AS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """Where a running service answers, and how an app logs in to it."""
-
-    host: str
-    port: int
-    user: str | None = None
-    password: str | None = None
-    path: str = ""  # the database name, for Postgres
-    tls: bool = False
-    tls_port: int | None = None  # search: where it also answers over TLS (SEARCHBOX_SSL_URL)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
 class Resolved:
     """A request checked against the catalogue."""
 
     request: AddonRequest
     offering: Offering
     as_name: str  # upper case; DATABASE when the user gave none for Postgres
-
-
-# Services dynosim runs itself, for which no official image exists: the native backend runs them under
-# --addons docker too, and their records say "embedded" whatever the backend.
-EMBEDDED: frozenset[str] = frozenset({"smtp"})
 
 
 def known() -> str:
@@ -185,28 +166,14 @@ def resolve(requests: Sequence[AddonRequest]) -> list[Resolved]:
     return resolved
 
 
-def service_url(service: str, endpoint: Endpoint) -> str:
-    """The URL an app is given for a service, in the form Heroku's add-on uses."""
-    host = f"{endpoint.host}:{endpoint.port}"
-    if service == "postgres":
-        # postgres://, not postgresql://: Heroku still hands this scheme out, and SQLAlchemy >= 1.4
-        # rejects it, so an app that forgets to rewrite it fails here as it fails there.
-        return f"postgres://{endpoint.user}:{endpoint.password}@{host}/{endpoint.path}"
-    if service == "redis":
-        return f"{'rediss' if endpoint.tls else 'redis'}://:{endpoint.password}@{host}"
-    if service == "search":
-        scheme = "https" if endpoint.tls else "http"
-        login = f"{endpoint.user}:{endpoint.password}@" if endpoint.user else ""
-        return f"{scheme}://{login}{host}"
-    raise AddonError(f"no URL for service {service}")  # our bug: the catalogue and this list disagree
+def attached(entry: Resolved, color: str | None = None) -> Attached:
+    # With an explicit "as", Heroku attaches the database under that name only, not under its colour.
+    return Attached(entry.as_name, entry.offering.var_suffixes, color if entry.request.as_name is None else None)
 
 
 def var_names(entry: Resolved, color: str | None = None) -> list[str]:
     """The config vars an add-on sets, without values (what `dynosim config` can list before start)."""
-    names = [f"{entry.as_name}_{suffix}" for suffix in entry.offering.var_suffixes]
-    if _colour_attached(entry) and color:
-        names.append(f"HEROKU_POSTGRESQL_{color}_URL")
-    return names
+    return service_for(entry.offering.service).var_names(attached(entry, color))
 
 
 def config_vars(
@@ -214,41 +181,4 @@ def config_vars(
 ) -> dict[str, str]:
     """The config vars an add-on sets for the app, in Heroku's formats. `keys`: what an add-on hands out
     besides its endpoint (Mailgun's "domain", an "api_key")."""
-    service = entry.offering.service
-    if service == "smtp":
-        return smtp_vars(entry, endpoint, keys)
-    url = service_url(service, endpoint)
-    values = {suffix: url for suffix in entry.offering.var_suffixes}
-    if "SSL_URL" in values and endpoint.tls_port is not None:  # SEARCHBOX_SSL_URL: https, on a port of its own
-        values["SSL_URL"] = service_url(service, replace(endpoint, port=endpoint.tls_port, tls=True))
-    result = {f"{entry.as_name}_{suffix}": value for suffix, value in values.items()}
-    if _colour_attached(entry) and color:
-        # The primary database is attached twice: as DATABASE and under its colour, same value.
-        result[f"HEROKU_POSTGRESQL_{color}_URL"] = url
-    return result
-
-
-def _colour_attached(entry: Resolved) -> bool:
-    # With an explicit "as", Heroku attaches the database under that name only.
-    return entry.offering.service == "postgres" and entry.request.as_name is None
-
-
-def smtp_vars(entry: Resolved, endpoint: Endpoint, keys: Mapping[str, str]) -> dict[str, str]:
-    """Mailgun's and SendGrid's vars: each of the offering's suffixes from the endpoint or `keys`."""
-    values = {
-        "SMTP_SERVER": endpoint.host,
-        "SMTP_PORT": str(endpoint.port),
-        "SMTP_LOGIN": endpoint.user,
-        "SMTP_PASSWORD": endpoint.password,
-        "USERNAME": endpoint.user,
-        "PASSWORD": endpoint.password,
-        "DOMAIN": keys.get("domain"),
-        "API_KEY": keys.get("api_key"),
-    }
-    result: dict[str, str] = {}
-    for suffix in entry.offering.var_suffixes:
-        value = values.get(suffix)
-        if value is None:  # our bug: the record lacks what the catalogue promises
-            raise AddonError(f"{entry.offering.addon}: no value for {entry.as_name}_{suffix}")
-        result[f"{entry.as_name}_{suffix}"] = value
-    return result
+    return service_for(entry.offering.service).config_vars(attached(entry, color), endpoint, keys)

@@ -23,12 +23,12 @@ from typing import Any
 
 from dynosim.addons import STATE_FILE, AddonRequest, Addons, State
 from dynosim.addons.catalogue import (
-    EMBEDDED,
     Resolved,
     offering_for,
     resolve,
     var_names,
 )
+from dynosim.addons.services import EMBEDDED
 from dynosim.errors import AddonError
 
 _SAFE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # what State._new_name makes: safe as a folder name
@@ -350,7 +350,7 @@ class Session:
 def psql_binary() -> str:
     """psql from the same place as the server (so their versions match), else from PATH."""
     from dynosim.addons.backends.native import NativeBackend
-    from dynosim.addons.backends.native_postgres import find_binaries
+    from dynosim.addons.services.postgres_native import find_binaries
 
     backend = NativeBackend(lambda _: None)
     try:
@@ -395,24 +395,10 @@ def client_env() -> dict[str, str]:
 
 
 def reset_postgres(record: Mapping[str, Any], psql: str) -> None:
-    """pg:reset: drops the app's database and makes it again, empty, owned by the app's role, with
-    Heroku's grants. Sessions still connected (the app's dynos) are ended, as Heroku ends them."""
-    from dynosim.addons.backends.native_postgres import SUPERUSER
+    """pg:reset: drops the app's database and makes it again, empty (services/postgres.py `reset_sql`)."""
+    from dynosim.addons.services.postgres import SUPERUSER, reset_sql
 
-    db, role = _ident(str(record["database"])), _ident(str(record["user"]))
-    script = f"""
-SELECT current_setting('server_version_num')::int >= 130000 AS force \\gset
-\\if :force
-DROP DATABASE IF EXISTS {db} WITH (FORCE);
-\\else
-SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {_literal(str(record["database"]))};
-DROP DATABASE IF EXISTS {db};
-\\endif
-CREATE DATABASE {db} OWNER {role};
-REVOKE ALL ON DATABASE {db} FROM PUBLIC;
-GRANT CONNECT ON DATABASE {db} TO {role};
-GRANT ALL ON DATABASE {db} TO {role};
-"""
+    script = reset_sql(str(record["database"]), str(record["user"]))
     env = {**client_env(), "PGPASSWORD": str(record.get("admin_password") or ""), "PGCONNECT_TIMEOUT": "10"}
     done = subprocess.run(
         [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(record["port"]), "-U", SUPERUSER,
@@ -449,14 +435,6 @@ def _answers(port: int) -> bool:
     from dynosim.addons.processes import accepts
 
     return accepts(port)
-
-
-def _ident(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _docker_client() -> Any:

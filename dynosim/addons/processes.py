@@ -25,8 +25,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol
 
-from dynosim.addons.catalogue import Endpoint
-from dynosim.addons.spec import ServiceSpec
+from dynosim.addons.spec import Endpoint, ServiceSpec
 from dynosim.errors import AddonError
 
 HOST = "127.0.0.1"
@@ -243,6 +242,15 @@ def check_port(spec: ServiceSpec) -> None:
         raise AddonError(
             f"{spec.label}: its port {spec.port} on {HOST} is taken by another program; stop that program, "
             f'or delete "port" from this add-on in {state} to get a new port'
+        )
+
+
+def check_tls_port(spec: ServiceSpec) -> None:
+    """The search add-on's second, https, port (SEARCHBOX_SSL_URL), whichever backend serves it."""
+    if spec.tls_port is not None and not port_free(spec.tls_port):
+        raise AddonError(
+            f"{spec.label}: its https port {spec.tls_port} on {HOST} is taken by another program; stop that "
+            f'program, or delete "tls_port" from this add-on in {spec.folder.parent.parent / "addons.json"}'
         )
 
 

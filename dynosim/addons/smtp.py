@@ -1,6 +1,7 @@
 """The SMTP sink behind the mailgun and sendgrid add-ons: it takes every message and keeps it, sends none.
 
-aiosmtpd on 127.0.0.1 and the add-on's port, as a child process of dynosim (like the search stand-in):
+aiosmtpd on 127.0.0.1 and the add-on's port, as a child process of dynosim (like the search stand-in;
+services/smtp.py starts it, and sets the add-on's config vars):
 
     python -m dynosim.addons.smtp --folder DIR --port N [--cert PEM --key PEM]
 
@@ -34,16 +35,11 @@ from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dynosim.addons.services.smtp import LOGINS_VAR, MAIL
 from dynosim.errors import AddonError
 
-if TYPE_CHECKING:
-    from dynosim.addons.processes import Host
-    from dynosim.addons.spec import Running, ServiceSpec
-
-LOGINS_VAR = "DYNOSIM_SMTP_LOGINS"
-MAIL = "mail"  # the folder, in the add-on's folder
 _NAME = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]+)\.eml$")
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
@@ -145,7 +141,8 @@ def readable(mail: Mail) -> dict[str, Any]:
         try:
             text = body.get_content()
         except (LookupError, ValueError):  # an unknown charset, a broken encoding: show the bytes as they are
-            text = (body.get_payload(decode=True) or b"").decode("utf-8", "replace")
+            payload = body.get_payload(decode=True)
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
     attachments = [
         {"filename": part.get_filename() or "", "content_type": part.get_content_type(), "size": len(part.get_payload(decode=True) or b"")}
         for part in parsed.iter_attachments()
@@ -297,57 +294,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dynosim smtp: cannot start on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-# --- starting it, for the native backend -------------------------------------------------------------
-
-
-def start_smtp(spec: ServiceSpec, backend: Host) -> Running:
-    """The sink as a child of dynosim, ready when this returns."""
-    from dynosim.addons.catalogue import Endpoint
-    from dynosim.addons.processes import HOST, Child, Server, accepts, check_port
-
-    check_port(spec)
-    (spec.folder / MAIL).mkdir(mode=0o700, parents=True, exist_ok=True)
-    logins = [(spec.user or "", spec.password), *spec.logins]
-    args = [sys.executable, "-m", "dynosim.addons.smtp", "--folder", str(spec.folder), "--port", str(spec.port)]
-    starttls = _certificate(backend)
-    if starttls is not None:
-        args += ["--cert", str(starttls[0]), "--key", str(starttls[1])]
-    child = Child.spawn(
-        backend.spawner,
-        args,
-        what="the SMTP sink",
-        label=spec.label,
-        log=spec.folder / "smtp.log",
-        stop_signal=signal.SIGTERM,
-        death_signal=signal.SIGTERM,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", LOGINS_VAR: json.dumps(logins)},
-    )
-    took = child.wait_ready(lambda: accepts(spec.port))
-    tls_note = "" if starttls else ", no STARTTLS"
-    backend.say(
-        f"{spec.label}: SMTP sink (embedded{tls_note}) ready on {HOST}:{spec.port} in {took * 1000:.0f} ms; "
-        f"mail is kept in {spec.folder / MAIL}, never sent"
-    )
-    return Server(child, Endpoint(HOST, spec.port, spec.user, spec.password), backend="embedded")
-
-
-def _certificate(backend: Host) -> tuple[Path, Path] | None:
-    """The add-ons' certificate from dynosim's CA (the one Postgres serves) for STARTTLS; None, said
-    once, when no CA can be had here (a user without a home folder…): the sink then offers no STARTTLS."""
-    from dynosim.addons import certs
-    from dynosim.ca import TLSError
-
-    if backend.found.get("smtp:no-tls"):
-        return None
-    try:
-        chain = certs.server_cert(backend.found, backend.say)
-    except (TLSError, OSError) as error:
-        backend.say(f"SMTP sink: no STARTTLS ({error})")
-        backend.found["smtp:no-tls"] = True
-        return None
-    return chain.cert, chain.key
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The contract between the add-on services and the backends that run them: what a backend is told
-to run (`ServiceSpec`), and what it hands back (`Running`)."""
+"""The contract between the add-on services and the backends that run them: where a service answers
+(`Endpoint`), what a backend is told to run (`ServiceSpec`), what it hands back (`Running`), and the
+names an add-on is attached under (`Attached`), which its service fills with config vars."""
 
 from __future__ import annotations
 
@@ -7,7 +8,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dynosim.addons.catalogue import Endpoint
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a running service answers, and how an app logs in to it."""
+
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    path: str = ""  # the database name, for Postgres
+    tls: bool = False
+    tls_port: int | None = None  # search: where it also answers over TLS (SEARCHBOX_SSL_URL)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Attached:
+    """How an add-on is attached to the app: its config vars are <as_name>_<suffix>, one per suffix."""
+
+    as_name: str  # "DATABASE"
+    suffixes: tuple[str, ...]  # the offering's: ("URL",), Mailgun's six
+    color: str | None = None  # Heroku Postgres: the colour it is attached under too; None under a name the user gave
+
+    def names(self) -> list[str]:
+        return [f"{self.as_name}_{suffix}" for suffix in self.suffixes]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import docker
 import docker.errors
 import requests
 
-from dynosim.addons.catalogue import Endpoint
+from dynosim.addons import certs
 from dynosim.addons.processes import (
     HOST,
     POLL,
@@ -47,9 +47,10 @@ from dynosim.addons.processes import (
     Spawner,
     accepts,
     check_port,
-    port_free,
+    check_tls_port,
 )
-from dynosim.addons.spec import Running, ServiceSpec
+from dynosim.addons.services import SERVICES
+from dynosim.addons.spec import Endpoint, Running, ServiceSpec
 from dynosim.errors import AddonError
 
 if importlib.util.find_spec("testcontainers") is None:  # imported only when a container is made
@@ -58,7 +59,7 @@ if importlib.util.find_spec("testcontainers") is None:  # imported only when a c
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
-    from dynosim.addons.backends.docker_services import Recipe
+    from dynosim.addons.services.base import Service
 
 STATUS_EVERY = 0.25  # seconds between looks at the container's state while waiting
 STOP_TIMEOUT = 30  # seconds `docker stop` waits before SIGKILL (Postgres checkpoints on the way out)
@@ -117,7 +118,9 @@ class EngineUnavailable(AddonError):
     """The docker backend was asked for and no engine answers; `reason` says where we looked and why."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"--addons docker: no Docker engine answers ({reason}); start Docker or run with --addons native")
+        super().__init__(
+            f"--addons docker: no Docker engine answers ({reason}); start Docker or run with --addons native"
+        )
         self.reason = reason
 
 
@@ -143,9 +146,9 @@ class DockerBackend:
         self.spawner: Spawner | None = None  # forks the TLS proxies (native.Spawner), made when one is needed
 
     def start(self, spec: ServiceSpec) -> Running:
-        from dynosim.addons.backends.docker_services import recipe_for
-
-        recipe = recipe_for(spec)
+        recipe = SERVICES.get(spec.service)
+        if recipe is None or not recipe.default_image:
+            raise AddonError(f"{spec.label}: the docker backend cannot run a {spec.service} service")
         guard = self._guard_for(spec)
         try:
             service = start_service(self, spec, recipe, guard)
@@ -163,13 +166,7 @@ class DockerBackend:
     def _tls_proxy(self, spec: ServiceSpec) -> Child:
         """https on spec.tls_port in front of the container's plain port (SEARCHBOX_SSL_URL): an Elasticsearch
         container without its security plugin has no TLS. dynosim's child, as the native servers are."""
-        from dynosim.addons import certs
-
-        if not port_free(spec.tls_port or 0):
-            raise AddonError(
-                f"{spec.label}: its https port {spec.tls_port} on {HOST} is taken by another program; stop that "
-                f'program, or delete "tls_port" from this add-on in {spec.folder.parent.parent / "addons.json"}'
-            )
+        check_tls_port(spec)
         chain = certs.server_cert(self.found, self.say)
         if self.spawner is None:
             self.spawner = Spawner()
@@ -208,7 +205,7 @@ class DockerBackend:
 # --- one add-on's container ------------------------------------------------------------------------
 
 
-class Service:
+class RunningContainer:
     """A started add-on container: what `Addons` holds and stops."""
 
     backend = "docker"
@@ -232,7 +229,7 @@ class Service:
             ) from None
 
 
-def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, guard: Guard) -> Service:
+def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, guard: Guard) -> RunningContainer:
     client = backend.client
     state_dir = spec.folder.parent.parent
     addon = spec.folder.name
@@ -275,13 +272,13 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, gua
         from dynosim.addons.backends.docker_tc import create
 
         container = create(
-            client, spec, recipe, image, name, volume, labels, settings,
-            ready=lambda made: wait_ready(made, lambda: recipe.answers(spec), recipe.ready_timeout, spec.label),
+            client, spec, recipe, image=image, name=name, volume=volume, labels=labels, settings=settings,
+            ready=lambda made: wait_ready(made, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label),
         )  # fmt: skip
     elif container.status == "running":
         how = f"container {name} was running"
         backend.say(f"{spec.label}: container {name} from an earlier run still runs; reusing it")
-        wait_ready(container, lambda: recipe.answers(spec), recipe.ready_timeout, spec.label)
+        wait_ready(container, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label)
     else:
         how = f"container {name} started"
         check_port(spec)
@@ -289,19 +286,19 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, gua
             container.start()
         except docker.errors.APIError as error:
             raise AddonError(f"{spec.label}: starting container {name} failed: {_explain(error)}") from None
-        wait_ready(container, lambda: recipe.answers(spec), recipe.ready_timeout, spec.label)
+        wait_ready(container, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label)
     took = time.monotonic() - begun
 
     try:
-        recipe.provision(container, spec, volume_identity(client, volume))
+        recipe.provision_container(container, spec, volume_identity(client, volume))
     except BaseException:
         container.stop(timeout=STOP_TIMEOUT)
         raise
     backend.say(
-        f"{spec.label}: {recipe.title(image)} (docker, {image}) ready on {HOST}:{spec.port} in "
+        f"{spec.label}: {recipe.image_title(image)} (docker, {image}) ready on {HOST}:{spec.port} in "
         f"{took * 1000:.0f} ms ({how})"
     )
-    return Service(container, recipe.endpoint(spec), spec.label)
+    return RunningContainer(container, recipe.endpoint(spec), spec.label)
 
 
 def wait_ready(container: Any, answers: Callable[[], bool], timeout: float, label: str) -> float:
@@ -394,7 +391,7 @@ def image_id(client: docker.DockerClient, image: str) -> str | None:
         return None
 
 
-def pull(backend: DockerBackend, spec: ServiceSpec, recipe: Recipe, image: str) -> None:
+def pull(backend: DockerBackend, spec: ServiceSpec, recipe: Service, image: str) -> None:
     backend.say(f"{spec.label}: pulling {image} (first time only)…")
     try:
         backend.client.images.pull(image)
@@ -462,8 +459,7 @@ class Guard:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             _lock(fd, path, say)
-            log = open(folder / "docker-reaper.log", "ab")
-            try:
+            with open(folder / "docker-reaper.log", "ab") as log:  # the watcher has its own copy
                 watcher = subprocess.Popen(
                     [sys.executable, "-m", "dynosim.addons.backends.docker_reaper", "--lock-fd", str(fd)],
                     stdin=subprocess.PIPE,
@@ -472,8 +468,6 @@ class Guard:
                     pass_fds=(fd,),
                     start_new_session=True,  # a Ctrl-C meant for dynosim must not reach it
                 )
-            finally:
-                log.close()
         except BaseException:
             os.close(fd)
             raise

