@@ -24,8 +24,9 @@ from .config import ConfigStore, state_dir
 from .control import NoRunError, request
 from .ephemeral import Ledger
 from .errors import DynosimError
-from .formation import FormationStore, parse_formation
+from .formation import DEFAULT_SIZE, FormationStore, parse_formation
 from .logview import LogView
+from .oneoff import OneOffOptions, run_oneoff
 from .procfile import load_procfile
 from .releases import Release, ReleaseHistory, slug_record
 from .runtime.dyno import Timeouts
@@ -355,7 +356,13 @@ class App:
         if late:
             raise DynosimError(f"dynos not up: {', '.join(late)}")
 
-    def exec(self, command: str) -> tuple[int, str]:
-        """A one-off dyno of the running release: (exit status, output)."""
-        status, lines = self._call(self._run.running().one_off(command))
-        return status, "\n".join(lines)
+    def exec(self, command: str, *, size: str = DEFAULT_SIZE, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+        """`dynosim exec COMMAND` (a Procfile type runs its command), by the CLI's path: a one-off dyno of
+        the running release, in `ps` and the logs while it runs; (exit status, output)."""
+        options = OneOffOptions(
+            size=size, sandbox=self.options.sandbox, cache_dir=self.options.cache_dir,
+            ephemeral_ignore=self.options.ephemeral_ignore, env=dict(env or {}), timeouts=self.options.timeouts,
+            attach=False,
+        )
+        result = run_oneoff(self.path, [command], options, err=self._out)
+        return result.status, "\n".join(result.output)

@@ -3,7 +3,9 @@
 
 A Unix socket in the app's `.dynosim/` (a folder only its user can open; the socket itself is
 0600). One JSON object per line each way. `logs --tail` keeps the connection open and streams
-lines. A client that vanishes, sends garbage or floods only ends its own connection.
+lines; a feed (`dynosim exec`'s one-off dyno) keeps it open the other way, the client sending
+what its dyno does until it closes. A client that vanishes, sends garbage or floods only ends its
+own connection.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import DynosimError
 
@@ -24,15 +26,30 @@ MAX_REQUEST = 1 << 16
 Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]
 
 
+class Listener(Protocol):
+    """Where a feed's messages go, until the client closes the connection (or vanishes)."""
+
+    def receive(self, message: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Feed = Callable[[Mapping[str, Any]], Awaitable[Listener]]  # DynosimError refuses the feed
+
+
 class NoRunError(DynosimError):
     exit_code = 2
 
 
 class ControlServer:
-    def __init__(self, state_dir: Path, handlers: Mapping[str, Handler], tail: Callable[[Mapping[str, Any]], Any]) -> None:
+    def __init__(
+        self, state_dir: Path, handlers: Mapping[str, Handler], tail: Callable[[Mapping[str, Any]], Any],
+        feeds: Mapping[str, Feed] | None = None,
+    ) -> None:
         self.path = state_dir / SOCKET_NAME
         self.handlers = handlers
         self.tail = tail  # (request) -> async iterator of JSON-able lines
+        self.feeds = feeds or {}
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
@@ -77,6 +94,10 @@ class ControlServer:
                     async for line in self.tail(request):
                         await _send(writer, line)
                     return
+                feed = self.feeds.get(request["command"])
+                if feed is not None:
+                    await self._feed(feed, request, reader, writer)
+                    return
                 handler = self.handlers.get(request["command"])
                 if handler is None:
                     await _send(writer, {"ok": False, "error": f"unknown command {request['command']!r}"})
@@ -92,6 +113,35 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+    async def _feed(
+        self, feed: Feed, request: Mapping[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            listener = await feed(request)
+        except DynosimError as error:
+            await _send(writer, {"ok": False, "error": str(error)})
+            return
+        try:
+            await _send(writer, {"ok": True, "result": None})
+            async for message in _messages(reader):
+                listener.receive(message)
+        finally:
+            listener.close()
+
+
+async def _messages(reader: asyncio.StreamReader) -> AsyncIterator[Mapping[str, Any]]:
+    """A feed's JSON objects, until the client closes, or sends something else."""
+    while True:
+        try:
+            raw = await reader.readline()
+            message = json.loads(raw) if raw else None
+        except (ValueError, asyncio.LimitOverrunError, ConnectionError):
+            return
+        if not isinstance(message, dict):
+            return
+        yield message
 
 
 async def _send(writer: asyncio.StreamWriter, payload: object) -> None:
@@ -134,3 +184,36 @@ def stream(state_dir: Path, command: str, **arguments: object) -> Iterator[Any]:
         lines.flush()
         for line in lines:
             yield json.loads(line)
+
+
+class FeedConnection:
+    """A feed to the running supervisor, from an event loop: what is sent is buffered, never waited for,
+    and dropped once the supervisor has gone (the client's own work goes on without it)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    def send(self, payload: object) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(json.dumps(payload).encode() + b"\n")
+
+    async def close(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            if not self._writer.is_closing():
+                await self._writer.drain()
+            self._writer.close()
+            await self._writer.wait_closed()
+
+
+async def open_feed(state_dir: Path, command: str, **arguments: object) -> FeedConnection:
+    """A feed the running supervisor accepted; NoRunError when none runs, DynosimError when it refuses."""
+    sock = _connect(state_dir)
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    writer.write(json.dumps({"command": command, **arguments}).encode() + b"\n")
+    line = await reader.readline()
+    reply = json.loads(line) if line else {"error": "the dynosim run closed the control connection; is it stopping?"}
+    if not reply.get("ok"):
+        writer.close()
+        raise DynosimError(reply.get("error", "the request failed"))
+    return FeedConnection(writer)

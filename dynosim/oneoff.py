@@ -4,6 +4,12 @@ A `run.NNNN` dyno from the current release's slug with its config (the running r
 `dynosim run` is active), attached to this terminal, never restarted, its filesystem discarded
 when it exits, with a report of what it wrote that is now gone (the classic `heroku run` surprise).
 A one-off makes no release: its `-e` values are its own.
+
+This process runs the dyno, so its stdin and stdout are the terminal's own (a shell gets a real
+tty, job control and Ctrl-C) and its exit status is the command's. When a `dynosim run` is active,
+the dyno is fed to that supervisor over the control socket, as Heroku's dyno manager knows of every
+`heroku run`: `dynosim ps` lists it and `dynosim logs` has its lines while it runs. The public API's
+`App.exec` is this same path, with the output collected instead of attached.
 """
 from __future__ import annotations
 
@@ -19,17 +25,18 @@ from pathlib import Path
 from typing import TextIO
 
 from .addons import AddonRequest, Addons
-from .runlock import RunLock
 from .app import AppDir, load_app
 from .buildpack import build_slug, default_cache_dir
+from .control import FeedConnection, NoRunError, open_feed
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .formation import DEFAULT_SIZE, dyno_size
 from .logs import LogLine, LogStream
 from .procfile import Procfile, load_procfile
 from .releases import Release, ReleaseHistory
 from .runtime.dyno import Dyno, DynoSpec, Timeouts
+from .runlock import RunLock
 from .runtime.ports import free_port
-from .runtime.sandbox import choose_sandbox, remove_if_empty
+from .runtime.sandbox import Sandbox, choose_sandbox, remove_if_empty
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,14 @@ class OneOffOptions:
     cache_dir: Path | None = None
     ephemeral_ignore: tuple[str, ...] = DEFAULT_IGNORE
     env: Mapping[str, str] = field(default_factory=dict)  # `heroku run -e`
+    timeouts: Timeouts = Timeouts()  # its memory policy: the running App's, for the API
+    attach: bool = True  # stdin and stdout are this terminal's; False: the output is collected
+
+
+@dataclass(frozen=True)
+class OneOffResult:
+    status: int
+    output: tuple[str, ...] = ()  # the dyno's output lines, when it was not attached
 
 
 def command_for(procfile: Procfile, argv: Sequence[str]) -> str:
@@ -54,7 +69,9 @@ def command_for(procfile: Procfile, argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(arg) for arg in argv)
 
 
-def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneOffOptions(), err: TextIO = sys.stderr) -> int:
+def run_oneoff(
+    app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneOffOptions(), err: TextIO = sys.stderr
+) -> OneOffResult:
     app = load_app(app_dir)
 
     def say(line: str) -> None:
@@ -85,7 +102,7 @@ def run_oneoff(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneO
         spec = DynoSpec(f"run.{random.randint(1000, 9999)}", "run", command, free_port(), size)
         say(f"Running `{command}` on ⬢ {app.name}... up, {spec.name} ({size.name})")
         try:
-            return asyncio.run(_attach(spec, release, sandbox, options, err))
+            return asyncio.run(_attach(spec, release, sandbox, options, err, app.state_dir if active else None))
         finally:
             remove_if_empty(runtime_dir)  # left while another one-off runs
     finally:
@@ -114,7 +131,10 @@ def _release(
     return Release(version, slug, env, slug.description, time.time())
 
 
-async def _attach(spec: DynoSpec, release, sandbox, options: OneOffOptions, err: TextIO) -> int:  # type: ignore[no-untyped-def]
+async def _attach(
+    spec: DynoSpec, release: Release, sandbox: Sandbox, options: OneOffOptions, err: TextIO, running: Path | None
+) -> OneOffResult:
+    """The dyno's life, fed to the running supervisor (whose state folder is `running`) if there is one."""
     logs = LogStream()
 
     def show(lines: Sequence[LogLine]) -> None:  # only dynosim's own report reaches the terminal
@@ -125,16 +145,64 @@ async def _attach(spec: DynoSpec, release, sandbox, options: OneOffOptions, err:
 
     logs.subscribe(show)
     ledger = Ledger(logs, options.ephemeral_ignore)
-    dyno = Dyno(spec, release, sandbox, logs, Timeouts(), f"oneoff/{spec.name}", ledger, attach=True)
+    dyno = Dyno(spec, release, sandbox, logs, options.timeouts, f"oneoff/{spec.name}", ledger, attach=options.attach)
     dyno.end_reason = "the end of this one-off dyno"
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGQUIT):  # the terminal sends them to the command itself
-        loop.add_signal_handler(signum, lambda: None)
-    loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(dyno.stop()))
+    feed = await _feed(running, dyno, logs) if running is not None else None
+    if options.attach:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGQUIT):  # the terminal sends them to the command itself
+            loop.add_signal_handler(signum, lambda: None)
+        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(dyno.stop()))
     try:
         await dyno.boot("down")
         status = await dyno.wait()
     finally:
         ledger.close()
     dyno.set_state("complete")
-    return status
+    if feed is not None:
+        await feed.close()
+    output = tuple(line.text for line in logs.recent if line.source == "app") if not options.attach else ()
+    return OneOffResult(status, output)
+
+
+class _Relay:
+    """The dyno's lines and state, to the supervisor: gathered while the loop is busy and sent once it is
+    free, when `set_state` has finished, so that each message carries the state its lines announce."""
+
+    def __init__(self, feed: FeedConnection, dyno: Dyno) -> None:
+        self.feed = feed
+        self.dyno = dyno
+        self.pending: list[LogLine] = []
+
+    def __call__(self, lines: Sequence[LogLine]) -> None:
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.extend(lines)
+
+    def flush(self) -> None:
+        lines, self.pending = self.pending, []
+        self.feed.send({
+            "lines": [(line.time, line.source, line.text) for line in lines],
+            "state": self.dyno.state, "since": self.dyno.since, "memory_mb": self.dyno.memory_mb,
+        })
+
+
+async def _feed(running: Path, dyno: Dyno, logs: LogStream) -> _Fed | None:
+    try:
+        feed = await open_feed(running, "one-off", dyno=dyno.name, process=dyno.spec.command, size=dyno.spec.size.name)
+    except NoRunError:  # the run is still building or releasing: its control socket is not open yet
+        return None
+    relay = _Relay(feed, dyno)
+    logs.subscribe(relay)
+    return _Fed(feed, relay)
+
+
+@dataclass(frozen=True)
+class _Fed:
+    feed: FeedConnection
+    relay: _Relay
+
+    async def close(self) -> None:
+        if self.relay.pending:
+            self.relay.flush()
+        await self.feed.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import ssl
 import sys
@@ -24,7 +25,7 @@ from .config import ConfigStore, resolve_config_vars
 from .control import ControlServer, Handler
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .errors import DynosimError, ReleaseError
-from .formation import Formation, FormationStore, resolve_formation
+from .formation import DEFAULT_SIZE, Formation, FormationStore, dyno_size, resolve_formation
 from .gitwatch import new_commits
 from .logs import LogLine, LogStream, TerminalPrinter
 from .logview import select
@@ -33,7 +34,7 @@ from .releases import Release, ReleaseHistory, config_change_description, slug_f
 from .router import Router, RouterTimeouts, WebDyno
 from .runlock import RunLock
 from .runtime.dyno import Timeouts
-from .runtime.manager import CrashPolicy, CycleSchedule, DynoManager
+from .runtime.manager import AttachedDyno, CrashPolicy, CycleSchedule, DynoManager
 from .runtime.ports import claim_port
 from .runtime.sandbox import Sandbox, choose_sandbox, sweep_left_behind
 
@@ -72,6 +73,8 @@ class RunOptions:
 
 
 EXIT_EPHEMERAL = 3
+ONE_OFF_NAME = re.compile(r"run\.\d+")
+LINE_SOURCES = ("app", "heroku", "dynosim")
 
 
 class WebDynos:
@@ -88,6 +91,37 @@ class WebDynos:
 
     async def wait_for_web(self, timeout: float) -> bool:
         return await self._manager.wait_for_web(timeout)
+
+
+class OneOffFeed:
+    """What a one-off dyno in another terminal says of itself: its own lines (as no other dyno's) go
+    into the run's log stream, its state and memory into `ps`."""
+
+    def __init__(self, dyno: AttachedDyno, logs: LogStream, detach: Callable[[], None]) -> None:
+        self.dyno = dyno
+        self.logs = logs
+        self.detach = detach
+
+    def receive(self, message: Mapping[str, Any]) -> None:
+        lines: list[LogLine] = []
+        for item in message.get("lines") or ():
+            try:
+                when, source, text = item
+                if source in LINE_SOURCES:
+                    lines.append(LogLine(float(when), source, self.dyno.name, str(text)))
+            except (TypeError, ValueError):
+                continue
+        if lines:
+            self.logs.publish(lines)
+        if isinstance(message.get("state"), str):
+            self.dyno.state = message["state"]
+        if isinstance(message.get("since"), (int, float)):
+            self.dyno.since = float(message["since"])
+        if isinstance(message.get("memory_mb"), (int, float)):
+            self.dyno.memory_mb = float(message["memory_mb"])
+
+    def close(self) -> None:
+        self.detach()
 
 
 class Run:
@@ -224,7 +258,7 @@ class Run:
         # the router's certificate is made while the dynos boot: a run's start never waits for it
         self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
         self._tls_maker.start()
-        control = ControlServer(self.app.state_dir, self._handlers(), self._tail)
+        control = ControlServer(self.app.state_dir, self._handlers(), self._tail, {"one-off": self._one_off})
         await control.start()
         watching = asyncio.ensure_future(self._watch_commits()) if self.options.watch else None
         if watching is not None:
@@ -314,6 +348,16 @@ class Run:
 
         return {"ping": ping, "ps": ps, "ps:scale": scale, "ps:resize": resize, "restart": restart, "logs": logs,
                 "config": config, "config:set": config_set, "maintenance": maintenance, "deploy": deploy}
+
+    async def _one_off(self, request: Mapping[str, Any]) -> OneOffFeed:
+        """`dynosim exec` in another terminal: its one-off dyno, in `ps` and the logs while it runs."""
+        manager = self.running()
+        name, command = str(request.get("dyno", "")), str(request.get("process", ""))
+        if not ONE_OFF_NAME.fullmatch(name) or not command:
+            raise DynosimError("a one-off dyno is named run.NNNN and has a command")
+        dyno = manager.attach(name, command, dyno_size(str(request.get("size", DEFAULT_SIZE)), "size"))
+        self.logs.api(f"Starting process with command `{command}` by user {self.app.user()}")
+        return OneOffFeed(dyno, self.logs, lambda: manager.detach(name))
 
     async def _tail(self, request: Mapping[str, Any]) -> AsyncIterator[str]:
         queue: asyncio.Queue[LogLine] = asyncio.Queue(maxsize=10000)

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import sys
+import time
 
-from conftest import make_app, run_dynosim
+from conftest import CACHE_DIR, make_app, run_dynosim
 
 
 def git(app, *args: str) -> None:
@@ -37,6 +41,38 @@ def test_a_one_off_runs_the_running_release_and_makes_no_release(tmp_path, dynos
     assert "--dirty: ignored, a one-off runs the current release's slug (v1)" in dirty.stderr
     assert versions(app) == [1]  # `heroku run` never creates a release, -e or not
     assert run_dynosim(app, "config:get", "GREETING").returncode == 1  # -e was that dyno's alone
+    assert run.stop() == 0
+
+
+def test_with_a_run_active_a_one_off_is_in_ps_and_in_the_logs_while_attached_to_its_terminal(tmp_path, dynosim):
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    run = dynosim(app)
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
+    one_off = subprocess.Popen([sys.executable, "-m", "dynosim", "exec", 'read word; echo "got $word"; exit 3'], cwd=app,
+                               env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, rows = time.monotonic() + 60, []
+        while not [r for r in rows if r["type"] == "run" and r["state"] == "up"] and time.monotonic() < deadline:
+            rows = json.loads(run_dynosim(app, "ps", "--json").stdout)  # the dyno waits on its terminal's stdin
+            time.sleep(0.1)
+        [row] = [r for r in rows if r["type"] == "run"]
+        assert re.fullmatch(r"run\.\d{4}", row["name"]) and row["command"] == 'read word; echo "got $word"; exit 3'
+        out, err = one_off.communicate("hello\n", timeout=60)
+    finally:
+        one_off.kill()
+    assert one_off.returncode == 3 and out == "got hello\n"  # its own stdin and stdout, and its exit status
+    assert f"up, {row['name']} (standard-1x)" in err
+    name = re.escape(row["name"])
+    run.wait_for(rf"heroku\[{name}\]: State changed from up to complete")
+    logs = run_dynosim(app, "logs", "-n", "1500").stdout
+    assert re.search(r"app\[api\]: Starting process with command `read word; .*` by user ", logs)
+    shown = [line.split(": ", 1)[1] for line in logs.splitlines() if f"[{row['name']}]" in line]
+    assert shown == [  # only start and stop, as Heroku logs an attached one-off: its output is the terminal's
+        "State changed from down to starting", 'Starting process with command `read word; echo "got $word"; exit 3`', "State changed from starting to up",
+        "Process exited with status 3", "State changed from up to complete",
+    ]
+    assert [r["name"] for r in json.loads(run_dynosim(app, "ps", "--json").stdout)] == ["web.1"]  # gone once it ended
     assert run.stop() == 0
 
 

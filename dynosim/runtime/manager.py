@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..errors import FormationError, ReleaseError
-from ..formation import DEFAULT_SIZE, SIZES, Formation, dyno_size
+from ..formation import DEFAULT_SIZE, SIZES, DynoSize, Formation, dyno_size
 from ..logs import LogStream
 from ..procfile import Procfile, ProcessType
 from ..releases import Release
@@ -166,6 +166,20 @@ class DynoSlot:
             self.dyno.kill()
 
 
+class AttachedDyno:
+    """A one-off dyno that the terminal which started it runs, attached there as `heroku run` is: the
+    supervisor lists it and logs what it says of itself, and never restarts or stops it (Heroku's
+    restarts and cycles of the formation leave one-off dynos alone)."""
+
+    def __init__(self, name: str, command: str, size: DynoSize) -> None:
+        self.name = name
+        self.command = command
+        self.size = size
+        self.state = "starting"
+        self.since = time.time()
+        self.memory_mb: float | None = None
+
+
 class DynoManager:
     def __init__(
         self,
@@ -197,6 +211,7 @@ class DynoManager:
         self.stopping = False
         self.slots: list[DynoSlot] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.attached: dict[str, AttachedDyno] = {}  # one-off dynos of other terminals, by name
         self._release_dyno: Dyno | None = None
         self._serial = 0
 
@@ -293,18 +308,15 @@ class DynoManager:
                 return late
             await asyncio.sleep(0.02)
 
-    async def one_off(self, command: str, name: str | None = None) -> tuple[int, list[str]]:
-        """A detached one-off dyno of the current release (`heroku run:detached`): status and output."""
-        size = next(iter(self.formation.sizes.values()), SIZES[DEFAULT_SIZE])
-        spec = DynoSpec(name or f"run.{random.randint(1000, 9999)}", "run", command, free_port(), size)
-        dyno = self.new_dyno(spec)
-        dyno.end_reason = "the end of this one-off dyno"
-        start = len(self.logs.recent)
-        await dyno.boot("down")
-        status = await dyno.wait()
-        dyno.set_state("complete")
-        output = [line.text for line in list(self.logs.recent)[start:] if line.source == "app" and line.dyno == spec.name]
-        return status, output
+    def attach(self, name: str, command: str, size: DynoSize) -> AttachedDyno:
+        """A one-off dyno another terminal runs (`dynosim exec`): listed by `ps` until it is detached."""
+        if name in self.attached or any(slot.name == name for slot in self.slots):
+            raise FormationError(f"a dyno named {name} is already running")
+        self.attached[name] = dyno = AttachedDyno(name, command, size)
+        return dyno
+
+    def detach(self, name: str) -> None:
+        self.attached.pop(name, None)
 
     # what the router asks
     def web_dynos(self) -> list[tuple[str, int]]:
@@ -342,6 +354,11 @@ class DynoManager:
                 "since": dyno.since if dyno else None, "command": slot.process.command,
                 "size": self.formation.sizes[slot.process.name].name,
                 "memory_mb": dyno.memory_mb if dyno else None,
+            })
+        for one_off in self.attached.values():
+            rows.append({
+                "type": "run", "name": one_off.name, "state": one_off.state, "since": one_off.since,
+                "command": one_off.command, "size": one_off.size.name, "memory_mb": one_off.memory_mb,
             })
         return rows
 
