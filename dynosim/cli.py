@@ -49,8 +49,8 @@ def main() -> None:
 @main.command(context_settings={"allow_extra_args": True, "allow_interspersed_args": False})
 @click.pass_context
 @click.option("-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here).")
-@click.option("-f", "--procfile", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another Procfile than the app's (as `heroku local -f`).")
-@click.option("-e", "--env", "env_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another env file than the app's .env, read as .env is (as `heroku local -e`).")
+@click.option("-f", "--procfile", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another Procfile than the app's, relative to its folder (as `heroku local -f`).")
+@click.option("-e", "--env", "env_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another env file than the app's .env, relative to its folder, read as .env is (as `heroku local -e`).")
 @click.option("--formation", default="", metavar="TYPE=N,…", help="Dynos per process type for this run, e.g. web=2,worker=1 (default: the app's formation, as ps:scale left it).")
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="The router's public port (default: $PORT, else 5000).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the router listens (0.0.0.0 to let other machines in).")
@@ -91,15 +91,16 @@ def run(ctx: click.Context, app_dir: Path, procfile: Path | None, env_file: Path
     from .runtime.memory import MemoryPolicy
 
     try:
-        procfile, formation = _procfile_or_old_formation(procfile, formation)
+        procfile, formation = _procfile_or_old_formation(app_dir, procfile, formation)
         for flag, given in (("-f", procfile), ("-e", env_file)):
-            if given is not None and not given.is_file():
-                raise DynosimError(f"{flag} {given}: no such file; name an existing file, or leave {flag} out for the app's own")
+            if given is not None and not (app_dir / given).is_file():
+                raise DynosimError(f"{flag} {given}: no such file in {app_dir.resolve()}; name an existing file, or leave "
+                                   f"{flag} out for the app's own")
         if port is None:
             port = _env_port() or DEFAULT_PORT
         options = RunOptions(
-            procfile=procfile,
-            env_file=env_file,
+            procfile=procfile and (app_dir / procfile).resolve(),
+            env_file=env_file and (app_dir / env_file).resolve(),
             formation=parse_formation(formation),
             port=port,
             host=host,
@@ -146,17 +147,17 @@ def exec(app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_ba
                 raise DynosimError(f"-e {item!r}: write KEY=VALUE")
             extra[key] = value
         options = OneOffOptions(size=size, sandbox=sandbox, addons_backend=addons_backend, dirty=dirty, env=extra)
-        sys.exit(run_oneoff(app_dir, command, options).status)
+        sys.exit(run_oneoff(app_dir, command, options))
     except DynosimError as exc:
         fail(exc)
 
 
-def _procfile_or_old_formation(procfile: Path | None, formation: str) -> tuple[Path | None, str]:
+def _procfile_or_old_formation(app_dir: Path, procfile: Path | None, formation: str) -> tuple[Path | None, str]:
     """`-f` was --formation before it became the Procfile, as in `heroku local` and honcho. A value that
     is no file and reads as a formation (web=2,worker=1) is still taken as one, with a warning."""
     import re
 
-    if procfile is None or procfile.exists() or not re.fullmatch(r"[\w-]+=\S*", str(procfile)):
+    if procfile is None or (app_dir / procfile).exists() or not re.fullmatch(r"[\w-]+=\S*", str(procfile)):
         return procfile, formation
     click.echo(f"dynosim: warning: -f names the Procfile now (as in `heroku local`); write --formation {procfile}", err=True)
     return None, formation or str(procfile)
