@@ -147,7 +147,7 @@ def exec(app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_ba
                 raise DynosimError(f"-e {item!r}: write KEY=VALUE")
             extra[key] = value
         options = OneOffOptions(size=size, sandbox=sandbox, addons_backend=addons_backend, dirty=dirty, env=extra)
-        sys.exit(run_oneoff(app_dir, command, options))
+        sys.exit(run_oneoff(app_dir, command, options).status)
     except DynosimError as exc:
         fail(exc)
 
