@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .addons import AddonRequest, Addons
+from .addons import Addons, app_requests
 from .app import AppDir, load_app
 from .buildpack import build_slug, default_cache_dir
 from .control import FeedConnection, NoRunError, open_feed
@@ -86,7 +86,7 @@ def run_oneoff(
         config_vars = dict(active["config_vars"])  # type: ignore[arg-type]
     else:
         version = history.current_version()
-        requests = [*(AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in app.manifest.addons), *Addons.declared(app.state_dir)]
+        requests = app_requests(app.manifest.addons, app.state_dir)
         addons = Addons(app.state_dir, requests, backend=options.addons_backend, say=say)
         config_vars = dict(app.config_vars)
         for attachment in addons.start():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .addons import AddonRequest, Addons, Attachment
+from .addons import AddonRequest, Addons, Attachment, app_requests
 from .addons.hints import watch_for_addon_failures
 from .app import load_app
 from .buildpack import Slug, build_slug, default_cache_dir
@@ -150,8 +150,8 @@ class Run:
         self.manager: DynoManager | None = None
         self.router: Router | None = None
         self._tls_maker: threading.Thread | None = None
-        requests = [*(AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in self.app.manifest.addons), *Addons.declared(self.app.state_dir)]
-        self.addons = Addons(self.app.state_dir, [*requests, *options.addons], backend=options.addons_backend, say=self.say)
+        requests = [*app_requests(self.app.manifest.addons, self.app.state_dir), *options.addons]
+        self.addons = Addons(self.app.state_dir, requests, backend=options.addons_backend, say=self.say)
         self.attachments: list[Attachment] = []
 
     def say(self, line: str) -> None:

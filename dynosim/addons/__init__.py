@@ -7,7 +7,7 @@ config vars Heroku's add-ons set, their data kept under <state_dir>/addons/<name
 
 `<state_dir>/addons.json` (mode 0600) remembers each add-on's name, port, passwords and colour, so
 they stay the same from run to run, and the add-ons `dynosim addons:create` declared ("declared"),
-which every run starts along with app.json's (`declared_requests`). This module stays light: `python -m dynosim.addons.search`
+which every run starts along with app.json's (`app_requests`). This module stays light: `python -m dynosim.addons.search`
 imports it, and the backends (docker-py, testcontainers) are imported only by `start()`.
 """
 
@@ -17,7 +17,7 @@ import json
 import random
 import secrets
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -34,10 +34,11 @@ from dynosim.addons.catalogue import (
 )
 from dynosim.addons.services import EMBEDDED
 from dynosim.errors import AddonError
+from dynosim.manifest import AddonSpec
 from dynosim.privatefile import write_private
 from dynosim.runtime.ports import free_port
 
-__all__ = ["AddonRequest", "Addons", "Attachment", "declared_requests"]
+__all__ = ["AddonRequest", "Addons", "Attachment", "app_requests", "declared_requests", "manifest_requests"]
 
 STATE_FILE = "addons.json"
 
@@ -64,11 +65,6 @@ class Addons:
         self._backends: dict[str, Any] = {}  # "docker", "native": loaded when an add-on needs one
         self._picked: str | None = None  # what `auto` picked, asked once per start
         self._running: list[Any] = []
-
-    @staticmethod
-    def declared(state_dir: Path) -> list[AddonRequest]:
-        """The add-ons `addons:create` declared (see `declared_requests`), for a run to add to app.json's."""
-        return declared_requests(state_dir)
 
     def start(self) -> list[Attachment]:
         """Starts every add-on, each ready to accept connections when this returns."""
@@ -330,6 +326,16 @@ class State:
         taken = {r.get("color") for r in self.records}
         free = [c for c in COLORS if c not in taken] or list(COLORS)
         return random.choice(free)
+
+
+def manifest_requests(specs: Iterable[AddonSpec]) -> list[AddonRequest]:
+    """app.json's `addons`, as requests: the one place they are turned into them."""
+    return [AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in specs]
+
+
+def app_requests(specs: Iterable[AddonSpec], state_dir: Path) -> list[AddonRequest]:
+    """Every add-on the app has: app.json's, then those `addons:create` declared (what a run starts)."""
+    return [*manifest_requests(specs), *declared_requests(state_dir)]
 
 
 def declared_requests(state_dir: Path) -> list[AddonRequest]:

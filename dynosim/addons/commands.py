@@ -236,9 +236,9 @@ def _app(app_dir: Path) -> tuple[Any, Path]:
 
 
 def _manifest(app: Any) -> list[Any]:
-    from dynosim.addons import AddonRequest
+    from dynosim.addons import manifest_requests
 
-    return [AddonRequest(spec.plan, spec.as_name, dict(spec.options)) for spec in app.manifest.addons]
+    return manifest_requests(app.manifest.addons)
 
 
 def _active(app: Any) -> dict[str, Any] | None:
