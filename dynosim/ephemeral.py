@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .logs import LogStream
 from .runtime.sandbox import DynoFilesystem, Layer
+from .sizes import byte_size
 
 if TYPE_CHECKING:
     import pathspec
@@ -271,7 +272,7 @@ def _display(fs: DynoFilesystem, seen: PurePosixPath) -> str:
 
 
 def _listed(losses: Sequence[Loss]) -> str:
-    shown = ", ".join(loss.path if loss.kind == "deleted" else f"{loss.path} ({_size(loss.size)})" for loss in losses[:8])
+    shown = ", ".join(loss.path if loss.kind == "deleted" else f"{loss.path} ({byte_size(loss.size)})" for loss in losses[:8])
     return shown + (f" and {len(losses) - 8} more" if len(losses) > 8 else "")
 
 
@@ -280,11 +281,3 @@ def _files(root: Path) -> list[Path]:
     for directory, _dirs, names in os.walk(root):
         found.extend(Path(directory, name) for name in names)
     return found
-
-
-def _size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size} B"

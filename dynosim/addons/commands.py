@@ -18,6 +18,7 @@ import click
 
 from dynosim.clikit import app_dir_option, app_state, json_option, operate, print_json, print_table
 from dynosim.errors import DynosimError
+from dynosim.sizes import byte_size
 
 backend_option = click.option(
     "--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True,
@@ -317,14 +318,7 @@ def _vars(as_name: str, names: Sequence[str]) -> str:
 
 
 def _size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "-"
+    return "-" if size is None else byte_size(size)
 
 
 def _local(when: datetime) -> str:

@@ -30,6 +30,7 @@ from dynosim.addons.catalogue import (
 )
 from dynosim.addons.services import EMBEDDED
 from dynosim.errors import AddonError
+from dynosim.sizes import disk_usage
 
 _SAFE_NAME = re.compile(r"[a-z][a-z0-9-]*")  # what State._new_name makes: safe as a folder name
 
@@ -183,21 +184,6 @@ def _info(entry: Resolved, name: str, backend: str, endpoint: str, color: Any, w
         attached_as=entry.as_name, config_vars=tuple(var_names(entry, color if isinstance(color, str) else None)),
         declared_in=where, size=size,
     )  # fmt: skip
-
-
-def disk_usage(folder: Path) -> int:
-    """Bytes the folder takes on disk, like `du -s` (allocated blocks, hard links once)."""
-    total, seen = 0, set()
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
 
 
 # --- finding one add-on by what the user calls it ---------------------------------------------------

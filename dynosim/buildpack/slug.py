@@ -7,7 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from dynosim.buildpack.python import (check_lockfile, check_source, env_key, exp
                                   find_python, install_dependencies, run_hook)
 from dynosim.buildpack.source import apply_slugignore, export_source
 from dynosim.errors import BuildError
+from dynosim.sizes import byte_size, content_size, entries
 
 ID_LENGTH = 32  # hex digits of a slug id
 CHUNK = 1 << 20
@@ -87,7 +88,7 @@ def build_slug(app_dir: Path, *, cache_dir: Path, dirty: bool = False,
             _move_into_place(build_dir, final)
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
-    say(f"{STEP}Compiled slug size: {_human(_slug_size(final, venv))}")
+    say(f"{STEP}Compiled slug size: {byte_size(_slug_size(final, venv), short=True)}")
     say(f"{STEP}Done: slug {slug_id[:12]}")
     return Slug(id=slug_id, path=final, venv=venv, python_version=python.version,
                 commit=source.commit, description=source.description)
@@ -109,16 +110,9 @@ def _config_hash(config_vars: Mapping[str, str]) -> str:
     return hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(config_vars.items())).encode()).hexdigest()
 
 
-def _entries(root: Path) -> Iterator[Path]:
-    """Every path under root, without following symlinks."""
-    for current, dirs, files in os.walk(root):
-        for name in dirs + files:
-            yield Path(current) / name
-
-
 def _tree_hash(root: Path, env: str) -> str:
     digest = hashlib.sha256()
-    for path in sorted(_entries(root)):
+    for path in sorted(entries(root)):
         mode = path.lstat().st_mode
         if stat.S_ISLNK(mode):
             content = os.readlink(path)
@@ -145,23 +139,10 @@ def _slug_size(slug: Path, venv: Path | None) -> int:
     try:
         return int(record.read_text())
     except (OSError, ValueError):
-        size = _size(slug) + (_size(venv) if venv is not None else 0)
+        size = content_size(slug) + (content_size(venv) if venv is not None else 0)
         try:
             record.parent.mkdir(exist_ok=True)
             record.write_text(str(size))
         except OSError:
             pass
         return size
-
-
-def _size(root: Path) -> int:
-    stats = (path.lstat() for path in _entries(root))
-    return sum(st.st_size for st in stats if not stat.S_ISDIR(st.st_mode))
-
-
-def _human(size: float) -> str:
-    for unit in "BKM":
-        if size < 1024:
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}G"
