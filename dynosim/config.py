@@ -86,7 +86,11 @@ class ConfigStore:
         self._write({**self._read(), "vars": dict(values)})
 
     def change(self, changes: Mapping[str, str | None], elsewhere: Container[str] = ()) -> None:
-        """`config:set` (a value) and `config:unset` (None); `elsewhere` are the names .env or app.json set."""
+        """`config:set` (a value) and `config:unset` (None); `elsewhere` are the names .env or app.json set.
+        The one change of config vars: the CLI's, with or without a run active, and the supervisor's."""
+        for name in changes:  # before anything changes, a name to unset included
+            if not ENV_NAME.match(name):
+                raise ConfigError(f"{name!r} is not a valid config var name; {_NAME_RULE}")
         stored = self.load()
         for name, value in changes.items():
             if value is not None:

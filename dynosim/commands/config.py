@@ -11,15 +11,11 @@ from ..clikit import app_dir_option, app_state, operate, print_json, print_table
 from ..errors import DynosimError
 
 
-def _values(folder: Path, app_dir: Path) -> dict[str, str]:
-    from ..control import NoRunError, request
+def _values(app_dir: Path) -> dict[str, str]:
+    from .. import api
 
-    try:
-        return dict(request(folder, "config"))
-    except NoRunError:
-        from ..app import load_app
-
-        return dict(load_app(app_dir).config_vars)
+    app_state(app_dir)
+    return api.config(app_dir)
 
 
 @click.command("config")
@@ -29,7 +25,7 @@ def _values(folder: Path, app_dir: Path) -> dict[str, str]:
 @operate
 def config(app_dir: Path, shell: bool, as_json: bool) -> None:
     """The config vars (of the running release, or as stored when no run is active)."""
-    values = _values(app_state(app_dir), app_dir)
+    values = _values(app_dir)
     if as_json:
         print_json(values)
     elif shell:
@@ -45,7 +41,7 @@ def config(app_dir: Path, shell: bool, as_json: bool) -> None:
 @operate
 def config_get(app_dir: Path, name: str) -> None:
     """One config var's value."""
-    values = _values(app_state(app_dir), app_dir)
+    values = _values(app_dir)
     if name not in values:
         raise DynosimError(f"config var {name} is not set")
     click.echo(values[name])
@@ -76,21 +72,13 @@ def config_unset(app_dir: Path, names: tuple[str, ...]) -> None:
 
 
 def _change(app_dir: Path, changes: dict[str, str | None]) -> None:
-    from ..config import ConfigStore
-    from ..control import NoRunError, request
-    from ..manifest import ENV_NAME
+    from .. import api
 
-    for name in changes:
-        if not ENV_NAME.match(name):
-            raise DynosimError(
-                f"{name!r} is not a valid config var name; use letters, digits and _, not starting with a digit"
-            )
-    folder = app_state(app_dir)
+    app_state(app_dir)
     names = ", ".join(changes)
     verb = "Unsetting" if all(value is None for value in changes.values()) else "Setting"
-    try:
-        version = request(folder, "config:set", changes=changes)
-        click.echo(f"{verb} {names} and restarting... done, v{version}")
-    except NoRunError:
-        ConfigStore(folder).change(changes)
+    applied = api.change_config(app_dir, changes)
+    if applied.live:
+        click.echo(f"{verb} {names} and restarting... done, v{applied.value}")
+    else:
         click.echo(f"{verb} {names}... done (no run is active: the next `dynosim run` uses it)")

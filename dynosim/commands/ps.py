@@ -17,9 +17,10 @@ from ..errors import DynosimError
 @operate
 def ps(app_dir: Path, as_json: bool) -> None:
     """The dynos of the running app, as `heroku ps` shows them."""
-    from ..control import request
+    from .. import api
 
-    rows = request(app_state(app_dir), "ps")
+    app_state(app_dir)
+    rows = api.ps(app_dir)
     if as_json:
         print_json(rows)
         return
@@ -42,23 +43,20 @@ def ps(app_dir: Path, as_json: bool) -> None:
 @operate
 def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
     """Scale process types: `dynosim ps:scale web=2 worker=0` (kept for the next runs too)."""
-    from ..control import NoRunError, request
-    from ..formation import FormationStore, parse_formation
-    from ..procfile import load_procfile
+    from .. import api
+    from ..formation import parse_formation
 
     wanted = parse_formation(" ".join(counts), "ps:scale")
-    folder = app_state(app_dir)
-    try:
-        result = request(folder, "ps:scale", counts=wanted)
-    except NoRunError:
-        FormationStore(folder).scale(load_procfile(app_dir.resolve()), wanted)
+    app_state(app_dir)
+    applied = api.scale(app_dir, wanted)
+    if not applied.live:
         click.echo(
             "Scaling dynos... done, "
-            + ", ".join(f"{k} at {v}" for k, v in wanted.items())
+            + ", ".join(f"{k} at {v}" for k, v in applied.value.items())
             + " (no run is active: the next `dynosim run` starts this formation)"
         )
         return
-    click.echo("Scaling dynos... done, now running " + ", ".join(f"{k} at {v}" for k, v in result.items()))
+    click.echo("Scaling dynos... done, now running " + ", ".join(f"{k} at {v}" for k, v in applied.value.items()))
 
 
 @click.command("ps:resize")
@@ -68,9 +66,7 @@ def ps_scale(app_dir: Path, counts: tuple[str, ...]) -> None:
 def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
     """Change dyno sizes: `dynosim ps:resize web=standard-2x` (memory quota, WEB_CONCURRENCY; kept for the
     next runs too)."""
-    from ..control import NoRunError, request
-    from ..formation import FormationStore
-    from ..procfile import load_procfile
+    from .. import api
 
     wanted: dict[str, str] = {}
     for item in sizes:
@@ -78,19 +74,18 @@ def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
         if not sep or not kind or not size:
             raise DynosimError(f"ps:resize {item!r}: write TYPE=SIZE, e.g. web=standard-2x")
         wanted[kind] = size
-    folder = app_state(app_dir)
-    try:
-        result = request(folder, "ps:resize", sizes=wanted)
-    except NoRunError:
-        stored = FormationStore(folder).resize(load_procfile(app_dir.resolve()), wanted)
+    app_state(app_dir)
+    applied = api.resize(app_dir, wanted)
+    if not applied.live:
         click.echo(
             "Resizing dynos... done: "
-            + ", ".join(f"{k} {stored.sizes[k]}" for k in wanted)
+            + ", ".join(f"{k} {v}" for k, v in applied.value.items())
             + " (no run is active: the next `dynosim run` uses these sizes)"
         )
         return
     click.echo(
-        "Resizing and restarting the specified dynos... done: " + ", ".join(f"{k} {v}" for k, v in result.items())
+        "Resizing and restarting the specified dynos... done: "
+        + ", ".join(f"{k} {v}" for k, v in applied.value.items())
     )
 
 
@@ -100,7 +95,8 @@ def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
 @operate
 def ps_restart(app_dir: Path, target: str | None) -> None:
     """Restart all dynos, a process type (web) or one dyno (web.1)."""
-    from ..control import request
+    from .. import api
 
-    names = request(app_state(app_dir), "restart", target=target)
+    app_state(app_dir)
+    names = api.restart(app_dir, target)
     click.echo(f"Restarting {', '.join(names) or 'no'} dynos... done")

@@ -53,21 +53,8 @@ def releases(app_dir: Path, num: int | None, as_json: bool) -> None:
 @operate
 def deploy(app_dir: Path) -> None:
     """Build HEAD and roll the running app onto it, as `git push heroku main` would."""
-    import dataclasses
+    from .. import api
 
-    from ..app import load_app
-    from ..buildpack import build_slug, default_cache_dir
-    from ..control import request
-
-    folder = app_state(app_dir)
-    request(folder, "ping")  # no run: say so before building anything
-    slug = build_slug(
-        app_dir.resolve(),
-        cache_dir=default_cache_dir(),
-        config_vars=load_app(app_dir.resolve()).config_vars,
-        say=click.echo,
-    )
-    fields = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(slug).items()}
-    click.echo("-----> Launching...")
-    version = request(folder, "deploy", slug=fields)
+    app_state(app_dir)
+    version = api.deploy(app_dir, say=click.echo)
     click.echo(f"       Released v{version}")
