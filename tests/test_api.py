@@ -60,3 +60,25 @@ def test_a_forwarded_port_mode_that_does_not_exist_is_refused_before_anything_st
     with pytest.raises(DynosimError, match=r"^forwarded_port is '443': use one of heroku, public$"):
         dynosim.App(tmp_path, forwarded_port="443")
     assert list(tmp_path.iterdir()) == []  # nothing made
+
+
+def test_the_app_offers_every_operation_of_the_cli(dynosim_app):
+    app = dynosim_app(FIXTURES / "dynolab", formation="web=1,worker=0", cache_dir=CACHE_DIR)
+    assert app.scale({"worker": 1})["worker"] == 1
+    assert app.dynos() == {"web.1": "up", "worker.1": "up"}
+    version = app.config_set({"GREETING": "hi"})
+    assert app.config()["GREETING"] == "hi" and app.get("/").json()["env"]["GREETING"] == "hi"
+    [latest, *_] = app.releases()
+    assert (latest["version"], latest["description"], latest["current"]) == (version, "Set GREETING config vars", True)
+    assert app.config_unset("GREETING") == version + 1 and "GREETING" not in app.get("/").json()["env"]
+    assert app.maintenance(True) is True and app.get("/").status == 503
+    assert app.maintenance(False) is False and app.get("/").status == 200
+    assert app.resize({"web": "standard-2x"})["web"] == "standard-2x"
+    assert app.get("/").json()["env"]["DYNO_RAM"] == "1024"
+    assert [row["name"] for row in app.ps()] == ["web.1", "worker.1"]
+    with pytest.raises(DynosimError, match=r"^no dyno or process type 'clock' is running$"):
+        app.restart("clock")
+    status, name = app.exec("echo $DYNO")  # by the CLI's path: the run's one-off, in its logs
+    assert status == 0 and re.fullmatch(r"run\.\d{4}", name)
+    app.logs.wait_for(r"app\[api\]: Starting process with command `echo \$DYNO` by user ")
+    app.logs.wait_for(rf"heroku\[{name}\]: State changed from up to complete")
