@@ -17,6 +17,7 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
 from dynosim.ca import LOCAL_NAMES, LocalCA, ServerCert, default_ca_dir
+from dynosim.privatefile import write_private
 
 ADDONS_NAME = "addons"  # <CA folder>/addons.pem: Postgres, search
 KEYVALUE_FOLDER = "key-value-store"  # <CA folder>/key-value-store/: Redis's own, untrusted, CA
@@ -60,7 +61,7 @@ def install(cert: ServerCert, folder: Path, owner: tuple[int, int] | None = None
         except OSError:
             same = False
         if not same:
-            _write(target, data, mode)
+            write_private(target, data, mode)
     if owner is not None:
         for path in (folder, *paths):
             os.chown(path, *owner)
@@ -76,16 +77,7 @@ def write_file(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int] 
             return False
     except OSError:
         pass
-    _write(path, text.encode(), mode)
+    write_private(path, text, mode)
     if owner is not None:
         os.chown(path, *owner)
     return True
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    scratch = path.with_name(f".{path.name}.tmp")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(scratch, mode)  # whatever the umask
-    os.replace(scratch, path)

@@ -28,6 +28,7 @@ from dynosim.addons.catalogue import (
     resolve,
     var_names,
 )
+from dynosim.addons.processes import accepts
 from dynosim.addons.services import EMBEDDED
 from dynosim.errors import AddonError
 from dynosim.sizes import disk_usage
@@ -249,7 +250,7 @@ def destroy(state_dir: Path, manifest: Sequence[AddonRequest], addon: AddonInfo,
         name = str(record.get("name"))
         if not _SAFE_NAME.fullmatch(name):
             raise AddonError(f'{state_dir / STATE_FILE}: the add-on name "{name}" is not one dynosim made; fix it by hand')
-        if record.get("backend") != "docker" and isinstance(record.get("port"), int) and _answers(record["port"]):
+        if record.get("backend") != "docker" and isinstance(record.get("port"), int) and accepts(record["port"]):
             raise AddonError(
                 f"{name} is running (port {record['port']} answers): stop what runs it (a `dynosim pg:psql` or "
                 "`redis:cli` session, or a run) first; nothing was deleted"
@@ -415,12 +416,6 @@ def _entry_of(record: Mapping[str, Any]) -> Resolved | None:
         return None
     as_name = str(record.get("as") or offering.default_as)
     return resolve([AddonRequest(str(record["plan"]), None if as_name == offering.default_as else as_name)])[0]
-
-
-def _answers(port: int) -> bool:
-    from dynosim.addons.processes import accepts
-
-    return accepts(port)
 
 
 def _docker_client() -> Any:

@@ -215,13 +215,21 @@ def rotate(log: Path) -> None:
         pass
 
 
-def last_line(log: Path) -> str:
+def tail(log: Path, size: int = 4096) -> str | None:
+    """The last `size` bytes of a server's log, as text; None when it cannot be read."""
     try:
         with open(log, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read().decode("utf-8", "replace")
     except OSError:
+        return None
+
+
+def last_line(log: Path) -> str:
+    text = tail(log)
+    if text is None:
         return "(no log)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "(empty log)"
 
 

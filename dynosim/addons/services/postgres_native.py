@@ -35,6 +35,7 @@ from typing import Any
 from dynosim.addons.processes import STOP_TIMEOUT, Host, end_process
 from dynosim.addons.spec import ServiceSpec
 from dynosim.errors import AddonError
+from dynosim.privatefile import write_private
 
 SUPERUSER = "postgres"  # our own superuser, for provisioning; the app never sees it
 SYSTEM_USER = "dynosim"  # who runs the server when dynosim runs as root and user namespaces are unavailable
@@ -311,9 +312,7 @@ def initdb(spec: ServiceSpec, data: Path, bins: Binaries, launch: Launch) -> Non
     if scratch.exists():
         shutil.rmtree(scratch)  # ours, from an interrupted first start: it never held app data
     pwfile = spec.folder / "superuser-password"
-    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(spec.admin_password or "")
+    write_private(pwfile, spec.admin_password or "")
     if launch.user is not None:
         own(pwfile, launch.user, recursive=False)
     try:

@@ -10,7 +10,6 @@ Redis writes what it has and exits. Docker: the official redis image, the append
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import signal
 import socket
@@ -19,10 +18,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from dynosim.addons import certs
-from dynosim.addons.processes import HOST, STOP_TIMEOUT, Child, Host, Server, check_port, end_process
+from dynosim.addons.processes import HOST, STOP_TIMEOUT, Child, Host, Server, check_port, end_process, tail
 from dynosim.addons.services.base import TLS_DIR, TLS_MOUNT, Service, with_tls
 from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
 from dynosim.errors import AddonError
+from dynosim.privatefile import write_private
 
 
 class Redis(Service):
@@ -66,19 +66,18 @@ class Redis(Service):
             )
         else:
             listen = f"port {spec.port}\n"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(
-                f"bind {HOST}\n"
-                f"{listen}"
-                f"requirepass {_quote(spec.password)}\n"
-                f"dir {_quote(str(data))}\n"
-                "appendonly yes\n"
-                "daemonize no\n"
-                f"pidfile {_quote(str(spec.folder / 'redis.pid'))}\n"
-                'logfile ""\n'
-                "protected-mode yes\n"
-            )
+        write_private(  # it holds the password
+            conf,
+            f"bind {HOST}\n"
+            f"{listen}"
+            f"requirepass {_quote(spec.password)}\n"
+            f"dir {_quote(str(data))}\n"
+            "appendonly yes\n"
+            "daemonize no\n"
+            f"pidfile {_quote(str(spec.folder / 'redis.pid'))}\n"
+            'logfile ""\n'
+            "protected-mode yes\n",
+        )
         child = Child.spawn(
             host.spawner,
             [binary, str(conf)],
@@ -137,13 +136,10 @@ class Redis(Service):
 def _lacks_tls(log: Path) -> bool:
     """What a redis-server built without TLS says of our redis.conf: Redis 6 and 7.0 know no tls-* directive,
     Redis 7.2+ has no "tls" connection type (unless its TLS module is loaded)."""
-    try:
-        with open(log, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 2048))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
+    said = tail(log, 2048)
+    if said is None:
         return False
-    return ("Bad directive" in tail and "'tls-" in tail) or "connection type tls" in tail.lower()
+    return ("Bad directive" in said and "'tls-" in said) or "connection type tls" in said.lower()
 
 
 def find_redis(host: Host) -> tuple[str, str]:
