@@ -9,11 +9,13 @@ import errno
 import signal
 import sys
 import threading
+from collections.abc import Sequence
+from types import FrameType
 
-from .server import make_server, make_tls_server
+from .server import SearchServer, make_server, make_tls_server
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dynosim.addons.search",
                                      description="dynosim's embedded Elasticsearch stand-in")
     parser.add_argument("--data", required=True, help="folder for the data (created if missing)")
@@ -31,7 +33,7 @@ def main(argv=None):
     except OSError as error:
         _cannot_start(error, args.host, args.port, "--port")
         return 1
-    servers = [server]
+    servers: list[SearchServer] = [server]
     if args.tls_port is not None:
         try:
             servers.append(make_tls_server(server.store, args.cert, args.key, args.host, args.tls_port))
@@ -41,15 +43,15 @@ def main(argv=None):
             server.store.close()
             return 1
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         # shutdown() waits for serve_forever() to return, so it must run off the main thread
         for each in servers:
             threading.Thread(target=each.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for each, scheme in zip(servers, ("http", "https")):
-        host, port = each.server_address[:2]
+    for each, scheme in zip(servers, ("http", "https"), strict=False):
+        host, port = each.socket.getsockname()[:2]
         print(f"listening on {scheme}://{host}:{port}", flush=True)
     others = [threading.Thread(target=each.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
               for each in servers[1:]]
@@ -66,7 +68,7 @@ def main(argv=None):
     return 0
 
 
-def _cannot_start(error, host, port, option):
+def _cannot_start(error: OSError, host: str, port: int, option: str) -> None:
     if error.errno == errno.EADDRINUSE:
         print(f"dynosim search: port {port} on {host} is taken; pick another with {option}", file=sys.stderr)
     else:

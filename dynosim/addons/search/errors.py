@@ -1,27 +1,31 @@
 """Errors the stand-in answers with, in Elasticsearch's JSON shape."""
 
+from typing import Any
+
+from .shapes import Object
+
 
 class EsError(Exception):
     """An Elasticsearch-shaped error response: HTTP status, error type, reason."""
 
-    def __init__(self, status, type_, reason, **extra):
+    def __init__(self, status: int, type_: str, reason: str, **extra: Any) -> None:
         super().__init__(reason)
         self.status = status
         self.type = type_
         self.reason = reason
         self.extra = extra
 
-    def cause(self):
+    def cause(self) -> Object:
         return {"type": self.type, "reason": self.reason, **self.extra}
 
-    def body(self):
+    def body(self) -> Object:
         return {"error": {"root_cause": [self.cause()], **self.cause()}, "status": self.status}
 
 
 class Unsupported(EsError):
     """Something real Elasticsearch does that the stand-in does not."""
 
-    def __init__(self, what):
+    def __init__(self, what: str) -> None:
         super().__init__(
             400,
             "dynosim_unsupported",
@@ -30,15 +34,15 @@ class Unsupported(EsError):
         )
 
 
-def parse_error(reason):
+def parse_error(reason: str) -> EsError:
     return EsError(400, "parse_exception", reason)
 
 
-def bad_request(reason):
+def bad_request(reason: str) -> EsError:
     return EsError(400, "illegal_argument_exception", reason)
 
 
-def index_not_found(index):
+def index_not_found(index: str) -> EsError:
     return EsError(
         404,
         "index_not_found_exception",
@@ -47,7 +51,7 @@ def index_not_found(index):
     )
 
 
-def index_exists(index, uuid):
+def index_exists(index: str, uuid: str) -> EsError:
     return EsError(
         400,
         "resource_already_exists_exception",
@@ -57,10 +61,10 @@ def index_exists(index, uuid):
     )
 
 
-def version_conflict(index, id_, reason):
+def version_conflict(index: str, id_: str, reason: str) -> EsError:
     return EsError(409, "version_conflict_engine_exception", f"[{id_}]: version conflict, {reason}",
                    index=index, shard="0")
 
 
-def document_missing(index, id_):
+def document_missing(index: str, id_: str) -> EsError:
     return EsError(404, "document_missing_exception", f"[{id_}]: document missing", index=index, shard="0")

@@ -15,7 +15,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from .errors import (
     EsError,
@@ -24,6 +26,7 @@ from .errors import (
     index_not_found,
     version_conflict,
 )
+from .shapes import JSON, Object
 
 # unicode61 lowercases and splits on anything not a letter or digit, close to ES's standard
 # analyzer; ES keeps diacritics, so do we.
@@ -49,8 +52,8 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z
 class IndexInfo:
     name: str
     uuid: str
-    mappings: dict
-    settings: dict
+    mappings: Object
+    settings: Object
     created: int  # epoch millis
 
 
@@ -58,13 +61,13 @@ class IndexInfo:
 class Doc:
     index: str
     id: str
-    source: dict
+    source: Object
     version: int
     seq_no: int
     rid: int
 
 
-def comparable(value):
+def comparable(value: JSON) -> int | float | str | None:
     """A value as Elasticsearch compares it: numbers as numbers, ISO dates as epoch millis.
 
     Other strings stay strings; objects, arrays and null compare as nothing (None).
@@ -80,22 +83,22 @@ def comparable(value):
             except ValueError:
                 return value
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=datetime.timezone.utc)
+                moment = moment.replace(tzinfo=datetime.UTC)
             return int(moment.timestamp() * 1000)
         return value
     return None
 
 
-def json_path(field):
+def json_path(field: str) -> str:
     """`author.name` -> `$."author"."name"`, the path json_extract and json_each take."""
     return "$" + "".join('."' + part.replace('"', '""') + '"' for part in field.split("."))
 
 
-def text_values(source, prefix=""):
+def text_values(source: JSON, prefix: str = "") -> dict[str, list[str]]:
     """Every string in a document, grouped by dotted field path (arrays flattened)."""
-    found = {}
+    found: dict[str, list[str]] = {}
 
-    def walk(value, path):
+    def walk(value: JSON, path: str) -> None:
         if isinstance(value, str):
             found.setdefault(path, []).append(value)
         elif isinstance(value, list):
@@ -109,7 +112,7 @@ def text_values(source, prefix=""):
     return found
 
 
-def check_index_name(name):
+def check_index_name(name: str) -> None:
     if (
         not name
         or name != name.lower()
@@ -131,7 +134,7 @@ def check_index_name(name):
 class SearchStore:
     """Indices and documents in `<path>`, a SQLite database in WAL mode."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self._lock = threading.RLock()
         self._depth = 0
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -144,18 +147,18 @@ class SearchStore:
                 "INSERT OR IGNORE INTO meta VALUES ('cluster_uuid', ?)", (secrets.token_urlsafe(16),)
             )
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextlib.contextmanager
-    def snapshot(self):
+    def snapshot(self) -> Iterator[None]:
         """Hold the store so that a multi-step read sees no write in between."""
         with self._lock:
             yield
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[None]:
         """Hold the store; the outermost holder commits (or rolls back on error)."""
         with self._lock:
             if self._depth:
@@ -177,33 +180,33 @@ class SearchStore:
             finally:
                 self._depth = 0
 
-    def _one(self, sql, params=()):
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._db.execute(sql, params).fetchone()
 
     # -- cluster and indices -------------------------------------------------------------
 
-    def cluster_uuid(self):
+    def cluster_uuid(self) -> str:
         with self._lock:
             return self._one("SELECT value FROM meta WHERE key = 'cluster_uuid'")[0]
 
-    def index_names(self):
+    def index_names(self) -> list[str]:
         with self._lock:
             return [row[0] for row in self._db.execute("SELECT name FROM indices ORDER BY name")]
 
-    def get_index(self, name):
+    def get_index(self, name: str) -> IndexInfo | None:
         with self._lock:
             row = self._one("SELECT name, uuid, mappings, settings, created FROM indices WHERE name = ?", (name,))
         if row is None:
             return None
         return IndexInfo(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
 
-    def require_index(self, name):
+    def require_index(self, name: str) -> IndexInfo:
         info = self.get_index(name)
         if info is None:
             raise index_not_found(name)
         return info
 
-    def create_index(self, name, mappings=None, settings=None):
+    def create_index(self, name: str, mappings: Object | None = None, settings: Object | None = None) -> IndexInfo:
         check_index_name(name)
         with self.transaction():
             existing = self.get_index(name)
@@ -214,14 +217,14 @@ class SearchStore:
                 (name, uuid.uuid4().hex[:22], json.dumps(mappings or {}), json.dumps(settings or {}),
                  int(time.time() * 1000)),
             )
-            return self.get_index(name)
+            return self.require_index(name)
 
-    def ensure_index(self, name):
+    def ensure_index(self, name: str) -> IndexInfo:
         """Indexing a document into a missing index creates it, as in Elasticsearch."""
         with self.transaction():
             return self.get_index(name) or self.create_index(name)
 
-    def delete_index(self, name):
+    def delete_index(self, name: str) -> None:
         with self.transaction():
             self.require_index(name)
             for table in self.text_fields(name).values():
@@ -230,7 +233,7 @@ class SearchStore:
             self._db.execute("DELETE FROM docs WHERE idx = ?", (name,))
             self._db.execute("DELETE FROM indices WHERE name = ?", (name,))
 
-    def put_mapping(self, name, mappings):
+    def put_mapping(self, name: str, mappings: Object) -> None:
         with self.transaction():
             info = self.require_index(name)
             merged = dict(info.mappings)
@@ -238,20 +241,22 @@ class SearchStore:
             merged["properties"] = {**info.mappings.get("properties", {}), **mappings.get("properties", {})}
             self._db.execute("UPDATE indices SET mappings = ? WHERE name = ?", (json.dumps(merged), name))
 
-    def doc_count(self, name):
+    def doc_count(self, name: str) -> int:
         with self._lock:
             return self._one("SELECT count(*) FROM docs WHERE idx = ?", (name,))[0]
 
     # -- documents -----------------------------------------------------------------------
 
-    def get_doc(self, index, id_):
+    def get_doc(self, index: str, id_: str) -> Doc | None:
         with self._lock:
             row = self._one(
                 "SELECT idx, id, source, version, seq_no, rid FROM docs WHERE idx = ? AND id = ?", (index, id_)
             )
         return _doc(row) if row else None
 
-    def put_doc(self, index, id_, source, op_type="index", if_seq_no=None):
+    def put_doc(
+        self, index: str, id_: str | None, source: Object, op_type: str = "index", if_seq_no: int | None = None
+    ) -> tuple[Doc, bool]:
         """Index (create or replace) a document. Returns (doc, created)."""
         with self.transaction():
             self.ensure_index(index)
@@ -259,7 +264,7 @@ class SearchStore:
                 id_ = secrets.token_urlsafe(15)
             old = self.get_doc(index, id_)
             if old is not None and op_type == "create":
-                raise version_conflict(index, id_, "document already exists (current version [%d])" % old.version)
+                raise version_conflict(index, id_, f"document already exists (current version [{old.version}])")
             if if_seq_no is not None and (old is None or old.seq_no != if_seq_no):
                 current = "document does not exist" if old is None else f"current document has seqNo [{old.seq_no}]"
                 raise version_conflict(index, id_, f"required seqNo [{if_seq_no}], primary term [1]. {current}")
@@ -270,7 +275,7 @@ class SearchStore:
                     "INSERT INTO docs (idx, id, source, version, seq_no) VALUES (?, ?, ?, 1, ?)",
                     (index, id_, text, seq_no),
                 )
-                rid = cursor.lastrowid
+                rid = cast(int, cursor.lastrowid)  # set by every INSERT
             else:
                 rid = old.rid
                 self._unindex_text(index, rid)
@@ -279,9 +284,11 @@ class SearchStore:
                     (text, seq_no, rid),
                 )
             self._index_text(index, rid, source)
-            return self.get_doc(index, id_), old is None
+            return cast(Doc, self.get_doc(index, id_)), old is None  # read back in the transaction that wrote it
 
-    def update_doc(self, index, id_, partial, upsert=None, detect_noop=True):
+    def update_doc(
+        self, index: str, id_: str, partial: Object, upsert: Object | None = None, detect_noop: bool = True
+    ) -> tuple[Doc, str]:
         """Merge `partial` into a document. Returns (doc, result) with result created/updated/noop."""
         with self.transaction():
             old = self.get_doc(index, id_) if self.get_index(index) else None
@@ -296,7 +303,7 @@ class SearchStore:
                 return old, "noop"
             return self.put_doc(index, id_, merged)[0], "updated"
 
-    def delete_doc(self, index, id_):
+    def delete_doc(self, index: str, id_: str) -> Doc | None:
         """Delete a document; returns the deleted Doc with its new version, or None."""
         with self.transaction():
             old = self.get_doc(index, id_)
@@ -307,13 +314,13 @@ class SearchStore:
             seq_no = self._next_seq_no(index)
             return Doc(index, id_, old.source, old.version + 1, seq_no, old.rid)
 
-    def docs(self, rids):
+    def docs(self, rids: Iterable[int]) -> dict[int, Doc]:
         """Documents by row id, as a dict."""
-        found = {}
-        rids = list(rids)
+        found: dict[int, Doc] = {}
+        wanted = list(rids)
         with self._lock:
-            for start in range(0, len(rids), 500):
-                chunk = rids[start:start + 500]
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
                     f"SELECT idx, id, source, version, seq_no, rid FROM docs WHERE rid IN ({marks})", chunk
@@ -323,23 +330,23 @@ class SearchStore:
 
     # -- what queries are made of ----------------------------------------------------------
 
-    def text_fields(self, index):
+    def text_fields(self, index: str) -> dict[str, str]:
         """Field path -> name of its FTS5 table, for every string field the index has seen."""
         with self._lock:
             return {field: f"fts_{n}" for n, field in
                     self._db.execute("SELECT n, field FROM text_fields WHERE idx = ?", (index,))}
 
-    def all_rids(self, index):
+    def all_rids(self, index: str) -> list[int]:
         with self._lock:
             return [row[0] for row in self._db.execute("SELECT rid FROM docs WHERE idx = ?", (index,))]
 
-    def rids_where(self, index, condition, params=()):
+    def rids_where(self, index: str, condition: str, params: Sequence[Any] = ()) -> set[int]:
         """Row ids of the index's documents for which an SQL condition on `source` holds."""
         with self._lock:
             return {row[0] for row in self._db.execute(
                 f"SELECT rid FROM docs WHERE idx = ? AND ({condition})", (index, *params))}
 
-    def bm25(self, index, field, expression):
+    def bm25(self, index: str, field: str, expression: str) -> dict[int, float]:
         """Run an FTS5 query on one field: (rid -> BM25 score, higher better), or {} if no such field."""
         table = self.text_fields(index).get(field)
         if table is None:
@@ -348,7 +355,7 @@ class SearchStore:
             rows = self._db.execute(f"SELECT rowid, -bm25({table}) FROM {table} WHERE {table} MATCH ?", (expression,))
             return dict(rows.fetchall())
 
-    def field_doc_count(self, index, field):
+    def field_doc_count(self, index: str, field: str) -> int:
         table = self.text_fields(index).get(field)
         if table is None:
             return 0
@@ -357,11 +364,11 @@ class SearchStore:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _next_seq_no(self, index):
+    def _next_seq_no(self, index: str) -> int:
         self._db.execute("UPDATE indices SET seq_no = seq_no + 1 WHERE name = ?", (index,))
         return self._one("SELECT seq_no FROM indices WHERE name = ?", (index,))[0]
 
-    def _index_text(self, index, rid, source):
+    def _index_text(self, index: str, rid: int, source: Object) -> None:
         tables = self.text_fields(index)
         for field, values in text_values(source).items():
             table = tables.get(field)
@@ -371,12 +378,12 @@ class SearchStore:
                 self._db.execute(f"CREATE VIRTUAL TABLE {table} USING fts5(body, tokenize='{TOKENIZER}')")
             self._db.execute(f"INSERT INTO {table} (rowid, body) VALUES (?, ?)", (rid, "\n".join(values)))
 
-    def _unindex_text(self, index, rid):
+    def _unindex_text(self, index: str, rid: int) -> None:
         for table in self.text_fields(index).values():
             self._db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rid,))
 
 
-def deep_merge(base, partial):
+def deep_merge(base: Object, partial: Object) -> Object:
     """Elasticsearch's partial update: objects merge recursively, everything else replaces."""
     merged = dict(base)
     for key, value in partial.items():
@@ -387,5 +394,5 @@ def deep_merge(base, partial):
     return merged
 
 
-def _doc(row):
+def _doc(row: Sequence[Any]) -> Doc:
     return Doc(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])

@@ -8,9 +8,12 @@ Anything else is refused with `Unsupported`, never silently approximated.
 import math
 import re
 import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
 
 from .errors import EsError, Unsupported
-from .index import comparable, json_path
+from .index import IndexInfo, SearchStore, comparable, json_path
+from .shapes import JSON, Object, Scores
 
 K1 = 1.2  # BM25's k1, the same in FTS5 and Lucene
 EXACT_TYPES = {
@@ -24,18 +27,18 @@ _UNIT_MS = {"w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "H": 3_600_000, "
 class Target:
     """The index a query runs against: the store, the index's name and mappings."""
 
-    def __init__(self, store, info):
+    def __init__(self, store: SearchStore, info: IndexInfo) -> None:
         self.store = store
         self.index = info.name
         self.mappings = info.mappings
 
-    def all(self, score=1.0):
+    def all(self, score: float = 1.0) -> Scores:
         return dict.fromkeys(self.store.all_rids(self.index), score)
 
-    def where(self, condition, params, score):
+    def where(self, condition: str, params: Sequence[Any], score: float) -> Scores:
         return dict.fromkeys(self.store.rids_where(self.index, condition, params), score)
 
-    def field(self, name):
+    def field(self, name: str) -> tuple[str, str | None]:
         """A field name in a query -> (its path in _source, its mapped type or None)."""
         props = self.mappings.get("properties", {})
         parts = name.split(".")
@@ -54,7 +57,7 @@ class Target:
         return name, None
 
 
-def evaluate(query, target):
+def evaluate(query: JSON, target: Target) -> Scores:
     if not isinstance(query, dict) or len(query) != 1:
         raise EsError(400, "parsing_exception", "a query must be an object with exactly one query type")
     (kind, spec), = query.items()
@@ -64,7 +67,7 @@ def evaluate(query, target):
     return handler(spec, target)
 
 
-def _options(kind, spec, allowed):
+def _options(kind: str, spec: JSON, allowed: Collection[str]) -> Object:
     if not isinstance(spec, dict):
         raise EsError(400, "parsing_exception", f"[{kind}] query malformed, expected an object")
     for key in spec:
@@ -73,13 +76,13 @@ def _options(kind, spec, allowed):
     return spec
 
 
-def _required(kind, options, key):
+def _required(kind: str, options: Object, key: str) -> JSON:
     if options.get(key) is None:
         raise EsError(400, "parsing_exception", f"[{kind}] query requires [{key}]")
     return options[key]
 
 
-def _one_field(kind, spec, value_key, allowed):
+def _one_field(kind: str, spec: JSON, value_key: str | None, allowed: Collection[str]) -> tuple[str, Object]:
     """`{"field": value}` or `{"field": {value_key: value, ...}}` -> (field, options)."""
     if not isinstance(spec, dict) or len(spec) != 1:
         raise EsError(400, "parsing_exception", f"[{kind}] query doesn't support multiple fields")
@@ -92,24 +95,24 @@ def _one_field(kind, spec, value_key, allowed):
     return field, _options(kind, options, allowed)
 
 
-def _scaled(scores, boost):
+def _scaled(scores: Scores, boost: float) -> Scores:
     return scores if boost == 1 else {rid: s * boost for rid, s in scores.items()}
 
 
 # -- full text -------------------------------------------------------------------------------
 
-def tokens(text):
+def tokens(text: JSON) -> list[str]:
     """Split text as FTS5's unicode61 does: runs of letters and digits."""
     return re.findall(r"[^\W_]+", str(text))
 
 
-def _idf(total, hits):
+def _idf(total: int, hits: int) -> tuple[float, float]:
     """Lucene's BM25 idf, and the one FTS5 uses (which floors at 1e-6 for common terms)."""
     ratio = (total - hits + 0.5) / (hits + 0.5)
     return math.log(1 + ratio), max(math.log(ratio), 1e-6)
 
 
-def _full_text(target, field, words, required):
+def _full_text(target: Target, field: str, words: list[str], required: int) -> Scores:
     """Docs with at least `required` of `words` in `field`, scored like Elasticsearch.
 
     Each word is its own FTS5 query. FTS5's bm25() is idf * tf*(k1+1)/(tf + k1*norm); Lucene's
@@ -117,7 +120,8 @@ def _full_text(target, field, words, required):
     (k1+1) and multiplying in Lucene's keeps FTS5 as the ranker and gives Elasticsearch's scores.
     """
     total = target.store.field_doc_count(target.index, field)
-    scores, matched = {}, {}
+    scores: Scores = {}
+    matched: dict[int, int] = {}
     for word in words:
         hits = target.store.bm25(target.index, field, f'"{word}"')
         lucene_idf, fts_idf = _idf(total, len(hits))
@@ -127,7 +131,7 @@ def _full_text(target, field, words, required):
     return {rid: s for rid, s in scores.items() if matched[rid] >= required}
 
 
-def _phrase(target, field, words):
+def _phrase(target: Target, field: str, words: list[str]) -> Scores:
     total = target.store.field_doc_count(target.index, field)
     hits = target.store.bm25(target.index, field, '"' + " ".join(words) + '"')
     fts_idf = _idf(total, len(hits))[1]
@@ -135,7 +139,9 @@ def _phrase(target, field, words):
     return {rid: score / fts_idf / (K1 + 1) * lucene_idf for rid, score in hits.items()}
 
 
-def _match_field(target, name, text, operator="or", minimum=None, phrase=False):
+def _match_field(
+    target: Target, name: str, text: JSON, operator: str = "or", minimum: JSON = None, *, phrase: bool = False
+) -> Scores:
     path, type_ = target.field(name)
     if type_ in EXACT_TYPES or path not in target.store.text_fields(target.index):
         return _term_scores(target, path, [text], 1.0)
@@ -151,21 +157,21 @@ def _match_field(target, name, text, operator="or", minimum=None, phrase=False):
     return _full_text(target, path, words, required)
 
 
-def match(spec, target):
+def match(spec: JSON, target: Target) -> Scores:
     field, o = _one_field("match", spec, "query", {"query", "operator", "minimum_should_match",
                                                    "analyzer", "lenient", "zero_terms_query"})
     scores = _match_field(target, field, o["query"], o.get("operator", "or"), o.get("minimum_should_match"))
     return _scaled(scores, o.get("boost", 1))
 
 
-def match_phrase(spec, target):
+def match_phrase(spec: JSON, target: Target) -> Scores:
     field, o = _one_field("match_phrase", spec, "query", {"query", "slop", "analyzer"})
     if o.get("slop", 0):
         raise Unsupported("[slop] in the [match_phrase] query")
     return _scaled(_match_field(target, field, o["query"], phrase=True), o.get("boost", 1))
 
 
-def multi_match(spec, target):
+def multi_match(spec: JSON, target: Target) -> Scores:
     o = _options("multi_match", spec, {"query", "fields", "type", "operator", "tie_breaker",
                                        "minimum_should_match", "analyzer", "lenient"})
     text = _required("multi_match", o, "query")
@@ -179,7 +185,7 @@ def multi_match(spec, target):
         scores = _match_field(target, name, text, o.get("operator", "or"),
                               o.get("minimum_should_match"), phrase=kind == "phrase")
         per_field.append(_scaled(scores, boost))
-    combined = {}
+    combined: Scores = {}
     for rid in set().union(*per_field):
         values = [scores[rid] for scores in per_field if rid in scores]
         best = max(values)
@@ -187,13 +193,13 @@ def multi_match(spec, target):
     return _scaled(combined, o.get("boost", 1))
 
 
-def _expand_fields(target, fields):
+def _expand_fields(target: Target, fields: str | list[str]) -> list[tuple[str, float]]:
     """["title^3", "body*"] -> [("title", 3.0), ("body", 1.0), ("body_html", 1.0)]."""
     known = set(target.store.text_fields(target.index))
     expanded = []
     for spec in ([fields] if isinstance(fields, str) else fields):
-        name, _, boost = spec.partition("^")
-        boost = float(boost) if boost else 1.0
+        name, _, factor = spec.partition("^")
+        boost = float(factor) if factor else 1.0
         if "*" in name:
             pattern = re.compile(re.escape(name).replace(r"\*", ".*") + "$")
             expanded += [(field, boost) for field in sorted(known) if pattern.match(field)]
@@ -204,12 +210,14 @@ def _expand_fields(target, fields):
 
 # -- exact values ------------------------------------------------------------------------
 
-def _each_value(condition):
+def _each_value(condition: str) -> str:
     # the field's value, or each element when it is an array (never an object's members)
     return f"EXISTS (SELECT 1 FROM json_each(source, ?) WHERE typeof(key) != 'text' AND ({condition}))"
 
 
-def _term_scores(target, path, values, score, case_insensitive=False):
+def _term_scores(
+    target: Target, path: str, values: list[JSON], score: float, case_insensitive: bool = False
+) -> Scores:
     if not values:
         return {}
     if any(isinstance(v, (dict, list)) or v is None for v in values):
@@ -223,13 +231,13 @@ def _term_scores(target, path, values, score, case_insensitive=False):
     return target.where(condition, [json_path(path), *values], score)
 
 
-def term(spec, target):
+def term(spec: JSON, target: Target) -> Scores:
     field, o = _one_field("term", spec, "value", {"value", "case_insensitive"})
     path = target.field(field)[0]
     return _term_scores(target, path, [o["value"]], o.get("boost", 1.0), o.get("case_insensitive", False))
 
 
-def terms(spec, target):
+def terms(spec: JSON, target: Target) -> Scores:
     if not isinstance(spec, dict):
         raise EsError(400, "parsing_exception", "[terms] query malformed, expected an object")
     boost = spec.get("boost", 1.0)
@@ -242,7 +250,7 @@ def terms(spec, target):
     return _term_scores(target, target.field(field)[0], values, boost)
 
 
-def _bound(value):
+def _bound(value: JSON) -> int | float | str:
     if isinstance(value, str) and value.startswith("now"):
         found = _DATE_MATH.match(value)
         if not found:
@@ -258,9 +266,10 @@ def _bound(value):
     return key
 
 
-def range_(spec, target):
+def range_(spec: JSON, target: Target) -> Scores:
     field, o = _one_field("range", spec, None, {"gt", "gte", "lt", "lte", "format"})
-    conditions, params = [], []
+    conditions: list[str] = []
+    params: list[int | float | str] = []
     for op, sql in (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<=")):
         if o.get(op) is None:
             continue
@@ -278,14 +287,14 @@ def range_(spec, target):
     return target.where(condition, [json_path(target.field(field)[0]), *params], o.get("boost", 1.0))
 
 
-def exists(spec, target):
+def exists(spec: JSON, target: Target) -> Scores:
     o = _options("exists", spec, {"field"})
     path = target.field(_required("exists", o, "field"))[0]
     return target.where("EXISTS (SELECT 1 FROM json_each(source, ?) WHERE type != 'null')",
                         [json_path(path)], o.get("boost", 1.0))
 
 
-def ids(spec, target):
+def ids(spec: JSON, target: Target) -> Scores:
     o = _options("ids", spec, {"values"})
     values = [str(v) for v in o.get("values", [])]
     if not values:
@@ -295,7 +304,7 @@ def ids(spec, target):
 
 # -- compound ----------------------------------------------------------------------------
 
-def minimum_should_match(value, count):
+def minimum_should_match(value: JSON, count: int) -> int:
     """Elasticsearch's minimum_should_match (an integer or a percentage, maybe negative)."""
     text = str(value).strip()
     try:
@@ -310,19 +319,20 @@ def minimum_should_match(value, count):
     return max(0, min(wanted, count))
 
 
-def _clauses(value):
+def _clauses(value: JSON) -> list[JSON]:
     return value if isinstance(value, list) else [value] if value else []
 
 
-def bool_(spec, target):
+def bool_(spec: JSON, target: Target) -> Scores:
     o = _options("bool", spec, {"must", "should", "filter", "must_not", "minimum_should_match"})
     must, should = _clauses(o.get("must")), _clauses(o.get("should"))
     filters, must_not = _clauses(o.get("filter")), _clauses(o.get("must_not"))
     if not (must or should or filters or must_not):
         return target.all(o.get("boost", 1.0))
-    scores, allowed = {}, None
+    scores: Scores = {}
+    allowed: set[int] | None = None
 
-    def narrow(results):
+    def narrow(results: Iterable[int]) -> None:
         nonlocal allowed
         allowed = set(results) if allowed is None else allowed & set(results)
 
@@ -336,7 +346,7 @@ def bool_(spec, target):
     if should:
         default = 0 if (must or filters) else 1
         wanted = minimum_should_match(o.get("minimum_should_match", default), len(should))
-        counts = {}
+        counts: dict[int, int] = {}
         for clause in should:
             for rid, score in evaluate(clause, target).items():
                 scores[rid] = scores.get(rid, 0.0) + score
@@ -351,20 +361,21 @@ def bool_(spec, target):
     return {rid: scores.get(rid, 0.0) * boost for rid in allowed}
 
 
-def constant_score(spec, target):
+def constant_score(spec: JSON, target: Target) -> Scores:
     o = _options("constant_score", spec, {"filter"})
-    return dict.fromkeys(evaluate(_required("constant_score", o, "filter"), target), o.get("boost", 1.0))
+    boost: float = o.get("boost", 1.0)
+    return dict.fromkeys(evaluate(_required("constant_score", o, "filter"), target), boost)
 
 
-def match_all(spec, target):
+def match_all(spec: JSON, target: Target) -> Scores:
     return target.all(_options("match_all", spec or {}, set()).get("boost", 1.0))
 
 
-def match_none(spec, target):
+def match_none(spec: JSON, target: Target) -> Scores:
     return {}
 
 
-QUERIES = {
+QUERIES: dict[str, Callable[[JSON, Target], Scores]] = {
     "match_all": match_all,
     "match_none": match_none,
     "match": match,

@@ -7,10 +7,13 @@ import gzip
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import search as searching
 from .errors import EsError, Unsupported, parse_error
+from .index import Doc, SearchStore
+from .shapes import Answer, Object
 
 VERSION = "8.15.0"
 WRITE_SHARDS = {"total": 1, "successful": 1, "failed": 0}
@@ -20,11 +23,11 @@ WRITE_SHARDS = {"total": 1, "successful": 1, "failed": 0}
 class Request:
     method: str
     path: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    headers: dict = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
 
-    def raw(self):
+    def raw(self) -> bytes:
         if self.headers.get("content-encoding", "").lower() == "gzip":
             try:
                 return gzip.decompress(self.body)
@@ -32,7 +35,7 @@ class Request:
                 raise parse_error(f"the gzip request body does not decompress: {error}") from None
         return self.body
 
-    def json(self):
+    def json(self) -> Object:
         """The body as a JSON object ({} when there is none)."""
         raw = self.raw()
         if not raw.strip():
@@ -45,13 +48,13 @@ class Request:
             raise parse_error("request body must be a JSON object")
         return value
 
-    def refresh(self, payload):
+    def refresh(self, payload: Object) -> Object:
         return {**payload, "forced_refresh": True} if self.params.get("refresh") in ("", "true") else payload
 
 
 # -- cluster ---------------------------------------------------------------------------
 
-def info(store, request):
+def info(store: SearchStore, request: Request) -> Answer:
     return 200, {
         "name": platform.node() or "dynosim",
         "cluster_name": "dynosim",
@@ -71,7 +74,7 @@ def info(store, request):
     }
 
 
-def health(store, request, index=None):
+def health(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     names = searching.resolve_indices(store, index)
     return 200, {
         "cluster_name": "dynosim", "status": "green", "timed_out": False,
@@ -83,10 +86,10 @@ def health(store, request, index=None):
     }
 
 
-def cat_indices(store, request, index=None):
+def cat_indices(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     rows = []
     for name in searching.resolve_indices(store, index):
-        info_ = store.get_index(name)
+        info_ = store.require_index(name)
         count = str(store.doc_count(name))
         rows.append({"health": "green", "status": "open", "index": name, "uuid": info_.uuid, "pri": "1",
                      "rep": "0", "docs.count": count, "docs.deleted": "0"})
@@ -97,7 +100,7 @@ def cat_indices(store, request, index=None):
 
 # -- indices ---------------------------------------------------------------------------
 
-def create_index(store, request, index):
+def create_index(store: SearchStore, request: Request, index: str) -> Answer:
     body = request.json()
     for key in body:
         if key not in ("mappings", "settings", "aliases"):
@@ -108,7 +111,7 @@ def create_index(store, request, index):
     return 200, {"acknowledged": True, "shards_acknowledged": True, "index": index}
 
 
-def delete_index(store, request, index):
+def delete_index(store: SearchStore, request: Request, index: str) -> Answer:
     for name in index.split(","):
         if "*" in name:
             raise Unsupported("deleting indices by wildcard")
@@ -116,7 +119,7 @@ def delete_index(store, request, index):
     return 200, {"acknowledged": True}
 
 
-def index_exists(store, request, index):
+def index_exists(store: SearchStore, request: Request, index: str) -> Answer:
     try:
         found = bool(searching.resolve_indices(store, index))
     except EsError:
@@ -124,10 +127,10 @@ def index_exists(store, request, index):
     return (200 if found else 404), {}
 
 
-def get_index(store, request, index):
-    out = {}
+def get_index(store: SearchStore, request: Request, index: str) -> Answer:
+    out: Object = {}
     for name in searching.resolve_indices(store, index):
-        info_ = store.get_index(name)
+        info_ = store.require_index(name)
         settings = info_.settings.get("index", info_.settings)
         out[name] = {
             "aliases": {},
@@ -141,30 +144,32 @@ def get_index(store, request, index):
     return 200, out
 
 
-def get_mapping(store, request, index=None):
-    return 200, {name: {"mappings": store.get_index(name).mappings}
+def get_mapping(store: SearchStore, request: Request, index: str | None = None) -> Answer:
+    return 200, {name: {"mappings": store.require_index(name).mappings}
                  for name in searching.resolve_indices(store, index)}
 
 
-def put_mapping(store, request, index):
+def put_mapping(store: SearchStore, request: Request, index: str) -> Answer:
     for name in searching.resolve_indices(store, index):
         store.put_mapping(name, request.json())
     return 200, {"acknowledged": True}
 
 
-def refresh(store, request, index=None):
+def refresh(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     names = searching.resolve_indices(store, index)  # every write is visible at once
     return 200, {"_shards": {"total": len(names), "successful": len(names), "failed": 0}}
 
 
 # -- documents -------------------------------------------------------------------------
 
-def write_result(doc, result):
+def write_result(doc: Doc, result: str) -> Object:
     return {"_index": doc.index, "_id": doc.id, "_version": doc.version, "result": result,
             "_shards": WRITE_SHARDS, "_seq_no": doc.seq_no, "_primary_term": 1}
 
 
-def index_doc(store, request, index, id=None, op_type=None):
+def index_doc(
+    store: SearchStore, request: Request, index: str, id: str | None = None, op_type: str | None = None
+) -> Answer:
     op_type = op_type or request.params.get("op_type", "index")
     if_seq_no = request.params.get("if_seq_no")
     doc, created = store.put_doc(index, id, request.json(), op_type,
@@ -172,16 +177,16 @@ def index_doc(store, request, index, id=None, op_type=None):
     return (201 if created else 200), request.refresh(write_result(doc, "created" if created else "updated"))
 
 
-def create_doc(store, request, index, id):
+def create_doc(store: SearchStore, request: Request, index: str, id: str) -> Answer:
     return index_doc(store, request, index, id, op_type="create")
 
 
-def get_doc(store, request, index, id):
+def get_doc(store: SearchStore, request: Request, index: str, id: str) -> Answer:
     store.require_index(index)
     doc = store.get_doc(index, id)
     if doc is None:
         return 404, {"_index": index, "_id": id, "found": False}
-    body = {"_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
+    body: Object = {"_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
             "_primary_term": 1, "found": True}
     includes, excludes = searching.source_filter(True, request.params)
     if includes is not None:
@@ -189,19 +194,19 @@ def get_doc(store, request, index, id):
     return 200, body
 
 
-def get_source(store, request, index, id):
+def get_source(store: SearchStore, request: Request, index: str, id: str) -> Answer:
     status, body = get_doc(store, request, index, id)
     if status != 200:
         raise EsError(404, "resource_not_found_exception", f"Document not found [{index}]/[{id}]")
     return 200, body.get("_source", {})
 
 
-def update_doc(store, request, index, id):
+def update_doc(store: SearchStore, request: Request, index: str, id: str) -> Answer:
     status, body = apply_update(store, index, id, request.json())
     return status, request.refresh(body)
 
 
-def apply_update(store, index, id, body):
+def apply_update(store: SearchStore, index: str, id: str, body: Object) -> tuple[int, Object]:
     for key in body:
         if key not in ("doc", "doc_as_upsert", "upsert", "detect_noop", "_source"):
             raise Unsupported(f"[{key}] in an update" + (" (scripts)" if key == "script" else ""))
@@ -217,7 +222,7 @@ def apply_update(store, index, id, body):
     return (201 if result == "created" else 200), payload
 
 
-def delete_doc(store, request, index, id):
+def delete_doc(store: SearchStore, request: Request, index: str, id: str) -> Answer:
     store.require_index(index)
     doc = store.delete_doc(index, id)
     if doc is None:
@@ -226,10 +231,10 @@ def delete_doc(store, request, index, id):
     return 200, request.refresh(write_result(doc, "deleted"))
 
 
-def bulk(store, request, index=None):
+def bulk(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     started = time.monotonic()
     actions = parse_bulk(request.raw(), index)
-    items = []
+    items: list[Object] = []
     with store.transaction():
         for op, meta, payload in actions:
             items.append({op: bulk_item(store, op, meta, payload)})
@@ -237,12 +242,13 @@ def bulk(store, request, index=None):
     return 200, {"took": took, "errors": any("error" in next(iter(i.values())) for i in items), "items": items}
 
 
-def parse_bulk(raw, default_index):
-    """ndjson -> [(op, metadata, payload)], refusing the whole request if it is malformed."""
+def parse_bulk(raw: bytes, default_index: str | None) -> list[tuple[str, Object, Object]]:
+    """ndjson -> [(op, metadata, payload)] (a delete's payload is {}), refusing the whole request if it is malformed."""
     lines = [line for line in raw.decode("utf-8", "replace").split("\n") if line.strip()]
     if not lines:
         raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: no requests added;")
-    actions, position = [], 0
+    actions: list[tuple[str, Object, Object]] = []
+    position = 0
     while position < len(lines):
         try:
             action = json.loads(lines[position])
@@ -256,7 +262,7 @@ def parse_bulk(raw, default_index):
         meta = {"_index": default_index, **meta}
         if not meta.get("_index"):
             raise bad_action(position, "index is missing")
-        payload = None
+        payload: Object = {}
         if op != "delete":
             position += 1
             if position >= len(lines):
@@ -272,40 +278,40 @@ def parse_bulk(raw, default_index):
     return actions
 
 
-def bad_action(position, reason):
+def bad_action(position: int, reason: str) -> EsError:
     return EsError(400, "illegal_argument_exception", f"Malformed action/metadata line [{position + 1}], {reason}")
 
 
-def bulk_item(store, op, meta, payload):
+def bulk_item(store: SearchStore, op: str, meta: Object, payload: Object) -> Object:
     index, id_ = meta["_index"], meta.get("_id")
     id_ = None if id_ is None else str(id_)
     try:
-        if op in ("update", "delete") and id_ is None:
-            raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: id is missing;")
         if op in ("index", "create"):
             doc, created = store.put_doc(index, id_, payload, op)
             return {**write_result(doc, "created" if created else "updated"), "status": 201 if created else 200}
+        if id_ is None:  # an update or a delete names its document
+            raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: id is missing;")
         if op == "update":
             status, body = apply_update(store, index, id_, payload)
             return {**body, "status": status}
-        doc = store.delete_doc(index, id_) if store.get_index(index) else None
-        if doc is None:
+        deleted = store.delete_doc(index, id_) if store.get_index(index) else None
+        if deleted is None:
             return {"_index": index, "_id": id_, "_version": 1, "result": "not_found",
                     "_shards": WRITE_SHARDS, "_seq_no": -1, "_primary_term": 1, "status": 404}
-        return {**write_result(doc, "deleted"), "status": 200}
+        return {**write_result(deleted, "deleted"), "status": 200}
     except EsError as error:
         return {"_index": index, "_id": id_, "status": error.status, "error": error.cause()}
 
 
 # -- search ----------------------------------------------------------------------------
 
-def search(store, request, index=None):
+def search(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     body = request.json()
     with store.snapshot():
         return 200, searching.search(store, index, body, request.params)
 
 
-def count(store, request, index=None):
+def count(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     body = request.json()
     with store.snapshot():
         return 200, searching.count(store, index, body, request.params)
@@ -313,7 +319,9 @@ def count(store, request, index=None):
 
 # -- routing ---------------------------------------------------------------------------
 
-ROUTES = [
+Endpoint = Callable[..., Answer]  # (store, request, **the path's {names}) -> (status, body)
+
+ROUTES: list[tuple[set[str], str, Endpoint]] = [
     # (methods, path pattern, endpoint); {name} matches one path segment
     ({"GET", "HEAD"}, "", info),
     ({"GET"}, "_cluster/health", health),
@@ -345,12 +353,12 @@ ROUTES = [
 ]
 
 
-def _match(pattern, parts):
+def _match(pattern: str, parts: list[str]) -> dict[str, str] | None:
     names = pattern.split("/") if pattern else []
     if len(names) != len(parts):
         return None
-    found = {}
-    for name, part in zip(names, parts):
+    found: dict[str, str] = {}
+    for name, part in zip(names, parts, strict=True):
         if name.startswith("{"):
             if name == "{index}" and part.startswith("_") and part != "_all":
                 return None
@@ -360,9 +368,9 @@ def _match(pattern, parts):
     return found
 
 
-def dispatch(store, request, parts):
+def dispatch(store: SearchStore, request: Request, parts: list[str]) -> Answer:
     """Run the endpoint for a request whose path is split into decoded `parts`."""
-    allowed = set()
+    allowed: set[str] = set()
     for methods, pattern, endpoint in ROUTES:
         found = _match(pattern, parts)
         if found is None:

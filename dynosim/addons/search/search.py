@@ -2,17 +2,24 @@
 import fnmatch
 import functools
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
 
 from .errors import EsError, Unsupported, bad_request, index_not_found
-from .index import comparable
+from .index import Doc, SearchStore, comparable
 from .query import Target, evaluate
+from .shapes import JSON, Object, Scores
+
+SortKey: TypeAlias = tuple[str, str, str]  # (field, "asc" | "desc", missing: "_last" | "_first")
+Hit: TypeAlias = tuple[int, int, float]  # (the index's position in the request, row id, score)
+SortValue: TypeAlias = int | float | str | None
 
 SEARCH_KEYS = {"query", "from", "size", "sort", "_source", "track_total_hits", "track_scores",
                "timeout", "min_score", "version", "seq_no_primary_term"}
 MAX_RESULT_WINDOW = 10_000
 
 
-def resolve_indices(store, expression, ignore_unavailable=False):
+def resolve_indices(store: SearchStore, expression: str | None, ignore_unavailable: bool = False) -> list[str]:
     """`a,b`, `logs-*`, `_all` or nothing -> the existing index names it means."""
     existing = store.index_names()
     if expression in (None, "", "_all", "*"):
@@ -28,11 +35,11 @@ def resolve_indices(store, expression, ignore_unavailable=False):
     return list(dict.fromkeys(names))
 
 
-def shards(count):
+def shards(count: int) -> Object:
     return {"total": count, "successful": count, "skipped": 0, "failed": 0}
 
 
-def count(store, expression, body, params):
+def count(store: SearchStore, expression: str | None, body: Object, params: Mapping[str, str]) -> Object:
     for key in body:
         if key != "query":
             raise Unsupported(f"[{key}] in a _count request")
@@ -41,7 +48,7 @@ def count(store, expression, body, params):
     return {"count": total, "_shards": shards(len(names))}
 
 
-def search(store, expression, body, params):
+def search(store: SearchStore, expression: str | None, body: Object, params: Mapping[str, str]) -> Object:
     started = time.monotonic()
     if "q" in params:
         raise Unsupported("the [q] query-string parameter")
@@ -57,7 +64,7 @@ def search(store, expression, body, params):
     includes, excludes = source_filter(body.get("_source", True), params)
     names = resolve_indices(store, expression, params.get("ignore_unavailable") == "true")
 
-    hits = []  # (index position, rid, score)
+    hits: list[Hit] = []
     for position, name in enumerate(names):
         hits += [(position, rid, score) for rid, score in _matches(store, name, body).items()]
     if body.get("min_score") is not None:
@@ -66,18 +73,18 @@ def search(store, expression, body, params):
         hits = [hit for hit in hits if hit[2] >= body["min_score"]]
 
     by_field = [key for key in sort if key[0] not in ("_score", "_doc")]
-    docs = store.docs(rid for _, rid, _ in hits) if by_field else {}
+    docs: dict[int, Doc] = store.docs(rid for _, rid, _ in hits) if by_field else {}
     keyed = [(hit, [_sort_value(key, hit, docs) for key in sort]) for hit in hits]
-    keyed.sort(key=functools.cmp_to_key(lambda a, b: _compare(sort, a, b)))
+    keyed.sort(key=functools.cmp_to_key(functools.partial(_compare, sort)))
     page = keyed[start:start + size]
     if not by_field:
         docs = store.docs(rid for (_, rid, _), _ in page)
 
     show_scores = not by_field or any(k[0] == "_score" for k in sort) or body.get("track_scores")
-    out = []
+    out: list[Object] = []
     for (position, rid, score), values in page:
         doc = docs[rid]
-        hit = {"_index": names[position], "_id": doc.id, "_score": score if show_scores else None}
+        hit: Object = {"_index": names[position], "_id": doc.id, "_score": score if show_scores else None}
         if body.get("version"):
             hit["_version"] = doc.version
         if body.get("seq_no_primary_term"):
@@ -88,7 +95,7 @@ def search(store, expression, body, params):
             hit["sort"] = values
         out.append(hit)
 
-    hits_body = {"max_score": max((h[2] for h in hits), default=None) if show_scores else None, "hits": out}
+    hits_body: Object = {"max_score": max((h[2] for h in hits), default=None) if show_scores else None, "hits": out}
     if str(body.get("track_total_hits", params.get("track_total_hits", True))).lower() != "false":
         total = {"value": len(hits), "relation": "eq"}
         hits_body = {"total": len(hits) if params.get("rest_total_hits_as_int") == "true" else total, **hits_body}
@@ -100,12 +107,12 @@ def search(store, expression, body, params):
     }
 
 
-def _matches(store, name, body):
+def _matches(store: SearchStore, name: str, body: Object) -> Scores:
     query = body.get("query") or {"match_all": {}}
     return evaluate(query, Target(store, store.require_index(name)))
 
 
-def _int(value, name, default):
+def _int(value: JSON, name: str, default: int) -> int:
     if value is None:
         return default
     try:
@@ -119,15 +126,15 @@ def _int(value, name, default):
 
 # -- sort ------------------------------------------------------------------------------
 
-DEFAULT_SORT = [("_score", "desc", "_last")]
+DEFAULT_SORT: list[SortKey] = [("_score", "desc", "_last")]
 
 
-def parse_sort(spec):
+def parse_sort(spec: JSON) -> list[SortKey]:
     """Every form ES takes ("f", "f:desc", {"f": "desc"}, {"f": {"order": ...}}, lists) ->
     [(field, order, missing)]."""
     if not spec:
         return DEFAULT_SORT
-    keys = []
+    keys: list[SortKey] = []
     for item in spec if isinstance(spec, list) else [spec]:
         if isinstance(item, str):
             field, _, order = item.partition(":")
@@ -148,18 +155,18 @@ def parse_sort(spec):
     return keys
 
 
-def _sort_field(field):
+def _sort_field(field: str) -> str:
     return field[: -len(".keyword")] if field.endswith(".keyword") else field
 
 
-def _sort_value(key, hit, docs):
+def _sort_value(key: SortKey, hit: Hit, docs: Mapping[int, Doc]) -> SortValue:
     field, order, _ = key
-    position, rid, score = hit
+    _, rid, score = hit
     if field == "_score":
         return score
     if field == "_doc":
         return rid
-    value = docs[rid].source
+    value: JSON = docs[rid].source
     for part in field.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     values = [comparable(v) for v in (value if isinstance(value, list) else [value])]
@@ -169,13 +176,13 @@ def _sort_value(key, hit, docs):
     return min(values, key=_rank) if order == "asc" else max(values, key=_rank)
 
 
-def _rank(value):
+def _rank(value: SortValue) -> tuple[bool, Any]:
     return (isinstance(value, str), value)  # numbers before strings, as in a mixed sort
 
 
-def _compare(sort, a, b):
+def _compare(sort: Sequence[SortKey], a: tuple[Hit, list[SortValue]], b: tuple[Hit, list[SortValue]]) -> int:
     (hit_a, values_a), (hit_b, values_b) = a, b
-    for (_, order, missing), x, y in zip(sort, values_a, values_b):
+    for (_, order, missing), x, y in zip(sort, values_a, values_b, strict=True):
         if x == y:
             continue
         if x is None or y is None:
@@ -187,11 +194,11 @@ def _compare(sort, a, b):
 
 # -- _source ---------------------------------------------------------------------------
 
-def _split(value):
+def _split(value: JSON) -> list[str]:
     return [part for part in value.split(",") if part] if isinstance(value, str) else list(value)
 
 
-def source_filter(spec, params):
+def source_filter(spec: JSON, params: Mapping[str, str]) -> tuple[list[str] | None, list[str]]:
     """The `_source` option and parameters -> (includes, excludes); includes None means no _source."""
     if "_source" in params:
         spec = {"true": True, "false": False}.get(params["_source"], params["_source"])
@@ -210,7 +217,7 @@ def source_filter(spec, params):
     raise EsError(400, "parsing_exception", f"malformed _source [{spec}]")
 
 
-def filter_source(source, includes, excludes):
+def filter_source(source: Object, includes: list[str], excludes: list[str]) -> JSON:
     if includes == ["*"] and not excludes:
         return source
     return _filter(source, includes, excludes, "", False)
@@ -219,14 +226,14 @@ def filter_source(source, includes, excludes):
 _DROPPED = object()
 
 
-def _filter(value, includes, excludes, prefix, included):
+def _filter(value: JSON, includes: list[str], excludes: list[str], prefix: str, included: bool) -> JSON:
     """Keep what an include pattern names (with everything under it), minus what excludes name."""
     if isinstance(value, list):
         items = [_filter(item, includes, excludes, prefix, included) for item in value]
         return [item for item in items if item is not _DROPPED and (included or item != {})]
     if not isinstance(value, dict):
         return value if included else _DROPPED
-    kept = {}
+    kept: Object = {}
     for key, item in value.items():
         path = prefix + key
         if any(fnmatch.fnmatchcase(path, pattern) for pattern in excludes):

@@ -8,11 +8,13 @@ import sys
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import rest
 from .errors import EsError
 from .index import SearchStore
+from .shapes import Answer
 
 DATABASE = "search.sqlite3"
 
@@ -21,7 +23,7 @@ class SearchServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the listen backlog; the default 5 drops bursts from connection pools
 
-    def __init__(self, address, store):
+    def __init__(self, address: tuple[str, int], store: SearchStore) -> None:
         self.store = store
         super().__init__(address, Handler)
 
@@ -32,11 +34,11 @@ class TLSSearchServer(SearchServer):
 
     handshake_timeout = 10.0
 
-    def __init__(self, address, store, context):
+    def __init__(self, address: tuple[str, int], store: SearchStore, context: ssl.SSLContext) -> None:
         self.context = context
         super().__init__(address, store)
 
-    def finish_request(self, request, client_address):
+    def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(self.handshake_timeout)
         try:
             tls = self.context.wrap_socket(request, server_side=True)  # takes the connection over
@@ -53,7 +55,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the clients expect
     server_version = "dynosim-search"
 
-    def answer(self):
+    server: SearchServer
+
+    def answer(self) -> Answer:
         url = urlsplit(self.path)
         params = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
         parts = [unquote(part) for part in url.path.split("/") if part]
@@ -67,7 +71,7 @@ class Handler(BaseHTTPRequestHandler):
             traceback.print_exc(file=sys.stderr)
             return 500, EsError(500, "exception", f"dynosim search stand-in: {error!r}").body()
 
-    def _body(self):
+    def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise EsError(411, "illegal_argument_exception",
@@ -79,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
             raise EsError(400, "illegal_argument_exception", "Content-Length is not a number") from None
         return self.rfile.read(length) if length > 0 else b""
 
-    def respond(self):
+    def respond(self) -> None:
         status, payload = self.answer()
         if isinstance(payload, str):
             data, content_type = payload.encode(), "text/plain; charset=UTF-8"
@@ -95,11 +99,13 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = respond
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the add-on's output goes into the app's log stream
 
 
-def make_tls_server(store, cert, key, host="127.0.0.1", port=9243):
+def make_tls_server(
+    store: SearchStore, cert: str, key: str, host: str = "127.0.0.1", port: int = 9243
+) -> TLSSearchServer:
     """A second server on the same store that answers over TLS (TLS 1.2 or newer), with the certificate
     chain in `cert` and its key in `key`; port 0 picks one."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -108,11 +114,11 @@ def make_tls_server(store, cert, key, host="127.0.0.1", port=9243):
     return TLSSearchServer((host, port), store, context)
 
 
-def make_server(data_dir, host="127.0.0.1", port=9200):
+def make_server(data_dir: str | Path, host: str = "127.0.0.1", port: int = 9200) -> SearchServer:
     """A server on (host, port) keeping its data in `<data_dir>/search.sqlite3`; port 0 picks one."""
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = SearchStore(str(data_dir / DATABASE))
+    folder = Path(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = SearchStore(str(folder / DATABASE))
     try:
         return SearchServer((host, port), store)
     except OSError:
