@@ -167,18 +167,22 @@ def inventory(state_dir: Path, manifest: Sequence[AddonRequest]) -> list[AddonIn
             size = docker_sizes.get(name)
         else:
             size = disk_usage(state_dir / "addons" / name) if _SAFE_NAME.fullmatch(name) else None
-        rows.append(_info(entry, name, record.get("backend", ""), f"127.0.0.1:{record['port']}" if record.get("port") else "",
-                          record.get("color"), declaration.where if declaration else "", size))
+        endpoint = f"127.0.0.1:{record['port']}" if record.get("port") else ""
+        rows.append(_info(entry, name, backend=record.get("backend", ""), endpoint=endpoint, color=record.get("color"),
+                          where=declaration.where if declaration else "", size=size))
     for declaration in declared:
         if declaration.key in seen:
             continue
         seen.add(declaration.key)
         name = str(declaration.reserved.get("name", ""))
-        rows.append(_info(declaration.entry, name, "", "", declaration.reserved.get("color"), declaration.where, None))
+        rows.append(_info(declaration.entry, name, backend="", endpoint="", color=declaration.reserved.get("color"),
+                          where=declaration.where, size=None))
     return rows
 
 
-def _info(entry: Resolved, name: str, backend: str, endpoint: str, color: Any, where: str, size: int | None) -> AddonInfo:
+def _info(
+    entry: Resolved, name: str, *, backend: str, endpoint: str, color: Any, where: str, size: int | None
+) -> AddonInfo:
     addon, _, plan = entry.request.plan.partition(":")
     return AddonInfo(
         name=name, addon=addon, plan=plan, service=entry.offering.service, backend=backend, endpoint=endpoint,
@@ -239,7 +243,9 @@ class Destroyed:
     still_in_app_json: bool  # app.json declares it: the next run provisions it afresh
 
 
-def destroy(state_dir: Path, manifest: Sequence[AddonRequest], addon: AddonInfo, say: Callable[[str], None]) -> Destroyed:
+def destroy(
+    state_dir: Path, manifest: Sequence[AddonRequest], addon: AddonInfo, say: Callable[[str], None]
+) -> Destroyed:
     """Deletes this one add-on's data and, unless another record still holds its attachment, its
     `addons:create` declaration. The caller has made sure no run is active. Checks first, then deletes:
     a refusal deletes nothing."""
@@ -249,7 +255,9 @@ def destroy(state_dir: Path, manifest: Sequence[AddonRequest], addon: AddonInfo,
     for record in records:
         name = str(record.get("name"))
         if not _SAFE_NAME.fullmatch(name):
-            raise AddonError(f'{state_dir / STATE_FILE}: the add-on name "{name}" is not one dynosim made; fix it by hand')
+            raise AddonError(
+                f'{state_dir / STATE_FILE}: the add-on name "{name}" is not one dynosim made; fix it by hand'
+            )
         if record.get("backend") != "docker" and isinstance(record.get("port"), int) and accepts(record["port"]):
             raise AddonError(
                 f"{name} is running (port {record['port']} answers): stop what runs it (a `dynosim pg:psql` or "
@@ -268,7 +276,8 @@ def destroy(state_dir: Path, manifest: Sequence[AddonRequest], addon: AddonInfo,
     if last:
         state.declared = [d for d in state.declared if not _declares(d, key)]
     state.save()
-    names = tuple(str(r["name"]) for r in records) or tuple(str(d.reserved.get("name", "")) for d in still if d.reserved)
+    reserved = tuple(str(d.reserved.get("name", "")) for d in still if d.reserved)
+    names = tuple(str(r["name"]) for r in records) or reserved
     return Destroyed(names, any(d.where == "app.json" for d in still))
 
 
@@ -350,7 +359,9 @@ def psql_binary() -> str:
         return str(bindir / "psql")
     found = shutil.which("psql")
     if found is None:
-        raise AddonError("no psql found (next to the Postgres server or on PATH); install it: apt-get install postgresql-client")
+        raise AddonError(
+            "no psql found (next to the Postgres server or on PATH); install it: apt-get install postgresql-client"
+        )
     return found
 
 
@@ -378,7 +389,8 @@ def redis_cli_args(binary: str, url: str) -> tuple[list[str], dict[str, str]]:
 
 def client_env() -> dict[str, str]:
     """The environment for a client: the user's, without libpq settings that would point elsewhere."""
-    return {k: v for k, v in os.environ.items() if k not in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")}
+    elsewhere = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")
+    return {k: v for k, v in os.environ.items() if k not in elsewhere}
 
 
 def reset_postgres(record: Mapping[str, Any], psql: str) -> None:
@@ -390,7 +402,7 @@ def reset_postgres(record: Mapping[str, Any], psql: str) -> None:
     done = subprocess.run(
         [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(record["port"]), "-U", SUPERUSER,
          "-d", "postgres", "-f", "-"],
-        input=script, capture_output=True, text=True, env=env, timeout=120,
+        input=script, capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]

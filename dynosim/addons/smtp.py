@@ -31,7 +31,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
@@ -89,7 +89,7 @@ def read_mail(path: Path) -> Mail:
     envelope_from = str(headers.get("Return-Path", "")).strip("<>")
     return Mail(
         id=match[2],
-        time=datetime.strptime(match[1], _STAMP).replace(tzinfo=timezone.utc),
+        time=datetime.strptime(match[1], _STAMP).replace(tzinfo=UTC),
         addon=path.parent.parent.name,
         sender=_header(headers, "From") or envelope_from,
         to=_header(headers, "To") or envelope_to,
@@ -144,7 +144,11 @@ def readable(mail: Mail) -> dict[str, Any]:
             payload = body.get_payload(decode=True)
             text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
     attachments = [
-        {"filename": part.get_filename() or "", "content_type": part.get_content_type(), "size": len(part.get_payload(decode=True) or b"")}
+        {
+            "filename": part.get_filename() or "",
+            "content_type": part.get_content_type(),
+            "size": len(part.get_payload(decode=True) or b""),
+        }
         for part in parsed.iter_attachments()
     ]
     return {
@@ -179,12 +183,14 @@ class Sink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         import asyncio
 
-        mail_id = await asyncio.to_thread(self.keep, envelope.mail_from or "", list(envelope.rcpt_tos), envelope.content, session)
+        mail_id = await asyncio.to_thread(
+            self.keep, envelope.mail_from or "", list(envelope.rcpt_tos), envelope.content, session
+        )
         return f"250 2.0.0 Ok: queued as {mail_id}"
 
     def keep(self, sender: str, recipients: list[str], content: bytes, session: Any) -> str:
         mail_id = secrets.token_hex(5)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         newline = b"\r\n" if b"\r\n" in content[:4096] else b"\n"
         peer = session.peer[0] if session.peer else "?"
         trace = [
