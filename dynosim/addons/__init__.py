@@ -8,7 +8,7 @@ config vars Heroku's add-ons set, their data kept under <state_dir>/addons/<name
 `<state_dir>/addons.json` (mode 0600) remembers each add-on's name, port, passwords and colour, so
 they stay the same from run to run, and the add-ons `dynosim addons:create` declared ("declared"),
 which every run starts along with app.json's (`app_requests`). This module stays light: `python -m dynosim.addons.search`
-imports it, and the backends (docker-py, testcontainers) are imported only by `start()`.
+imports it, and the services (services/) and their backends only when add-ons start or name their vars.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from dynosim.addons.catalogue import (
     resolve,
     var_names,
 )
-from dynosim.addons.services import EMBEDDED
 from dynosim.errors import AddonError
 from dynosim.manifest import AddonSpec
 from dynosim.privatefile import write_private
@@ -142,6 +141,8 @@ class Addons:
     def _where_new(self, entry: Resolved, state: State) -> str:
         """Where a new add-on goes: "embedded" for what dynosim always runs itself, else where
         `addons:create --backend` said, else where --addons says (`auto`: asked once per start)."""
+        from dynosim.addons.services import EMBEDDED
+
         if entry.offering.service in EMBEDDED:
             return "embedded"
         chosen = state.declared_backend(entry) or self.backend_name

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dynosim.addons.services import service_for
 from dynosim.addons.spec import Attached, Endpoint
 from dynosim.errors import AddonError
 
@@ -173,6 +172,8 @@ def attached(entry: Resolved, color: str | None = None) -> Attached:
 
 def var_names(entry: Resolved, color: str | None = None) -> list[str]:
     """The config vars an add-on sets, without values (what `dynosim config` can list before start)."""
+    from dynosim.addons.services import service_for  # not at import: `import dynosim.addons` stays light
+
     return service_for(entry.offering.service).var_names(attached(entry, color))
 
 
@@ -181,4 +182,6 @@ def config_vars(
 ) -> dict[str, str]:
     """The config vars an add-on sets for the app, in Heroku's formats. `keys`: what an add-on hands out
     besides its endpoint (Mailgun's "domain", an "api_key")."""
+    from dynosim.addons.services import service_for
+
     return service_for(entry.offering.service).config_vars(attached(entry, color), endpoint, keys)

@@ -37,8 +37,10 @@ from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 from typing import Any
 
-from dynosim.addons.services.smtp import LOGINS_VAR, MAIL
 from dynosim.errors import AddonError
+
+LOGINS_VAR = "DYNOSIM_SMTP_LOGINS"  # the (login, password) pairs it accepts: never on its command line
+MAIL = "mail"  # the folder, in the add-on's folder, it keeps mail in
 
 _NAME = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]+)\.eml$")
 _STAMP = "%Y%m%dT%H%M%S.%fZ"

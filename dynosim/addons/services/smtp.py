@@ -18,12 +18,10 @@ from pathlib import Path
 from dynosim.addons import certs
 from dynosim.addons.processes import HOST, Child, Host, Server, accepts, check_port
 from dynosim.addons.services.base import Service
+from dynosim.addons.smtp import LOGINS_VAR, MAIL
 from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
 from dynosim.ca import TLSError
 from dynosim.errors import AddonError
-
-LOGINS_VAR = "DYNOSIM_SMTP_LOGINS"  # how the sink is given its (login, password) pairs: never on its command line
-MAIL = "mail"  # the folder, in the add-on's folder, the sink keeps mail in
 
 
 class Smtp(Service):
