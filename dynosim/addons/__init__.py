@@ -7,8 +7,9 @@ config vars Heroku's add-ons set, their data kept under <state_dir>/addons/<name
 
 `<state_dir>/addons.json` (mode 0600) remembers each add-on's name, port, passwords and colour, so
 they stay the same from run to run, and the add-ons `dynosim addons:create` declared ("declared"),
-which every run starts along with app.json's (`app_requests`). This module stays light: `python -m dynosim.addons.search`
-imports it, and the services (services/) and their backends only when add-ons start or name their vars.
+which every run starts along with app.json's (`app_requests`). This module stays light: `python -m
+dynosim.addons.search` imports it, and the services (services/) and their backends only when add-ons start or
+name their vars.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Addons:
         self._say_where(existing)
         attachments: list[Attachment] = []
         try:
-            for entry, record in zip(self.resolved, existing):
+            for entry, record in zip(self.resolved, existing, strict=True):
                 if record is not None:
                     attachments.append(self._start_recorded(state, entry, record))
                 else:
@@ -91,8 +92,9 @@ class Addons:
         """With an explicit --addons, one line for each add-on that runs elsewhere, where its data is."""
         if self.backend_name == "auto":
             return
-        for entry, record in zip(self.resolved, existing):
-            if record is not None and record.get("backend") in ("docker", "native") and record["backend"] != self.backend_name:
+        for entry, record in zip(self.resolved, existing, strict=True):
+            where = record.get("backend") if record is not None else None
+            if record is not None and where in ("docker", "native") and where != self.backend_name:
                 self.say(
                     f"{entry.request.plan} ({record['name']}): runs on {record['backend']}, where it was created and "
                     f"its data is (--addons {self.backend_name} chooses for new add-ons only; to begin it again on "
@@ -195,7 +197,9 @@ class Addons:
             plan=entry.request.plan,
             service=record["service"],
             backend=running.backend,
-            config_vars=MappingProxyType(config_vars(entry, running.endpoint, color=record.get("color"), keys=_keys(record))),
+            config_vars=MappingProxyType(
+                config_vars(entry, running.endpoint, color=record.get("color"), keys=_keys(record))
+            ),
             endpoint=running.endpoint.address,
         )
 
@@ -241,8 +245,12 @@ class State:
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise AddonError(f'{path} has no "addons" list; fix or delete it (add-ons then get new ports)')
         declared = raw.get("declared", [])
-        if not isinstance(declared, list) or not all(isinstance(d, dict) and isinstance(d.get("plan"), str) for d in declared):
-            raise AddonError(f'{path}: its "declared" list is broken; fix it, or delete it and declare the add-ons again')
+        if not isinstance(declared, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("plan"), str) for d in declared
+        ):
+            raise AddonError(
+                f'{path}: its "declared" list is broken; fix it, or delete it and declare the add-ons again'
+            )
         return cls(path, records, declared)
 
     def save(self) -> None:
@@ -351,7 +359,7 @@ def _refuse_shared_vars(state: State, resolved: Sequence[Resolved], records: Seq
     """Two add-ons setting one config var (a Redis attached as HEROKU_POSTGRESQL_JADE beside that
     Postgres) would hide one from the app; Heroku refuses that attachment, and so do we, before any starts."""
     setters: dict[str, str] = {}
-    for entry, record in zip(resolved, records):
+    for entry, record in zip(resolved, records, strict=True):
         color = (record or state.declaration_of(entry.offering.service, entry.as_name) or {}).get("color")
         who = f"{entry.request.plan} (as {entry.as_name})"
         for var in var_names(entry, color if isinstance(color, str) else None):

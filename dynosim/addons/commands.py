@@ -66,7 +66,9 @@ def addons(app_dir: Path, as_json: bool) -> None:
 @click.command("addons:create")
 @app_dir_option
 @click.argument("plan", metavar="NAME[:PLAN]")
-@click.option("--as", "as_name", metavar="NAME", default=None, help="The attachment name: its config vars are NAME_URL…")
+@click.option(
+    "--as", "as_name", metavar="NAME", default=None, help="The attachment name: its config vars are NAME_URL…"
+)
 @click.option(
     "--backend", type=click.Choice(["docker", "native"]), default=None,
     help="Where its first start creates it, and where it then always runs (default: the run's --addons).",
@@ -100,7 +102,9 @@ def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
     manifest = _manifest(app)
     addon = find(state, manifest, name)
     if _active(app):
-        raise DynosimError("a `dynosim run` is active in this app; stop it first, then destroy the add-on (nothing was deleted)")
+        raise DynosimError(
+            "a `dynosim run` is active in this app; stop it first, then destroy the add-on (nothing was deleted)"
+        )
     size = f", {_size(addon.size)}" if addon.size is not None else ""
     where = f", on {addon.backend}{size}" if addon.backend else ", not provisioned yet"
     _confirm(app.name, confirm, f"This command will destroy {addon.name or addon.addon} ({addon.addon} attached as "
@@ -108,7 +112,10 @@ def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
     done = destroy(state, manifest, addon, lambda line: click.echo(line, err=True))
     click.echo(f"Destroying {', '.join(done.names) or addon.name or name} on ⬢ {app.name}... done")
     if done.still_in_app_json:
-        click.echo("app.json still declares it: the next `dynosim run` provisions it again, empty. Remove it from app.json to stop that.")
+        click.echo(
+            "app.json still declares it: the next `dynosim run` provisions it again, empty. "
+            "Remove it from app.json to stop that."
+        )
 
 
 # --- mail -------------------------------------------------------------------------------------------
@@ -117,7 +124,9 @@ def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
 @click.command("mail")
 @app_dir_option
 @json_option
-@click.option("-n", "--num", default=20, show_default=True, type=click.IntRange(min=1), help="How many messages, newest first.")
+@click.option(
+    "-n", "--num", default=20, show_default=True, type=click.IntRange(min=1), help="How many messages, newest first."
+)
 @operate
 def mail(app_dir: Path, as_json: bool, num: int) -> None:
     """The mail the app sent through its mailgun or sendgrid add-on (captured, never sent)."""
