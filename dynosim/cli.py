@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import click
 
@@ -18,7 +19,7 @@ class LazyGroup(click.Group):
     """Subcommands that live in other modules are imported only when they are run (or listed),
     so `dynosim run` does not pay for importing `doctor` or the add-on commands."""
 
-    lazy: dict[str, str] = {}  # command name -> "module:attribute"
+    lazy: ClassVar[dict[str, str]] = {}  # command name -> "module:attribute"
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
@@ -71,7 +72,7 @@ def main() -> None:
 @click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
 @click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons not created yet are created (each runs where it was created).")
-def run(ctx: click.Context, app_dir: Path, procfile: Path | None, env_file: Path | None, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
+def run(ctx: click.Context, *, app_dir: Path, procfile: Path | None, env_file: Path | None, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
         boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
         ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, watch: bool, runtime_metrics: bool, addon: tuple[str, ...],
         addons_backend: str) -> None:
@@ -83,12 +84,12 @@ def run(ctx: click.Context, app_dir: Path, procfile: Path | None, env_file: Path
                    f"`dynosim exec {shlex.join(ctx.args)}` (Heroku's `heroku run`)", err=True)
         sys.exit(2)
     from .addons import AddonRequest
-    from .supervisor import DEFAULT_PORT, Run, RunOptions
     from .ephemeral import DEFAULT_IGNORE
     from .formation import parse_formation
     from .runtime.dyno import Timeouts
     from .runtime.manager import CrashPolicy, CycleSchedule
     from .runtime.memory import MemoryPolicy
+    from .supervisor import DEFAULT_PORT, Run, RunOptions
 
     try:
         procfile, formation = _procfile_or_old_formation(app_dir, procfile, formation)
@@ -135,7 +136,7 @@ def run(ctx: click.Context, app_dir: Path, procfile: Path | None, env_file: Path
 @click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", help="Where add-ons not created yet are created, when no `dynosim run` is active.")
 @click.option("--dirty", is_flag=True, help="With no release yet: build the working tree, uncommitted files included.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec(app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_backend: str, dirty: bool, command: tuple[str, ...]) -> None:
+def exec(*, app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_backend: str, dirty: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND in a one-off dyno of the current release, like `heroku run` (a Procfile type runs its command)."""
     from .oneoff import OneOffOptions, run_oneoff
 
@@ -178,7 +179,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(text: str, flag: str) -> float:
     """`90s`, `10m`, `24h`, `1d` or plain seconds."""
     value = text.strip().lower()
-    unit = _UNITS.get(value[-1:], None)
+    unit = _UNITS.get(value[-1:])
     number = value[:-1] if unit else value
     try:
         seconds = float(number) * (unit or 1)

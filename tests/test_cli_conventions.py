@@ -8,7 +8,6 @@ import re
 import sys
 
 import pytest
-
 from conftest import CACHE_DIR, free_port, make_app, run_dynosim
 from test_cli_errors import assert_one_line_error
 
@@ -73,7 +72,9 @@ def test_log_prefixes_are_coloured_on_a_terminal_unless_told_not_to(tmp_path, ar
     assert bool(COLOUR.search(shown)) is coloured, repr(shown[-300:])
 
 
-@pytest.mark.parametrize(("args", "no_color", "styled"), [((), None, True), ((), "1", False), (("--no-color",), None, False)])
+@pytest.mark.parametrize(("args", "no_color", "styled"), [
+    ((), None, True), ((), "1", False), (("--no-color",), None, False),
+])  # fmt: skip
 def test_tables_follow_the_same_switch(tmp_path, args, no_color, styled):
     app = make_app(tmp_path)
     assert run_dynosim(app, "addons:create", "heroku-redis").returncode == 0

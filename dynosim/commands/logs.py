@@ -28,7 +28,7 @@ LINE = re.compile(r"^(\S+) (\w+)\[([^\]]+)\]: (.*)$", re.S)
 @click.option("-s", "--source", type=click.Choice(["app", "heroku", "dynosim"]), default=None, help="Only this source.")
 @json_option
 @operate
-def logs(app_dir: Path, num: int, tail: bool, dyno: str | None, source: str | None, as_json: bool) -> None:
+def logs(*, app_dir: Path, num: int, tail: bool, dyno: str | None, source: str | None, as_json: bool) -> None:
     """The running app's log stream, as `heroku logs`."""
     from ..control import request, stream
 
