@@ -1,5 +1,6 @@
 """The `dynosim` command: the group, `run` and `exec`; every other command lives with its concept and
 is loaded by name from the lazy table at the end. Parse arguments, call the API, print. No logic here."""
+
 from __future__ import annotations
 
 import importlib
@@ -11,7 +12,7 @@ from typing import ClassVar
 import click
 
 from . import __version__
-from .clikit import fail
+from .clikit import app_dir_option, fail
 from .errors import DynosimError
 
 
@@ -40,8 +41,14 @@ def _no_color(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dynosim")
-@click.option("--no-color", is_flag=True, expose_value=False, is_eager=True, callback=_no_color,
-              help="No colour in anything dynosim prints (as NO_COLOR=1 does).")
+@click.option(
+    "--no-color",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_no_color,
+    help="No colour in anything dynosim prints (as NO_COLOR=1 does).",
+)
 def main() -> None:
     """Run a Procfile app on this machine the way Heroku runs it."""
 
@@ -49,39 +56,156 @@ def main() -> None:
 # extra words (`dynosim run python worker.py`) are kept, to point at `exec` instead of click's usage error
 @main.command(context_settings={"allow_extra_args": True, "allow_interspersed_args": False})
 @click.pass_context
-@click.option("-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here).")
-@click.option("-f", "--procfile", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another Procfile than the app's, relative to its folder (as `heroku local -f`).")
-@click.option("-e", "--env", "env_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Another env file than the app's .env, relative to its folder, read as .env is (as `heroku local -e`).")
-@click.option("--formation", default="", metavar="TYPE=N,…", help="Dynos per process type for this run, e.g. web=2,worker=1 (default: the app's formation, as ps:scale left it).")
-@click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="The router's public port (default: $PORT, else 5000).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Where the router listens (0.0.0.0 to let other machines in).")
-@click.option("--forwarded-port", type=click.Choice(["heroku", "public"]), default="heroku", show_default=True, help="X-Forwarded-Port for dynos: 80/443 as Heroku's router, or the router's port here.")
-@click.option("--preboot", is_flag=True, help="Heroku's preboot: new web dynos are up before old ones stop, so restarts drop no request.")
+@app_dir_option
+@click.option(
+    "-f",
+    "--procfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Another Procfile than the app's, relative to its folder (as `heroku local -f`).",
+)
+@click.option(
+    "-e",
+    "--env",
+    "env_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Another env file than the app's .env, relative to its folder, read as .env is (as `heroku local -e`).",
+)
+@click.option(
+    "--formation",
+    default="",
+    metavar="TYPE=N,…",
+    help="Dynos per process type for this run, e.g. web=2,worker=1 (default: the app's formation, as ps:scale "
+    "left it).",
+)
+@click.option(
+    "-p",
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="The router's public port (default: $PORT, else 5000).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Where the router listens (0.0.0.0 to let other machines in).",
+)
+@click.option(
+    "--forwarded-port",
+    type=click.Choice(["heroku", "public"]),
+    default="heroku",
+    show_default=True,
+    help="X-Forwarded-Port for dynos: 80/443 as Heroku's router, or the router's port here.",
+)
+@click.option(
+    "--preboot",
+    is_flag=True,
+    help="Heroku's preboot: new web dynos are up before old ones stop, so restarts drop no request.",
+)
 @click.option("--size", default=None, help="Dyno size for every type (standard-1x, standard-2x, performance-m…).")
 @click.option("--dirty", is_flag=True, help="Deploy the working tree, uncommitted files included.")
-@click.option("--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How dynos are contained.")
-@click.option("--boot-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Seconds a web dyno has to bind $PORT (R10).")
-@click.option("--stop-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, help="Seconds between SIGTERM and SIGKILL (R12).")
-@click.option("--crash-backoff-scale", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Multiply Heroku's crash restart delays (10 min, 20, 40…) by this.")
-@click.option("--cycle-every", default="24h", show_default=True, metavar="DURATION", help="Cycle each dyno this often (90s, 10m, 24h), plus Heroku's random spread.")
+@click.option(
+    "--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How dynos are contained."
+)
+@click.option(
+    "--boot-timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a web dyno has to bind $PORT (R10).",
+)
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL (R12).",
+)
+@click.option(
+    "--crash-backoff-scale",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Multiply Heroku's crash restart delays (10 min, 20, 40…) by this.",
+)
+@click.option(
+    "--cycle-every",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="Cycle each dyno this often (90s, 10m, 24h), plus Heroku's random spread.",
+)
 @click.option("--no-jitter", is_flag=True, help="Cycle exactly every --cycle-every, without the random spread.")
-@click.option("--ephemeral-ignore", multiple=True, metavar="PATTERN", help="Also leave these paths (gitignore syntax) out of the ephemeral report.")
-@click.option("--report-json", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write what every dyno wrote and lost to this JSON file.")
+@click.option(
+    "--ephemeral-ignore",
+    multiple=True,
+    metavar="PATTERN",
+    help="Also leave these paths (gitignore syntax) out of the ephemeral report.",
+)
+@click.option(
+    "--report-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write what every dyno wrote and lost to this JSON file.",
+)
 @click.option("--strict", is_flag=True, help="Exit 3 if any dyno wrote state that a restart loses.")
 @click.option("--watch", is_flag=True, help="Deploy every new commit of the app's repository, as a push would.")
-@click.option("--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics).")
-@click.option("--addon", "addon", multiple=True, metavar="NAME[:PLAN]", help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).")
-@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True, help="Where add-ons not created yet are created (each runs where it was created).")
-def run(ctx: click.Context, *, app_dir: Path, procfile: Path | None, env_file: Path | None, formation: str, port: int | None, host: str, forwarded_port: str, preboot: bool, size: str | None, dirty: bool, sandbox: str,
-        boot_timeout: float, stop_timeout: float, crash_backoff_scale: float, cycle_every: str, no_jitter: bool,
-        ephemeral_ignore: tuple[str, ...], report_json: Path | None, strict: bool, watch: bool, runtime_metrics: bool, addon: tuple[str, ...],
-        addons_backend: str) -> None:
+@click.option(
+    "--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics)."
+)
+@click.option(
+    "--addon",
+    "addon",
+    multiple=True,
+    metavar="NAME[:PLAN]",
+    help="Provision an add-on for this run too (heroku-postgresql, heroku-redis, searchbox…).",
+)
+@click.option(
+    "--addons",
+    "addons_backend",
+    type=click.Choice(["auto", "docker", "native"]),
+    default="auto",
+    show_default=True,
+    help="Where add-ons not created yet are created (each runs where it was created).",
+)
+def run(
+    ctx: click.Context,
+    *,
+    app_dir: Path,
+    procfile: Path | None,
+    env_file: Path | None,
+    formation: str,
+    port: int | None,
+    host: str,
+    forwarded_port: str,
+    preboot: bool,
+    size: str | None,
+    dirty: bool,
+    sandbox: str,
+    boot_timeout: float,
+    stop_timeout: float,
+    crash_backoff_scale: float,
+    cycle_every: str,
+    no_jitter: bool,
+    ephemeral_ignore: tuple[str, ...],
+    report_json: Path | None,
+    strict: bool,
+    watch: bool,
+    runtime_metrics: bool,
+    addon: tuple[str, ...],
+    addons_backend: str,
+) -> None:
     """Build the app and run its Procfile as Heroku dynos."""
     import shlex
 
     if ctx.args:
-        click.echo(f"dynosim: error: `dynosim run` runs the Procfile and takes no command; a one-off command is "
-                   f"`dynosim exec {shlex.join(ctx.args)}` (Heroku's `heroku run`)", err=True)
+        click.echo(
+            f"dynosim: error: `dynosim run` runs the Procfile and takes no command; a one-off command is "
+            f"`dynosim exec {shlex.join(ctx.args)}` (Heroku's `heroku run`)",
+            err=True,
+        )
         sys.exit(2)
     from .addons import AddonRequest
     from .ephemeral import DEFAULT_IGNORE
@@ -95,8 +219,10 @@ def run(ctx: click.Context, *, app_dir: Path, procfile: Path | None, env_file: P
         procfile, formation = _procfile_or_old_formation(app_dir, procfile, formation)
         for flag, given in (("-f", procfile), ("-e", env_file)):
             if given is not None and not (app_dir / given).is_file():
-                raise DynosimError(f"{flag} {given}: no such file in {app_dir.resolve()}; name an existing file, or leave "
-                                   f"{flag} out for the app's own")
+                raise DynosimError(
+                    f"{flag} {given}: no such file in {app_dir.resolve()}; name an existing file, or leave "
+                    f"{flag} out for the app's own"
+                )
         if port is None:
             port = _env_port() or DEFAULT_PORT
         options = RunOptions(
@@ -110,7 +236,9 @@ def run(ctx: click.Context, *, app_dir: Path, procfile: Path | None, env_file: P
             size=size,
             dirty=dirty,
             sandbox=sandbox,
-            timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout, memory=MemoryPolicy(runtime_metrics=runtime_metrics)),
+            timeouts=Timeouts(
+                boot=boot_timeout, stop=stop_timeout, memory=MemoryPolicy(runtime_metrics=runtime_metrics)
+            ),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
             cycle=CycleSchedule(parse_duration(cycle_every, "--cycle-every"), jitter=not no_jitter),
             ephemeral_ignore=DEFAULT_IGNORE + ephemeral_ignore,
@@ -129,14 +257,31 @@ def run(ctx: click.Context, *, app_dir: Path, procfile: Path | None, env_file: P
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("-C", "--app-dir", type=click.Path(file_okay=False, path_type=Path), default=".", help="The app's folder (default: here).")
+@app_dir_option
 @click.option("-s", "--size", default="standard-1x", show_default=True, help="Dyno size.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Extra config var for this dyno only.")
-@click.option("--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How the dyno is contained.")
-@click.option("--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", help="Where add-ons not created yet are created, when no `dynosim run` is active.")
+@click.option(
+    "--sandbox", type=click.Choice(["auto", "namespaces", "copy"]), default="auto", help="How the dyno is contained."
+)
+@click.option(
+    "--addons",
+    "addons_backend",
+    type=click.Choice(["auto", "docker", "native"]),
+    default="auto",
+    help="Where add-ons not created yet are created, when no `dynosim run` is active.",
+)
 @click.option("--dirty", is_flag=True, help="With no release yet: build the working tree, uncommitted files included.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec(*, app_dir: Path, size: str, env: tuple[str, ...], sandbox: str, addons_backend: str, dirty: bool, command: tuple[str, ...]) -> None:
+def exec(
+    *,
+    app_dir: Path,
+    size: str,
+    env: tuple[str, ...],
+    sandbox: str,
+    addons_backend: str,
+    dirty: bool,
+    command: tuple[str, ...],
+) -> None:
     """Run COMMAND in a one-off dyno of the current release, like `heroku run` (a Procfile type runs its command)."""
     from .oneoff import OneOffOptions, run_oneoff
 
@@ -160,7 +305,9 @@ def _procfile_or_old_formation(app_dir: Path, procfile: Path | None, formation: 
 
     if procfile is None or (app_dir / procfile).exists() or not re.fullmatch(r"[\w-]+=\S*", str(procfile)):
         return procfile, formation
-    click.echo(f"dynosim: warning: -f names the Procfile now (as in `heroku local`); write --formation {procfile}", err=True)
+    click.echo(
+        f"dynosim: warning: -f names the Procfile now (as in `heroku local`); write --formation {procfile}", err=True
+    )
     return None, formation or str(procfile)
 
 
@@ -190,30 +337,32 @@ def parse_duration(text: str, flag: str) -> float:
     return seconds
 
 
-LazyGroup.lazy.update({
-    "ps": "dynosim.commands.ps:ps",
-    "ps:scale": "dynosim.commands.ps:ps_scale",
-    "ps:resize": "dynosim.commands.ps:ps_resize",
-    "ps:restart": "dynosim.commands.ps:ps_restart",
-    "restart": "dynosim.commands.ps:ps_restart",
-    "logs": "dynosim.commands.logs:logs",
-    "config": "dynosim.commands.config:config",
-    "config:get": "dynosim.commands.config:config_get",
-    "config:set": "dynosim.commands.config:config_set",
-    "config:unset": "dynosim.commands.config:config_unset",
-    "releases": "dynosim.commands.releases:releases",
-    "deploy": "dynosim.commands.releases:deploy",
-    "maintenance": "dynosim.commands.maintenance:maintenance",
-    "maintenance:on": "dynosim.commands.maintenance:maintenance_on",
-    "maintenance:off": "dynosim.commands.maintenance:maintenance_off",
-    "certs": "dynosim.commands.certs:certs",
-    "doctor": "dynosim.doctor.command:doctor",
-    "addons": "dynosim.addons.commands:addons",
-    "addons:create": "dynosim.addons.commands:addons_create",
-    "addons:destroy": "dynosim.addons.commands:addons_destroy",
-    "mail": "dynosim.addons.commands:mail",
-    "mail:show": "dynosim.addons.commands:mail_show",
-    "pg:psql": "dynosim.addons.commands:pg_psql",
-    "pg:reset": "dynosim.addons.commands:pg_reset",
-    "redis:cli": "dynosim.addons.commands:redis_cli",
-})
+LazyGroup.lazy.update(
+    {
+        "ps": "dynosim.commands.ps:ps",
+        "ps:scale": "dynosim.commands.ps:ps_scale",
+        "ps:resize": "dynosim.commands.ps:ps_resize",
+        "ps:restart": "dynosim.commands.ps:ps_restart",
+        "restart": "dynosim.commands.ps:ps_restart",
+        "logs": "dynosim.commands.logs:logs",
+        "config": "dynosim.commands.config:config",
+        "config:get": "dynosim.commands.config:config_get",
+        "config:set": "dynosim.commands.config:config_set",
+        "config:unset": "dynosim.commands.config:config_unset",
+        "releases": "dynosim.commands.releases:releases",
+        "deploy": "dynosim.commands.releases:deploy",
+        "maintenance": "dynosim.commands.maintenance:maintenance",
+        "maintenance:on": "dynosim.commands.maintenance:maintenance_on",
+        "maintenance:off": "dynosim.commands.maintenance:maintenance_off",
+        "certs": "dynosim.commands.certs:certs",
+        "doctor": "dynosim.doctor.command:doctor",
+        "addons": "dynosim.addons.commands:addons",
+        "addons:create": "dynosim.addons.commands:addons_create",
+        "addons:destroy": "dynosim.addons.commands:addons_destroy",
+        "mail": "dynosim.addons.commands:mail",
+        "mail:show": "dynosim.addons.commands:mail_show",
+        "pg:psql": "dynosim.addons.commands:pg_psql",
+        "pg:reset": "dynosim.addons.commands:pg_reset",
+        "redis:cli": "dynosim.addons.commands:redis_cli",
+    }
+)
