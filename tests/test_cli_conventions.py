@@ -52,7 +52,7 @@ def test_a_file_that_is_not_there(tmp_path, flag):
 
 def spawn(app, *args: str, no_color: str | None = None):
     pexpect = pytest.importorskip("pexpect")
-    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
+    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR), "TERM": "xterm"}  # a terminal, whatever CI's TERM says
     env.pop("NO_COLOR", None)
     if no_color is not None:
         env["NO_COLOR"] = no_color
