@@ -164,10 +164,11 @@ def mail_show(app_dir: Path, as_json: bool, raw: bool, mail_id: str) -> None:
         print_json(shown)
         return
     click.echo(f"=== {found.id} ({found.addon}) {_local(found.time)}")
-    fields = [(f"{label}:", value) for label, value in (("From", shown["from"]), ("To", shown["to"]), ("Cc", shown["cc"]),
-                                                         ("Subject", shown["subject"]), ("Date", shown["date"])) if value]  # fmt: skip
+    headers = (("From", "from"), ("To", "to"), ("Cc", "cc"), ("Subject", "subject"), ("Date", "date"))
+    fields = [(f"{label}:", shown[key]) for label, key in headers if shown[key]]
     fields.append(("Envelope:", f"from <{shown['envelope_from']}> to {', '.join(shown['envelope_to'])}"))
-    fields += [("Attached:", f"{a['filename'] or '(no name)'} ({a['content_type']}, {a['size']} bytes)") for a in shown["attachments"]]
+    for a in shown["attachments"]:
+        fields.append(("Attached:", f"{a['filename'] or '(no name)'} ({a['content_type']}, {a['size']} bytes)"))
     fields.append(("File:", str(found.path)))
     print_table(None, fields, gap=1)
     click.echo()
