@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from .errors import DynosimError
 
 SOCKET_NAME = "control.sock"
+MAX_ADDRESS = 108  # sun_path's size on Linux, its final NUL included
 MAX_REQUEST = 1 << 16
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]
@@ -58,7 +59,8 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
         # no umask games (the process-wide umask would hit files other tasks create meanwhile): the
         # socket is born inside .dynosim/, which only this user can enter, and then made 0600
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_REQUEST)
+        with _address(self.path) as address:
+            self._server = await asyncio.start_unix_server(self._serve, path=address, limit=MAX_REQUEST)
         os.chmod(self.path, 0o600)
 
     async def stop(self) -> None:
@@ -149,11 +151,27 @@ async def _send(writer: asyncio.StreamWriter, payload: object) -> None:
     await writer.drain()
 
 
+@contextlib.contextmanager
+def _address(path: Path) -> Iterator[str]:
+    """The socket's address: its path, or, when that is longer than a socket address may be (108 bytes
+    on Linux: an app folder deep in a home directory), the same file reached through a descriptor of
+    its folder, which the kernel resolves as it binds or connects."""
+    if len(os.fsencode(path)) < MAX_ADDRESS:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
+
+
 def _connect(state_dir: Path) -> socket.socket:
     path = state_dir / SOCKET_NAME
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        with _address(path) as address:
+            sock.connect(address)
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         raise NoRunError(f"no dynosim run is active in {state_dir.parent}; start one with `dynosim run`") from None

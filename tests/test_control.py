@@ -119,3 +119,15 @@ def test_memory_quota_r14_then_r15(dynosim_app):
     assert app.logs.search(r"heroku\[run\.\d{4}\]: Error R15 \(Memory quota vastly exceeded\)")
     assert app.logs.search(r"heroku\[run\.\d{4}\]: Stopping process with SIGKILL")
     assert app.logs.search(r"sample#memory_total=\d+\.\d\dMB sample#memory_rss=")
+
+
+def test_an_app_folder_deeper_than_a_socket_address_is_operated_all_the_same(tmp_path, dynosim):
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 3) / ("and-another-one-inside-it-" * 2)
+    deep.mkdir(parents=True)
+    app = make_app(deep, procfile="web: python server.py\n")
+    assert len(str(app / ".dynosim" / "control.sock")) > 108  # past what an AF_UNIX path may be
+    run = dynosim(app)
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    ps = run_dynosim(app, "ps", "--json")
+    assert ps.returncode == 0, ps.stderr
+    assert [row["name"] for row in json.loads(ps.stdout)] == ["web.1"]
