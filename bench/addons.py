@@ -15,6 +15,7 @@ before the next. Cold runs each use a new state folder. Docker uses DYNOSIM_POST
 (dynosim-test/postgres:15 unless set; see .ci/docker-images.sh) and is skipped with a note when no
 Docker engine answers. Goal (issue 3): warm native Postgres within 1.5x of bare pg_ctl.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,7 +107,19 @@ def pg_ctl_argv(state: Path) -> tuple[list[str], list[str], str]:
         "-c ssl=on", f"-c ssl_cert_file={folder / 'tls/server.crt'}", f"-c ssl_key_file={folder / 'tls/server.key'}",
         "-c ssl_min_protocol_version=TLSv1.2",
     ])  # fmt: skip
-    start = [*AS_USER, bins["pg_ctl"], "start", "-W", "-s", "-D", str(data), "-l", str(folder / "pg_ctl.log"), "-o", options]
+    start = [
+        *AS_USER,
+        bins["pg_ctl"],
+        "start",
+        "-W",
+        "-s",
+        "-D",
+        str(data),
+        "-l",
+        str(folder / "pg_ctl.log"),
+        "-o",
+        options,
+    ]
     stop = [*AS_USER, bins["pg_ctl"], "stop", "-w", "-s", "-m", "fast", "-D", str(data)]
     url = f"postgres://{record['user']}:{record['password']}@127.0.0.1:{record['port']}/{record['database']}"
     return start, stop, url
@@ -128,7 +141,10 @@ def docker_answers() -> str | None:
     if subprocess.run(["docker", "info"], check=False, capture_output=True, timeout=20).returncode != 0:
         return "no Docker engine answers"
     image = os.environ["DYNOSIM_POSTGRES_IMAGE"]
-    if subprocess.run(["docker", "image", "inspect", image], check=False, capture_output=True, timeout=20).returncode != 0:
+    if (
+        subprocess.run(["docker", "image", "inspect", image], check=False, capture_output=True, timeout=20).returncode
+        != 0
+    ):
         return f"image {image} is missing (.ci/docker-images.sh builds it)"
     return None
 
@@ -140,7 +156,9 @@ def fresh_state(name: str) -> Path:
     return state
 
 
-def cold_and_warm(label: str, folder: str, plan: str, backend: str, cold_runs: int, times: dict[str, list[float]]) -> Path:
+def cold_and_warm(
+    label: str, folder: str, plan: str, backend: str, cold_runs: int, times: dict[str, list[float]]
+) -> Path:
     """Cold runs in new state folders, then returns the last one (its data exists) for warm runs."""
     state = ROOT
     for i in range(cold_runs):
@@ -169,10 +187,12 @@ def measure(warm_runs: int, cold_runs: int) -> dict[str, object]:
     why = docker_answers()
     if why is None:
         try:
-            docker_state = cold_and_warm("docker postgres", "docker-pg", "heroku-postgresql", "docker", cold_runs, times)
+            docker_state = cold_and_warm(
+                "docker postgres", "docker-pg", "heroku-postgresql", "docker", cold_runs, times
+            )
             for _ in range(warm_runs):
                 times["docker postgres warm"].append(timed_addon(docker_state, "heroku-postgresql", "docker")[0])
-        except Exception as error:  # noqa: BLE001 - report it, keep the native figures
+        except Exception as error:
             notes.append(f"docker postgres failed: {type(error).__name__}: {error}")
     else:
         notes.append(f"docker skipped: {why}")
@@ -199,13 +219,17 @@ def main() -> None:
     print(f"{'case':26} {'median':>9} {'range (ms)':>16} {'vs pg_ctl':>9}  runs (ms)")
     for case, values in result["raw"].items():  # type: ignore[union-attr]
         ms = [v * 1000 for v in values]
-        print(f"{case:26} {median(ms):7.0f}ms {spread(ms):>16} {median(values) / baseline:8.2f}x  "
-              + " ".join(f"{v:.0f}" for v in ms))
+        print(
+            f"{case:26} {median(ms):7.0f}ms {spread(ms):>16} {median(values) / baseline:8.2f}x  "
+            + " ".join(f"{v:.0f}" for v in ms)
+        )
     for note in result["notes"]:  # type: ignore[union-attr]
         print(f"note: {note}")
     print(f"dynosim {result['dynosim']}; {result['baseline']}")
-    print(f"ratio warm native Postgres / pg_ctl: {result['ratio']:.2f}x (goal {result['goal']}): "
-          f"{'met' if result['met'] else 'NOT met'}")
+    print(
+        f"ratio warm native Postgres / pg_ctl: {result['ratio']:.2f}x (goal {result['goal']}): "
+        f"{'met' if result['met'] else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ dynosim and its baseline (honcho) are launched the same way: the console scripts
 interpreter (not pyenv shims), stdin closed, in a session of their own, stopped with SIGINT
 as Ctrl-C would, and checked to have left nothing behind.
 """
+
 from __future__ import annotations
 
 import functools
@@ -107,8 +108,15 @@ def command_name(argv: list[str]) -> str:
 
 
 def launch(argv: list[str], env: dict[str, str], cwd: Path, stdout=subprocess.DEVNULL) -> psutil.Popen:
-    return psutil.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
-                        stderr=subprocess.STDOUT, start_new_session=True)
+    return psutil.Popen(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: psutil.Popen, timeout: float = 40) -> None:
@@ -120,7 +128,7 @@ def stop(proc: psutil.Popen, timeout: float = 40) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     proc.wait(timeout)
-    gone, alive = psutil.wait_procs(family, timeout=5)
+    _gone, alive = psutil.wait_procs(family, timeout=5)
     if alive:
         for leftover in alive:
             leftover.kill()
@@ -148,8 +156,13 @@ def dyno_env_for_honcho(venv: Path) -> dict[str, str]:
     """honcho's environment for the sample app: the same venv first on PATH and the same knobs
     dynosim sets for a standard-1x web dyno."""
     env = honcho_env()
-    env.update(PATH=f"{venv}/bin:{os.environ['PATH']}", PYTHONUNBUFFERED="true", WEB_CONCURRENCY="2",
-               GUNICORN_CMD_ARGS="--access-logfile -", FORWARDED_ALLOW_IPS="*")
+    env.update(
+        PATH=f"{venv}/bin:{os.environ['PATH']}",
+        PYTHONUNBUFFERED="true",
+        WEB_CONCURRENCY="2",
+        GUNICORN_CMD_ARGS="--access-logfile -",
+        FORWARDED_ALLOW_IPS="*",
+    )
     return env
 
 

@@ -13,6 +13,7 @@ supervisor costs while nothing happens.
    Baseline, side by side: `honcho start -c worker=10`'s main process over the same 30 s.
 Goal (issue 6): dynosim's idle CPU under 1% of a core.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,18 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (WORK_DIR, dynosim_argv, dynosim_env, honcho_argv, honcho_env, launch, make_app, median,
-                          spread, stop)
+from bench.common import (
+    WORK_DIR,
+    dynosim_argv,
+    dynosim_env,
+    honcho_argv,
+    honcho_env,
+    launch,
+    make_app,
+    median,
+    spread,
+    stop,
+)
 from bench.memory import workers_running
 from dynosim import control
 
@@ -124,7 +135,10 @@ def measure(count: int, seconds: float) -> dict[str, object]:
         "ratio": d_us / e_us,  # the round trip's; the CPU goal is absolute
         "goal": f"CPU < {GOAL_PERCENT}% of a core",
         "met": cpu < GOAL_PERCENT,
-        "cpu": cpu, "honcho_cpu": honcho_cpu, "threads": threads, "dynos_in_ps": dynos,
+        "cpu": cpu,
+        "honcho_cpu": honcho_cpu,
+        "threads": threads,
+        "dynos_in_ps": dynos,
         "raw": rtt,
     }
 
@@ -136,11 +150,15 @@ def main() -> int:
     args = parser.parse_args()
     r = measure(args.count, args.seconds)
     us = {who: [t * 1e6 for t in times] for who, times in r["raw"].items()}  # type: ignore[union-attr]
-    print(f"`ps` round trip ({len(us['dynosim'])} each, {r['dynos_in_ps']} dynos listed): "
-          f"dynosim {median(us['dynosim']):.0f} µs (range {spread(us['dynosim'])}); "
-          f"bare echo {median(us['echo']):.0f} µs (range {spread(us['echo'])}); ratio {r['ratio']:.1f}x")
-    print(f"idle CPU over {args.seconds:.0f} s, {DYNOS} sleeping dynos, memory sampling on: supervisor "
-          f"{r['cpu']:.2f}% of a core ({r['threads']} threads); honcho's main process {r['honcho_cpu']:.2f}%")
+    print(
+        f"`ps` round trip ({len(us['dynosim'])} each, {r['dynos_in_ps']} dynos listed): "
+        f"dynosim {median(us['dynosim']):.0f} µs (range {spread(us['dynosim'])}); "
+        f"bare echo {median(us['echo']):.0f} µs (range {spread(us['echo'])}); ratio {r['ratio']:.1f}x"
+    )
+    print(
+        f"idle CPU over {args.seconds:.0f} s, {DYNOS} sleeping dynos, memory sampling on: supervisor "
+        f"{r['cpu']:.2f}% of a core ({r['threads']} threads); honcho's main process {r['honcho_cpu']:.2f}%"
+    )
     print(f"goal CPU < {GOAL_PERCENT}% of a core: {'met' if r['met'] else 'NOT met'}")
     return 0 if r["met"] else 1
 

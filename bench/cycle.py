@@ -22,6 +22,7 @@ Detector latency: a Ledger watching a fresh dyno filesystem; a file is written i
 upper folder (where its writes land) and we poll every 1 ms until the ledger lists it. N=50,
 median and max. Goal (issue 4): within 1 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ def make_tree(root: Path) -> Path:
 def make_slug(tree: Path):  # type: ignore[no-untyped-def]
     from dynosim.buildpack import Slug
 
-    return Slug(id="bench-cycle", path=tree, venv=None, python_version="3.11", commit=None,
-                description="Deploy (bench)")
+    return Slug(
+        id="bench-cycle", path=tree, venv=None, python_version="3.11", commit=None, description="Deploy (bench)"
+    )
 
 
 async def timed_cycle(sandbox, slug) -> float:  # type: ignore[no-untyped-def]
@@ -186,17 +188,25 @@ def main() -> None:
     print(f"{'case':16} {'median':>9} {'range (ms)':>14} {'vs cp /var/tmp':>14} {'vs cp /dev/shm':>14}  runs (ms)")
     for case, values in raw.items():
         ms = [v * 1000 for v in values]
-        print(f"{case:16} {median(ms):7.1f}ms {spread(ms):>14} {median(values) / base:13.3f}x {median(values) / shm:13.3f}x  "
-              + " ".join(f"{v:.0f}" for v in ms))
+        print(
+            f"{case:16} {median(ms):7.1f}ms {spread(ms):>14} {median(values) / base:13.3f}x {median(values) / shm:13.3f}x  "
+            + " ".join(f"{v:.0f}" for v in ms)
+        )
     lat = [v * 1000 for v in result["latency"]]  # type: ignore[union-attr]
-    print(f"ledger latency over {len(lat)} writes: median {median(lat):.1f} ms, max {max(lat):.1f} ms "
-          f"(goal within {LATENCY_GOAL:g} s): {'met' if max(lat) <= LATENCY_GOAL * 1000 else 'NOT met'}")
+    print(
+        f"ledger latency over {len(lat)} writes: median {median(lat):.1f} ms, max {max(lat):.1f} ms "
+        f"(goal within {LATENCY_GOAL:g} s): {'met' if max(lat) <= LATENCY_GOAL * 1000 else 'NOT met'}"
+    )
     print(f"dynosim {result['dynosim']}; {result['baseline']}")
-    print(f"ratio namespaces cycle / cp -a: {result['ratio']:.3f}x against /var/tmp, "
-          f"{median(raw['namespaces']) / shm:.3f}x against /dev/shm (goal {result['goal']}): "
-          f"{'met' if result['met'] else 'NOT met'}")
-    print(f"copy mode: {median(raw['copy']) / base:.2f}x of cp -a (/var/tmp): it copies the whole slug per dyno, "
-          "so it cannot meet the goal")
+    print(
+        f"ratio namespaces cycle / cp -a: {result['ratio']:.3f}x against /var/tmp, "
+        f"{median(raw['namespaces']) / shm:.3f}x against /dev/shm (goal {result['goal']}): "
+        f"{'met' if result['met'] else 'NOT met'}"
+    )
+    print(
+        f"copy mode: {median(raw['copy']) / base:.2f}x of cp -a (/var/tmp): it copies the whole slug per dyno, "
+        "so it cannot meet the goal"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ last, then checks that every line arrived exactly once and in order. Baseline, s
 `honcho start --no-colour` on the same app. Runs alternate; medians are reported.
 Goal (issue 2): dynosim's lines/s at least honcho's, with every line delivered.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,18 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import command_name, dynosim_argv, dynosim_env, honcho_argv, honcho_env, launch, make_app, median, spread, stop
+from bench.common import (
+    command_name,
+    dynosim_argv,
+    dynosim_env,
+    honcho_argv,
+    honcho_env,
+    launch,
+    make_app,
+    median,
+    spread,
+    stop,
+)
 
 FLOOD = """\
 import sys, time
@@ -67,8 +79,11 @@ def one_run(argv: list[str], env: dict[str, str], app: Path, count: int) -> dict
         missing = count - len(set(numbers))
         raise RuntimeError(f"{command_name(argv)}: {len(numbers)} flood lines, {missing} missing or out of order")
     assert first is not None and last is not None
-    return {"rate": (count - 1) / (last - first), "producer": float(DONE.search(output).group(1)),
-            "lines": len(numbers)}
+    return {
+        "rate": (count - 1) / (last - first),
+        "producer": float(DONE.search(output).group(1)),
+        "lines": len(numbers),
+    }
 
 
 def measure(runs: int, count: int) -> dict[str, object]:
@@ -76,7 +91,7 @@ def measure(runs: int, count: int) -> dict[str, object]:
     env = dynosim_env()
     commands = {"dynosim": (dynosim_argv(), env), "honcho": (honcho_argv("--no-colour"), honcho_env())}
     results: dict[str, list[dict[str, float]]] = {"dynosim": [], "honcho": []}
-    for who, (argv, run_env) in commands.items():  # warm-up, untimed: builds the slug, fills caches
+    for argv, run_env in commands.values():  # warm-up, untimed: builds the slug, fills caches
         one_run(argv, run_env, app, count)
     for _ in range(runs):
         for who, (argv, run_env) in commands.items():
@@ -101,12 +116,18 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.runs, args.lines)
     for who, runs in result["raw"].items():
-        print(f"{who:8} lines/s: " + " ".join(f"{r['rate'] / 1000:.0f}k" for r in runs)
-              + "; producer done in " + " ".join(f"{r['producer']:.2f}" for r in runs) + " s"
-              + f"; lines received {runs[0]['lines']:,} each, in order")
+        print(
+            f"{who:8} lines/s: "
+            + " ".join(f"{r['rate'] / 1000:.0f}k" for r in runs)
+            + "; producer done in "
+            + " ".join(f"{r['producer']:.2f}" for r in runs)
+            + " s"
+            + f"; lines received {runs[0]['lines']:,} each, in order"
+        )
     print(f"dynosim {result['dynosim']}; {result['baseline']}")
-    print(f"ratio dynosim/honcho: {result['ratio']:.2f}x (goal {result['goal']}): "
-          f"{'met' if result['met'] else 'NOT met'}")
+    print(
+        f"ratio dynosim/honcho: {result['ratio']:.2f}x (goal {result['goal']}): {'met' if result['met'] else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

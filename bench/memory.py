@@ -8,6 +8,7 @@ and dyno init per dyno; honcho: a forked copy of itself per process), since honc
 most of its supervision in those forks.
 Runs alternate; medians are reported. Goal (issue 2): dynosim under 60 MB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,18 @@ import psutil
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import command_name, dynosim_argv, dynosim_env, honcho_argv, honcho_env, launch, make_app, median, spread, stop
+from bench.common import (
+    command_name,
+    dynosim_argv,
+    dynosim_env,
+    honcho_argv,
+    honcho_env,
+    launch,
+    make_app,
+    median,
+    spread,
+    stop,
+)
 
 DYNOS = 10
 GOAL_MB = 60
@@ -68,9 +80,14 @@ def one_run(argv: list[str], env: dict[str, str], app: Path, settle: float) -> d
         full = proc.memory_full_info()
         helper_pss = sum(p.memory_full_info().pss for p in helpers(proc))
         peak = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmHWM:")[1].split()[0]) * 1024
-        return {"rss": max(samples) / MB, "uss": full.uss / MB, "peak": peak / MB,
-                "pss_total": (full.pss + helper_pss) / MB, "helpers": len(helpers(proc)),
-                "threads": proc.num_threads()}
+        return {
+            "rss": max(samples) / MB,
+            "uss": full.uss / MB,
+            "peak": peak / MB,
+            "pss_total": (full.pss + helper_pss) / MB,
+            "helpers": len(helpers(proc)),
+            "threads": proc.num_threads(),
+        }
     finally:
         stop(proc)
 
@@ -107,9 +124,14 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.runs, args.settle)
     for who, runs in result["raw"].items():
-        print(f"{who:8} " + "; ".join(
-            f"RSS {r['rss']:.1f} MB (USS {r['uss']:.1f}, peak {r['peak']:.1f}, {r['threads']} threads; "
-            f"with its {r['helpers']} helper processes PSS {r['pss_total']:.1f})" for r in runs))
+        print(
+            f"{who:8} "
+            + "; ".join(
+                f"RSS {r['rss']:.1f} MB (USS {r['uss']:.1f}, peak {r['peak']:.1f}, {r['threads']} threads; "
+                f"with its {r['helpers']} helper processes PSS {r['pss_total']:.1f})"
+                for r in runs
+            )
+        )
     print(f"dynosim {result['dynosim']}; {result['baseline']}; ratio {result['ratio']:.2f}x")
     print(f"goal {result['goal']}: {'met' if result['met'] else 'NOT met'}")
 

@@ -26,6 +26,7 @@ Also (issue 5): `--formation web=2 --cycle-every 10s --preboot`, 10,000 requests
 router from keep-alive http.client clients in threads, spread over ~25 s so several cycles land
 among them; every answer that is not a 200 (or no answer) is a failure. Goal: zero.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,8 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -56,18 +57,30 @@ WRK_ARGS = ("-t1", "-c20", "-d5s")
 # its latency is the order of a queue 10 deep, and its p99 moved ±50 ms run to run, swamping any
 # proxy's; with as many connections as workers, latency is the app's own time plus the proxy's.
 SAMPLE_WRK_ARGS = ("-t1", "-c2", "-d10s")  # 10 s: ~1,300 requests, so the p99 is not a handful of them
-SERVER = (REPO / "fixtures" / "dynolab" / "server.py").read_text().replace(
-    "class Server(", 'Handler.protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn\n'
-    'Handler.disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms Nagle stall\n'
-    'Handler.timeout = 5  # idle keep-alive connections end (gunicorn: 2 s), so SIGTERM is not held up\n\n\n'
-    'class Server(', 1).replace(
-    "    block_on_close = True\n", "    block_on_close = True\n    request_queue_size = 128  # not 5: no SYN dropped when 20 connect at once\n", 1)
+SERVER = (
+    (REPO / "fixtures" / "dynolab" / "server.py")
+    .read_text()
+    .replace(
+        "class Server(",
+        'Handler.protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn\n'
+        "Handler.disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms Nagle stall\n"
+        "Handler.timeout = 5  # idle keep-alive connections end (gunicorn: 2 s), so SIGTERM is not held up\n\n\n"
+        "class Server(",
+        1,
+    )
+    .replace(
+        "    block_on_close = True\n",
+        "    block_on_close = True\n    request_queue_size = 128  # not 5: no SYN dropped when 20 connect at once\n",
+        1,
+    )
+)
 APP = {"Procfile": "web: python server.py\n", "server.py": SERVER}
 LISTENING = re.compile(r"app\[web\.(\d+)\]: .*?[Ll]istening (?:on |at: http://[\d.]+:)(\d+)")
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
 # --- dynosim ------------------------------------------------------------------------------------
+
 
 class Run:
     """A `dynosim run` of an app, its output in a file, stopped with SIGINT on exit."""
@@ -133,6 +146,7 @@ def start_web(app: Path, *args: str, env: dict[str, str] | None = None) -> tuple
 
 # --- nginx --------------------------------------------------------------------------------------
 
+
 class Nginx:
     """nginx in the foreground with a minimal config in a temp folder: 1 worker, no access log,
     a keep-alive upstream to the dyno; plain HTTP on `port`, TLS on `tls_port` if certs given."""
@@ -141,14 +155,18 @@ class Nginx:
         self.dir = Path(tempfile.mkdtemp(prefix="nginx-", dir=WORK_DIR))
         self.port = free_port()
         self.tls_port = free_port() if cert else None
-        tls = (f"""
+        tls = (
+            f"""
     server {{
         listen 127.0.0.1:{self.tls_port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {{ proxy_pass http://dyno; }}
-    }}""" if cert else "")
+    }}"""
+            if cert
+            else ""
+        )
         (self.dir / "nginx.conf").write_text(f"""\
 worker_processes 1;
 daemon off;
@@ -177,8 +195,11 @@ http {{
     }}{tls}
 }}
 """)
-        self.proc = launch(["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
-                           {"PATH": "/usr/sbin:/usr/bin:/bin"}, self.dir)
+        self.proc = launch(
+            ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
+            {"PATH": "/usr/sbin:/usr/bin:/bin"},
+            self.dir,
+        )
         Run.wait_http(self.port)
 
     def __enter__(self) -> Nginx:
@@ -190,22 +211,33 @@ http {{
 
 # --- wrk ----------------------------------------------------------------------------------------
 
+
 def wrk(url: str, args: tuple[str, ...] = WRK_ARGS) -> dict[str, float]:
     """One wrk run: requests/s, p50 and p99 in ms, and errors (non-2xx/3xx plus socket errors)."""
-    out = subprocess.run(["wrk", *args, "--latency", url], capture_output=True, text=True, timeout=60,
-                         check=True).stdout
+    out = subprocess.run(
+        ["wrk", *args, "--latency", url], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+
     def latency(pct: str) -> float:
         value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M).groups()  # type: ignore[union-attr]
         return float(value) * UNITS[unit]
+
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-            "p50": latency("50"), "p99": latency("99"),
-            "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+    }
 
 
-def alternate(targets: dict[str, str], rounds: int, args: tuple[str, ...] = WRK_ARGS,
-              cpu: dict[str, Callable[[], float]] | None = None) -> dict[str, list[dict[str, float]]]:
+def alternate(
+    targets: dict[str, str],
+    rounds: int,
+    args: tuple[str, ...] = WRK_ARGS,
+    cpu: dict[str, Callable[[], float]] | None = None,
+) -> dict[str, list[dict[str, float]]]:
     """`rounds` wrk runs of each target, the order rotated every round; one untimed warm-up each.
     `cpu` gives, for some targets, the CPU seconds so far of the proxy behind it: each of their runs
     then records `cpu_us`, that proxy's CPU per request."""
@@ -214,7 +246,7 @@ def alternate(targets: dict[str, str], rounds: int, args: tuple[str, ...] = WRK_
         wrk(targets[name], (*args[:-1], "-d1s"))
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             probe = cpu.get(name) if cpu else None
             before = probe() if probe else 0.0
             started = time.monotonic()
@@ -233,17 +265,20 @@ def cpu_seconds(pid: int, children: bool = True) -> Callable[[], float]:
     def total() -> float:
         family = (process, *process.children(recursive=True)) if children else (process,)
         return sum(sum(p.cpu_times()[:2]) for p in family)
+
     return total
 
 
 def summary(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    return {name: {k: median([x[k] for x in runs]) for k in ("rps", "p50", "p99", "errors")}
-            for name, runs in results.items()}
+    return {
+        name: {k: median([x[k] for x in runs]) for k in ("rps", "p50", "p99", "errors")}
+        for name, runs in results.items()
+    }
 
 
 def added_p99(results: dict[str, list[dict[str, float]]], name: str, base: str = "direct") -> float:
     """Median over rounds of (name's p99 − base's p99 in the same round), in ms."""
-    return median([a["p99"] - b["p99"] for a, b in zip(results[name], results[base])])
+    return median([a["p99"] - b["p99"] for a, b in zip(results[name], results[base], strict=False)])
 
 
 def p99_noise(results: dict[str, list[dict[str, float]]], base: str = "direct") -> float:
@@ -259,12 +294,15 @@ def p99_met(d_added: float, n_added: float, noise: float) -> bool:
 def print_table(results: dict[str, list[dict[str, float]]]) -> None:
     for name, runs in results.items():
         rps = [x["rps"] for x in runs]
-        print(f"  {name:14} {median(rps):8.0f} req/s (range {spread(rps)})  "
-              f"p50 {median([x['p50'] for x in runs]):6.2f} ms  p99 {median([x['p99'] for x in runs]):6.2f} ms "
-              f"(range {spread([x['p99'] for x in runs])})  errors {sum(x['errors'] for x in runs):.0f}")
+        print(
+            f"  {name:14} {median(rps):8.0f} req/s (range {spread(rps)})  "
+            f"p50 {median([x['p50'] for x in runs]):6.2f} ms  p99 {median([x['p99'] for x in runs]):6.2f} ms "
+            f"(range {spread([x['p99'] for x in runs])})  errors {sum(x['errors'] for x in runs):.0f}"
+        )
 
 
 # --- the measurements ---------------------------------------------------------------------------
+
 
 def sample_app() -> Path:
     """fixtures/sample as a user has it: Flask on gunicorn, each request a Postgres insert and count."""
@@ -279,9 +317,15 @@ def measure(rounds: int, which: str = "sample") -> dict[str, object]:
     wrk_args = SAMPLE_WRK_ARGS if which == "sample" else WRK_ARGS
     run, dyno_port = start_web(app)
     with run, Nginx(dyno_port) as nginx:
-        results = alternate({"direct": f"http://127.0.0.1:{dyno_port}/",
-                             "dynosim": f"http://127.0.0.1:{run.port}/",
-                             "nginx": f"http://127.0.0.1:{nginx.port}/"}, rounds, wrk_args)
+        results = alternate(
+            {
+                "direct": f"http://127.0.0.1:{dyno_port}/",
+                "dynosim": f"http://127.0.0.1:{run.port}/",
+                "nginx": f"http://127.0.0.1:{nginx.port}/",
+            },
+            rounds,
+            wrk_args,
+        )
     s = summary(results)
     throughput = s["dynosim"]["rps"] / s["direct"]["rps"]
     d_added, n_added = added_p99(results, "dynosim"), added_p99(results, "nginx")
@@ -293,7 +337,7 @@ def measure(rounds: int, which: str = "sample") -> dict[str, object]:
         "wrk": " ".join(wrk_args),
         "dynosim": f"{s['dynosim']['rps']:.0f} req/s, p99 {s['dynosim']['p99']:.2f} ms ({d_added:+.2f} ms)",
         "baseline": f"direct {s['direct']['rps']:.0f} req/s; nginx {s['nginx']['rps']:.0f} req/s, "
-                    f"p99 {n_added:+.2f} ms; direct p99 moves ±{noise:.2f} ms",
+        f"p99 {n_added:+.2f} ms; direct p99 moves ±{noise:.2f} ms",
         "ratio": throughput,
         "goal": f"≥ {THROUGHPUT_GOAL}x; added p99 ≤ {P99_GOAL}x nginx's (or within the noise)",
         "met": throughput >= THROUGHPUT_GOAL and p99_met(d_added, n_added, noise),
@@ -344,44 +388,64 @@ def cycling(total: int = 10_000, clients: int = 8, seconds: float = 25.0) -> dic
         elapsed = time.monotonic() - started
         log = run.log()
     cycles = log.count("Cycling")
-    return {"sent": sent, "failures": failures, "failed": sum(failures.values()), "cycles": cycles,
-            "seconds": elapsed, "router_non200": len(re.findall(r"heroku\[router\]:.* status=(?!200 )\d+", log)),
-            "errors": re.findall(r"heroku\[router\]: at=error.*", log)[:5], "r12": log.count("Error R12")}
+    return {
+        "sent": sent,
+        "failures": failures,
+        "failed": sum(failures.values()),
+        "cycles": cycles,
+        "seconds": elapsed,
+        "router_non200": len(re.findall(r"heroku\[router\]:.* status=(?!200 )\d+", log)),
+        "errors": re.findall(r"heroku\[router\]: at=error.*", log)[:5],
+        "r12": log.count("Error R12"),
+    }
 
 
 def report(result: dict[str, object], rounds: int) -> None:
     print(f"{result['app']}: wrk {result['wrk']}, {rounds} alternated rounds, medians:")
     print_table(result["raw"])  # type: ignore[arg-type]
     d_added, n_added = result["added"]  # type: ignore[misc]
-    print(f"  throughput dynosim/direct: {result['ratio']:.2f}x (goal ≥ {THROUGHPUT_GOAL}x): "
-          f"{'met' if result['ratio'] >= THROUGHPUT_GOAL else 'NOT met'}")  # type: ignore[operator]
+    print(
+        f"  throughput dynosim/direct: {result['ratio']:.2f}x (goal ≥ {THROUGHPUT_GOAL}x): "
+        f"{'met' if result['ratio'] >= THROUGHPUT_GOAL else 'NOT met'}"
+    )  # type: ignore[operator]
     s = summary(result["raw"])  # type: ignore[arg-type]
-    ratio = (f"ratio {result['p99_ratio']:.2f}x" if n_added > 0 else
-             f"nginx adds no p99 at all, so the ratio is undefined; dynosim's p99 is "
-             f"{s['dynosim']['p99'] / s['nginx']['p99']:.2f}x nginx's")
+    ratio = (
+        f"ratio {result['p99_ratio']:.2f}x"
+        if n_added > 0
+        else f"nginx adds no p99 at all, so the ratio is undefined; dynosim's p99 is "
+        f"{s['dynosim']['p99'] / s['nginx']['p99']:.2f}x nginx's"
+    )
     noise = result["noise"]
-    print(f"  added p99 (vs direct, same round): dynosim {d_added:+.2f} ms, nginx {n_added:+.2f} ms; {ratio}; "
-          f"the direct p99 itself moves ±{noise:.2f} ms between rounds (goal: ≤ {P99_GOAL}x nginx's, or within "
-          f"that): {'met' if p99_met(d_added, n_added, noise) else 'NOT met'}")
+    print(
+        f"  added p99 (vs direct, same round): dynosim {d_added:+.2f} ms, nginx {n_added:+.2f} ms; {ratio}; "
+        f"the direct p99 itself moves ±{noise:.2f} ms between rounds (goal: ≤ {P99_GOAL}x nginx's, or within "
+        f"that): {'met' if p99_met(d_added, n_added, noise) else 'NOT met'}"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--rounds", type=int, default=5, help="wrk rounds of each (default 5)")
-    parser.add_argument("--app", choices=("sample", "stdlib", "both"), default="both",
-                        help="the bundled sample app (issue 5's), the stdlib server (the router's own cost), or both")
+    parser.add_argument(
+        "--app",
+        choices=("sample", "stdlib", "both"),
+        default="both",
+        help="the bundled sample app (issue 5's), the stdlib server (the router's own cost), or both",
+    )
     parser.add_argument("--no-cycle", action="store_true", help="skip the 10,000 requests under cycling")
     args = parser.parse_args()
     ok = True
-    for which in (("sample", "stdlib") if args.app == "both" else (args.app,)):
+    for which in ("sample", "stdlib") if args.app == "both" else (args.app,):
         result = measure(args.rounds, which)
         report(result, args.rounds)
         ok = ok and bool(result["met"])
     if not args.no_cycle:
         c = cycling()
-        print(f"cycling (web=2, --cycle-every 10s, --preboot): {c['sent']} requests in {c['seconds']:.1f} s, "
-              f"{c['cycles']} cycle(s) logged, failures {c['failed']} {c['failures'] or ''}"
-              f"(router logged {c['router_non200']} non-200; {c['r12']} R12): {'met' if c['failed'] == 0 else 'NOT met'}")
+        print(
+            f"cycling (web=2, --cycle-every 10s, --preboot): {c['sent']} requests in {c['seconds']:.1f} s, "
+            f"{c['cycles']} cycle(s) logged, failures {c['failed']} {c['failures'] or ''}"
+            f"(router logged {c['router_non200']} non-200; {c['r12']} R12): {'met' if c['failed'] == 0 else 'NOT met'}"
+        )
         for line in c["errors"]:  # type: ignore[union-attr]
             print(f"  {line}")
         ok = ok and c["failed"] == 0

@@ -1,6 +1,7 @@
 """Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory) and of issues 3, 4, 5, 6 and 8
 (add-on start, dyno cycle, router, control socket and idle CPU, TLS), each against
 its baseline measured side by side, and prints a summary table. `--quick` runs fewer rounds."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,22 +28,35 @@ def main() -> int:
         ("router (sample app)", lambda: router.measure(2 if quick else 5, "sample")),
         ("router (stdlib server)", lambda: router.measure(2 if quick else 5, "stdlib")),
         ("control socket and idle CPU", lambda: control.measure(100 if quick else 200, 15.0 if quick else 30.0)),
-        ("TLS", lambda: tls.measure(2 if quick else 9) or {
-            "name": "TLS vs plain through the router", "dynosim": "skipped: router HTTPS not answering",
-            "baseline": "-", "ratio": float("nan"), "goal": "-", "met": False}),
+        (
+            "TLS",
+            lambda: (
+                tls.measure(2 if quick else 9)
+                or {
+                    "name": "TLS vs plain through the router",
+                    "dynosim": "skipped: router HTTPS not answering",
+                    "baseline": "-",
+                    "ratio": float("nan"),
+                    "goal": "-",
+                    "met": False,
+                }
+            ),
+        ),
     ):
         print(f"running {title}…", file=sys.stderr, flush=True)
         results.append(run())
-    rows = [(r["name"], r["dynosim"], r["baseline"], f"{r['ratio']:.2f}x", r["goal"], "yes" if r["met"] else "NO")
-            for r in results]
+    rows = [
+        (r["name"], r["dynosim"], r["baseline"], f"{r['ratio']:.2f}x", r["goal"], "yes" if r["met"] else "NO")
+        for r in results
+    ]
     headers = ("benchmark", "dynosim (median)", "baseline (median)", "dynosim/baseline", "goal", "met")
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+        widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
         for row in (headers, *rows):
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)))
     else:
         table = Table(title="dynosim benchmarks")
         for header in headers:

@@ -8,6 +8,7 @@ Procfile (honcho would stop everything when a `release` process exits). Runs alt
 dynosim…), the port is polled every 5 ms, each run is stopped with SIGINT and waited for.
 Goal (issue 2): dynosim's median within 1.5x of honcho's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,20 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (command_name, dynosim_argv, dynosim_env, dyno_env_for_honcho, find_venv, free_port,
-                          honcho_argv, launch, make_app, median, spread, stop)
+from bench.common import (
+    command_name,
+    dyno_env_for_honcho,
+    dynosim_argv,
+    dynosim_env,
+    find_venv,
+    free_port,
+    honcho_argv,
+    launch,
+    make_app,
+    median,
+    spread,
+    stop,
+)
 
 GOAL = 1.5
 POLL = 0.005
@@ -113,8 +126,9 @@ def main() -> None:
     for who in ("dynosim", "honcho"):
         print(f"{who:8} " + " ".join(f"{t * 1000:.0f}" for t in result["raw"][who]) + " ms")
     print(f"dynosim {result['dynosim']}; {result['baseline']}")
-    print(f"ratio dynosim/honcho: {result['ratio']:.2f}x (goal {result['goal']}): "
-          f"{'met' if result['met'] else 'NOT met'}")
+    print(
+        f"ratio dynosim/honcho: {result['ratio']:.2f}x (goal {result['goal']}): {'met' if result['met'] else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ machine: a process's CPU per request rises as it gets idler (each event costs a 
 own), so dynosim's process spent the same ~92 µs per request with the dyno's log line as without.
 If the router does not answer HTTPS, this says so and skips.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,13 +74,22 @@ def measure(rounds: int) -> dict[str, object] | None:
         with Nginx(dyno_port, cert, key) as nginx:
             supervisor = cpu_seconds(run.proc.pid, children=False)  # the router's process, not its dynos
             nginx_cpu = cpu_seconds(nginx.proc.pid)
-            results = alternate({"direct": f"http://127.0.0.1:{dyno_port}/",
-                                 "dynosim http": f"http://127.0.0.1:{run.port}/",
-                                 "dynosim https": f"https://127.0.0.1:{run.port}/",
-                                 "nginx http": f"http://127.0.0.1:{nginx.port}/",
-                                 "nginx https": f"https://127.0.0.1:{nginx.tls_port}/"}, rounds,
-                                cpu={"dynosim http": supervisor, "dynosim https": supervisor,
-                                     "nginx http": nginx_cpu, "nginx https": nginx_cpu})
+            results = alternate(
+                {
+                    "direct": f"http://127.0.0.1:{dyno_port}/",
+                    "dynosim http": f"http://127.0.0.1:{run.port}/",
+                    "dynosim https": f"https://127.0.0.1:{run.port}/",
+                    "nginx http": f"http://127.0.0.1:{nginx.port}/",
+                    "nginx https": f"https://127.0.0.1:{nginx.tls_port}/",
+                },
+                rounds,
+                cpu={
+                    "dynosim http": supervisor,
+                    "dynosim https": supervisor,
+                    "nginx http": nginx_cpu,
+                    "nginx https": nginx_cpu,
+                },
+            )
         protocols = run.log().count("protocol=https")
     keep = {proxy: per_round(results, proxy, "rps") for proxy in ("dynosim", "nginx")}
     grow = {proxy: per_round(results, proxy, "p99") for proxy in ("dynosim", "nginx")}
@@ -105,7 +115,10 @@ def measure(rounds: int) -> dict[str, object] | None:
 
 def per_round(results: dict[str, list[dict[str, float]]], proxy: str, measure: str) -> list[float]:
     """The proxy's https ÷ http of one measure, round by round."""
-    return [tls[measure] / plain[measure] for tls, plain in zip(results[f"{proxy} https"], results[f"{proxy} http"])]
+    return [
+        tls[measure] / plain[measure]
+        for tls, plain in zip(results[f"{proxy} https"], results[f"{proxy} http"], strict=False)
+    ]
 
 
 def main() -> int:
@@ -120,14 +133,20 @@ def main() -> int:
     d_keep, n_keep, keep_noise, keep_met = result["keep"]  # type: ignore[misc]
     d_grow, n_grow, grow_noise, grow_met = result["grow"]  # type: ignore[misc]
     print(f"router log lines with protocol=https: {result['https_lines']}")
-    print(f"req/s with TLS ÷ plain (median of rounds): dynosim {d_keep:.2f}x, nginx {n_keep:.2f}x "
-          f"(nginx's own round-to-round movement ±{keep_noise:.2f}): {'met' if keep_met else 'NOT met'}")
-    print(f"p99 with TLS ÷ plain (median of rounds): dynosim {d_grow:.2f}x, nginx {n_grow:.2f}x "
-          f"(±{grow_noise:.2f}): {'met' if grow_met else 'NOT met'}")
+    print(
+        f"req/s with TLS ÷ plain (median of rounds): dynosim {d_keep:.2f}x, nginx {n_keep:.2f}x "
+        f"(nginx's own round-to-round movement ±{keep_noise:.2f}): {'met' if keep_met else 'NOT met'}"
+    )
+    print(
+        f"p99 with TLS ÷ plain (median of rounds): dynosim {d_grow:.2f}x, nginx {n_grow:.2f}x "
+        f"(±{grow_noise:.2f}): {'met' if grow_met else 'NOT met'}"
+    )
     cpu = result["cpu"]  # type: ignore[assignment]
-    print(f"CPU per request: dynosim's process {cpu['dynosim http']:.0f} µs plain, {cpu['dynosim https']:.0f} µs TLS "
-          f"({cpu['dynosim https'] - cpu['dynosim http']:+.0f} µs); nginx {cpu['nginx http']:.0f} µs plain, "
-          f"{cpu['nginx https']:.0f} µs TLS ({cpu['nginx https'] - cpu['nginx http']:+.0f} µs)")
+    print(
+        f"CPU per request: dynosim's process {cpu['dynosim http']:.0f} µs plain, {cpu['dynosim https']:.0f} µs TLS "
+        f"({cpu['dynosim https'] - cpu['dynosim http']:+.0f} µs); nginx {cpu['nginx http']:.0f} µs plain, "
+        f"{cpu['nginx https']:.0f} µs TLS ({cpu['nginx https'] - cpu['nginx http']:+.0f} µs)"
+    )
     print(f"goal {result['goal']}: {'met' if result['met'] else 'NOT met'}")
     return 0 if result["met"] else 1
 

@@ -2,6 +2,7 @@
 
 The Python API (`dynosim.App`) is imported on first use, so `dynosim --help` stays fast.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

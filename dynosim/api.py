@@ -5,6 +5,7 @@ The functions below are those operations on an app folder: to its running `dynos
 control socket (an `App`'s run has one too), or, when none is active, to the state it keeps for the
 next run, as the Heroku CLI's commands are calls to the platform.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -142,9 +143,9 @@ class Response:
 class App:
     """A Procfile app run the way Heroku runs it, in the background, for tests and scripts.
 
-        with dynosim.App("path/to/app", addons=["heroku-postgresql"]) as app:
-            assert app.get("/").status == 200
-            app.restart()
+    with dynosim.App("path/to/app", addons=["heroku-postgresql"]) as app:
+        assert app.get("/").status == 200
+        app.restart()
     """
 
     def __init__(
@@ -172,12 +173,17 @@ class App:
             formation = parse_formation(formation, "formation")
         self.port = port or free_port()
         self.options = RunOptions(
-            formation=dict(formation or {}), port=self.port, forwarded_port=forwarded_port, dirty=dirty, sandbox=sandbox,
+            formation=dict(formation or {}),
+            port=self.port,
+            forwarded_port=forwarded_port,
+            dirty=dirty,
+            sandbox=sandbox,
             timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout, memory=memory),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
             cycle=CycleSchedule(cycle_every, jitter=jitter) if cycle_every else CycleSchedule(),
             cache_dir=Path(cache_dir) if cache_dir else None,
-            addons=tuple(AddonRequest(plan) for plan in addons), addons_backend=addons_backend,
+            addons=tuple(AddonRequest(plan) for plan in addons),
+            addons_backend=addons_backend,
         )
         self._build_output = io.StringIO()
         self._out = echo or self._build_output
@@ -257,8 +263,14 @@ class App:
     def build_output(self) -> str:
         return self._build_output.getvalue()
 
-    def request(self, method: str, path: str, data: bytes | None = None, headers: Mapping[str, str] | None = None,
-                timeout: float = 30.0) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Response:
         import urllib.error
         import urllib.request
 
@@ -360,8 +372,12 @@ class App:
         """`dynosim exec COMMAND` (a Procfile type runs its command), by the CLI's path: a one-off dyno of
         the running release, in `ps` and the logs while it runs; (exit status, output)."""
         options = OneOffOptions(
-            size=size, sandbox=self.options.sandbox, cache_dir=self.options.cache_dir,
-            ephemeral_ignore=self.options.ephemeral_ignore, env=dict(env or {}), timeouts=self.options.timeouts,
+            size=size,
+            sandbox=self.options.sandbox,
+            cache_dir=self.options.cache_dir,
+            ephemeral_ignore=self.options.ephemeral_ignore,
+            env=dict(env or {}),
+            timeouts=self.options.timeouts,
             attach=False,
         )
         result = run_oneoff(self.path, [command], options, err=self._out)

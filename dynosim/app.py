@@ -1,4 +1,5 @@
 """An app folder as dynosim reads it: Procfile, app.json, config vars, its state dir."""
+
 from __future__ import annotations
 
 import functools
@@ -42,11 +43,11 @@ class AppDir:
         return _user(self.path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _user(path: Path) -> str:
     try:
         email = subprocess.run(
-            ["git", "-C", str(path), "config", "user.email"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(path), "config", "user.email"], capture_output=True, text=True, timeout=5, check=False
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         email = ""

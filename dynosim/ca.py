@@ -4,6 +4,7 @@ Heroku terminates TLS at its router and requires it for Postgres and Key-Value S
 the same on loopback, with certificates from this CA. `dynosim certs` says where it is and how to
 trust it. A server certificate close to its end is renewed, and that is said once.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -87,22 +88,36 @@ class LocalCA:
         except OSError as error:
             raise self._fail(f"cannot create it ({error.strerror})") from None
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dynosim"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"dynosim local CA ({os.environ.get('USER') or os.getuid()})"),
-        ])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dynosim"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"dynosim local CA ({os.environ.get('USER') or os.getuid()})"),
+            ]
+        )
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name).public_key(key.public_key())
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-                decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -130,14 +145,17 @@ class LocalCA:
             from cryptography.hazmat.primitives import serialization
 
             try:
-                self._signer = (x509.load_pem_x509_certificate(self.cert_path.read_bytes()),
-                                serialization.load_pem_private_key(self.key_path.read_bytes(), password=None))
+                self._signer = (
+                    x509.load_pem_x509_certificate(self.cert_path.read_bytes()),
+                    serialization.load_pem_private_key(self.key_path.read_bytes(), password=None),
+                )
             except (OSError, ValueError, TypeError):
                 raise self._fail("its certificate or key cannot be read") from None
         return self._signer
 
-    def server_cert(self, name: str = "localhost", hosts: Sequence[str] = LOCAL_NAMES,
-                    say: Callable[[str], None] = lambda _: None) -> ServerCert:
+    def server_cert(
+        self, name: str = "localhost", hosts: Sequence[str] = LOCAL_NAMES, say: Callable[[str], None] = lambda _: None
+    ) -> ServerCert:
         """A certificate for loopback servers (the router, Postgres, Redis), renewed when it is near its end."""
         cert_path, key_path = self.folder / f"{name}.pem", self.folder / f"{name}-key.pem"
         if not self._usable(cert_path, key_path, hosts):
@@ -173,7 +191,12 @@ class LocalCA:
             return None
         hosts = [str(n) for n in names.get_values_for_type(x509.DNSName)]
         hosts += [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
-        note = {"chain": _digest(chain, key), "ca": _digest(ca), "not_after": cert.not_valid_after_utc.timestamp(), "hosts": hosts}
+        note = {
+            "chain": _digest(chain, key),
+            "ca": _digest(ca),
+            "not_after": cert.not_valid_after_utc.timestamp(),
+            "hosts": hosts,
+        }
         _write_private(_note_path(cert_path), json.dumps(note).encode(), mode=0o644)
         return note
 
@@ -191,11 +214,12 @@ class LocalCA:
                 alt.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 alt.append(x509.DNSName(host))
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=days))
@@ -252,14 +276,16 @@ def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 def trust_instructions(ca: LocalCA) -> str:
     pem = ca.cert_path
-    return "\n".join([
-        f"dynosim's local certificate authority: {pem}",
-        f"  key (keep it private): {ca.key_path}",
-        "Trust it:",
-        f"  curl:      curl --cacert {pem} https://127.0.0.1:5000/",
-        f"  Python:    export SSL_CERT_FILE={pem} REQUESTS_CA_BUNDLE={pem}",
-        f"  Debian/Ubuntu system-wide: sudo cp {pem} /usr/local/share/ca-certificates/dynosim.crt && sudo update-ca-certificates",
-        f"  macOS:     sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {pem}",
-        f"  Firefox/Chrome: import {pem} under Settings > Certificates > Authorities",
-        f"A new one: move {ca.folder} away and run `dynosim certs` again.",
-    ])
+    return "\n".join(
+        [
+            f"dynosim's local certificate authority: {pem}",
+            f"  key (keep it private): {ca.key_path}",
+            "Trust it:",
+            f"  curl:      curl --cacert {pem} https://127.0.0.1:5000/",
+            f"  Python:    export SSL_CERT_FILE={pem} REQUESTS_CA_BUNDLE={pem}",
+            f"  Debian/Ubuntu system-wide: sudo cp {pem} /usr/local/share/ca-certificates/dynosim.crt && sudo update-ca-certificates",
+            f"  macOS:     sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {pem}",
+            f"  Firefox/Chrome: import {pem} under Settings > Certificates > Authorities",
+            f"A new one: move {ca.folder} away and run `dynosim certs` again.",
+        ]
+    )

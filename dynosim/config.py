@@ -6,9 +6,9 @@ import io
 import json
 import re
 import secrets
+from collections.abc import Container, Mapping
 from pathlib import Path
-from typing import Any, Container, Mapping
-
+from typing import Any
 
 from dynosim.errors import ConfigError
 from dynosim.manifest import ENV_NAME, Manifest

@@ -7,6 +7,7 @@ lines; a feed (`dynosim exec`'s one-off dyno) keeps it open the other way, the c
 what its dyno does until it closes. A client that vanishes, sends garbage or floods only ends its
 own connection.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,10 @@ class NoRunError(DynosimError):
 
 class ControlServer:
     def __init__(
-        self, state_dir: Path, handlers: Mapping[str, Handler], tail: Callable[[Mapping[str, Any]], Any],
+        self,
+        state_dir: Path,
+        handlers: Mapping[str, Handler],
+        tail: Callable[[Mapping[str, Any]], Any],
         feeds: Mapping[str, Feed] | None = None,
     ) -> None:
         self.path = state_dir / SOCKET_NAME
@@ -115,7 +119,6 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-
 
     async def _feed(
         self, feed: Feed, request: Mapping[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -6,6 +6,7 @@ as it happens. When the dyno stops, before its filesystem is wiped, the ledger w
 is about to be lost, names the kind of state (recognised by content where it can be), and
 gives the fix Heroku users need.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,9 +31,21 @@ if TYPE_CHECKING:
 # Written by every Python app, or by a shell or REPL in a one-off (`heroku run bash`, `python`), and never
 # state: left out unless the user asks otherwise. A cache is rebuilt by whatever made it.
 DEFAULT_IGNORE = (
-    "__pycache__/", "*.pyc", "*.pyo", ".gunicorn/", ".cache/", ".pytest_cache/",
-    ".bash_history", ".python_history", ".psql_history", ".sqlite_history", ".rediscli_history", ".ipython/",
-    ".lesshst", ".viminfo", ".wget-hsts",
+    "__pycache__/",
+    "*.pyc",
+    "*.pyo",
+    ".gunicorn/",
+    ".cache/",
+    ".pytest_cache/",
+    ".bash_history",
+    ".python_history",
+    ".psql_history",
+    ".sqlite_history",
+    ".rediscli_history",
+    ".ipython/",
+    ".lesshst",
+    ".viminfo",
+    ".wget-hsts",
 )
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -42,13 +55,25 @@ _COMPILED_SUFFIXES = {".mo", ".css", ".js", ".map"}
 _COMPILED_DIRS = {"staticfiles", "static", "assets", "dist", ".webassets-cache"}
 
 KINDS: dict[str, tuple[str, str]] = {
-    "sqlite": ("SQLite database", "keep data in Postgres: add the heroku-postgresql add-on and connect with DATABASE_URL"),
+    "sqlite": (
+        "SQLite database",
+        "keep data in Postgres: add the heroku-postgresql add-on and connect with DATABASE_URL",
+    ),
     "log": ("log file", "log to stdout/stderr: Heroku collects a dyno's output, never its files"),
-    "upload": ("uploaded file", "store uploads in object storage (S3 with boto3 or django-storages), not on the dyno's disk"),
-    "compiled": ("compiled file", "build it into the slug in bin/post_compile (e.g. manage.py compilemessages, collectstatic); "
-                 "the release phase runs in a dyno of its own, so what it writes never reaches the others"),
+    "upload": (
+        "uploaded file",
+        "store uploads in object storage (S3 with boto3 or django-storages), not on the dyno's disk",
+    ),
+    "compiled": (
+        "compiled file",
+        "build it into the slug in bin/post_compile (e.g. manage.py compilemessages, collectstatic); "
+        "the release phase runs in a dyno of its own, so what it writes never reaches the others",
+    ),
     "other": ("file", "anything that must outlive a restart belongs in an add-on (Postgres, Redis) or object storage"),
-    "deleted": ("deleted slug file", "deleting a file of the slug lasts only until the restart: the slug brings it back"),
+    "deleted": (
+        "deleted slug file",
+        "deleting a file of the slug lasts only until the restart: the slug brings it back",
+    ),
     # not a loss: Heroku's dynos have /tmp for files needed only while they run (a SQLite database there is one)
     "scratch": ("scratch file", "fine for files needed only while the dyno runs"),
 }
@@ -91,7 +116,9 @@ def classify(seen_as: PurePosixPath, host: Path) -> str:
         return "deleted"  # an overlayfs whiteout: the dyno deleted a file of the slug
     name = seen_as.name.lower()
     parts = {part.lower() for part in seen_as.parts[:-1]}
-    if _is_sqlite(host) or (name.endswith(("-journal", "-wal", "-shm")) and _is_sqlite(host.with_name(host.name.rsplit("-", 1)[0]))):
+    if _is_sqlite(host) or (
+        name.endswith(("-journal", "-wal", "-shm")) and _is_sqlite(host.with_name(host.name.rsplit("-", 1)[0]))
+    ):
         return "sqlite"
     if _LOG_NAME.search(name) or parts & {"log", "logs"}:
         return "log"
@@ -154,7 +181,9 @@ class Ledger:
         if self._observer is None:
             # watchdog 7 adds a watch for a directory made with its parents at once (mkdir -p) twice, the same
             # callback both times, and warns of it in a 1,000-character line a dyno's write would put in the run
-            warnings.filterwarnings("ignore", r"Callback with id .* already exists for watch", RuntimeWarning, r"watchdog\.")
+            warnings.filterwarnings(
+                "ignore", r"Callback with id .* already exists for watch", RuntimeWarning, r"watchdog\."
+            )
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.start()
@@ -211,7 +240,9 @@ class Ledger:
     def report(self, dyno: str, losses: Sequence[Loss], why: str) -> None:
         lost = [loss for loss in losses if loss.kind != "scratch"]
         if lost:
-            self.logs.hint(dyno, f"{why} discards {len(lost)} file(s) {dyno} wrote since it booted; on Heroku they are gone too:")
+            self.logs.hint(
+                dyno, f"{why} discards {len(lost)} file(s) {dyno} wrote since it booted; on Heroku they are gone too:"
+            )
         for kind in KINDS:
             group = [loss for loss in lost if loss.kind == kind]
             if group:
@@ -219,8 +250,11 @@ class Ledger:
         scratch = [loss for loss in losses if loss.kind == "scratch"]
         if scratch:  # one line, no fix: nothing is wrong
             where = "$TMPDIR" if scratch[0].path.startswith("$TMPDIR/") else "/tmp"
-            self.logs.hint(dyno, f"{why} discards {len(scratch)} scratch file(s) {dyno} wrote to {where}, as Heroku does "
-                                 f"(fine for files needed only while the dyno runs): {_listed(scratch)}")
+            self.logs.hint(
+                dyno,
+                f"{why} discards {len(scratch)} scratch file(s) {dyno} wrote to {where}, as Heroku does "
+                f"(fine for files needed only while the dyno runs): {_listed(scratch)}",
+            )
 
     def close(self) -> None:
         if self._observer is not None:
@@ -230,9 +264,11 @@ class Ledger:
 
     def as_json(self) -> dict[str, object]:
         with self._lock:
-            return {"losses": [loss.as_dict() for loss in self.losses], "scratch": [loss.as_dict() for loss in self.scratch],
-                    "writes": [asdict(w) for w in self.writes]}
-
+            return {
+                "losses": [loss.as_dict() for loss in self.losses],
+                "scratch": [loss.as_dict() for loss in self.scratch],
+                "writes": [asdict(w) for w in self.writes],
+            }
 
 
 def _seen_as(layers: Iterable[Layer], host: Path) -> PurePosixPath | None:
@@ -272,7 +308,9 @@ def _display(fs: DynoFilesystem, seen: PurePosixPath) -> str:
 
 
 def _listed(losses: Sequence[Loss]) -> str:
-    shown = ", ".join(loss.path if loss.kind == "deleted" else f"{loss.path} ({byte_size(loss.size)})" for loss in losses[:8])
+    shown = ", ".join(
+        loss.path if loss.kind == "deleted" else f"{loss.path} ({byte_size(loss.size)})" for loss in losses[:8]
+    )
     return shown + (f" and {len(losses) - 8} more" if len(losses) > 8 else "")
 
 

@@ -1,4 +1,5 @@
 """The formation: how many dynos of each process type run, and of which size."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,14 @@ SIZES: Mapping[str, DynoSize] = {
     )
 }
 DEFAULT_SIZE = "standard-1x"
-_ALIASES = {"free": "eco", "hobby": "basic", "1x": "standard-1x", "2x": "standard-2x", "pm": "performance-m", "pl": "performance-l"}
+_ALIASES = {
+    "free": "eco",
+    "hobby": "basic",
+    "1x": "standard-1x",
+    "2x": "standard-2x",
+    "pm": "performance-m",
+    "pl": "performance-l",
+}
 
 
 def dyno_size(name: str, where: str) -> DynoSize:
@@ -53,9 +61,7 @@ class Formation:
 
     def describe(self) -> str:
         """Heroku's `Scaled to web@1:Standard-1X worker@1:Standard-1X` form."""
-        return " ".join(
-            f"{kind}@{n}:{_title(self.sizes[kind].name)}" for kind, n in self.quantities.items()
-        )
+        return " ".join(f"{kind}@{n}:{_title(self.sizes[kind].name)}" for kind, n in self.quantities.items())
 
 
 def _title(size: str) -> str:
@@ -84,6 +90,7 @@ def parse_formation(text: str, where: str = "--formation") -> dict[str, int]:
 @dataclass(frozen=True)
 class AppFormation:
     """What `ps:scale` and `ps:resize` set, per process type."""
+
     quantities: Mapping[str, int]
     sizes: Mapping[str, str]
 
@@ -103,9 +110,15 @@ class FormationStore:
         except (OSError, ValueError) as exc:
             raise FormationError(f"{self.path}: unreadable formation ({exc}); fix or delete the file") from None
         quantities, sizes = (data.get(key) if isinstance(data, dict) else None for key in ("quantities", "sizes"))
-        if not (isinstance(quantities, dict) and all(isinstance(n, int) and n >= 0 for n in quantities.values())
-                and isinstance(sizes, dict) and all(isinstance(s, str) for s in sizes.values())):
-            raise FormationError(f"{self.path}: not a formation (quantities and sizes per type); fix or delete the file")
+        if not (
+            isinstance(quantities, dict)
+            and all(isinstance(n, int) and n >= 0 for n in quantities.values())
+            and isinstance(sizes, dict)
+            and all(isinstance(s, str) for s in sizes.values())
+        ):
+            raise FormationError(
+                f"{self.path}: not a formation (quantities and sizes per type); fix or delete the file"
+            )
         return AppFormation(quantities, sizes)
 
     def scale(self, procfile: Procfile, counts: Mapping[str, int]) -> AppFormation:
@@ -125,7 +138,9 @@ class FormationStore:
         return self._save(AppFormation(stored.quantities, {**stored.sizes, **named}))
 
     def _save(self, formation: AppFormation) -> AppFormation:
-        write_private(self.path, json.dumps({"quantities": dict(formation.quantities), "sizes": dict(formation.sizes)}, indent=1))
+        write_private(
+            self.path, json.dumps({"quantities": dict(formation.quantities), "sizes": dict(formation.sizes)}, indent=1)
+        )
         return formation
 
 

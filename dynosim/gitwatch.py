@@ -1,4 +1,5 @@
 """`dynosim run --watch`: the app's new commits, as they are made (each one a push to deploy)."""
+
 from __future__ import annotations
 
 import asyncio

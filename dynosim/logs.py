@@ -4,6 +4,7 @@ Dynos and the platform publish lines; the terminal printer, the retained buffer 
 subscriber read the same stream. Publishing never blocks; producers that can flood (dyno
 output) await `room()` so that a slow terminal slows the dyno instead of growing a queue.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TextIO
 
 from .colour import enabled as colour_enabled
@@ -52,7 +53,7 @@ def timestamp(when: float) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _second(second: int) -> str:
-    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 Subscriber = Callable[[Sequence[LogLine]], None]
@@ -119,10 +120,7 @@ def _decode(raw: bytes) -> list[str]:
         raw = raw[:-1]
     if len(raw) <= MAX_LINE_BYTES:
         return [raw.decode("utf-8", "replace")]
-    return [
-        raw[i : i + MAX_LINE_BYTES].decode("utf-8", "replace")
-        for i in range(0, len(raw), MAX_LINE_BYTES)
-    ]
+    return [raw[i : i + MAX_LINE_BYTES].decode("utf-8", "replace") for i in range(0, len(raw), MAX_LINE_BYTES)]
 
 
 class TerminalPrinter:

@@ -1,4 +1,5 @@
 """Views of a run's log stream: `heroku logs`' selection of lines, and the searchable, waitable view tests use."""
+
 from __future__ import annotations
 
 import re
@@ -12,9 +13,9 @@ from .logs import LogLine, LogStream
 def select(lines: Iterable[LogLine], dyno: str | None = None, source: str | None = None) -> list[LogLine]:
     """`heroku logs --dyno/-d web.1|web|router|api --source app|heroku`."""
     return [
-        line for line in lines
-        if (not source or line.source == source)
-        and (not dyno or line.dyno == dyno or line.dyno.split(".")[0] == dyno)
+        line
+        for line in lines
+        if (not source or line.source == source) and (not dyno or line.dyno == dyno or line.dyno.split(".")[0] == dyno)
     ]
 
 

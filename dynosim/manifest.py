@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import ClassVar, Mapping, NoReturn
+from typing import ClassVar, NoReturn
 
 from dynosim.errors import ManifestError
 
@@ -184,8 +185,7 @@ class _Failer:
         plan = self.string(value, where)
         if not re.fullmatch(r"[^\s:]+(:[^\s:]+)?", plan):
             self(
-                f'{where} must look like "heroku-postgresql" or "heroku-postgresql:essential-0",'
-                f" got {json.dumps(plan)}"
+                f'{where} must look like "heroku-postgresql" or "heroku-postgresql:essential-0", got {json.dumps(plan)}'
             )
         return plan
 

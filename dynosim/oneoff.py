@@ -11,6 +11,7 @@ the dyno is fed to that supervisor over the control socket, as Heroku's dyno man
 `heroku run`: `dynosim ps` lists it and `dynosim logs` has its lines while it runs. The public API's
 `App.exec` is this same path, with the output collected instead of attached.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,8 @@ from .formation import DEFAULT_SIZE, dyno_size
 from .logs import LogLine, LogStream
 from .procfile import Procfile, load_procfile
 from .releases import Release, ReleaseHistory
-from .runtime.dyno import Dyno, DynoSpec, Timeouts
 from .runlock import RunLock
+from .runtime.dyno import Dyno, DynoSpec, Timeouts
 from .runtime.ports import free_port
 from .runtime.sandbox import Sandbox, choose_sandbox, remove_if_empty
 
@@ -111,22 +112,35 @@ def run_oneoff(
 
 
 def _release(
-    app: AppDir, history: ReleaseHistory, version: int | None, config_vars: Mapping[str, str],
-    options: OneOffOptions, say: Callable[[str], None],
+    app: AppDir,
+    history: ReleaseHistory,
+    version: int | None,
+    config_vars: Mapping[str, str],
+    options: OneOffOptions,
+    say: Callable[[str], None],
 ) -> Release:
     """What the one-off runs: release `version`'s slug, or, before the app's first release, a build
     that stays no release (on Heroku a one-off never makes one; the first `dynosim run` does).
     Its `-e` values are this dyno's alone."""
     env = {**config_vars, **options.env}
     if version is None:
-        say("dynosim: the app has no release yet: this one-off runs a build of it that is not released "
-            "(the first `dynosim run` releases it)")
-        slug = build_slug(app.path, cache_dir=options.cache_dir or default_cache_dir(), dirty=options.dirty,
-                          config_vars=app.config_vars, say=say)
+        say(
+            "dynosim: the app has no release yet: this one-off runs a build of it that is not released "
+            "(the first `dynosim run` releases it)"
+        )
+        slug = build_slug(
+            app.path,
+            cache_dir=options.cache_dir or default_cache_dir(),
+            dirty=options.dirty,
+            config_vars=app.config_vars,
+            say=say,
+        )
         return Release(0, slug, env, slug.description, time.time())
     if options.dirty:
-        say(f"dynosim: --dirty: ignored, a one-off runs the current release's slug (v{version}); "
-            f"`dynosim deploy` or a new `dynosim run --dirty` releases changed code")
+        say(
+            f"dynosim: --dirty: ignored, a one-off runs the current release's slug (v{version}); "
+            f"`dynosim deploy` or a new `dynosim run --dirty` releases changed code"
+        )
     slug = history.slug(version)
     return Release(version, slug, env, slug.description, time.time())
 
@@ -181,10 +195,14 @@ class _Relay:
 
     def flush(self) -> None:
         lines, self.pending = self.pending, []
-        self.feed.send({
-            "lines": [(line.time, line.source, line.text) for line in lines],
-            "state": self.dyno.state, "since": self.dyno.since, "memory_mb": self.dyno.memory_mb,
-        })
+        self.feed.send(
+            {
+                "lines": [(line.time, line.source, line.text) for line in lines],
+                "state": self.dyno.state,
+                "since": self.dyno.since,
+                "memory_mb": self.dyno.memory_mb,
+            }
+        )
 
 
 async def _feed(running: Path, dyno: Dyno, logs: LogStream) -> _Fed | None:

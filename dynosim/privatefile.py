@@ -4,6 +4,7 @@ Config vars, release records, the run lock, the formation and the add-ons' passw
 `write_private`, so none is ever world-readable for an instant (umask or not), and a crash or a full
 disk mid-write leaves the previous file, never half of one.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,10 +9,10 @@ meant something else.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from dynosim.errors import ProcfileError
 

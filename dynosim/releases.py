@@ -4,6 +4,7 @@ A release whose slug has a release phase is `pending` until its release command 
 `succeeded` and becomes the current release, or `failed` and the previous one stays current
 (Heroku's release statuses).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,16 +46,26 @@ def config_change_description(changes: Mapping[str, str | None]) -> str:
 
 def slug_record(slug: Slug) -> dict[str, object]:
     """A slug as JSON: how releases.json records it and `dynosim deploy` hands it to the running supervisor."""
-    return {"id": slug.id, "path": str(slug.path), "venv": str(slug.venv) if slug.venv else None,
-            "python_version": slug.python_version, "commit": slug.commit, "description": slug.description}
+    return {
+        "id": slug.id,
+        "path": str(slug.path),
+        "venv": str(slug.venv) if slug.venv else None,
+        "python_version": slug.python_version,
+        "commit": slug.commit,
+        "description": slug.description,
+    }
 
 
 def slug_from_record(recorded: Mapping[str, object]) -> Slug:
     commit = recorded.get("commit")
-    return Slug(id=str(recorded["id"]), path=Path(str(recorded["path"])),
-                venv=Path(str(recorded["venv"])) if recorded.get("venv") else None,
-                python_version=str(recorded["python_version"]), commit=str(commit) if commit else None,
-                description=str(recorded["description"]))
+    return Slug(
+        id=str(recorded["id"]),
+        path=Path(str(recorded["path"])),
+        venv=Path(str(recorded["venv"])) if recorded.get("venv") else None,
+        python_version=str(recorded["python_version"]),
+        commit=str(commit) if commit else None,
+        description=str(recorded["description"]),
+    )
 
 
 def _fingerprint(slug: Slug, config_vars: Mapping[str, str]) -> str:
@@ -95,18 +106,29 @@ class ReleaseHistory:
         fingerprint = _fingerprint(slug, config_vars)
         current = _current(entries)
         if current is not None and current.get("fingerprint") == fingerprint and isinstance(current.get("slug"), dict):
-            return Release(int(current["version"]), slug, dict(config_vars), str(current["description"]),  # type: ignore[call-overload]
-                           float(current["created_at"])), False  # type: ignore[arg-type]
+            return Release(
+                int(current["version"]),
+                slug,
+                dict(config_vars),
+                str(current["description"]),  # type: ignore[call-overload]
+                float(current["created_at"]),
+            ), False  # type: ignore[arg-type]
         for entry in entries:
             if _status(entry) == PENDING:  # its run was killed during the release phase
                 entry["status"] = FAILED
         version = int(entries[-1]["version"]) + 1 if entries else 1  # type: ignore[call-overload]
         release = Release(version, slug, dict(config_vars), description, time.time())
-        entries.append({
-            "version": version, "description": description, "created_at": release.created_at, "user": user,
-            "status": PENDING if release_phase else SUCCEEDED, "fingerprint": fingerprint,
-            "slug": slug_record(slug),
-        })
+        entries.append(
+            {
+                "version": version,
+                "description": description,
+                "created_at": release.created_at,
+                "user": user,
+                "status": PENDING if release_phase else SUCCEEDED,
+                "fingerprint": fingerprint,
+                "slug": slug_record(slug),
+            }
+        )
         self._write(entries)
         return release, True
 
@@ -127,13 +149,17 @@ class ReleaseHistory:
         entry = next((e for e in self.entries() if e.get("version") == version), None)
         recorded = entry.get("slug") if entry is not None else None
         if not isinstance(recorded, dict):
-            raise ConfigError(f"{self.path}: v{version} does not record its slug (an older dynosim wrote it); "
-                              f"start `dynosim run` to release the app again")
+            raise ConfigError(
+                f"{self.path}: v{version} does not record its slug (an older dynosim wrote it); "
+                f"start `dynosim run` to release the app again"
+            )
         slug = slug_from_record(recorded)
         for needed in (slug.path, slug.venv):
             if needed is not None and not needed.is_dir():
-                raise ConfigError(f"v{version}'s slug is no longer in the build cache ({needed} is gone); "
-                                  f"start `dynosim run` to build and release it again")
+                raise ConfigError(
+                    f"v{version}'s slug is no longer in the build cache ({needed} is gone); "
+                    f"start `dynosim run` to build and release it again"
+                )
         return slug
 
     def listing(self) -> list[dict[str, object]]:
@@ -143,12 +169,18 @@ class ReleaseHistory:
         rows: list[dict[str, object]] = []
         for entry in reversed(entries):
             slug = entry.get("slug")
-            rows.append({
-                "version": entry["version"], "description": entry["description"], "status": _status(entry),
-                "current": entry is current, "user": entry.get("user", ""), "created_at": entry["created_at"],
-                "slug": {"id": slug["id"] if isinstance(slug, dict) else slug},
-                "commit": slug.get("commit") if isinstance(slug, dict) else entry.get("commit"),
-            })
+            rows.append(
+                {
+                    "version": entry["version"],
+                    "description": entry["description"],
+                    "status": _status(entry),
+                    "current": entry is current,
+                    "user": entry.get("user", ""),
+                    "created_at": entry["created_at"],
+                    "slug": {"id": slug["id"] if isinstance(slug, dict) else slug},
+                    "commit": slug.get("commit") if isinstance(slug, dict) else entry.get("commit"),
+                }
+            )
         return rows
 
     def _write(self, entries: list[dict[str, object]]) -> None:

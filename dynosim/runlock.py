@@ -1,4 +1,5 @@
 """`.dynosim/run.json`: one supervisor per app, what its one-off dynos need, and what a killed one left behind."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ class RunLock:
                 )
             reaped = reap_marked(str(previous.get("run_id", "")) + "/") if previous.get("run_id") else []
             if reaped:
-                say(f"dynosim: reaped {len(reaped)} process(es) left by a previous run that was killed "
-                    f"(pids {', '.join(map(str, reaped))})")
+                say(
+                    f"dynosim: reaped {len(reaped)} process(es) left by a previous run that was killed "
+                    f"(pids {', '.join(map(str, reaped))})"
+                )
         wipe_dir(self.app.runtime_dir, self.app.runtime_dir.parent)
         record = {"pid": os.getpid(), "identity": process_identity(os.getpid()), "run_id": self.run_id}
         write_private(self.path, json.dumps(record))

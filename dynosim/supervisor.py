@@ -1,5 +1,6 @@
 """The supervisor: one `dynosim run` of an app, from its build to its last dyno's stop, and what the
 control socket lets other terminals (and the public API) ask of it while it runs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -142,7 +143,8 @@ class Run:
         self._formation_note = (
             f"formation for this run: {self.formation.describe()} (from the command line); the app's own, "
             f"{own.describe()}, stays for the next run (`dynosim ps:scale` changes it)"
-            if self.formation != own else None
+            if self.formation != own
+            else None
         )
         self.logs = LogStream()
         self.ledger = Ledger(self.logs, options.ephemeral_ignore)
@@ -167,14 +169,19 @@ class Run:
         claim_port(self.options.port, self.options.host)  # the router's, before a long build
         self.lock.acquire(self.say)
         slug: Slug = build_slug(
-            self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(), dirty=self.options.dirty,
-            config_vars=self.app.config_vars, say=self.say,
+            self.app.path,
+            cache_dir=self.options.cache_dir or default_cache_dir(),
+            dirty=self.options.dirty,
+            config_vars=self.app.config_vars,
+            say=self.say,
         )
         config_vars = dict(self.app.config_vars)
         if self.addons.resolved:
             self.say("-----> Starting add-ons")
             self.attachments = self.addons.start()
-            watch_for_addon_failures(self.logs, self.attachments)  # Heroku's fix, once, when a dyno fails against an add-on as it would there
+            watch_for_addon_failures(
+                self.logs, self.attachments
+            )  # Heroku's fix, once, when a dyno fails against an add-on as it would there
             config_vars.update(self._addon_vars(config_vars))
         release, self._new_release = self.history.create(
             slug, config_vars, self.app.user(), slug.description, release_phase=self.app.procfile.release is not None
@@ -190,11 +197,15 @@ class Run:
         for attachment in self.attachments:
             names = ", ".join(attachment.config_vars)
             if not quiet:
-                self.say(f"       {attachment.plan} ({attachment.name}): {attachment.service} on {attachment.endpoint}, "
-                         f"{attachment.backend} backend; sets {names}")
+                self.say(
+                    f"       {attachment.plan} ({attachment.name}): {attachment.service} on {attachment.endpoint}, "
+                    f"{attachment.backend} backend; sets {names}"
+                )
             for name, value in attachment.config_vars.items():
                 if name in config_vars and config_vars[name] != value and not quiet:
-                    self.say(f" !     {name} from .env/app.json is replaced by the {attachment.plan} add-on's, as on Heroku")
+                    self.say(
+                        f" !     {name} from .env/app.json is replaced by the {attachment.plan} add-on's, as on Heroku"
+                    )
                 result[name] = value
         return result
 
@@ -203,14 +214,26 @@ class Run:
     ) -> None:
         """The router, the release phase, then the formation until `stop` is set; then Heroku's shutdown."""
         self.manager = manager = DynoManager(
-            release, self.app.procfile, self.formation, sandbox, self.logs,
+            release,
+            self.app.procfile,
+            self.formation,
+            sandbox,
+            self.logs,
             run_id=self.lock.run_id,
-            timeouts=self.options.timeouts, policy=self.options.crash_policy,
-            cycle=self.options.cycle, ledger=self.ledger, preboot=self.options.preboot,
+            timeouts=self.options.timeouts,
+            policy=self.options.crash_policy,
+            cycle=self.options.cycle,
+            ledger=self.ledger,
+            preboot=self.options.preboot,
         )
         self.router = Router(
-            WebDynos(manager), self.logs, host=self.options.host, port=self.options.port,
-            timeouts=self.options.router_timeouts, tls=self._tls, forwarded_port=self.options.forwarded_port,
+            WebDynos(manager),
+            self.logs,
+            host=self.options.host,
+            port=self.options.port,
+            timeouts=self.options.router_timeouts,
+            tls=self._tls,
+            forwarded_port=self.options.forwarded_port,
         )
         await self.router.start()
         manager.on_web_stop = self.router.forget
@@ -332,7 +355,7 @@ class Run:
 
         async def logs(request: Mapping[str, Any]) -> list[str]:
             lines = select(self.logs.recent, request.get("dyno"), request.get("source"))
-            return [line.format() for line in lines][-int(request.get("n", 100)):]
+            return [line.format() for line in lines][-int(request.get("n", 100)) :]
 
         async def config(_: Mapping[str, Any]) -> dict[str, str]:
             return dict(self.running().release.config_vars)
@@ -346,8 +369,18 @@ class Run:
         async def maintenance(request: Mapping[str, Any]) -> bool:
             return self.maintenance(bool(request["on"]) if "on" in request else None)
 
-        return {"ping": ping, "ps": ps, "ps:scale": scale, "ps:resize": resize, "restart": restart, "logs": logs,
-                "config": config, "config:set": config_set, "maintenance": maintenance, "deploy": deploy}
+        return {
+            "ping": ping,
+            "ps": ps,
+            "ps:scale": scale,
+            "ps:resize": resize,
+            "restart": restart,
+            "logs": logs,
+            "config": config,
+            "config:set": config_set,
+            "maintenance": maintenance,
+            "deploy": deploy,
+        }
 
     async def _one_off(self, request: Mapping[str, Any]) -> OneOffFeed:
         """`dynosim exec` in another terminal: its one-off dyno, in `ps` and the logs while it runs."""
@@ -369,7 +402,7 @@ class Run:
                     return
                 queue.put_nowait(line)
 
-        for line in select(self.logs.recent, dyno, source)[-int(request.get("n", 100)):]:
+        for line in select(self.logs.recent, dyno, source)[-int(request.get("n", 100)) :]:
             yield line.format()
         self.logs.subscribe(receive)
         try:
@@ -420,7 +453,9 @@ class Run:
             manager.release, manager.procfile = previous
             if created:
                 self.history.settle(release, succeeded=False)
-            raise ReleaseError(f"{error}; {previous[0].name} still serves, as on Heroku when a release command fails") from None
+            raise ReleaseError(
+                f"{error}; {previous[0].name} still serves, as on Heroku when a release command fails"
+            ) from None
         if created:
             self.history.settle(release, succeeded=True)
         if manager.procfile.release is None:
@@ -450,8 +485,11 @@ class Run:
         self.logs.api(f"Build started by user {user}")
         try:
             slug = await asyncio.to_thread(
-                build_slug, self.app.path, cache_dir=self.options.cache_dir or default_cache_dir(),
-                config_vars=self.app.config_vars, say=say,
+                build_slug,
+                self.app.path,
+                cache_dir=self.options.cache_dir or default_cache_dir(),
+                config_vars=self.app.config_vars,
+                say=say,
             )
         except DynosimError as error:
             self.logs.api(f"Build failed by user {user}")
@@ -471,7 +509,9 @@ class Run:
         finally:
             self.finish()
         if self.options.strict and self.ledger.losses:
-            self.say(f"dynosim: --strict: dynos wrote {len(self.ledger.losses)} file(s) that Heroku would lose (listed above)")
+            self.say(
+                f"dynosim: --strict: dynos wrote {len(self.ledger.losses)} file(s) that Heroku would lose (listed above)"
+            )
             return EXIT_EPHEMERAL
         return code
 
@@ -530,5 +570,3 @@ class Run:
         finally:
             await printer.stop()
         return 0
-
-

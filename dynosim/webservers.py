@@ -2,6 +2,7 @@
 it listens when the command does not say, and how to make it listen where Heroku's router looks
 (0.0.0.0:$PORT). Shared by `doctor`, which reads the command, and the dyno, which sees the bind.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -9,8 +10,12 @@ from pathlib import Path
 
 # What each server binds when the command does not say.
 DEFAULTS = {  # server: (host, port); None: reads $PORT itself
-    "gunicorn": None, "uvicorn": ("127.0.0.1", "8000"), "flask run": ("127.0.0.1", "5000"),
-    "hypercorn": ("127.0.0.1", "8000"), "daphne": ("127.0.0.1", "8000"), "runserver": ("127.0.0.1", "8000"),
+    "gunicorn": None,
+    "uvicorn": ("127.0.0.1", "8000"),
+    "flask run": ("127.0.0.1", "5000"),
+    "hypercorn": ("127.0.0.1", "8000"),
+    "daphne": ("127.0.0.1", "8000"),
+    "runserver": ("127.0.0.1", "8000"),
     "waitress-serve": ("0.0.0.0", "8080"),
 }
 FIX = {
@@ -32,7 +37,7 @@ def server(tokens: list[str]) -> str | None:
     if "runserver" in names:
         return "runserver"
     for index, name in enumerate(names):
-        if name == "flask" and "run" in names[index + 1:]:
+        if name == "flask" and "run" in names[index + 1 :]:
             return "flask run"
         if name in DEFAULTS:
             return name

@@ -1,4 +1,5 @@
 """Shared helpers: run the real `dynosim` command on a copy of a fixture app and read its output."""
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,11 @@ class DynosimRun:
     """A `dynosim run` subprocess whose output lines are collected as they arrive."""
 
     def __init__(
-        self, app: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None,
+        self,
+        app: Path,
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
         python: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
@@ -56,7 +61,11 @@ class DynosimRun:
         full_env.pop("PORT", None)
         self.proc = subprocess.Popen(
             [*(python or [sys.executable]), "-m", "dynosim", "run", "-C", str(app), "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, text=True, bufsize=1,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+            bufsize=1,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -80,13 +89,17 @@ class DynosimRun:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no line matching {pattern!r} within {timeout}s; output:\n" + "\n".join(self.lines[-60:]))
+                raise AssertionError(
+                    f"no line matching {pattern!r} within {timeout}s; output:\n" + "\n".join(self.lines[-60:])
+                )
             try:
                 line = self._queue.get(timeout=remaining)
             except queue.Empty:
                 continue
             if line is None:
-                raise AssertionError(f"dynosim exited ({self.proc.wait()}) before {pattern!r}; output:\n" + "\n".join(self.lines[-60:]))
+                raise AssertionError(
+                    f"dynosim exited ({self.proc.wait()}) before {pattern!r}; output:\n" + "\n".join(self.lines[-60:])
+                )
             self.lines.append(line)
             if (match := regex.search(line)) is not None:
                 self._last = len(self.lines) - 1
@@ -146,5 +159,11 @@ def run_dynosim(app: Path, *args: str, timeout: float = 120) -> subprocess.Compl
     """`dynosim ARGS` to completion."""
     env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
     return subprocess.run(
-        [sys.executable, "-m", "dynosim", *args], cwd=app, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "dynosim", *args],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

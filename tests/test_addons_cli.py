@@ -20,7 +20,9 @@ pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(shutil.which("psql") is None, reason="needs psql (apt-get install postgresql-client)"),
 ]
-needs_redis_cli = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli (apt-get install redis-tools)")
+needs_redis_cli = pytest.mark.skipif(
+    shutil.which("redis-cli") is None, reason="needs redis-cli (apt-get install redis-tools)"
+)
 
 
 @pytest.fixture
@@ -77,19 +79,36 @@ def test_create_list_and_bad_names(app: Path) -> None:
     }  # fmt: skip
     table = ok(run_dynosim(app, "addons")).splitlines()
     assert table[0].split() == ["Add-on", "Plan", "Service", "Backend", "Endpoint", "Attached", "as", "Size"]
-    assert table[2].split() == ["heroku-postgresql", f"({name})", "essential-0", "postgres", "(next", "run)", "-", "DATABASE_URL", "-"]
+    assert table[2].split() == [
+        "heroku-postgresql",
+        f"({name})",
+        "essential-0",
+        "postgres",
+        "(next",
+        "run)",
+        "-",
+        "DATABASE_URL",
+        "-",
+    ]
 
-    one_line_error(run_dynosim(app, "addons:create", "nosuch"), 'unknown add-on "nosuch"', "heroku-postgresql", "mailgun")
+    one_line_error(
+        run_dynosim(app, "addons:create", "nosuch"), 'unknown add-on "nosuch"', "heroku-postgresql", "mailgun"
+    )
     one_line_error(run_dynosim(app, "addons:create", "heroku-postgresql"), "already attached as DATABASE", "--as")
-    one_line_error(run_dynosim(app, "addons:create", "heroku-redis", "--as", "database"), "already attached as DATABASE")
+    one_line_error(
+        run_dynosim(app, "addons:create", "heroku-redis", "--as", "database"), "already attached as DATABASE"
+    )
     assert len(listing(app)) == 1  # the refused ones left nothing behind
 
     # app.json's add-ons are listed too, and their attachment names are taken.
     (app / "app.json").write_text(json.dumps({"addons": [{"plan": "heroku-redis", "as": "CACHE"}]}))
     assert [(r["addon"], r["attached_as"], r["declared_in"]) for r in listing(app)] == [
-        ("heroku-redis", "CACHE", "app.json"), ("heroku-postgresql", "DATABASE", "addons:create"),
+        ("heroku-redis", "CACHE", "app.json"),
+        ("heroku-postgresql", "DATABASE", "addons:create"),
     ]  # fmt: skip (in the order a run starts them)
-    one_line_error(run_dynosim(app, "addons:create", "heroku-redis", "--as", "CACHE"), "already attached as CACHE", "app.json")
+    one_line_error(
+        run_dynosim(app, "addons:create", "heroku-redis", "--as", "CACHE"), "already attached as CACHE", "app.json"
+    )
 
 
 def test_psql_session_then_destroy_asks_and_keeps_data_until_confirmed(app: Path) -> None:
@@ -105,7 +124,11 @@ def test_psql_session_then_destroy_asks_and_keeps_data_until_confirmed(app: Path
     folder = app / ".dynosim" / "addons" / row["name"]
     assert (folder / "data" / "PG_VERSION").exists()
 
-    one_line_error(run_dynosim(app, "addons:destroy", "DATABASE", "--confirm", "not-the-app"), "does not match", "nothing was deleted")
+    one_line_error(
+        run_dynosim(app, "addons:destroy", "DATABASE", "--confirm", "not-the-app"),
+        "does not match",
+        "nothing was deleted",
+    )
     one_line_error(run_dynosim(app, "addons:destroy", "DATABASE"), "--confirm app")  # no terminal to ask on
     one_line_error(run_dynosim(app, "addons:destroy", "nosuch", "--confirm", "app"), 'no add-on "nosuch"', row["name"])
     assert folder.exists()
@@ -178,7 +201,9 @@ def test_create_chooses_the_backend_once_and_no_two_addons_share_a_config_var(ap
     ok(run_dynosim(app, "addons:create", "heroku-postgresql"))
     [colour_var] = [v for r in listing(app) for v in r["config_vars"] if v.startswith("HEROKU_POSTGRESQL_")]
     clash = colour_var.removesuffix("_URL")
-    one_line_error(run_dynosim(app, "addons:create", "heroku-redis", "--as", clash), f"already sets {colour_var}", "--as")
+    one_line_error(
+        run_dynosim(app, "addons:create", "heroku-redis", "--as", clash), f"already sets {colour_var}", "--as"
+    )
     assert len(listing(app)) == 2  # refused: nothing written
 
 
@@ -187,7 +212,9 @@ def test_a_run_starts_declared_addons_and_the_clients_use_it(app: Path, dynosim)
     ok(run_dynosim(app, "addons:create", "heroku-redis"))
     ok(run_dynosim(app, "addons:create", "mailgun"))
     run = dynosim(app, "--addons", "native")
-    run.wait_for(r"heroku-postgresql \(postgresql-\S+\): postgres on 127\.0\.0\.1:\d+, native backend; sets DATABASE_URL")
+    run.wait_for(
+        r"heroku-postgresql \(postgresql-\S+\): postgres on 127\.0\.0\.1:\d+, native backend; sets DATABASE_URL"
+    )
     run.wait_for(r"mailgun \(mailgun-\S+\): smtp on 127\.0\.0\.1:\d+, embedded backend; sets MAILGUN_SMTP_SERVER")
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
 
@@ -198,7 +225,9 @@ def test_a_run_starts_declared_addons_and_the_clients_use_it(app: Path, dynosim)
     if shutil.which("redis-cli"):
         assert ok(run_dynosim(app, "redis:cli", "PING")).strip() == "PONG"
 
-    one_line_error(run_dynosim(app, "addons:destroy", "DATABASE", "--confirm", "app"), "run` is active", "stop it first")
+    one_line_error(
+        run_dynosim(app, "addons:destroy", "DATABASE", "--confirm", "app"), "run` is active", "stop it first"
+    )
     later = ok(run_dynosim(app, "addons:create", "searchbox"))
     assert "A run is active: the add-on starts with the next `dynosim run`" in later
     rows = {r["attached_as"]: r for r in listing(app)}

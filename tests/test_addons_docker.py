@@ -95,7 +95,7 @@ def remove_app_containers(state: Path) -> None:
     try:
         client = docker.from_env(timeout=30)
         client.ping()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return
     label = f"{LABEL_APP}={app_id(state)}"
     for container in client.containers.list(all=True, filters={"label": label}):
@@ -194,8 +194,9 @@ def test_redis_and_search_in_docker_through_the_official_clients(engine: None, s
         assert client.ping() is True
         client.set("greeting", "hello")
         with pytest.raises(redis.exceptions.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=int(cache.endpoint.split(":")[1]), password="wrong",
-                        ssl=True, ssl_cert_reqs=None).ping()
+            redis.Redis(
+                host="127.0.0.1", port=int(cache.endpoint.split(":")[1]), password="wrong", ssl=True, ssl_cert_reqs=None
+            ).ping()
         client.close()
 
         es = Elasticsearch(search.config_vars["SEARCHBOX_URL"])
@@ -311,7 +312,7 @@ def test_a_run_right_after_a_sigkill_waits_for_the_watcher(engine: None, state_d
     proc.kill()
     proc.wait()
     with Addons(state_dir, [PG, REDIS], backend="docker", say=lambda _: None) as addons:
-        db, cache = addons.start()
+        _db, cache = addons.start()
         assert {s: c.id for s, c in containers(state_dir).items()} == ids
         time.sleep(1.0)  # the watcher is long done by now; it stopped them before this run started them
         assert {c.status for c in containers(state_dir).values()} == {"running"}
@@ -385,10 +386,12 @@ def test_an_image_that_cannot_be_pulled_is_one_line(
             addons.start()
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith("heroku-redis (redis-") and "cannot pull the image dynosim-test/no-such-image:1 (" in message
-    assert message.endswith(
-        "set DYNOSIM_REDIS_IMAGE to an image this engine has (see `docker images`) or can pull"
-    ), message
+    assert (
+        message.startswith("heroku-redis (redis-") and "cannot pull the image dynosim-test/no-such-image:1 (" in message
+    )
+    assert message.endswith("set DYNOSIM_REDIS_IMAGE to an image this engine has (see `docker images`) or can pull"), (
+        message
+    )
     left = containers(state_dir)
     assert set(left) == {"postgres"} and left["postgres"].status == "exited"  # nothing left running
 

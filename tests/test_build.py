@@ -30,8 +30,7 @@ def plain_git(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def write(root: Path, files: dict[str, str | None]) -> None:
@@ -69,8 +68,11 @@ class Build:
         return "\n".join(self.lines)
 
     def files(self) -> set[str]:
-        return {p.relative_to(self.slug.path).as_posix() for p in self.slug.path.rglob("*")
-                if not p.is_dir() or p.is_symlink()}
+        return {
+            p.relative_to(self.slug.path).as_posix()
+            for p in self.slug.path.rglob("*")
+            if not p.is_dir() or p.is_symlink()
+        }
 
 
 def build(app: Path, tmp_path: Path, *, dirty: bool = False) -> Build:
@@ -78,6 +80,7 @@ def build(app: Path, tmp_path: Path, *, dirty: bool = False) -> Build:
 
 
 # --- source ---------------------------------------------------------------------------------
+
 
 def test_committed_files_only_and_uncommitted_ones_are_named(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"lib/util.py": "X = 1\n"})
@@ -104,8 +107,10 @@ def test_committed_files_only_and_uncommitted_ones_are_named(tmp_path: Path) -> 
     assert os.readlink(result.slug.path / "util_link.py") == "lib/util.py"
     assert os.readlink(result.slug.path / "outside_link") == str(tmp_path / "outside")
     assert os.access(result.slug.path / "app.py", os.X_OK)  # modes are kept
-    assert (" !     3 files are not committed and will not be deployed (as on Heroku): "
-            ".gitignore (untracked), app.py (modified), new.py (untracked)") in result.lines
+    assert (
+        " !     3 files are not committed and will not be deployed (as on Heroku): "
+        ".gitignore (untracked), app.py (modified), new.py (untracked)"
+    ) in result.lines
     assert " !     Commit them, or use --dirty to include them" in result.lines
     assert result.lines[-1] == f"-----> Done: slug {result.slug.id[:12]}"
     assert result.lines[-2].startswith("-----> Compiled slug size: ")
@@ -142,10 +147,15 @@ def test_many_uncommitted_files_are_capped(tmp_path: Path) -> None:
 
 
 def test_app_in_a_subdirectory_of_a_repo(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", {"fixtures/sample/Procfile": "web: python web.py\n",
-                                         "fixtures/sample/requirements.txt": "",
-                                         "fixtures/sample/web.py": "print('sample')\n",
-                                         "fixtures/other/x.py": ""})
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "fixtures/sample/Procfile": "web: python web.py\n",
+            "fixtures/sample/requirements.txt": "",
+            "fixtures/sample/web.py": "print('sample')\n",
+            "fixtures/other/x.py": "",
+        },
+    )
     (repo / "fixtures/other/untracked.py").write_text("")  # outside the app: not its business
     (repo / "fixtures/sample/draft.py").write_text("")
 
@@ -167,22 +177,34 @@ def test_uncommitted_app_folder_inside_a_repo(tmp_path: Path) -> None:
 def test_folder_outside_git_is_built_from_disk(tmp_path: Path) -> None:
     app = tmp_path / "plain"
     shutil.copytree(HELLO, app)
-    write(app, {"__pycache__/app.cpython-311.pyc": "", "lib/mod.pyc": "", ".venv/bin/python": "",
-                ".dynosim/config.json": "{}", "lib/mod.py": ""})
+    write(
+        app,
+        {
+            "__pycache__/app.cpython-311.pyc": "",
+            "lib/mod.pyc": "",
+            ".venv/bin/python": "",
+            ".dynosim/config.json": "{}",
+            "lib/mod.py": "",
+        },
+    )
 
     result = build(app, tmp_path)
 
     assert result.files() == {"Procfile", "app.py", "requirements.txt", "lib/mod.py"}
     assert result.slug.description == "Deploy (no git)"
     assert result.slug.commit is None
-    assert (f" !     {app} is not a git repository: building from the files on disk; "
-            "Heroku deploys only committed files") in result.lines
+    assert (
+        f" !     {app} is not a git repository: building from the files on disk; Heroku deploys only committed files"
+    ) in result.lines
 
 
 def test_repo_without_commits(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", commit=False)
-    with pytest.raises(BuildError, match=r"the git repository has no commits; commit your app "
-                                         r"\(git add -A && git commit\) or run with --dirty"):
+    with pytest.raises(
+        BuildError,
+        match=r"the git repository has no commits; commit your app "
+        r"\(git add -A && git commit\) or run with --dirty",
+    ):
         build(app, tmp_path)
     result = build(app, tmp_path, dirty=True)
     assert result.files() == {"Procfile", "app.py", "requirements.txt"}
@@ -196,36 +218,47 @@ def test_state_dir_never_enters_the_slug(tmp_path: Path) -> None:
 
 
 def test_slugignore(tmp_path: Path) -> None:
-    app = make_repo(tmp_path / "app", {
-        ".slugignore": "# big things\n*.psd\n!keep.psd\n/docs\ntests/\n",
-        "art/logo.psd": "", "keep.psd": "", "docs/index.md": "", "src/docs/keep.md": "",
-        "tests/test_app.py": "", "src/tests/test_x.py": ""})
+    app = make_repo(
+        tmp_path / "app",
+        {
+            ".slugignore": "# big things\n*.psd\n!keep.psd\n/docs\ntests/\n",
+            "art/logo.psd": "",
+            "keep.psd": "",
+            "docs/index.md": "",
+            "src/docs/keep.md": "",
+            "tests/test_app.py": "",
+            "src/tests/test_x.py": "",
+        },
+    )
 
     result = build(app, tmp_path)
 
     assert result.files() == {"Procfile", "app.py", "requirements.txt", ".slugignore", "src/docs/keep.md"}
-    assert (" !     .slugignore:3: '!keep.psd' is ignored: Heroku's .slugignore has no ! negation"
-            in result.lines)
+    assert " !     .slugignore:3: '!keep.psd' is ignored: Heroku's .slugignore has no ! negation" in result.lines
     assert "-----> Removed 5 paths matching .slugignore" in result.lines
 
 
 # --- dependencies ----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def six_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Build]:
     """An app with a PyPI dependency and both hooks, built once for the tests that read it."""
     root = tmp_path_factory.mktemp("six")
-    app = make_repo(root / "app", {
-        "requirements.txt": "six==1.16.0\n",
-        # Left non-executable on purpose: the buildpack chmods hooks.
-        "bin/pre_compile": "#!/bin/sh\necho pre ran\necho \"$SOURCE_VERSION\" > pre_compile.txt\n",
-        "bin/post_compile": "#!/bin/sh\npython -c 'import six; print(six.__version__)' "
-                            "> post_compile.txt\n"})
+    app = make_repo(
+        root / "app",
+        {
+            "requirements.txt": "six==1.16.0\n",
+            # Left non-executable on purpose: the buildpack chmods hooks.
+            "bin/pre_compile": '#!/bin/sh\necho pre ran\necho "$SOURCE_VERSION" > pre_compile.txt\n',
+            "bin/post_compile": "#!/bin/sh\npython -c 'import six; print(six.__version__)' > post_compile.txt\n",
+        },
+    )
     return app, root / "cache", Build(app, root / "cache")
 
 
 def test_requirements_are_installed_into_a_shared_venv(six_app: tuple[Path, Path, Build]) -> None:
-    app, cache, result = six_app
+    _app, cache, result = six_app
     venv = result.slug.venv
     assert venv is not None and venv.parent == cache / "venvs"
     assert not venv.is_relative_to(result.slug.path)
@@ -236,7 +269,7 @@ def test_requirements_are_installed_into_a_shared_venv(six_app: tuple[Path, Path
 
 
 def test_hooks_write_into_the_slug(six_app: tuple[Path, Path, Build]) -> None:
-    app, cache, result = six_app
+    app, _cache, result = six_app
     assert (result.slug.path / "pre_compile.txt").read_text().strip() == git(app, "rev-parse", "HEAD")
     # post_compile ran after the install, with the virtualenv first on PATH.
     assert (result.slug.path / "post_compile.txt").read_text().strip() == "1.16.0"
@@ -282,8 +315,10 @@ def test_failing_install_leaves_no_venv(tmp_path: Path) -> None:
     lines: list[str] = []
     with pytest.raises(BuildError) as failure:
         build_slug(app, cache_dir=tmp_path / "cache", say=lines.append)
-    assert str(failure.value) == ("pip install failed (exit 1): ERROR: No matching distribution found "
-                                  "for dynosim-no-such-package-4711==9.9 – fix requirements.txt")
+    assert str(failure.value) == (
+        "pip install failed (exit 1): ERROR: No matching distribution found "
+        "for dynosim-no-such-package-4711==9.9 – fix requirements.txt"
+    )
     assert "\n" not in str(failure.value)
     assert [p.suffix for p in (tmp_path / "cache" / "venvs").iterdir()] == [".lock"]
     assert list((tmp_path / "cache" / "slugs").iterdir()) == []
@@ -292,8 +327,11 @@ def test_failing_install_leaves_no_venv(tmp_path: Path) -> None:
 def test_no_dependency_file_fails_the_build(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"requirements.txt": None})
     lines: list[str] = []
-    with pytest.raises(BuildError, match=r"^Couldn't find any supported Python package manager files: .*"
-                                         r"add a requirements.txt \(an empty one"):
+    with pytest.raises(
+        BuildError,
+        match=r"^Couldn't find any supported Python package manager files: .*"
+        r"add a requirements.txt \(an empty one",
+    ):
         build_slug(app, cache_dir=tmp_path / "cache", say=lines.append)
     assert " !     Error: Couldn't find any supported Python package manager files." in lines
     assert " !     Procfile" in lines and " !     app.py" in lines  # what the root holds, as Heroku lists it
@@ -301,33 +339,43 @@ def test_no_dependency_file_fails_the_build(tmp_path: Path) -> None:
 
 def test_two_dependency_files(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"Pipfile.lock": "{}"})
-    with pytest.raises(BuildError, match=r"^Multiple Python package manager files were found \(Pipfile.lock, "
-                                         r"requirements.txt\).*exactly one"):
+    with pytest.raises(
+        BuildError,
+        match=r"^Multiple Python package manager files were found \(Pipfile.lock, "
+        r"requirements.txt\).*exactly one",
+    ):
         build(app, tmp_path)
 
 
 def test_pipfile_without_lock(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"Pipfile": "[packages]\n"})
-    with pytest.raises(BuildError, match="^No 'Pipfile.lock' found: .*run 'pipenv lock'"):
+    with pytest.raises(BuildError, match=r"^No 'Pipfile\.lock' found: .*run 'pipenv lock'"):
         build(app, tmp_path)
 
 
 def test_pipfile_lock_pins_default_packages(tmp_path: Path) -> None:
-    write(tmp_path, {"Pipfile.lock": """{"_meta": {}, "develop": {"pytest": {"version": "==8.0"}},
+    write(
+        tmp_path,
+        {
+            "Pipfile.lock": """{"_meta": {}, "develop": {"pytest": {"version": "==8.0"}},
         "default": {"six": {"version": "==1.16.0", "markers": "python_version >= '3'"},
                     "requests": {"version": "==2.31.0", "extras": ["socks"]},
-                    "lib": {"git": "https://example.com/lib.git", "ref": "abc123"}}}"""})
+                    "lib": {"git": "https://example.com/lib.git", "ref": "abc123"}}}"""
+        },
+    )
     deps = find_dependencies(tmp_path, print)
     assert deps is not None and deps.requirements == (
-        "lib @ git+https://example.com/lib.git@abc123", "requests[socks]==2.31.0",
-        "six==1.16.0 ; python_version >= '3'")
+        "lib @ git+https://example.com/lib.git@abc123",
+        "requests[socks]==2.31.0",
+        "six==1.16.0 ; python_version >= '3'",
+    )
 
 
 def test_uv_lock_needs_uv(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"uv.lock": "version = 1\n", "requirements.txt": None, ".python-version": MINOR})
     if shutil.which("uv"):
         pytest.skip("uv is installed here")
-    with pytest.raises(BuildError, match="uv.lock needs the uv tool.*export a requirements.txt"):
+    with pytest.raises(BuildError, match=r"uv\.lock needs the uv tool.*export a requirements\.txt"):
         build(app, tmp_path)
 
 
@@ -358,6 +406,7 @@ def test_parallel_builds_share_one_venv_and_slug(tmp_path: Path) -> None:
 
 # --- hooks -----------------------------------------------------------------------------------
 
+
 def test_failing_hook(tmp_path: Path) -> None:
     app = make_repo(tmp_path / "app", {"bin/post_compile": "#!/bin/sh\necho broken >&2\nexit 3\n"})
     lines: list[str] = []
@@ -369,14 +418,17 @@ def test_failing_hook(tmp_path: Path) -> None:
 
 # --- Python version --------------------------------------------------------------------------
 
+
 def test_python_version_not_on_this_machine(tmp_path: Path) -> None:
     missing = next((minor for minor in OTHER_MINORS if not shutil.which(f"python{minor}")), None)
     if missing is None:
         pytest.skip("every Python Heroku supports is installed here")
     app = make_repo(tmp_path / "app", {".python-version": f"# pinned\n{missing}\n"})
     result = build(app, tmp_path)
-    assert (f" !     .python-version asks for Python {missing}; this machine has {PYTHON}, using it "
-            f"(Heroku would install {missing})") in result.lines
+    assert (
+        f" !     .python-version asks for Python {missing}; this machine has {PYTHON}, using it "
+        f"(Heroku would install {missing})"
+    ) in result.lines
     assert result.slug.python_version == PYTHON
 
 
@@ -392,8 +444,13 @@ def test_requested_python_found_on_path(tmp_path: Path, monkeypatch: pytest.Monk
     other = OTHER_MINORS[-1]
     tools = tmp_path / "tools"
     # Says it is the other version, and is this one for the rest (the virtualenv, pip).
-    write(tools, {f"python{other}": f'#!/bin/sh\ncase "$2" in *version_info*) echo {other}.2;; '
-                                    f'*) exec {sys.executable} "$@";; esac\n'})
+    write(
+        tools,
+        {
+            f"python{other}": f'#!/bin/sh\ncase "$2" in *version_info*) echo {other}.2;; '
+            f'*) exec {sys.executable} "$@";; esac\n'
+        },
+    )
     (tools / f"python{other}").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
     app = make_repo(tmp_path / "app", {".python-version": f"{other}\n"})

@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import CACHE_DIR, DynosimRun, free_port, run_dynosim
+
 from dynosim.buildpack import build_slug
 from dynosim.errors import BuildError
 
@@ -74,13 +74,16 @@ def get(url: str) -> tuple[int, str]:
 
 # --- collectstatic ---------------------------------------------------------------------------
 
+
 def test_whitenoise_manifest_app_serves_its_static_page(tmp_path: Path, dynosim: type[DynosimRun]) -> None:
     run = dynosim(app_copy(tmp_path, "django_static"))
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", timeout=300)
     lines = run.drain()
     collect = lines.index(COLLECT)
-    assert any(line.startswith("       1 static file copied to '") and line.endswith("', 1 post-processed.")
-               for line in lines[collect:])
+    assert any(
+        line.startswith("       1 static file copied to '") and line.endswith("', 1 post-processed.")
+        for line in lines[collect:]
+    )
     status, page = get(f"http://127.0.0.1:{run.port}/")
     assert status == 200, page
     [css] = [word.split('"')[1] for word in page.split() if word.startswith('href="/static/style.')]
@@ -90,7 +93,8 @@ def test_whitenoise_manifest_app_serves_its_static_page(tmp_path: Path, dynosim:
 
 
 def test_disable_collectstatic_skips_it_and_the_manifest_page_fails_as_on_heroku(
-        tmp_path: Path, dynosim: type[DynosimRun]) -> None:
+    tmp_path: Path, dynosim: type[DynosimRun]
+) -> None:
     run = dynosim(app_copy(tmp_path, "django_static", **{".env": "DISABLE_COLLECTSTATIC=1\n"}))
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", timeout=300)
     lines = run.drain()
@@ -110,9 +114,11 @@ def test_collectstatic_without_static_root_fails_the_build(tmp_path: Path) -> No
     assert UNABLE in lines
     assert " !     The 'python manage.py collectstatic --noinput' Django" in lines
     assert " !        $ heroku config:set DISABLE_COLLECTSTATIC=1" in lines
-    assert error.startswith("dynosim: error: Unable to generate Django static files: 'python manage.py "
-                            "collectstatic --noinput' failed (exit 1): django.core.exceptions.ImproperlyConfigured: "
-                            "You're using the staticfiles app without having set the STATIC_ROOT setting")
+    assert error.startswith(
+        "dynosim: error: Unable to generate Django static files: 'python manage.py "
+        "collectstatic --noinput' failed (exit 1): django.core.exceptions.ImproperlyConfigured: "
+        "You're using the staticfiles app without having set the STATIC_ROOT setting"
+    )
     assert "DISABLE_COLLECTSTATIC=1" in error
 
 
@@ -126,9 +132,11 @@ def test_manage_py_one_folder_down_without_the_staticfiles_app_fails_the_build(t
     start = lines.index("-----> $ python backend/manage.py collectstatic --noinput")
     assert lines[start + 1] == "       Unknown command: 'collectstatic'"
     assert UNABLE in lines
-    assert error.endswith("failed (exit 1): Unknown command: 'collectstatic' (django.contrib.staticfiles is "
-                          "not in INSTALLED_APPS); fix it (see its output above), or skip it with "
-                          "DISABLE_COLLECTSTATIC=1 in app.json env, .env or dynosim config:set")
+    assert error.endswith(
+        "failed (exit 1): Unknown command: 'collectstatic' (django.contrib.staticfiles is "
+        "not in INSTALLED_APPS); fix it (see its output above), or skip it with "
+        "DISABLE_COLLECTSTATIC=1 in app.json env, .env or dynosim config:set"
+    )
 
 
 def test_no_manage_py_within_reach_skips_collectstatic(tmp_path: Path) -> None:
@@ -162,12 +170,21 @@ def test_a_config_var_change_is_another_build(tmp_path: Path) -> None:
 
 # --- package manager files -------------------------------------------------------------------
 
+
 def test_pipfile_lock_out_of_date_fails_the_build(tmp_path: Path) -> None:
-    lock = {"_meta": {"hash": {"sha256": PIPFILE_HASH}, "pipfile-spec": 6, "requires": {"python_version": MINOR},
-                      "sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}]},
-            "default": {}, "develop": {}}
-    app = app_copy(tmp_path, "hello", **{"requirements.txt": None, "Pipfile": PIPFILE,
-                                         "Pipfile.lock": json.dumps(lock)})
+    lock = {
+        "_meta": {
+            "hash": {"sha256": PIPFILE_HASH},
+            "pipfile-spec": 6,
+            "requires": {"python_version": MINOR},
+            "sources": [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}],
+        },
+        "default": {},
+        "develop": {},
+    }
+    app = app_copy(
+        tmp_path, "hello", **{"requirements.txt": None, "Pipfile": PIPFILE, "Pipfile.lock": json.dumps(lock)}
+    )
     lines: list[str] = []
     build_slug(app, cache_dir=CACHE_DIR, say=lines.append)  # in date: pipenv's own hash
     assert f"-----> Using Python {MINOR} specified in Pipfile.lock" in lines
@@ -179,14 +196,19 @@ def test_pipfile_lock_out_of_date_fails_the_build(tmp_path: Path) -> None:
     assert lines[install + 1].startswith(f"       Your Pipfile.lock ({PIPFILE_HASH}) is out of date. Expected: (")
     assert lines[install + 2] == "       ERROR:: Aborting deploy"
     assert lines[install + 3] == " !     Error: Unable to install dependencies using Pipenv."
-    assert error.startswith("dynosim: error: Unable to install dependencies using Pipenv: Pipfile.lock is out of "
-                            f"date with Pipfile (its _meta.hash.sha256 is {PIPFILE_HASH[:12]}")
+    assert error.startswith(
+        "dynosim: error: Unable to install dependencies using Pipenv: Pipfile.lock is out of "
+        f"date with Pipfile (its _meta.hash.sha256 is {PIPFILE_HASH[:12]}"
+    )
     assert error.endswith("run 'pipenv lock' and commit Pipfile.lock")
 
 
 def test_pyproject_toml_alone_fails_the_build(tmp_path: Path) -> None:
-    app = app_copy(tmp_path, "hello", **{"requirements.txt": None,
-                                         "pyproject.toml": "[project]\nname = 'x'\nversion = '1'\ndependencies = []\n"})
+    app = app_copy(
+        tmp_path,
+        "hello",
+        **{"requirements.txt": None, "pyproject.toml": "[project]\nname = 'x'\nversion = '1'\ndependencies = []\n"},
+    )
     out, error = failed_run(app)
     assert " !     Error: Couldn't find any supported Python package manager files." in out.splitlines()
     assert " !     pyproject.toml" in out.splitlines()  # the root's contents, listed as the buildpack does
@@ -196,17 +218,26 @@ def test_pyproject_toml_alone_fails_the_build(tmp_path: Path) -> None:
 
 # --- Python versions -------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("files", "error"), [
-    ({".python-version": "3.9\n"}, ("The requested Python version has reached end-of-life: Heroku's Python "
-                                    "buildpack refuses Python 3.9; ask for at least 3.10 in .python-version")),
-    ({".python-version": "3.15\n"}, "The requested Python version isn't recognised"),
-    ({".python-version": "python-3.12\n"}, "Invalid Python version in .python-version ('python-3.12')"),
-    ({".python-version": "3.12\n3.13\n"}, "Multiple Python versions found in .python-version (3.12, 3.13)"),
-    ({".python-version": "# only a comment\n"}, "No Python version found in .python-version"),
-    ({"python-version.txt": "3.12\n"}, "'python-version.txt' is not read by Heroku's Python buildpack"),
-    ({"runtime.txt": "python-3.8.10\n"}, "The requested Python version has reached end-of-life"),
-    ({"uv.lock": "version = 1\n", "requirements.txt": None}, "No Python version was specified: with uv"),
-])
+
+@pytest.mark.parametrize(
+    ("files", "error"),
+    [
+        (
+            {".python-version": "3.9\n"},
+            (
+                "The requested Python version has reached end-of-life: Heroku's Python "
+                "buildpack refuses Python 3.9; ask for at least 3.10 in .python-version"
+            ),
+        ),
+        ({".python-version": "3.15\n"}, "The requested Python version isn't recognised"),
+        ({".python-version": "python-3.12\n"}, "Invalid Python version in .python-version ('python-3.12')"),
+        ({".python-version": "3.12\n3.13\n"}, "Multiple Python versions found in .python-version (3.12, 3.13)"),
+        ({".python-version": "# only a comment\n"}, "No Python version found in .python-version"),
+        ({"python-version.txt": "3.12\n"}, "'python-version.txt' is not read by Heroku's Python buildpack"),
+        ({"runtime.txt": "python-3.8.10\n"}, "The requested Python version has reached end-of-life"),
+        ({"uv.lock": "version = 1\n", "requirements.txt": None}, "No Python version was specified: with uv"),
+    ],
+)
 def test_python_versions_the_buildpack_refuses(tmp_path: Path, files: dict[str, str | None], error: str) -> None:
     app = app_copy(tmp_path, "hello", **files)
     lines: list[str] = []
@@ -221,14 +252,16 @@ def test_python_versions_the_buildpack_warns_about(tmp_path: Path) -> None:
     build_slug(app_copy(tmp_path, "hello"), cache_dir=CACHE_DIR, say=lines.append)
     assert " !     Warning: No Python version was specified." in lines
     lines.clear()
-    build_slug(app_copy(tmp_path / "old", "hello", **{".python-version": "3.10.0\n"}), cache_dir=CACHE_DIR,
-               say=lines.append)
+    build_slug(
+        app_copy(tmp_path / "old", "hello", **{".python-version": "3.10.0\n"}), cache_dir=CACHE_DIR, say=lines.append
+    )
     assert " !     Warning: Support for Python 3.10 is deprecated!" in lines
     assert " !     Warning: A Python patch update is available!" in lines
     assert " !     patch release of Python 3.10 available: 3.10.21" in lines
 
 
 # --- doctor ----------------------------------------------------------------------------------
+
 
 def doctor(app: Path) -> tuple[int, dict[str, dict[str, object]]]:
     result = run_dynosim(app, "doctor", "--json", "--no-run")

@@ -1,5 +1,6 @@
 """The conventions users bring from `heroku local`, honcho and other tools: `run -f` is the Procfile and
 `-e` an env file, colour follows NO_COLOR and --no-color, and the old `-f` (the formation) still works."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,12 @@ def test_f_names_another_procfile(tmp_path, dynosim):
 
 
 def test_e_names_the_env_file_for_the_run_and_its_config_changes(tmp_path, dynosim):
-    app = make_app(tmp_path, procfile='worker: echo "greeting=$GREETING"; python worker.py\n',
-                   __env="GREETING=from-dotenv\n", __env__test="GREETING=from-env-test\n")
+    app = make_app(
+        tmp_path,
+        procfile='worker: echo "greeting=$GREETING"; python worker.py\n',
+        __env="GREETING=from-dotenv\n",
+        __env__test="GREETING=from-env-test\n",
+    )
     run = dynosim(app, "--env", ".env.test")
     run.wait_for(r"app\[worker\.1\]: greeting=from-env-test")
     assert run_dynosim(app, "config:get", "GREETING").stdout == "from-env-test\n"

@@ -1,11 +1,11 @@
 """Bad input to `dynosim run`: one clear line, a non-zero exit, no traceback, nothing left running."""
+
 from __future__ import annotations
 
 import socket
 
 import psutil
 import pytest
-
 from conftest import free_port, make_app, run_dynosim
 
 
@@ -20,7 +20,8 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 def assert_nothing_left(app) -> None:
     leftovers = [
-        p for p in psutil.process_iter(["cmdline", "cwd"])
+        p
+        for p in psutil.process_iter(["cmdline", "cwd"])
         if str(app) in " ".join(p.info["cmdline"] or []) or str(app) == (p.info["cwd"] or "")
     ]
     assert not leftovers

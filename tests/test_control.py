@@ -1,4 +1,5 @@
 """Operating a running app from another terminal, and its memory, as Heroku users do."""
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import time
 import urllib.request
 
 from conftest import CACHE_DIR, FIXTURES, make_app, run_dynosim
+
 from dynosim.runtime.memory import MemoryPolicy
 
 
@@ -56,8 +58,12 @@ def test_ps_scale_restart_logs_and_config_from_another_terminal(tmp_path, dynosi
     assert env["WEB_CONCURRENCY"] == "4" and env["DYNO_RAM"] == "1024"  # the size's, after the restart
     bad = run_dynosim(app, "ps:resize", "web=huge")
     assert bad.returncode == 1 and 'unknown dyno size "huge"' in bad.stderr
-    tail = subprocess.Popen([sys.executable, "-m", "dynosim", "logs", "--tail", "-n", "1", "-C", str(app)],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)})
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "dynosim", "logs", "--tail", "-n", "1", "-C", str(app)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)},
+    )
     tail.stdout.readline()  # the last line kept
     urllib.request.urlopen(f"http://127.0.0.1:{run.port}/tailed", timeout=10).read()
     deadline = time.monotonic() + 10
@@ -108,7 +114,10 @@ def test_a_stale_socket_of_a_killed_run_is_not_mistaken_for_a_run(tmp_path, dyno
 
 def test_memory_quota_r14_then_r15(dynosim_app):
     app = dynosim_app(
-        FIXTURES / "dynolab", formation="web=1,worker=0", cache_dir=CACHE_DIR, crash_backoff_scale=0.001,
+        FIXTURES / "dynolab",
+        formation="web=1,worker=0",
+        cache_dir=CACHE_DIR,
+        crash_backoff_scale=0.001,
         memory=MemoryPolicy(interval=0.2, runtime_metrics=True, quota_scale=0.1),  # a 51 MB quota
     )
     started = time.monotonic()

@@ -1,6 +1,7 @@
 """The demonstrations of fixtures/ephemeral/: five classic ephemeral-state bugs of Heroku apps,
 each driven over HTTP through a daily cycle, with the state gone afterwards and dynosim's ledger
 naming the file, its kind and its fix; and each fixed twin, whose state survives the same cycle."""
+
 from __future__ import annotations
 
 import time
@@ -26,9 +27,13 @@ def multipart(field: str, filename: str, data: bytes, content_type: str) -> tupl
     """What a browser's <input type=file> (or `curl -F field=@file`) sends."""
     boundary = "dynosim-demo-boundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 

@@ -1,4 +1,5 @@
 """Deploys: `dynosim deploy` and `dynosim run --watch` roll a running app onto a new commit."""
+
 from __future__ import annotations
 
 import json

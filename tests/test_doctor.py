@@ -1,4 +1,5 @@
 """`dynosim doctor`: one tiny app per finding, checked through the real command (and its API for twins)."""
+
 from __future__ import annotations
 
 import json
@@ -9,17 +10,28 @@ import uuid
 from pathlib import Path
 
 import psutil
-
 from conftest import FIXTURES, run_dynosim
+
 from dynosim.doctor import diagnose
 
 APPS = Path(__file__).resolve().parent / "doctor_apps"
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
 
 
-def app_copy(tmp_path: Path, name: str, *, git: bool = True, leave: tuple[str, ...] = (),
-             files: dict[str, str | None] | None = None) -> Path:
+def app_copy(
+    tmp_path: Path,
+    name: str,
+    *,
+    git: bool = True,
+    leave: tuple[str, ...] = (),
+    files: dict[str, str | None] | None = None,
+) -> Path:
     """A copy of tests/doctor_apps/NAME, edited by `files` (None deletes), committed except `leave`."""
     app = tmp_path / name
     shutil.copytree(APPS / name, app)
@@ -29,9 +41,16 @@ def app_copy(tmp_path: Path, name: str, *, git: bool = True, leave: tuple[str, .
         else:
             (app / rel).write_text(text)
     if git:
+
         def run(*args: str) -> None:
-            subprocess.run(["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-                           cwd=app, env=GIT_ENV, check=True, capture_output=True)
+            subprocess.run(
+                ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
+                cwd=app,
+                env=GIT_ENV,
+                check=True,
+                capture_output=True,
+            )
+
         run("init", "-q")
         run("add", "-A")
         if leave:
@@ -206,8 +225,11 @@ def test_database_url_into_sqlalchemy_without_the_postgresql_rewrite(tmp_path: P
     scheme = found["postgres-scheme"]
     assert (scheme["severity"], scheme["file"], scheme["line"]) == ("error", "app.py", 7)
     assert 'replace("postgres://", "postgresql://"' in str(scheme["fix"])
-    text = (app / "app.py").read_text().replace('os.environ["DATABASE_URL"]',
-                                               'os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)')
+    text = (
+        (app / "app.py")
+        .read_text()
+        .replace('os.environ["DATABASE_URL"]', 'os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)')
+    )
     (app / "app.py").write_text(text)
     assert "postgres-scheme" not in codes(app)
 
@@ -276,11 +298,15 @@ def test_sqlite3_connect_is_a_sqlite_database(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "ephemeral/sqlite-db", app)
     result = run_dynosim(app, "doctor", "--no-run")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ("warning app.py:13 [sqlite] the app keeps its data in a SQLite file (sqlite3.connect(DATABASE)): on Heroku "
-            "a SQLite file lives in the dyno's ephemeral filesystem and is lost at every restart, deploy and daily cycle, "
-            "and each dyno (web.2, a worker, a one-off) has its own copy") in result.stdout
+    assert (
+        "warning app.py:13 [sqlite] the app keeps its data in a SQLite file (sqlite3.connect(DATABASE)): on Heroku "
+        "a SQLite file lives in the dyno's ephemeral filesystem and is lost at every restart, deploy and daily cycle, "
+        "and each dyno (web.2, a worker, a one-off) has its own copy"
+    ) in result.stdout
     assert "fix: use the heroku-postgresql add-on through DATABASE_URL" in result.stdout
-    (app / "app.py").write_text("from sqlite3 import connect as db\n\ncache = db(':memory:')\nnotes = db(database='notes.db')\n")
+    (app / "app.py").write_text(
+        "from sqlite3 import connect as db\n\ncache = db(':memory:')\nnotes = db(database='notes.db')\n"
+    )
     assert [(f.file, f.line) for f in diagnose(app, run=False) if f.code == "sqlite"] == [("app.py", 4)]
     shutil.rmtree(app)
     shutil.copytree(FIXTURES / "ephemeral/sqlite-db-fixed", app)
@@ -294,9 +320,10 @@ def test_uploads_saved_under_the_app_folder(tmp_path: Path) -> None:
     uploads = found["local-uploads"]
     assert (uploads["severity"], uploads["file"], uploads["line"]) == ("warning", "app.py", 15)
     assert str(uploads["message"]) == (
-        'uploaded files are saved to the dyno\'s disk (photo.save(os.path.join(app.config[\'UPLOAD_FOLDER\'], name))): on '
+        "uploaded files are saved to the dyno's disk (photo.save(os.path.join(app.config['UPLOAD_FOLDER'], name))): on "
         "Heroku that filesystem is ephemeral: every upload is lost at the next restart, deploy and daily cycle, and a "
-        "file web.1 saved is not there for web.2 or a worker")
+        "file web.1 saved is not there for web.2 or a worker"
+    )
     assert str(uploads["fix"]).startswith("store uploads in object storage: S3")
     source = (app / "app.py").read_text()
     (app / "app.py").write_text(source.replace('"uploads"', 'os.path.join(tempfile.gettempdir(), "uploads")'))

@@ -1,6 +1,7 @@
 """Who and where a dyno is, as on Heroku: a non-root user (u<uid>), the slug at /app as $HOME and
 the working directory, a UUID for a host name; and, where the kernel or the sandbox cannot give
 one of these, one line at start saying which."""
+
 from __future__ import annotations
 
 import os
@@ -16,10 +17,14 @@ WHO_LINE = r"app\[{}\]: who (\d+) (\S+) (\S+) (\S+) (\S+) (\S+)"
 
 
 def test_a_one_off_dyno_runs_as_herokus_dyno_user_at_app(tmp_path):
-    app = make_app(tmp_path, **{"where.py": "import os\nprint(__file__, os.getcwd(), os.environ['PWD'], os.environ['HOME'])\n"})
+    app = make_app(
+        tmp_path, **{"where.py": "import os\nprint(__file__, os.getcwd(), os.environ['PWD'], os.environ['HOME'])\n"}
+    )
     result = run_dynosim(app, "exec", "--sandbox", "namespaces", f"{WHO}; python where.py; echo n > notes.txt")
     assert result.returncode == 0, result.stderr
-    uid, user, group, hostname, home, cwd = re.search(r"who (\d+) (\S+) (\S+) (\S+) (\S+) (\S+)", result.stdout).groups()
+    uid, user, group, hostname, home, cwd = re.search(
+        r"who (\d+) (\S+) (\S+) (\S+) (\S+) (\S+)", result.stdout
+    ).groups()
     assert uid != "0" and user == f"u{uid}" and group == "dyno"  # Heroku's passwd: u<uid> and dyno
     assert home == cwd == "/app"
     assert "/app/where.py /app /app /app" in result.stdout
@@ -77,16 +82,32 @@ def test_a_part_the_kernel_refuses_is_said_once_and_the_rest_still_holds(tmp_pat
     app = make_app(tmp_path, procfile=f"worker: {WHO}; sleep 600\n")
     private_tmp = tmp_path / "tmp"  # the probe's verdict is kept per temporary folder: not the suite's
     private_tmp.mkdir()
-    limited = ["unshare", "--user", "--map-root-user", "sh", "-c",
-               'echo 1 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh", sys.executable]
+    limited = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        'echo 1 > /proc/sys/user/max_user_namespaces && exec "$@"',
+        "sh",
+        sys.executable,
+    ]
     # the kernel frees a user namespace after its last process, a moment later: the probe's can still count
     # when the first dyno starts, which then crashes; Heroku's back-off, shrunk, starts it again
-    run = dynosim(app, "--sandbox", "namespaces", "--crash-backoff-scale", "0.001", python=limited,
-                  env={"TMPDIR": str(private_tmp)})
+    run = dynosim(
+        app,
+        "--sandbox",
+        "namespaces",
+        "--crash-backoff-scale",
+        "0.001",
+        python=limited,
+        env={"TMPDIR": str(private_tmp)},
+    )
     line = run.wait_for(r"dyno sandbox: namespaces \((.*)\)$").group(1)
     assert re.fullmatch(
         r"user, mount, PID and UTS namespaces with overlayfs; unlike Heroku, dynos run as root in their namespace "
-        r"\(.*No space left on device.*\)", line,
+        r"\(.*No space left on device.*\)",
+        line,
     ), line
     uid, _user, _group, hostname, home, cwd = run.wait_for(WHO_LINE.format(r"worker\.1")).groups()
     assert uid == "0" and home == cwd == "/app" and UUID.match(hostname)

@@ -1,5 +1,6 @@
 """The ephemeral filesystem: fresh at every boot, private to each dyno, wiped safely, and
 every write a restart loses named with its fix."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pexpect
 import pytest
-
 from conftest import CACHE_DIR, make_app, run_dynosim
+
 from dynosim.ephemeral import Ledger, classify
 from dynosim.logs import LogStream
 from dynosim.runtime.sandbox import DynoFilesystem, Layer, wipe_dir
@@ -80,11 +81,17 @@ def test_a_wipe_never_follows_a_symlink_out_of_the_dyno(tmp_path, sandbox):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious.txt").write_text("keep me")
-    script = "; ".join([
-        f"ln -s {outside} to-outside", f"ln -s {app} to-app", "ln -s / to-root", 'ln -s "$HOME" to-home',
-        f"ln -s {outside}/precious.txt /tmp/to-file", "mkdir -p deep/er && ln -s / deep/er/root",
-        "echo written > deep/er/file.txt",
-    ])
+    script = "; ".join(
+        [
+            f"ln -s {outside} to-outside",
+            f"ln -s {app} to-app",
+            "ln -s / to-root",
+            'ln -s "$HOME" to-home',
+            f"ln -s {outside}/precious.txt /tmp/to-file",
+            "mkdir -p deep/er && ln -s / deep/er/root",
+            "echo written > deep/er/file.txt",
+        ]
+    )
     result = run_dynosim(app, "exec", "--sandbox", sandbox, script)
     assert result.returncode == 0, result.stderr
     assert (outside / "precious.txt").read_text() == "keep me"
@@ -178,7 +185,9 @@ def test_strict_fails_the_run_and_the_json_report_names_the_state(tmp_path, dyno
 def test_nested_folders_made_at_once_are_watched_without_noise(tmp_path, dynosim):
     """watchdog warns (a 1,000-character RuntimeWarning on stderr) when `mkdir -p` makes a folder and its
     children before it watches them; dynosim's output stays Heroku's lines, and the files are still seen."""
-    procfile = 'worker: for i in $(seq 20); do mkdir -p d$i/a/b/c/d; done; echo x > d20/a/b/c/d/f.txt; echo made; sleep 600\n'
+    procfile = (
+        "worker: for i in $(seq 20); do mkdir -p d$i/a/b/c/d; done; echo x > d20/a/b/c/d/f.txt; echo made; sleep 600\n"
+    )
     run = dynosim(make_app(tmp_path, procfile=procfile))
     run.wait_for(r"app\[worker\.1\]: made")
     time.sleep(1)  # the ledger's events come within a second
@@ -190,14 +199,19 @@ def test_nested_folders_made_at_once_are_watched_without_noise(tmp_path, dynosim
 
 def test_a_clean_app_passes_strict(tmp_path, dynosim):
     """Scratch in /tmp is what Heroku's /tmp is for: said, in one line, and no failure."""
-    run = dynosim(make_app(tmp_path, procfile="web: python server.py\n"), "--strict", "--report-json", str(tmp_path / "r.json"))
+    run = dynosim(
+        make_app(tmp_path, procfile="web: python server.py\n"), "--strict", "--report-json", str(tmp_path / "r.json")
+    )
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     tmp = json.loads(get(run.port, "/"))["env"].get("TMPDIR", "/tmp")
     get(run.port, f"/write/{tmp}/resized.png")
     assert run.stop() == 0
     [line] = [line for line in run.lines if "dynosim[web.1]" in line]
-    assert re.search(r"dynosim\[web\.1\]: the stop discards 1 scratch file\(s\) web\.1 wrote to (/tmp|\$TMPDIR), as Heroku "
-                     r"does \(fine for files needed only while the dyno runs\): (/tmp|\$TMPDIR)/resized\.png \(16 B\)$", line)
+    assert re.search(
+        r"dynosim\[web\.1\]: the stop discards 1 scratch file\(s\) web\.1 wrote to (/tmp|\$TMPDIR), as Heroku "
+        r"does \(fine for files needed only while the dyno runs\): (/tmp|\$TMPDIR)/resized\.png \(16 B\)$",
+        line,
+    )
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["losses"] == [] and [s["path"].rsplit("/", 1)[1] for s in report["scratch"]] == ["resized.png"]
 
@@ -207,8 +221,14 @@ def test_an_interactive_one_off_leaves_scratch_and_history_not_state(tmp_path, s
     """`heroku run python`: what the session wrote to /tmp is discarded scratch, its .python_history is noise."""
     app = make_app(tmp_path)
     env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
-    child = pexpect.spawn(sys.executable, ["-m", "dynosim", "exec", "--sandbox", sandbox, "python"], cwd=str(app), env=env,
-                          timeout=60, encoding="utf-8")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "dynosim", "exec", "--sandbox", sandbox, "python"],
+        cwd=str(app),
+        env=env,
+        timeout=60,
+        encoding="utf-8",
+    )
     try:
         child.expect(">>> ")
         child.sendline('import tempfile; open(tempfile.gettempdir() + "/scratch.txt", "w").write("scratch")')
@@ -220,8 +240,11 @@ def test_an_interactive_one_off_leaves_scratch_and_history_not_state(tmp_path, s
     out = child.before
     assert child.exitstatus == 0
     where = "$TMPDIR" if sandbox == "copy" else "/tmp"
-    assert (f"the end of this one-off dyno discards 1 scratch file(s) run.") in out
-    assert f"wrote to {where}, as Heroku does (fine for files needed only while the dyno runs): {where}/scratch.txt (7 B)" in out
+    assert ("the end of this one-off dyno discards 1 scratch file(s) run.") in out
+    assert (
+        f"wrote to {where}, as Heroku does (fine for files needed only while the dyno runs): {where}/scratch.txt (7 B)"
+        in out
+    )
     assert "python_history" not in out and "add-on" not in out and "gone too" not in out
 
 
@@ -230,16 +253,24 @@ def test_a_one_off_that_also_wrote_state_hears_both(tmp_path):
     result = run_dynosim(app := make_app(tmp_path), "exec", script)
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stderr.splitlines() if line.startswith("dynosim: ")][-3:]
-    assert re.search(r"the end of this one-off dyno discards 1 file\(s\) run\.\d+ wrote since it booted; on Heroku", said[0])
+    assert re.search(
+        r"the end of this one-off dyno discards 1 file\(s\) run\.\d+ wrote since it booted; on Heroku", said[0]
+    )
     assert "  file: notes.txt (5 B) -> anything that must outlive a restart belongs in an add-on" in said[1]
-    assert re.search(r"discards 1 scratch file\(s\) run\.\d+ wrote to (/tmp|\$TMPDIR), .*: (/tmp|\$TMPDIR)/s\.txt \(2 B\)$", said[2])
+    assert re.search(
+        r"discards 1 scratch file\(s\) run\.\d+ wrote to (/tmp|\$TMPDIR), .*: (/tmp|\$TMPDIR)/s\.txt \(2 B\)$", said[2]
+    )
     assert not (app / "notes.txt").exists()
 
 
 def test_exec_is_heroku_run(tmp_path):
     app = make_app(tmp_path, procfile="web: python server.py\ntask: python crash.py\n")
     (app / ".env").write_text("GREETING=hi\n")
-    result = run_dynosim(app, "exec", 'echo "$DYNO $GREETING"; python -c "import sqlite3; sqlite3.connect(\'x.db\').execute(\'create table t(a)\')"; exit 4')
+    result = run_dynosim(
+        app,
+        "exec",
+        "echo \"$DYNO $GREETING\"; python -c \"import sqlite3; sqlite3.connect('x.db').execute('create table t(a)')\"; exit 4",
+    )
     assert result.returncode == 4
     assert re.search(r"^run\.\d{4} hi$", result.stdout, re.M)
     assert re.search(r"Running `.*` on ⬢ app\.\.\. up, run\.\d{4}", result.stderr)
@@ -251,7 +282,9 @@ def test_exec_is_heroku_run(tmp_path):
 def test_exec_gives_an_interactive_terminal(tmp_path):
     app = make_app(tmp_path)
     env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR), "PS1": "$ "}
-    child = pexpect.spawn(sys.executable, ["-m", "dynosim", "exec", "bash"], cwd=str(app), env=env, timeout=60, encoding="utf-8")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "dynosim", "exec", "bash"], cwd=str(app), env=env, timeout=60, encoding="utf-8"
+    )
     try:
         child.expect(r"up, run\.\d{4}")
         child.sendline("tty; echo dyno=$DYNO")

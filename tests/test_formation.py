@@ -1,4 +1,5 @@
 """The formation is the app's: `ps:scale` and `ps:resize` last until changed, `--formation` is one run's."""
+
 from __future__ import annotations
 
 import json
@@ -27,17 +28,23 @@ def test_scaling_with_no_run_is_kept_and_a_runs_formation_overrides_it_for_that_
     app = make_app(tmp_path, procfile="web: python server.py\nworker: python worker.py\n")
     scaled = run_dynosim(app, "ps:scale", "worker=0")
     assert scaled.returncode == 0, scaled.stderr
-    assert scaled.stdout == ("Scaling dynos... done, worker at 0 "
-                             "(no run is active: the next `dynosim run` starts this formation)\n")
-    for bad, message in ((("wrk=1",), 'ps:scale: no process type "wrk" in Procfile'), (("web=-1",), "cannot be negative")):
+    assert scaled.stdout == (
+        "Scaling dynos... done, worker at 0 (no run is active: the next `dynosim run` starts this formation)\n"
+    )
+    for bad, message in (
+        (("wrk=1",), 'ps:scale: no process type "wrk" in Procfile'),
+        (("web=-1",), "cannot be negative"),
+    ):
         result = run_dynosim(app, "ps:scale", *bad)
         assert result.returncode == 1 and message in result.stderr and len(result.stderr.splitlines()) == 1
     bad_size = run_dynosim(app, "ps:resize", "web=huge")
     assert bad_size.returncode == 1 and 'ps:resize web: unknown dyno size "huge"' in bad_size.stderr
 
     run = dynosim(app, "--formation", "worker=1")
-    run.wait_for(r"^formation for this run: web@1:Standard-1X worker@1:Standard-1X \(from the command line\); "
-                 r"the app's own, web@1:Standard-1X worker@0:Standard-1X, stays for the next run")
+    run.wait_for(
+        r"^formation for this run: web@1:Standard-1X worker@1:Standard-1X \(from the command line\); "
+        r"the app's own, web@1:Standard-1X worker@0:Standard-1X, stays for the next run"
+    )
     run.wait_for(r"heroku\[worker\.1\]: State changed from starting to up")
     assert run.stop() == 0
 

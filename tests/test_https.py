@@ -2,6 +2,7 @@
 dynosim's CA, a Django app forcing HTTPS served (and its twin that does not trust X-Forwarded-Proto
 looping, named once), the README's sample app over both schemes, Heroku's getting-started app with
 SSL-only Postgres, and a broken CA folder."""
+
 from __future__ import annotations
 
 import http.client
@@ -73,8 +74,10 @@ def test_django_forcing_https_is_served_and_its_twin_loops_named_once(tmp_path, 
     with pytest.raises(urllib.error.URLError) as untrusted:  # a client without dynosim's CA
         follow(https, ssl.create_default_context())
     assert isinstance(untrusted.value.reason, ssl.SSLCertVerificationError)
-    good.wait_for(r'heroku\[router\]: at=error code=H26 desc="Request Error" cause="TLS handshake failed: '
-                  r"the client does not trust the certificate")
+    good.wait_for(
+        r'heroku\[router\]: at=error code=H26 desc="Request Error" cause="TLS handshake failed: '
+        r"the client does not trust the certificate"
+    )
 
     # the twin does not trust X-Forwarded-Proto: https requests are redirected to themselves
     twin_https = f"https://127.0.0.1:{twin.port}/"
@@ -85,10 +88,12 @@ def test_django_forcing_https_is_served_and_its_twin_loops_named_once(tmp_path, 
     assert "infinite loop" in str(looped.value)
     for _ in range(5):
         assert get(twin.port, context=trusting)[0] == 301
-    twin.wait_for(r"dynosim\[router\]: the app redirects https requests to https forever: it does not trust "
-                  r"X-Forwarded-Proto .* Fix: trust the header: gunicorn --forwarded-allow-ips='\*' "
-                  r'\(FORWARDED_ALLOW_IPS\), Django SECURE_PROXY_SSL_HEADER = \("HTTP_X_FORWARDED_PROTO", "https"\), '
-                  r"Werkzeug ProxyFix")
+    twin.wait_for(
+        r"dynosim\[router\]: the app redirects https requests to https forever: it does not trust "
+        r"X-Forwarded-Proto .* Fix: trust the header: gunicorn --forwarded-allow-ips='\*' "
+        r'\(FORWARDED_ALLOW_IPS\), Django SECURE_PROXY_SSL_HEADER = \("HTTP_X_FORWARDED_PROTO", "https"\), '
+        r"Werkzeug ProxyFix"
+    )
     assert good.stop() == 0 and twin.stop() == 0
     assert twin.output().count("redirects https requests to https forever") == 1
     assert "redirects https requests to https forever" not in good.output()
@@ -143,7 +148,10 @@ def test_plain_and_tls_clients_side_by_side_on_one_port(tmp_path, dynosim, ca_di
     assert failures == []
     assert run.stop() == 0
     lines = [line for line in run.lines if "heroku[router]:" in line]
-    assert sum("protocol=https" in line for line in lines) == 50 and sum(line.endswith("protocol=http") for line in lines) == 50
+    assert (
+        sum("protocol=https" in line for line in lines) == 50
+        and sum(line.endswith("protocol=http") for line in lines) == 50
+    )
 
 
 def test_a_broken_ca_folder_turns_https_off_in_one_line_and_plain_http_goes_on(tmp_path, dynosim):  # type: ignore[no-untyped-def]
@@ -160,4 +168,3 @@ def test_a_broken_ca_folder_turns_https_off_in_one_line_and_plain_http_goes_on(t
     assert sorted(os.listdir(broken)) == ["ca-key.pem", "ca.pem"]  # nothing deleted, nothing made
     assert (broken / "ca.pem").read_text() == "not a certificate\n"
     assert sum("HTTPS is off" in line for line in run.lines) == 1
-

@@ -1,10 +1,11 @@
 """The log stream's formats: Heroku's line layout, colour on a terminal, whole lines only."""
+
 from __future__ import annotations
 
 import asyncio
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dynosim.logs import MAX_LINE_BYTES, LineSplitter, LogLine, LogStream, TerminalPrinter, timestamp
 
@@ -25,11 +26,14 @@ def test_heroku_format():
 
 def test_timestamps_are_datetimes_isoformat_to_the_microsecond_across_second_boundaries():
     base = 1795478400.0
-    moments = [base + second + fraction for second in range(3)
-               for fraction in (0.0, 0.0000004, 0.0000005, 0.0000015, 0.5, 0.9999994, 0.9999995, 0.9999999)]
+    moments = [
+        base + second + fraction
+        for second in range(3)
+        for fraction in (0.0, 0.0000004, 0.0000005, 0.0000015, 0.5, 0.9999994, 0.9999995, 0.9999999)
+    ]
     moments += [base + i * 0.0123457 for i in range(2000)]
     for when in moments:
-        assert timestamp(when) == datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="microseconds"), when
+        assert timestamp(when) == datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds"), when
 
 
 def _printed(colour: bool) -> str:
@@ -79,4 +83,5 @@ def test_a_slow_reader_slows_the_producer_instead_of_growing_a_queue():
         out.close()
         os.close(read)
         return blocked
+
     assert asyncio.run(scenario())

@@ -32,7 +32,10 @@ def test_a_full_app_json_is_read() -> None:
                 "API_TOKEN": {"required": True},
             },
             "formation": {"web": {"quantity": 2, "size": "standard-1x"}, "worker": {"quantity": 0}},
-            "addons": ["heroku-redis:mini", {"plan": "heroku-postgresql", "as": "DATABASE", "options": {"version": "16"}}],
+            "addons": [
+                "heroku-redis:mini",
+                {"plan": "heroku-postgresql", "as": "DATABASE", "options": {"version": "16"}},
+            ],
             "scripts": {"postdeploy": "python manage.py seed"},
         }
     )
@@ -62,9 +65,7 @@ def test_an_app_json_file_is_loaded(tmp_path: Path) -> None:
 def test_invalid_json_names_the_line_and_column() -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest('{\n  "name": "shop"\n  "env": {}\n}\n', PATH)
-    assert str(caught.value) == (
-        "app.json:3: not valid JSON: Expecting ',' delimiter (column 3). Fix the syntax there"
-    )
+    assert str(caught.value) == ("app.json:3: not valid JSON: Expecting ',' delimiter (column 3). Fix the syntax there")
 
 
 def test_an_undecodable_app_json_is_named(tmp_path: Path) -> None:
@@ -116,10 +117,10 @@ def test_bad_env_names_the_key(data: object, expected: str) -> None:
     ("data", "expected"),
     [
         ({"addons": "heroku-postgresql"}, 'addons must be a list, got "heroku-postgresql"'),
-        ({"addons": [3]}, "addons[0] must be a string like \"heroku-postgresql\" or an object"),
+        ({"addons": [3]}, 'addons[0] must be a string like "heroku-postgresql" or an object'),
         ({"addons": ["heroku postgresql"]}, 'addons[0] must look like "heroku-postgresql"'),
         ({"addons": [{"as": "DB"}]}, 'addons[0] has no "plan"; add one like "plan": "heroku-postgresql"'),
-        ({"addons": [{"plan": "heroku-redis", "as": "MY-REDIS"}]}, 'addons[0].as must be letters, digits and _'),
+        ({"addons": [{"plan": "heroku-redis", "as": "MY-REDIS"}]}, "addons[0].as must be letters, digits and _"),
         ({"addons": [{"plan": "heroku-redis", "options": []}]}, "addons[0].options must be an object"),
     ],
 )
@@ -132,7 +133,7 @@ def test_a_lowercase_attachment_name_is_kept_as_written() -> None:
 
 
 def test_scripts_must_be_strings() -> None:
-    assert "scripts.postdeploy must be a string, got [\"a\"]" in error_of({"scripts": {"postdeploy": ["a"]}})
+    assert 'scripts.postdeploy must be a string, got ["a"]' in error_of({"scripts": {"postdeploy": ["a"]}})
 
 
 def test_unknown_top_level_keys_are_ignored() -> None:

@@ -1,4 +1,5 @@
 """One-off dynos (`dynosim exec`, Heroku's `heroku run`) run the current release and make no release."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,11 @@ from conftest import CACHE_DIR, make_app, run_dynosim
 
 
 def git(app, *args: str) -> None:
-    subprocess.run(["git", "-C", str(app), "-c", "user.email=dev@example.com", "-c", "user.name=dev", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(app), "-c", "user.email=dev@example.com", "-c", "user.name=dev", *args],
+        check=True,
+        capture_output=True,
+    )
 
 
 def commit(app, version: str) -> None:
@@ -49,8 +53,15 @@ def test_with_a_run_active_a_one_off_is_in_ps_and_in_the_logs_while_attached_to_
     run = dynosim(app)
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
-    one_off = subprocess.Popen([sys.executable, "-m", "dynosim", "exec", 'read word; echo "got $word"; exit 3'], cwd=app,
-                               env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    one_off = subprocess.Popen(
+        [sys.executable, "-m", "dynosim", "exec", 'read word; echo "got $word"; exit 3'],
+        cwd=app,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, rows = time.monotonic() + 60, []
         while not [r for r in rows if r["type"] == "run" and r["state"] == "up"] and time.monotonic() < deadline:
@@ -69,8 +80,11 @@ def test_with_a_run_active_a_one_off_is_in_ps_and_in_the_logs_while_attached_to_
     assert re.search(r"app\[api\]: Starting process with command `read word; .*` by user ", logs)
     shown = [line.split(": ", 1)[1] for line in logs.splitlines() if f"[{row['name']}]" in line]
     assert shown == [  # only start and stop, as Heroku logs an attached one-off: its output is the terminal's
-        "State changed from down to starting", 'Starting process with command `read word; echo "got $word"; exit 3`', "State changed from starting to up",
-        "Process exited with status 3", "State changed from up to complete",
+        "State changed from down to starting",
+        'Starting process with command `read word; echo "got $word"; exit 3`',
+        "State changed from starting to up",
+        "Process exited with status 3",
+        "State changed from up to complete",
     ]
     assert [r["name"] for r in json.loads(run_dynosim(app, "ps", "--json").stdout)] == ["web.1"]  # gone once it ended
     assert run.stop() == 0
@@ -107,6 +121,8 @@ def test_run_with_a_command_points_at_exec(tmp_path):
     app = make_app(tmp_path)
     result = run_dynosim(app, "run", "python", "worker.py", "--once")
     assert result.returncode == 2
-    assert result.stderr == ("dynosim: error: `dynosim run` runs the Procfile and takes no command; a one-off command "
-                             "is `dynosim exec python worker.py --once` (Heroku's `heroku run`)\n")
+    assert result.stderr == (
+        "dynosim: error: `dynosim run` runs the Procfile and takes no command; a one-off command "
+        "is `dynosim exec python worker.py --once` (Heroku's `heroku run`)\n"
+    )
     assert not (app / ".dynosim" / "releases.json").exists()

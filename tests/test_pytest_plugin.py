@@ -1,5 +1,6 @@
 """The pytest plugin as a suite uses it, in a real inner pytest session (pytester) that runs a tiny app:
 the marker, the fixture typed as dynosim.App, the session-scoped run, and the add-on backend option."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,5 @@
 """Releases say what happened, as `heroku releases` does: a failed release phase, config changes."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,11 @@ from conftest import make_app, run_dynosim
 
 
 def git(app, *args: str) -> None:
-    subprocess.run(["git", "-C", str(app), "-c", "user.email=dev@example.com", "-c", "user.name=dev", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(app), "-c", "user.email=dev@example.com", "-c", "user.name=dev", *args],
+        check=True,
+        capture_output=True,
+    )
 
 
 def commit(app, procfile: str) -> None:
@@ -53,7 +57,10 @@ def test_a_failed_release_phase_is_a_failed_release_and_the_previous_one_stays_c
     run.wait_for(r"app\[api\]: Set FOO, BAR config vars by user dev@example\.com", after_last=True)
     assert run_dynosim(app, "config:unset", "FOO").stdout == "Unsetting FOO and restarting... done, v4\n"
     run.wait_for(r"app\[api\]: Remove FOO config vars by user dev@example\.com", after_last=True)
-    assert releases(app)[:2] == [(4, "Remove FOO config vars", "succeeded", True), (3, "Set FOO, BAR config vars", "succeeded", False)]
+    assert releases(app)[:2] == [
+        (4, "Remove FOO config vars", "succeeded", True),
+        (3, "Set FOO, BAR config vars", "succeeded", False),
+    ]
     assert run.stop() == 0
 
 

@@ -3,6 +3,7 @@
 The router runs on an asyncio loop in a background thread, as dynosim runs it on its one loop; clients
 are blocking (http.client, urllib, raw sockets, websockets' sync client) in the test thread.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -90,7 +91,16 @@ class DynoHandler(http.server.BaseHTTPRequestHandler):
             remaining -= len(piece)
 
     def r_hello(self, q: dict[str, str]) -> None:
-        self.reply(200, b"hello", (("Content-Type", "text/plain"), ("Keep-Alive", "timeout=5"), ("Connection", "keep-alive, X-Dyno-Secret"), ("X-Dyno-Secret", "1")))
+        self.reply(
+            200,
+            b"hello",
+            (
+                ("Content-Type", "text/plain"),
+                ("Keep-Alive", "timeout=5"),
+                ("Connection", "keep-alive, X-Dyno-Secret"),
+                ("X-Dyno-Secret", "1"),
+            ),
+        )
 
     def r_headers(self, q: dict[str, str]) -> None:
         self.reply(200, json.dumps(list(self.headers.items())).encode(), (("Content-Type", "application/json"),))
@@ -407,7 +417,13 @@ def test_hop_by_hop_headers_are_stripped_both_ways(env: Env) -> None:
     _, _, body = env.request(
         "GET",
         "/headers",
-        headers={"Connection": "keep-alive, X-Client-Secret", "X-Client-Secret": "1", "Keep-Alive": "300", "TE": "trailers", "Proxy-Connection": "keep-alive"},
+        headers={
+            "Connection": "keep-alive, X-Client-Secret",
+            "X-Client-Secret": "1",
+            "Keep-Alive": "300",
+            "TE": "trailers",
+            "Proxy-Connection": "keep-alive",
+        },
     )
     names = {k.lower() for k, _ in json.loads(body)}
     assert not names & {"x-client-secret", "keep-alive", "te", "proxy-connection"}
@@ -612,7 +628,9 @@ def _assert_error_page(status: int, body: bytes, title: bytes = b"Application Er
     assert body.startswith(b"<!DOCTYPE html>") and title in body
 
 
-@pytest.mark.parametrize("state, code, desc", [("crashed", "H10", "App crashed"), ("none", "H14", "No web processes running")])
+@pytest.mark.parametrize(
+    "state, code, desc", [("crashed", "H10", "App crashed"), ("none", "H14", "No web processes running")]
+)
 def test_no_web_dyno_up_is_h10_or_h14(make_env, state: str, code: str, desc: str) -> None:  # type: ignore[no-untyped-def]
     env = make_env(state=state)
     status, headers, body = env.request("GET", "/hello?a=b")

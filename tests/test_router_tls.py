@@ -6,6 +6,7 @@ The router runs on a loop thread in front of the stdlib dyno stand-in of test_ro
 http.client, urllib and raw sockets with Python's ssl, trusting (or not) a certificate authority made
 for this module.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -80,13 +81,23 @@ class TLSEnv(Env):
 def make_env(loop_thread, dyno, server_context):  # type: ignore[no-untyped-def]  # noqa: F811
     made: list[TLSEnv] = []
 
-    def make(backend_port: int | None = None, tls: bool = True, host: str = "127.0.0.1", forwarded_port: str = "heroku",
-             **timeouts: float) -> TLSEnv:
+    def make(
+        backend_port: int | None = None,
+        tls: bool = True,
+        host: str = "127.0.0.1",
+        forwarded_port: str = "heroku",
+        **timeouts: float,
+    ) -> TLSEnv:
         formation = FakeFormation([WebDyno("web.1", backend_port or dyno.port)])
         logs = LogStream()
         router = Router(
-            formation, logs, host=host, port=0, timeouts=RouterTimeouts(**{**FAST, **timeouts}),
-            tls=server_context if tls else None, forwarded_port=forwarded_port,
+            formation,
+            logs,
+            host=host,
+            port=0,
+            timeouts=RouterTimeouts(**{**FAST, **timeouts}),
+            tls=server_context if tls else None,
+            forwarded_port=forwarded_port,
         )
         env = TLSEnv(loop_thread, router, formation, logs)
         logs.subscribe(env.lines.extend)
@@ -215,9 +226,13 @@ def test_a_client_slow_to_send_its_first_byte_is_served_either_way(env: TLSEnv, 
 def test_the_request_sent_with_the_last_handshake_message_is_not_lost(env: TLSEnv, client_context) -> None:  # type: ignore[no-untyped-def]
     # many clients write their request the moment the handshake is done; the router must not drop it
     for _ in range(20):
-        with socket.create_connection(("127.0.0.1", env.port), timeout=10) as raw, \
-                client_context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            tls.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with (
+            socket.create_connection(("127.0.0.1", env.port), timeout=10) as raw,
+            client_context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(
+                b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
             assert _read_all(tls).count(b"hello") == 2
 
 
@@ -231,7 +246,10 @@ def test_tls_below_1_2_is_refused(env: TLSEnv, client_context) -> None:  # type:
     if getattr(failed.value, "reason", "") == "NO_PROTOCOLS_AVAILABLE":
         pytest.skip("this OpenSSL will not even offer TLS 1.1")
     line = env.wait_line(code="H26")
-    assert line["cause"] == "TLS handshake failed: unsupported protocol (the router speaks TLS 1.2 and 1.3, as Heroku's does)"
+    assert (
+        line["cause"]
+        == "TLS handshake failed: unsupported protocol (the router speaks TLS 1.2 and 1.3, as Heroku's does)"
+    )
 
 
 def test_websocket_over_tls(make_env, client_context) -> None:  # type: ignore[no-untyped-def]
@@ -282,7 +300,7 @@ def _others_are_served(env: TLSEnv, client_context: ssl.SSLContext, seconds: flo
                 with closing(conn):
                     conn.request("GET", "/hello")
                     assert conn.getresponse().read() == b"hello"
-            except BaseException as exc:  # noqa: BLE001  handed to the test
+            except BaseException as exc:
                 errors.append(exc)
                 return
             took.append(time.monotonic() - started)
@@ -320,7 +338,9 @@ def test_a_stalled_handshake_is_cut_off_while_everyone_else_is_served(make_env, 
         b"\x16\x03\x01\x00\x10GET / HTTP/1.1\r\n\r\n",
     ],
 )
-def test_a_garbage_handshake_is_closed_and_logged_while_others_are_served(env: TLSEnv, client_context, garbage: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_a_garbage_handshake_is_closed_and_logged_while_others_are_served(
+    env: TLSEnv, client_context, garbage: bytes
+) -> None:  # type: ignore[no-untyped-def]
     with socket.create_connection(("127.0.0.1", env.port), timeout=5) as bad:
         bad.sendall(garbage)
         took = _others_are_served(env, client_context, 0.3)
@@ -472,7 +492,9 @@ def test_redirects_to_other_paths_are_no_loop(make_env, client_context) -> None:
     assert env.hints() == []
 
 
-def test_a_redirect_built_from_herokus_forwarded_port_is_pointed_out_once(make_env, redirecting, client_context) -> None:  # type: ignore[no-untyped-def]
+def test_a_redirect_built_from_herokus_forwarded_port_is_pointed_out_once(
+    make_env, redirecting, client_context
+) -> None:  # type: ignore[no-untyped-def]
     env = make_env(backend_port=redirecting.server_address[1])
     with closing(env.https(client_context)) as tls:
         assert _get(tls, "/away") == (302, "https://id.example.com/authorize")  # another host: nothing to say

@@ -1,5 +1,6 @@
 """The router in front of real dynos: requests spread, Heroku's errors when dynos are missing, crashed
 or in maintenance, and preboot keeping every request served through restarts."""
+
 from __future__ import annotations
 
 import threading
@@ -88,7 +89,7 @@ def test_preboot_serves_every_request_through_cycles(tmp_path, dynosim):
     assert served > 200 and failures == [], errors[:5]
 
 
-KEEPALIVE_SERVER = '''
+KEEPALIVE_SERVER = """
 import os, signal, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -110,7 +111,7 @@ server = Server(("0.0.0.0", int(os.environ["PORT"])), Handler)
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 server.serve_forever()
 server.server_close()
-'''
+"""
 
 
 def test_the_router_lets_go_of_a_stopping_dyno(tmp_path, dynosim):

@@ -1,8 +1,8 @@
 """`dynosim run` against real processes, signals and HTTP, as a user sees it."""
+
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import time
@@ -10,8 +10,8 @@ import urllib.request
 
 import psutil
 import pytest
-
 from conftest import make_app
+
 from dynosim.app import load_app
 
 HEROKU_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00 (app|heroku|dynosim)\[[\w.-]+\]: ")
@@ -107,8 +107,16 @@ def test_a_command_that_is_not_found_crashes_with_127_and_dynosim_keeps_running(
 
 
 def test_a_web_dyno_that_never_binds_gets_r10(tmp_path, dynosim):
-    run = dynosim(make_app(tmp_path, procfile="web: python nobind.py\n"), "--boot-timeout", "1.5", "--crash-backoff-scale", "0.001")
-    run.wait_for(r"heroku\[web\.1\]: Error R10 \(Boot timeout\) -> Web process failed to bind to \$PORT within 1\.5 seconds of launch")
+    run = dynosim(
+        make_app(tmp_path, procfile="web: python nobind.py\n"),
+        "--boot-timeout",
+        "1.5",
+        "--crash-backoff-scale",
+        "0.001",
+    )
+    run.wait_for(
+        r"heroku\[web\.1\]: Error R10 \(Boot timeout\) -> Web process failed to bind to \$PORT within 1\.5 seconds of launch"
+    )
     run.wait_for(r"heroku\[web\.1\]: Stopping process with SIGKILL")
     run.wait_for(r"heroku\[web\.1\]: Process exited with status 137")
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to crashed")
@@ -118,7 +126,9 @@ def test_a_web_dyno_that_never_binds_gets_r10(tmp_path, dynosim):
 def test_listening_on_localhost_only_does_not_count_and_says_why(tmp_path, dynosim):
     run = dynosim(make_app(tmp_path, procfile="web: python localhost.py\n"), "--boot-timeout", "2")
     hint = run.wait_for(r"dynosim\[web\.1\]: web process listens on 127\.0\.0\.1:\d+ only.*0\.0\.0\.0:\$PORT")
-    assert 'app.run(host="0.0.0.0", port=int(os.environ["PORT"]))' in hint.string  # no server in the command: the code's fix
+    assert (
+        'app.run(host="0.0.0.0", port=int(os.environ["PORT"]))' in hint.string
+    )  # no server in the command: the code's fix
     run.wait_for(r"Error R10")
     assert run.stop() == 0
     assert "State changed from starting to up" not in run.output().split("web.1")[-1]
@@ -128,7 +138,7 @@ def test_the_loopback_hint_names_the_fix_for_the_server_the_command_runs(tmp_pat
     """uvicorn listens on 127.0.0.1 unless told: the hint gives uvicorn's flags, not gunicorn's."""
     app = make_app(tmp_path, procfile="web: uvicorn main:app --port $PORT\n")
     (app / "bin").mkdir()
-    (app / "bin" / "uvicorn").write_text("#!/bin/sh\nexec python \"$HOME/localhost.py\"\n")  # uvicorn's default host
+    (app / "bin" / "uvicorn").write_text('#!/bin/sh\nexec python "$HOME/localhost.py"\n')  # uvicorn's default host
     (app / "bin" / "uvicorn").chmod(0o755)
     (app / ".profile.d").mkdir()
     (app / ".profile.d" / "bin.sh").write_text('PATH="$HOME/bin:$PATH"\n')
@@ -141,12 +151,17 @@ def test_the_loopback_hint_names_the_fix_for_the_server_the_command_runs(tmp_pat
 
 @pytest.mark.parametrize("sandbox", SANDBOXES)
 def test_a_dyno_that_ignores_sigterm_gets_r12_and_sigkill(tmp_path, dynosim, sandbox):
-    run = dynosim(make_app(tmp_path, procfile="worker: python stubborn.py\n"), "--stop-timeout", "1", "--sandbox", sandbox)
+    run = dynosim(
+        make_app(tmp_path, procfile="worker: python stubborn.py\n"), "--stop-timeout", "1", "--sandbox", sandbox
+    )
     run.wait_for(r"app\[worker\.1\]: stubborn started")
     assert run.stop() == 0
     out = run.output()
     assert "app[worker.1]: ignoring SIGTERM" in out
-    assert "heroku[worker.1]: Error R12 (Exit timeout) -> At least one process failed to exit within 1 seconds of SIGTERM" in out
+    assert (
+        "heroku[worker.1]: Error R12 (Exit timeout) -> At least one process failed to exit within 1 seconds of SIGTERM"
+        in out
+    )
     assert "heroku[worker.1]: Stopping remaining processes with SIGKILL" in out
     assert "heroku[worker.1]: Process exited with status 137" in out
 
@@ -167,7 +182,9 @@ def test_a_second_ctrl_c_forces_the_stop(tmp_path, dynosim):
 def test_one_stop_signal_delivered_twice_is_one_graceful_stop(tmp_path, dynosim):
     """`timeout` sends SIGTERM to dynosim and again to its process group; a wrapper (make, poetry run)
     forwards a terminal's Ctrl-C that dynosim got too: one request, not a second Ctrl-C."""
-    run = dynosim(make_app(tmp_path, procfile="worker: python -c 'import time; print(\"up\", flush=True); time.sleep(600)'\n"))
+    run = dynosim(
+        make_app(tmp_path, procfile="worker: python -c 'import time; print(\"up\", flush=True); time.sleep(600)'\n")
+    )
     run.wait_for(r"app\[worker\.1\]: up")
     run.proc.send_signal(signal.SIGTERM)
     time.sleep(0.03)  # handled, so the kernel does not merge the two into one

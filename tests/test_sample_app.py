@@ -1,5 +1,6 @@
 """The README's sample app, run the way the README runs it: Flask on gunicorn, a release phase,
 Heroku Postgres. Also the README's example test: data kept across a dyno restart."""
+
 from __future__ import annotations
 
 import re

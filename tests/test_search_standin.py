@@ -3,6 +3,7 @@
 Each test starts the real server process (`python -m dynosim.addons.search`) on a loopback
 port and talks to it as an app on Heroku talks to its searchbox/bonsai add-on.
 """
+
 import json
 import math
 import select
@@ -27,7 +28,9 @@ class SearchProcess:
         self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dynosim.addons.search", "--data", str(data_dir), "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.url = self._wait_until_ready()
         self.es = Elasticsearch(self.url, request_timeout=10)
@@ -75,16 +78,50 @@ def es(start_search):
 
 
 BOOKS = [
-    {"title": "The Quick Brown Fox", "body": "a fox jumps over the lazy dog", "year": 1999,
-     "published": "1999-05-01", "tags": ["animals", "classic"], "price": 12.5, "author": {"name": "Ann"}},
-    {"title": "Foxes of the North", "body": "fox fox fox: everything about the fox", "year": 2010,
-     "published": "2010-01-15T10:00:00Z", "tags": ["animals"], "price": 30, "author": {"name": "Bob"}},
-    {"title": "Lazy Afternoons", "body": "the dog sleeps all afternoon in the sun", "year": 2015,
-     "published": "2015-07-20", "tags": ["leisure"], "price": 8, "author": {"name": "Cy"}},
-    {"title": "Cooking for Dogs", "body": "recipes your dog will love, from the chef", "year": 2021,
-     "published": "2021-11-02", "tags": ["cooking", "animals"], "price": 22, "author": {"name": "Ann"}},
-    {"title": "Search Engines", "body": "ranking, indexing and the bm25 formula explained", "year": 2021,
-     "published": "2021-03-09", "tags": ["tech"], "author": {"name": "Dee"}},
+    {
+        "title": "The Quick Brown Fox",
+        "body": "a fox jumps over the lazy dog",
+        "year": 1999,
+        "published": "1999-05-01",
+        "tags": ["animals", "classic"],
+        "price": 12.5,
+        "author": {"name": "Ann"},
+    },
+    {
+        "title": "Foxes of the North",
+        "body": "fox fox fox: everything about the fox",
+        "year": 2010,
+        "published": "2010-01-15T10:00:00Z",
+        "tags": ["animals"],
+        "price": 30,
+        "author": {"name": "Bob"},
+    },
+    {
+        "title": "Lazy Afternoons",
+        "body": "the dog sleeps all afternoon in the sun",
+        "year": 2015,
+        "published": "2015-07-20",
+        "tags": ["leisure"],
+        "price": 8,
+        "author": {"name": "Cy"},
+    },
+    {
+        "title": "Cooking for Dogs",
+        "body": "recipes your dog will love, from the chef",
+        "year": 2021,
+        "published": "2021-11-02",
+        "tags": ["cooking", "animals"],
+        "price": 22,
+        "author": {"name": "Ann"},
+    },
+    {
+        "title": "Search Engines",
+        "body": "ranking, indexing and the bm25 formula explained",
+        "year": 2021,
+        "published": "2021-03-09",
+        "tags": ["tech"],
+        "author": {"name": "Dee"},
+    },
 ]
 
 
@@ -106,8 +143,9 @@ def search_ids(es, query, **kwargs):
 
 
 def raw(url, method, path, body=b"", content_type="application/json"):
-    request = urllib.request.Request(url + path, data=body or None, method=method,
-                                     headers={"Content-Type": content_type})
+    request = urllib.request.Request(
+        url + path, data=body or None, method=method, headers={"Content-Type": content_type}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers, response.read()
@@ -116,6 +154,7 @@ def raw(url, method, path, body=b"", content_type="application/json"):
 
 
 # -- cluster and indices -----------------------------------------------------------------
+
 
 def test_the_official_client_accepts_it_as_elasticsearch(es):
     info = es.info()  # raises UnsupportedProductError if the product check fails
@@ -144,8 +183,11 @@ def test_index_create_exists_get_and_delete(es):
 
 
 def test_a_missing_index_is_index_not_found(es):
-    for call in (lambda: es.search(index="ghost"), lambda: es.get(index="ghost", id="1"),
-                 lambda: es.count(index="ghost")):
+    for call in (
+        lambda: es.search(index="ghost"),
+        lambda: es.get(index="ghost", id="1"),
+        lambda: es.count(index="ghost"),
+    ):
         with pytest.raises(NotFoundError) as raised:
             call()
         assert raised.value.error == "index_not_found_exception"
@@ -153,6 +195,7 @@ def test_a_missing_index_is_index_not_found(es):
 
 
 # -- documents -----------------------------------------------------------------------------
+
 
 def test_index_get_update_and_delete_a_document(es):
     created = es.index(index="notes", id="1", document={"text": "hello", "meta": {"a": 1}}, refresh=True)
@@ -197,7 +240,9 @@ def test_get_with_source_filtering(es):
     source = es.get(index="people", id="1", source_includes=["name", "address.city"])["_source"]
     assert source == {"name": "Ann", "address": {"city": "Oslo"}}
     assert es.get(index="people", id="1", source_excludes=["secret"])["_source"] == {
-        "name": "Ann", "address": {"city": "Oslo", "zip": "1"}}
+        "name": "Ann",
+        "address": {"city": "Oslo", "zip": "1"},
+    }
     assert "_source" not in es.get(index="people", id="1", source=False)
 
 
@@ -215,11 +260,16 @@ def test_bulk_with_the_helpers(es):
     assert es.get(index="logs", id="1")["_source"]["msg"] == "changed"
     assert not es.exists(index="logs", id="2")
 
-    response = es.bulk(operations=[
-        {"create": {"_index": "logs", "_id": "new"}}, {"n": 0},  # exists: a conflict
-        {"update": {"_index": "logs", "_id": "ghost"}}, {"doc": {"n": 1}},  # missing
-        {"index": {"_index": "logs"}}, {"n": 2},  # fine, auto id
-    ])
+    response = es.bulk(
+        operations=[
+            {"create": {"_index": "logs", "_id": "new"}},
+            {"n": 0},  # exists: a conflict
+            {"update": {"_index": "logs", "_id": "ghost"}},
+            {"doc": {"n": 1}},  # missing
+            {"index": {"_index": "logs"}},
+            {"n": 2},  # fine, auto id
+        ]
+    )
     assert response["errors"] is True
     statuses = [next(iter(item.values()))["status"] for item in response["items"]]
     assert statuses == [409, 404, 201]
@@ -238,6 +288,7 @@ def test_gzip_compressed_requests(start_search):
 
 # -- queries ---------------------------------------------------------------------------
 
+
 def test_match_and_match_all(books):
     assert search_ids(books, {"match_all": {}}) == ["1", "2", "3", "4", "5"]
     assert search_ids(books, {"match": {"body": "fox"}}) == ["1", "2"]
@@ -252,7 +303,10 @@ def test_match_and_match_all(books):
 def test_multi_match_with_field_boosts(books):
     assert search_ids(books, {"multi_match": {"query": "dog", "fields": ["title", "body"]}}) == ["1", "3", "4"]
     # "Cooking for Dogs" says dogs, not dog: only bodies match, and the shortest body ranks first
-    assert ids(books.search(index="books", query={"multi_match": {"query": "dog", "fields": ["title^10", "body"]}}))[0] == "1"
+    assert (
+        ids(books.search(index="books", query={"multi_match": {"query": "dog", "fields": ["title^10", "body"]}}))[0]
+        == "1"
+    )
     title_first = books.search(index="books", query={"multi_match": {"query": "lazy", "fields": ["title^5", "body"]}})
     assert ids(title_first) == ["3", "1"]  # "Lazy Afternoons" beats a body mention when titles weigh 5x
 
@@ -271,14 +325,22 @@ def test_term_terms_range_exists_and_ids(books):
 
 
 def test_bool_queries(books):
-    query = {"bool": {"must": [{"match": {"body": "dog"}}], "filter": [{"range": {"year": {"gte": 2000}}}],
-                      "must_not": [{"term": {"tags": "leisure"}}]}}
+    query = {
+        "bool": {
+            "must": [{"match": {"body": "dog"}}],
+            "filter": [{"range": {"year": {"gte": 2000}}}],
+            "must_not": [{"term": {"tags": "leisure"}}],
+        }
+    }
     assert search_ids(books, query) == ["4"]
-    should = {"bool": {"should": [{"match": {"body": "fox"}}, {"match": {"body": "sun"}},
-                                  {"term": {"tags": "tech"}}]}}
+    should = {"bool": {"should": [{"match": {"body": "fox"}}, {"match": {"body": "sun"}}, {"term": {"tags": "tech"}}]}}
     assert search_ids(books, should) == ["1", "2", "3", "5"]
-    at_least_two = {"bool": {"should": [{"match": {"body": "fox"}}, {"match": {"body": "dog"}},
-                                        {"term": {"tags": "classic"}}], "minimum_should_match": 2}}
+    at_least_two = {
+        "bool": {
+            "should": [{"match": {"body": "fox"}}, {"match": {"body": "dog"}}, {"term": {"tags": "classic"}}],
+            "minimum_should_match": 2,
+        }
+    }
     assert search_ids(books, at_least_two) == ["1"]
     only_filter = books.search(index="books", query={"bool": {"filter": {"term": {"tags": "animals"}}}})
     assert {hit["_score"] for hit in only_filter["hits"]["hits"]} == {0.0}
@@ -306,8 +368,14 @@ def test_bm25_ranks_like_elasticsearch(es):
 
 
 def test_paging_sorting_and_source(books):
-    page = books.search(index="books", query={"match_all": {}}, sort=[{"year": "desc"}, {"title.keyword": "asc"}],
-                        from_=1, size=2, source=["title", "author.name"])
+    page = books.search(
+        index="books",
+        query={"match_all": {}},
+        sort=[{"year": "desc"}, {"title.keyword": "asc"}],
+        from_=1,
+        size=2,
+        source=["title", "author.name"],
+    )
     assert page["hits"]["total"] == {"value": 5, "relation": "eq"}
     assert ids(page) == ["5", "3"]  # 2021 Cooking, 2021 Search, 2015 Lazy, ...; page 2 of size 2 from 1
     assert page["hits"]["hits"][0]["_source"] == {"title": "Search Engines", "author": {"name": "Dee"}}
@@ -329,7 +397,9 @@ def test_count_and_search_across_indices(books):
     books.index(index="magazines", id="m1", document={"title": "Fox Monthly"}, refresh="wait_for")
     everywhere = books.search(query={"match": {"title": "fox"}})  # /_search: every index
     assert sorted((hit["_index"], hit["_id"]) for hit in everywhere["hits"]["hits"]) == [
-        ("books", "1"), ("magazines", "m1")]
+        ("books", "1"),
+        ("magazines", "m1"),
+    ]
     assert books.count(index="books,magazines")["count"] == 6
     assert books.count(index="mag*")["count"] == 1
 
@@ -356,13 +426,16 @@ def test_concurrent_writes_and_searches(es):
 
 # -- persistence and lifecycle ---------------------------------------------------------
 
+
 def test_data_survives_a_restart(start_search, tmp_path):
     data = tmp_path / "persist"
     first = start_search(data)
     cluster_uuid = first.es.info()["cluster_uuid"]
     first.es.indices.create(index="kept", mappings={"properties": {"tag": {"type": "keyword"}}})
-    helpers.bulk(first.es, [{"_index": "kept", "_id": str(n), "_source": {"text": f"durable doc {n}", "tag": "x"}}
-                            for n in range(20)])
+    helpers.bulk(
+        first.es,
+        [{"_index": "kept", "_id": str(n), "_source": {"text": f"durable doc {n}", "tag": "x"}} for n in range(20)],
+    )
     assert first.stop() == 0
     assert (data / "search.sqlite3").exists()
 
@@ -384,12 +457,16 @@ def test_sigterm_stops_it_cleanly(start_search):
 
 # -- what it refuses ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("request_body", [
-    {"query": {"fuzzy": {"title": "fxo"}}},
-    {"query": {"match_all": {}}, "aggs": {"tags": {"terms": {"field": "tags"}}}},
-    {"query": {"match": {"title": {"query": "fxo", "fuzziness": "AUTO"}}}},
-    {"query": {"query_string": {"query": "title:fox"}}},
-])
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"query": {"fuzzy": {"title": "fxo"}}},
+        {"query": {"match_all": {}}, "aggs": {"tags": {"terms": {"field": "tags"}}}},
+        {"query": {"match": {"title": {"query": "fxo", "fuzziness": "AUTO"}}}},
+        {"query": {"query_string": {"query": "title:fox"}}},
+    ],
+)
 def test_unsupported_features_name_the_docker_backend(books, request_body):
     with pytest.raises(BadRequestError) as raised:
         books.search(index="books", **request_body)
@@ -418,7 +495,12 @@ def test_unsupported_endpoints_and_malformed_json_get_elasticsearch_errors(start
 def test_a_taken_port_is_one_clear_line(start_search, tmp_path):
     server = start_search()
     port = server.url.rsplit(":", 1)[1]
-    taken = subprocess.run([sys.executable, "-m", "dynosim.addons.search", "--data", str(tmp_path / "other"),
-                            "--port", port], capture_output=True, text=True, timeout=20)
+    taken = subprocess.run(
+        [sys.executable, "-m", "dynosim.addons.search", "--data", str(tmp_path / "other"), "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     assert taken.returncode == 1
     assert taken.stderr.strip() == f"dynosim search: port {port} on 127.0.0.1 is taken; pick another with --port"

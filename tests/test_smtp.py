@@ -70,7 +70,9 @@ def test_mailgun_vars_login_and_capture(app: Path) -> None:
             assert "LOGIN" in smtp.esmtp_features["auth"] and "PLAIN" in smtp.esmtp_features["auth"]
             smtp.user, smtp.password = env["MAILGUN_SMTP_LOGIN"], env["MAILGUN_SMTP_PASSWORD"]
             assert smtp.auth("LOGIN", smtp.auth_login)[0] == 235
-            refused = smtp.send_message(letter("Welcome to Dynolab"), to_addrs=["customer@example.com", "audit@example.com"])
+            refused = smtp.send_message(
+                letter("Welcome to Dynolab"), to_addrs=["customer@example.com", "audit@example.com"]
+            )
             assert refused == {}
 
     [listed] = mail_json(app)  # no run, no server: read from the add-on's folder
@@ -135,7 +137,10 @@ def test_sendgrid_vars_and_both_of_its_logins(app: Path) -> None:
         assert sorted(env) == ["SENDGRID_API_KEY", "SENDGRID_PASSWORD", "SENDGRID_USERNAME"]
         assert env["SENDGRID_API_KEY"].startswith("SG.") and env["SENDGRID_USERNAME"].endswith("@heroku.com")
         port = int(sendgrid.endpoint.rsplit(":", 1)[1])
-        for login, password in ((env["SENDGRID_USERNAME"], env["SENDGRID_PASSWORD"]), ("apikey", env["SENDGRID_API_KEY"])):
+        for login, password in (
+            (env["SENDGRID_USERNAME"], env["SENDGRID_PASSWORD"]),
+            ("apikey", env["SENDGRID_API_KEY"]),
+        ):
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
                 smtp.login(login, password)
                 smtp.send_message(letter(f"via {login}"))

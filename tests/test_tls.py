@@ -1,7 +1,7 @@
 """The local certificate authority: made once, served certificates real clients verify, bad folders named."""
+
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import ssl
@@ -10,8 +10,8 @@ import sys
 import threading
 
 import pytest
-
 from conftest import run_dynosim
+
 from dynosim.ca import LocalCA, TLSError
 
 
@@ -42,7 +42,10 @@ def test_a_client_that_trusts_the_ca_verifies_the_servers_certificate(tmp_path):
             assert tls.recv(100) == b"hello over tls"
     port = serve_once(server.context())
     with pytest.raises(ssl.SSLCertVerificationError):  # without the CA: refused, as a browser would
-        with socket.create_connection(("127.0.0.1", port)) as raw, ssl.create_default_context().wrap_socket(raw, server_hostname="localhost"):
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            ssl.create_default_context().wrap_socket(raw, server_hostname="localhost"),
+        ):
             pass
 
 
@@ -82,11 +85,18 @@ def test_a_broken_ca_folder_is_named_and_nothing_is_deleted(tmp_path, damage):
         # root reads every file: `dynosim certs` runs without the capabilities that let it, as a user does
         result = subprocess.run(
             ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "dynosim", "certs"],
-            env={**os.environ, "DYNOSIM_CA_DIR": str(folder)}, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "DYNOSIM_CA_DIR": str(folder)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert result.returncode == 1 and "Traceback" not in result.stderr
         [error_line] = result.stderr.strip().splitlines()
-        assert error_line.startswith(f"dynosim: error: {folder}: its files cannot be read") and "dynosim certs" in error_line
+        assert (
+            error_line.startswith(f"dynosim: error: {folder}: its files cannot be read")
+            and "dynosim certs" in error_line
+        )
     else:
         with pytest.raises(TLSError) as error:
             LocalCA.load_or_create(folder)
@@ -98,7 +108,11 @@ def test_dynosim_certs_says_where_the_ca_is_and_how_to_trust_it(tmp_path, monkey
     monkeypatch.setenv("DYNOSIM_CA_DIR", str(tmp_path / "ca"))
     result = run_dynosim(tmp_path, "certs")
     assert result.returncode == 0, result.stderr
-    assert f"{tmp_path}/ca/ca.pem" in result.stdout and "curl --cacert" in result.stdout and "SSL_CERT_FILE" in result.stdout
+    assert (
+        f"{tmp_path}/ca/ca.pem" in result.stdout
+        and "curl --cacert" in result.stdout
+        and "SSL_CERT_FILE" in result.stdout
+    )
     (tmp_path / "ca" / "ca-key.pem").write_text("garbage")
     broken = run_dynosim(tmp_path, "certs")
     assert broken.returncode == 1 and broken.stderr.startswith("dynosim: error: ") and "Traceback" not in broken.stderr
@@ -115,14 +129,19 @@ def test_a_certificate_changed_by_hand_is_checked_again_not_trusted_from_its_not
     assert "renewed" in said[0]
     port = serve_once(ca.server_cert().context())
     client = ssl.create_default_context(cafile=str(ca.cert_path))
-    with socket.create_connection(("127.0.0.1", port)) as raw, client.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        client.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         assert tls.recv(100) == b"hello over tls"
 
 
 def test_a_run_with_its_certificates_made_does_not_import_cryptography(tmp_path):
     LocalCA.load_or_create(tmp_path / "ca").server_cert()
-    check = ("import sys; from pathlib import Path; from dynosim.ca import LocalCA; "
-             f"LocalCA.load_or_create(Path({str(tmp_path / 'ca')!r})).server_cert().context(); "
-             "print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
+    check = (
+        "import sys; from pathlib import Path; from dynosim.ca import LocalCA; "
+        f"LocalCA.load_or_create(Path({str(tmp_path / 'ca')!r})).server_cert().context(); "
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # 45 ms of every `dynosim run`'s start when it was imported

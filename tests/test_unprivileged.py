@@ -1,4 +1,5 @@
 """The sandbox as users run it: as themselves, not root (CI runs as root, so run as `nobody`)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import FIXTURES, ROOT
 
 BASE = Path("/var/tmp/dynosim-nobody")
@@ -36,12 +36,17 @@ def nobody() -> dict[str, object]:
             subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
         subprocess.run(
             [sys.executable, "-m", "pip", "-q", "--python", str(venv / "bin" / "python"), "install", str(ROOT)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         for folder in ("cache", "apps"):
             (BASE / folder).mkdir(exist_ok=True)
             os.chown(BASE / folder, user.pw_uid, user.pw_gid)
-    return {"uid": user.pw_uid, "gid": user.pw_gid, "python": ["runuser", "-u", "nobody", "--", str(venv / "bin" / "python")]}
+    return {
+        "uid": user.pw_uid,
+        "gid": user.pw_gid,
+        "python": ["runuser", "-u", "nobody", "--", str(venv / "bin" / "python")],
+    }
 
 
 def nobody_app(nobody, name: str, procfile: str) -> Path:
@@ -62,8 +67,16 @@ def get(port: int, path: str) -> str:
 def test_an_unprivileged_user_gets_the_same_promises(nobody, dynosim, sandbox):
     app = nobody_app(nobody, sandbox, "web: python server.py\n")
     try:
-        run = dynosim(app, "--sandbox", sandbox, "--cycle-every", "3s", "--no-jitter",
-                      python=nobody["python"], env={"DYNOSIM_CACHE_DIR": str(BASE / "cache")})
+        run = dynosim(
+            app,
+            "--sandbox",
+            sandbox,
+            "--cycle-every",
+            "3s",
+            "--no-jitter",
+            python=nobody["python"],
+            env={"DYNOSIM_CACHE_DIR": str(BASE / "cache")},
+        )
         notice = run.wait_for(rf"dyno sandbox: {sandbox} .*").group(0)
         assert ("unlike Heroku" in notice) == (sandbox == "copy"), notice  # as nobody too: a user, /app, a host name
         run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
@@ -80,7 +93,9 @@ def test_an_unprivileged_user_gets_the_same_promises(nobody, dynosim, sandbox):
         pids = [p.pid for p in psutil.Process(run.proc.pid).children(recursive=True)]
         assert run.stop() == 0
         time.sleep(0.5)
-        assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert not [
+            pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
     finally:
         shutil.rmtree(app, ignore_errors=True)
 
@@ -88,7 +103,9 @@ def test_an_unprivileged_user_gets_the_same_promises(nobody, dynosim, sandbox):
 def test_an_unprivileged_supervisor_killed_with_sigkill_leaves_nothing(nobody, dynosim):
     app = nobody_app(nobody, "kill", "web: python forker.py\n")
     try:
-        run = dynosim(app, "--sandbox", "namespaces", python=nobody["python"], env={"DYNOSIM_CACHE_DIR": str(BASE / "cache")})
+        run = dynosim(
+            app, "--sandbox", "namespaces", python=nobody["python"], env={"DYNOSIM_CACHE_DIR": str(BASE / "cache")}
+        )
         run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
         supervisor = run.supervisor()
         pids = [p.pid for p in supervisor.children(recursive=True)]
@@ -97,7 +114,9 @@ def test_an_unprivileged_supervisor_killed_with_sigkill_leaves_nothing(nobody, d
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in pids):
             time.sleep(0.05)
-        assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert not [
+            pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
         run.proc.wait(10)
     finally:
         shutil.rmtree(app, ignore_errors=True)

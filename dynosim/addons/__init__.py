@@ -379,11 +379,16 @@ def _smtp_keys(addon: str) -> dict[str, str]:
     """The login, domain and API key a mail add-on hands out, in the shapes the real ones have."""
     if addon == "mailgun":
         domain = f"sandbox{secrets.token_hex(16)}.mailgun.org"  # Mailgun's sandbox domains look like this
-        return {"user": f"postmaster@{domain}", "domain": domain,
-                "api_key": f"{secrets.token_hex(16)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}"}
+        return {
+            "user": f"postmaster@{domain}",
+            "domain": domain,
+            "api_key": f"{secrets.token_hex(16)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}",
+        }
     # SendGrid's Heroku add-on: an app user name, and API keys like SG.<22>.<43>
-    return {"user": f"app{random.randint(10_000_000, 99_999_999)}@heroku.com",
-            "api_key": f"SG.{secrets.token_urlsafe(16)[:22]}.{secrets.token_urlsafe(32)[:43]}"}
+    return {
+        "user": f"app{random.randint(10_000_000, 99_999_999)}@heroku.com",
+        "api_key": f"SG.{secrets.token_urlsafe(16)[:22]}.{secrets.token_urlsafe(32)[:43]}",
+    }
 
 
 def _password() -> str:

@@ -70,12 +70,16 @@ def _postgres_scheme(dyno: str, attachments: Sequence[Attachment]) -> tuple[str,
 # What Python's ssl module, OpenSSL and the clients built on them print for a rejected certificate
 REDIS_TLS = Symptom(
     re.compile(r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|SSLCertVerificationError", re.IGNORECASE),
-    "rediss://", needs_endpoint=True, explain=_redis_tls,
+    "rediss://",
+    needs_endpoint=True,
+    explain=_redis_tls,
 )
 # SQLAlchemy's lookup of the dialect a URL names: postgres:// or postgres+driver://, never postgresql
 POSTGRES_SCHEME = Symptom(
     re.compile(r"Can't load plugin: sqlalchemy\.dialects:postgres(?!ql)\b"),
-    "postgres://", needs_endpoint=False, explain=_postgres_scheme,
+    "postgres://",
+    needs_endpoint=False,
+    explain=_postgres_scheme,
 )
 SYMPTOMS = (REDIS_TLS, POSTGRES_SCHEME)
 
@@ -83,8 +87,11 @@ SYMPTOMS = (REDIS_TLS, POSTGRES_SCHEME)
 def watch_for_addon_failures(logs: LogStream, attachments: Sequence[Attachment]) -> Subscriber | None:
     """Subscribes to `logs` a watcher of the add-ons that a symptom concerns (none: nothing to watch, None);
     returns the subscriber, for `logs.unsubscribe`."""
-    trackers = [_Tracker(symptom, concerned) for symptom in SYMPTOMS
-                if (concerned := [a for a in attachments if _var(a, symptom.scheme) is not None])]
+    trackers = [
+        _Tracker(symptom, concerned)
+        for symptom in SYMPTOMS
+        if (concerned := [a for a in attachments if _var(a, symptom.scheme) is not None])
+    ]
     if not trackers:
         return None
     watcher = _Watcher(logs, trackers)

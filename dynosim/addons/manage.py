@@ -168,15 +168,33 @@ def inventory(state_dir: Path, manifest: Sequence[AddonRequest]) -> list[AddonIn
         else:
             size = disk_usage(state_dir / "addons" / name) if _SAFE_NAME.fullmatch(name) else None
         endpoint = f"127.0.0.1:{record['port']}" if record.get("port") else ""
-        rows.append(_info(entry, name, backend=record.get("backend", ""), endpoint=endpoint, color=record.get("color"),
-                          where=declaration.where if declaration else "", size=size))
+        rows.append(
+            _info(
+                entry,
+                name,
+                backend=record.get("backend", ""),
+                endpoint=endpoint,
+                color=record.get("color"),
+                where=declaration.where if declaration else "",
+                size=size,
+            )
+        )
     for declaration in declared:
         if declaration.key in seen:
             continue
         seen.add(declaration.key)
         name = str(declaration.reserved.get("name", ""))
-        rows.append(_info(declaration.entry, name, backend="", endpoint="", color=declaration.reserved.get("color"),
-                          where=declaration.where, size=None))
+        rows.append(
+            _info(
+                declaration.entry,
+                name,
+                backend="",
+                endpoint="",
+                color=declaration.reserved.get("color"),
+                where=declaration.where,
+                size=None,
+            )
+        )
     return rows
 
 

@@ -24,14 +24,17 @@ def collectstatic(slug_dir: Path, venv: Path, config_vars: Mapping[str, str], sa
     env = build_env(venv, exported_config(config_vars))
     if (slug_dir / DISABLED_FILE).is_file():
         say(f"{STEP}Skipping Django collectstatic since the file '{DISABLED_FILE}' exists.")
-        warning(say, "The .heroku/collectstatic_disabled file is deprecated.",
-                ["", "Please remove the file and set the env var DISABLE_COLLECTSTATIC=1 instead."])
+        warning(
+            say,
+            "The .heroku/collectstatic_disabled file is deprecated.",
+            ["", "Please remove the file and set the env var DISABLE_COLLECTSTATIC=1 instead."],
+        )
         return
     if env.get("DISABLE_COLLECTSTATIC", "0") != "0":
         say(f"{STEP}Skipping Django collectstatic since the env var DISABLE_COLLECTSTATIC is set.")
         return
     python = str(venv / "bin" / "python")
-    if subprocess.run([python, "-c", FIND_DJANGO], cwd=slug_dir, env=env).returncode != 0:
+    if subprocess.run([python, "-c", FIND_DJANGO], cwd=slug_dir, env=env, check=False).returncode != 0:
         return
     manage = find_manage_py(slug_dir)
     if manage is None:
@@ -41,25 +44,43 @@ def collectstatic(slug_dir: Path, venv: Path, config_vars: Mapping[str, str], sa
     say(f"{STEP}$ {command}")
     env.setdefault("PYTHONPATH", ".")
     output: list[str] = []
-    with subprocess.Popen([python, manage, "collectstatic", "--noinput", "--traceback"], cwd=slug_dir, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                          text=True, errors="replace") as proc:
+    with subprocess.Popen(
+        [python, manage, "collectstatic", "--noinput", "--traceback"],
+        cwd=slug_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+    ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
             output.append(raw.rstrip())
             say(f"{INDENT}{output[-1]}")
     if proc.returncode == 0:
         return
-    error = failure(say, "Unable to generate Django static files.",
-                    ["", f"The '{command}' Django", "management command to generate static files failed.", "",
-                     "See the traceback above for details.", "",
-                     "You may need to update application code to resolve this error.",
-                     "Or, you can disable collectstatic for this application:", "",
-                     "   $ heroku config:set DISABLE_COLLECTSTATIC=1", "",
-                     "https://devcenter.heroku.com/articles/django-assets"],
-                    f"Unable to generate Django static files: '{command}' failed (exit {proc.returncode}): "
-                    f"{_reason(output)}; fix it (see its output above), or skip it with "
-                    "DISABLE_COLLECTSTATIC=1 in app.json env, .env or dynosim config:set")
+    error = failure(
+        say,
+        "Unable to generate Django static files.",
+        [
+            "",
+            f"The '{command}' Django",
+            "management command to generate static files failed.",
+            "",
+            "See the traceback above for details.",
+            "",
+            "You may need to update application code to resolve this error.",
+            "Or, you can disable collectstatic for this application:",
+            "",
+            "   $ heroku config:set DISABLE_COLLECTSTATIC=1",
+            "",
+            "https://devcenter.heroku.com/articles/django-assets",
+        ],
+        f"Unable to generate Django static files: '{command}' failed (exit {proc.returncode}): "
+        f"{_reason(output)}; fix it (see its output above), or skip it with "
+        "DISABLE_COLLECTSTATIC=1 in app.json env, .env or dynosim config:set",
+    )
     if env.get("DEBUG_COLLECTSTATIC", "0") == "1":
         say("****** Collectstatic environment variables:")
         for name, value in env.items():

@@ -16,7 +16,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from dynosim.buildpack import python_version
 from dynosim.buildpack.messages import INDENT, STEP, WARN, Say, failure
 from dynosim.errors import BuildError
@@ -28,22 +27,29 @@ LOCK_FILES = {"Pipfile.lock": "pipenv", "requirements.txt": "pip", "poetry.lock"
 TOOL_NAMES = {"Pipfile.lock": "Pipenv", "requirements.txt": "pip", "poetry.lock": "Poetry", "uv.lock": "uv"}
 EXPORT_COMMANDS = {
     # --locked, as the buildpack's `uv sync --locked`: a uv.lock behind pyproject.toml fails the build.
-    "uv.lock": ("uv", "export", "--locked", "--format", "requirements-txt", "--no-hashes",
-                "--no-dev", "--no-emit-project"),
-    "poetry.lock": ("poetry", "export", "--format", "requirements.txt", "--without-hashes",
-                    "--only", "main"),
+    "uv.lock": (
+        "uv",
+        "export",
+        "--locked",
+        "--format",
+        "requirements-txt",
+        "--no-hashes",
+        "--no-dev",
+        "--no-emit-project",
+    ),
+    "poetry.lock": ("poetry", "export", "--format", "requirements.txt", "--without-hashes", "--only", "main"),
 }
 # What the buildpack's `poetry sync` refuses before installing: a poetry.lock behind pyproject.toml.
 LOCK_CHECKS = {"poetry.lock": ("poetry", "check", "--lock")}
 INCLUDE = re.compile(r"^\s*(?:-r|-c|--requirement|--constraint)[\s=]*(\S+)")
 PRINT_VERSION = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
 # Config vars the buildpack never exports into the build (buildpack-stdlib's export_env blacklist).
-NOT_EXPORTED = frozenset({"PATH", "CPATH", "CPPATH", "LD_PRELOAD", "LIBRARY_PATH", "LD_LIBRARY_PATH",
-                          "PYTHONHOME"})
+NOT_EXPORTED = frozenset({"PATH", "CPATH", "CPPATH", "LD_PRELOAD", "LIBRARY_PATH", "LD_LIBRARY_PATH", "PYTHONHOME"})
 # The default source plette adds to a Pipfile without one, before hashing it.
 PIPENV_DEFAULT_SOURCE = {"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}
-PIPFILE_SECTIONS = frozenset({"source", "packages", "dev-packages", "requires", "scripts", "pipfile",
-                              "pipenv", "default", "develop"})
+PIPFILE_SECTIONS = frozenset(
+    {"source", "packages", "dev-packages", "requires", "scripts", "pipfile", "pipenv", "default", "develop"}
+)
 
 
 @dataclass(frozen=True)
@@ -68,19 +74,31 @@ class Dependencies:
 def check_source(slug_dir: Path, say: Say) -> None:
     """What the buildpack refuses to find in an app's source: its own install folder, a virtualenv."""
     if (slug_dir / ".heroku" / "python").exists():
-        raise failure(say, "Existing '.heroku/python/' directory found.",
-                      ["", "Your app's source code contains an existing directory named",
-                       "'.heroku/python/', which is where the Python buildpack needs",
-                       "to install its files."],
-                      "Existing '.heroku/python/' directory found: Heroku's Python buildpack fails the build; "
-                      "delete it from the repository (or the hook that makes it)")
+        raise failure(
+            say,
+            "Existing '.heroku/python/' directory found.",
+            [
+                "",
+                "Your app's source code contains an existing directory named",
+                "'.heroku/python/', which is where the Python buildpack needs",
+                "to install its files.",
+            ],
+            "Existing '.heroku/python/' directory found: Heroku's Python buildpack fails the build; "
+            "delete it from the repository (or the hook that makes it)",
+        )
     for name in (".venv", "venv"):
         if (slug_dir / name / "pyvenv.cfg").is_file():
-            raise failure(say, f"Existing '{name}/' directory found.",
-                          ["", "Your app's source code contains an existing directory named",
-                           f"'{name}/', which looks like a Python virtual environment."],
-                          f"Existing '{name}/' directory found: Heroku's Python buildpack fails the build; "
-                          f"run 'git rm --cached -r {name}/', add {name}/ to .gitignore and commit")
+            raise failure(
+                say,
+                f"Existing '{name}/' directory found.",
+                [
+                    "",
+                    "Your app's source code contains an existing directory named",
+                    f"'{name}/', which looks like a Python virtual environment.",
+                ],
+                f"Existing '{name}/' directory found: Heroku's Python buildpack fails the build; "
+                f"run 'git rm --cached -r {name}/', add {name}/ to .gitignore and commit",
+            )
 
 
 def find_python(slug_dir: Path, deps: Dependencies, say: Say) -> Interpreter:
@@ -88,8 +106,10 @@ def find_python(slug_dir: Path, deps: Dependencies, say: Say) -> Interpreter:
     current = Interpreter(sys.executable, "%d.%d.%d" % sys.version_info[:3])
     request = python_version.requested(slug_dir, deps.package_manager, say)
     if request.version is None:
-        say(f"{STEP}No Python version was specified. Using dynosim's own: Python {current.version} "
-            f"(Heroku's buildpack would use Python {python_version.DEFAULT})")
+        say(
+            f"{STEP}No Python version was specified. Using dynosim's own: Python {current.version} "
+            f"(Heroku's buildpack would use Python {python_version.DEFAULT})"
+        )
         python_version.check(request, deps.package_manager, say)
         return current
     say(f"{STEP}Using Python {request.version} specified in {request.origin}")
@@ -100,8 +120,10 @@ def find_python(slug_dir: Path, deps: Dependencies, say: Say) -> Interpreter:
         return current
     found = _interpreter_on_path(wanted)
     if found is None:
-        say(f"{WARN}{request.origin} asks for Python {wanted}; this machine has {current.version}, "
-            f"using it (Heroku would install {request.version})")
+        say(
+            f"{WARN}{request.origin} asks for Python {wanted}; this machine has {current.version}, "
+            f"using it (Heroku would install {request.version})"
+        )
         return current
     say(f"{INDENT}{found.executable} ({found.version})")
     return found
@@ -110,18 +132,28 @@ def find_python(slug_dir: Path, deps: Dependencies, say: Say) -> Interpreter:
 def find_dependencies(slug_dir: Path, say: Say) -> Dependencies:
     """The one package manager file, read, as the buildpack picks it; anything else fails the build."""
     if not (slug_dir / "Pipfile.lock").is_file() and (slug_dir / "Pipfile").is_file():
-        raise failure(say, "No 'Pipfile.lock' found!",
-                      ["", "A 'Pipfile' file was found, however, the associated 'Pipfile.lock'",
-                       "Pipenv lockfile wasn't."],
-                      "No 'Pipfile.lock' found: Heroku's Python buildpack fails the build; run 'pipenv lock' "
-                      "and commit Pipfile.lock")
+        raise failure(
+            say,
+            "No 'Pipfile.lock' found!",
+            ["", "A 'Pipfile' file was found, however, the associated 'Pipfile.lock'", "Pipenv lockfile wasn't."],
+            "No 'Pipfile.lock' found: Heroku's Python buildpack fails the build; run 'pipenv lock' "
+            "and commit Pipfile.lock",
+        )
     present = [name for name in LOCK_FILES if (slug_dir / name).is_file()]
     if len(present) > 1:
-        raise failure(say, "Multiple Python package manager files were found.",
-                      ["", "Exactly one package manager file should be present in your app's",
-                       "source code, however, several were found:", "", *(f"{name} ({TOOL_NAMES[name]})" for name in present)],
-                      f"Multiple Python package manager files were found ({', '.join(present)}): Heroku's "
-                      "Python buildpack needs exactly one; delete the others or list them in .slugignore")
+        raise failure(
+            say,
+            "Multiple Python package manager files were found.",
+            [
+                "",
+                "Exactly one package manager file should be present in your app's",
+                "source code, however, several were found:",
+                "",
+                *(f"{name} ({TOOL_NAMES[name]})" for name in present),
+            ],
+            f"Multiple Python package manager files were found ({', '.join(present)}): Heroku's "
+            "Python buildpack needs exactly one; delete the others or list them in .slugignore",
+        )
     if not present:
         raise _no_package_manager(slug_dir, say)
     [file] = present
@@ -131,8 +163,10 @@ def find_dependencies(slug_dir: Path, say: Say) -> Dependencies:
         lines = _pipfile_lock_requirements(slug_dir / file, say)
         return Dependencies(file, _fingerprint("\n".join(lines)), lines)
     # The export reads pyproject.toml too: a change there must be seen (and its lock checked again).
-    texts = [(slug_dir / name).read_text(errors="replace") if (slug_dir / name).is_file() else ""
-             for name in (file, "pyproject.toml")]
+    texts = [
+        (slug_dir / name).read_text(errors="replace") if (slug_dir / name).is_file() else ""
+        for name in (file, "pyproject.toml")
+    ]
     return Dependencies(file, _fingerprint("\0".join(texts)), None)
 
 
@@ -151,11 +185,14 @@ def check_lockfile(deps: Dependencies, slug_dir: Path, say: Say) -> None:
     say(f"{STEP}Installing dependencies using 'pipenv install --deploy'")
     say(f"{INDENT}Your Pipfile.lock ({recorded}) is out of date. Expected: ({expected}).")
     say(f"{INDENT}ERROR:: Aborting deploy")
-    raise failure(say, "Unable to install dependencies using Pipenv.",
-                  ["", "See the log output above for more information."],
-                  "Unable to install dependencies using Pipenv: Pipfile.lock is out of date with Pipfile "
-                  f"(its _meta.hash.sha256 is {recorded[:12] or 'missing'}…, the Pipfile's is "
-                  f"{expected[:12]}…); run 'pipenv lock' and commit Pipfile.lock")
+    raise failure(
+        say,
+        "Unable to install dependencies using Pipenv.",
+        ["", "See the log output above for more information."],
+        "Unable to install dependencies using Pipenv: Pipfile.lock is out of date with Pipfile "
+        f"(its _meta.hash.sha256 is {recorded[:12] or 'missing'}…, the Pipfile's is "
+        f"{expected[:12]}…); run 'pipenv lock' and commit Pipfile.lock",
+    )
 
 
 def exported_config(config_vars: Mapping[str, str]) -> dict[str, str]:
@@ -169,8 +206,7 @@ def env_key(python: Interpreter, deps: Dependencies) -> str:
     return _fingerprint(material)[:KEY_LENGTH]
 
 
-def install_dependencies(deps: Dependencies, *, python: Interpreter, slug_dir: Path, venv: Path,
-                         say: Say) -> None:
+def install_dependencies(deps: Dependencies, *, python: Interpreter, slug_dir: Path, venv: Path, say: Say) -> None:
     """Make `venv` hold `deps` unless it already does. It is built at its final path because a
     virtualenv's scripts hold absolute paths; the lock lets parallel builds share it."""
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -200,15 +236,22 @@ def run_hook(name: str, *, slug_dir: Path, venv: Path, env: Mapping[str, str], s
     try:
         code, _ = _stream([str(script)], cwd=slug_dir, env=build_env(venv, env), say=say)
     except OSError as error:
-        raise BuildError(f"bin/{name} could not be started ({error.strerror}): "
-                         "give it a #! line, e.g. #!/usr/bin/env bash") from None
+        raise BuildError(
+            f"bin/{name} could not be started ({error.strerror}): give it a #! line, e.g. #!/usr/bin/env bash"
+        ) from None
     if code != 0:
-        raise failure(say, f"Failed to run the bin/{name} script.",
-                      ["", f"We found a 'bin/{name}' script in your app source, so ran",
-                       "it to allow for customisation of the build process.", "",
-                       "However, this script exited with a non-zero exit status."],
-                      f"bin/{name} failed (exit {code}): fix the errors in its output above, "
-                      "or remove the script")
+        raise failure(
+            say,
+            f"Failed to run the bin/{name} script.",
+            [
+                "",
+                f"We found a 'bin/{name}' script in your app source, so ran",
+                "it to allow for customisation of the build process.",
+                "",
+                "However, this script exited with a non-zero exit status.",
+            ],
+            f"bin/{name} failed (exit {code}): fix the errors in its output above, or remove the script",
+        )
 
 
 def build_env(venv: Path | None, extra: Mapping[str, str]) -> dict[str, str]:
@@ -233,8 +276,9 @@ def _interpreter_on_path(minor: str) -> Interpreter | None:
     if executable is None:
         return None
     try:
-        proc = subprocess.run([executable, "-c", PRINT_VERSION], capture_output=True, text=True,
-                              timeout=30)
+        proc = subprocess.run(
+            [executable, "-c", PRINT_VERSION], capture_output=True, text=True, timeout=30, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     version = proc.stdout.strip()
@@ -257,19 +301,20 @@ def _requirements_fingerprint(slug_dir: Path) -> str:
         if path in seen or not path.is_file() or not path.resolve().is_relative_to(slug_dir.resolve()):
             continue  # a missing or outside include is pip's to report
         seen[path] = path.read_text(errors="replace")
-        pending += [path.parent / match.group(1)
-                    for match in map(INCLUDE.match, seen[path].splitlines()) if match]
-    return _fingerprint("".join(f"{path.relative_to(slug_dir)}\0{text}\0"
-                                for path, text in sorted(seen.items())))
+        pending += [path.parent / match.group(1) for match in map(INCLUDE.match, seen[path].splitlines()) if match]
+    return _fingerprint("".join(f"{path.relative_to(slug_dir)}\0{text}\0" for path, text in sorted(seen.items())))
 
 
 def _pipfile_lock_requirements(path: Path, say: Say) -> tuple[str, ...]:
     try:
         packages = json.loads(path.read_text(errors="replace")).get("default", {})
     except (ValueError, AttributeError) as error:
-        raise failure(say, "Can't parse Pipfile.lock.",
-                      ["", "A Pipfile.lock file was found, however, it couldn't be parsed:", str(error)],
-                      f"Can't parse Pipfile.lock ({error}): run 'pipenv lock' to regenerate it") from None
+        raise failure(
+            say,
+            "Can't parse Pipfile.lock.",
+            ["", "A Pipfile.lock file was found, however, it couldn't be parsed:", str(error)],
+            f"Can't parse Pipfile.lock ({error}): run 'pipenv lock' to regenerate it",
+        ) from None
     lines = []
     for name, entry in sorted(packages.items()):
         extras = f"[{','.join(entry['extras'])}]" if entry.get("extras") else ""
@@ -282,31 +327,45 @@ def _pipfile_lock_requirements(path: Path, say: Say) -> tuple[str, ...]:
         elif "file" in entry:
             requirement = f"{name}{extras} @ {entry['file']}"
         else:
-            raise BuildError(f"Pipfile.lock: dynosim cannot install '{name}' (a local path?); "
-                             "export a requirements.txt instead")
+            raise BuildError(
+                f"Pipfile.lock: dynosim cannot install '{name}' (a local path?); export a requirements.txt instead"
+            )
         lines.append(requirement + markers)
     return tuple(lines)
 
 
 def _no_package_manager(slug_dir: Path, say: Say) -> BuildError:
     if (slug_dir / "setup.py").is_file():
-        return failure(say, "Implicit setup.py file support has been sunset.",
-                       ["", "Your app currently only has a setup.py file and no Python",
-                        "package manager files."],
-                       "Implicit setup.py file support has been sunset: Heroku's Python buildpack fails the "
-                       "build; add a requirements.txt holding the line --editable .")
+        return failure(
+            say,
+            "Implicit setup.py file support has been sunset.",
+            ["", "Your app currently only has a setup.py file and no Python", "package manager files."],
+            "Implicit setup.py file support has been sunset: Heroku's Python buildpack fails the "
+            "build; add a requirements.txt holding the line --editable .",
+        )
     contents = sorted(f"{p.name}/" if p.is_dir() and not p.is_symlink() else p.name for p in slug_dir.iterdir())
-    pyproject = ("pyproject.toml alone is not enough: lock it (uv lock, poetry lock) or "
-                 if "pyproject.toml" in contents else "")
-    return failure(say, "Couldn't find any supported Python package manager files.",
-                   ["", "A Python app on Heroku must have either a 'requirements.txt',",
-                    "'Pipfile.lock', 'poetry.lock' or 'uv.lock' package manager file",
-                    "in the root directory of its source code.", "",
-                    "Currently the root directory of your app contains:", "", *contents, "",
-                    "If your app has no dependencies, then create an empty 'requirements.txt' file."],
-                   "Couldn't find any supported Python package manager files: Heroku's Python buildpack "
-                   f"fails the build; {pyproject}add a requirements.txt (an empty one if the app needs no "
-                   "packages) and commit it")
+    pyproject = (
+        "pyproject.toml alone is not enough: lock it (uv lock, poetry lock) or " if "pyproject.toml" in contents else ""
+    )
+    return failure(
+        say,
+        "Couldn't find any supported Python package manager files.",
+        [
+            "",
+            "A Python app on Heroku must have either a 'requirements.txt',",
+            "'Pipfile.lock', 'poetry.lock' or 'uv.lock' package manager file",
+            "in the root directory of its source code.",
+            "",
+            "Currently the root directory of your app contains:",
+            "",
+            *contents,
+            "",
+            "If your app has no dependencies, then create an empty 'requirements.txt' file.",
+        ],
+        "Couldn't find any supported Python package manager files: Heroku's Python buildpack "
+        f"fails the build; {pyproject}add a requirements.txt (an empty one if the app needs no "
+        "packages) and commit it",
+    )
 
 
 def _pipfile_hash(path: Path, say: Say) -> str | None:
@@ -316,16 +375,21 @@ def _pipfile_hash(path: Path, say: Say) -> str | None:
     try:
         import tomllib  # only apps with a Pipfile pay for it
     except ModuleNotFoundError:
-        say(f"{WARN}dynosim on Python 3.10 cannot read Pipfile: it does not check that Pipfile.lock is "
-            "up to date, as Heroku's build does (run dynosim with Python 3.11+)")
+        say(
+            f"{WARN}dynosim on Python 3.10 cannot read Pipfile: it does not check that Pipfile.lock is "
+            "up to date, as Heroku's build does (run dynosim with Python 3.11+)"
+        )
         return None
 
     try:
         data = tomllib.loads(path.read_text(errors="replace"))
     except tomllib.TOMLDecodeError as error:
-        raise failure(say, "Unable to install dependencies using Pipenv.",
-                      ["", f"Pipfile is not valid TOML: {error}"],
-                      f"Pipfile is not valid TOML ({error}): fix it and run 'pipenv lock'") from None
+        raise failure(
+            say,
+            "Unable to install dependencies using Pipenv.",
+            ["", f"Pipfile is not valid TOML: {error}"],
+            f"Pipfile is not valid TOML ({error}): fix it and run 'pipenv lock'",
+        ) from None
 
     def canonical(section: object) -> object:
         if not isinstance(section, dict):
@@ -343,11 +407,14 @@ def _pipfile_hash(path: Path, say: Say) -> str | None:
 
 def _build_venv(deps: Dependencies, python: Interpreter, slug_dir: Path, venv: Path, say: Say) -> None:
     say(f"{STEP}Creating virtualenv with Python {python.version}")
-    proc = subprocess.run([python.executable, "-m", "venv", "--without-pip", str(venv)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [python.executable, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
-        raise BuildError(f"creating a virtualenv with {python.executable} failed: "
-                         f"{_last_line(proc.stderr + proc.stdout)}; check that this Python works")
+        raise BuildError(
+            f"creating a virtualenv with {python.executable} failed: "
+            f"{_last_line(proc.stderr + proc.stdout)}; check that this Python works"
+        )
     requirements = _requirements_file(deps, slug_dir, venv, say)
     lines = [line.strip() for line in requirements.read_text(errors="replace").splitlines()]
     if not any(line and not line.startswith("#") for line in lines):
@@ -357,9 +424,12 @@ def _build_venv(deps: Dependencies, python: Interpreter, slug_dir: Path, venv: P
     say(f"{STEP}Installing {what} with pip")
     code, error = _pip_install(requirements, venv, slug_dir, say)
     if code != 0:
-        raise failure(say, f"Unable to install dependencies using {TOOL_NAMES[deps.file]}.",
-                      ["", "See the log output above for more information."],
-                      f"pip install failed (exit {code}): {error} – fix {deps.file}")
+        raise failure(
+            say,
+            f"Unable to install dependencies using {TOOL_NAMES[deps.file]}.",
+            ["", "See the log output above for more information."],
+            f"pip install failed (exit {code}): {error} – fix {deps.file}",
+        )
 
 
 def _requirements_file(deps: Dependencies, slug_dir: Path, venv: Path, say: Say) -> Path:
@@ -373,21 +443,28 @@ def _requirements_file(deps: Dependencies, slug_dir: Path, venv: Path, say: Say)
     command = EXPORT_COMMANDS[deps.file]
     tool = command[0]
     if shutil.which(tool) is None:
-        raise BuildError(f"{deps.file} needs the {tool} tool, which is not on PATH: install {tool}, "
-                         f"or export a requirements.txt and list {deps.file} in .slugignore")
+        raise BuildError(
+            f"{deps.file} needs the {tool} tool, which is not on PATH: install {tool}, "
+            f"or export a requirements.txt and list {deps.file} in .slugignore"
+        )
     for step in (LOCK_CHECKS.get(deps.file), command):
         if step is None:
             continue
-        say(f"{STEP}Running '{' '.join(step[:3])}'" if step is not command
-            else f"{STEP}Exporting {deps.file} with {tool}")
-        proc = subprocess.run(step, cwd=slug_dir, capture_output=True, text=True, env=build_env(None, {}))
+        say(
+            f"{STEP}Running '{' '.join(step[:3])}'"
+            if step is not command
+            else f"{STEP}Exporting {deps.file} with {tool}"
+        )
+        proc = subprocess.run(step, cwd=slug_dir, capture_output=True, text=True, env=build_env(None, {}), check=False)
         if proc.returncode != 0:
             for line in (proc.stderr + proc.stdout).splitlines():
                 say(f"{INDENT}{line}")
-            raise failure(say, f"Unable to install dependencies using {TOOL_NAMES[deps.file]}.",
-                          ["", "See the log output above for more information."],
-                          f"'{' '.join(step[:3])}' failed (exit {proc.returncode}): "
-                          f"{_last_line(proc.stderr + proc.stdout)}")
+            raise failure(
+                say,
+                f"Unable to install dependencies using {TOOL_NAMES[deps.file]}.",
+                ["", "See the log output above for more information."],
+                f"'{' '.join(step[:3])}' failed (exit {proc.returncode}): {_last_line(proc.stderr + proc.stdout)}",
+            )
     written.write_text(proc.stdout)
     return written
 
@@ -396,8 +473,18 @@ def _pip_install(requirements: Path, venv: Path, slug_dir: Path, say: Say) -> tu
     """pip of the running interpreter installs into the virtualenv (--python), so the virtualenv
     needs no pip of its own; pip's download cache is shared as usual. The path is relative to the
     slug, so pip's lines read "-r requirements.txt" as in Heroku's build log."""
-    command = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-               "--progress-bar", "off", "-r", os.path.relpath(requirements, slug_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        str(venv / "bin" / "python"),
+        "install",
+        "--progress-bar",
+        "off",
+        "-r",
+        os.path.relpath(requirements, slug_dir),
+    ]
     from rich.console import Console  # only now: an unchanged rebuild never pays for importing rich
 
     console = Console()
@@ -417,13 +504,22 @@ def _pip_install(requirements: Path, venv: Path, slug_dir: Path, say: Say) -> tu
         return _stream(command, cwd=slug_dir, env=build_env(venv, {}), say=say, watch=show_progress)
 
 
-def _stream(command: list[str], *, cwd: Path, env: Mapping[str, str], say: Say,
-            watch: Callable[[str], None] | None = None) -> tuple[int, str]:
+def _stream(
+    command: list[str], *, cwd: Path, env: Mapping[str, str], say: Say, watch: Callable[[str], None] | None = None
+) -> tuple[int, str]:
     """Run `command`, passing each output line to `say` indented as it comes; return its exit code
     and the line that best says why it failed (its last ERROR line, else its last line)."""
     last = error = ""
-    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, text=True, errors="replace") as proc:
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+    ) as proc:
         assert proc.stdout is not None
         for raw in proc.stdout:
             line = raw.rstrip()

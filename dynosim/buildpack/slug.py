@@ -13,8 +13,16 @@ from pathlib import Path
 
 from dynosim.buildpack.collectstatic import collectstatic
 from dynosim.buildpack.messages import STEP
-from dynosim.buildpack.python import (check_lockfile, check_source, env_key, exported_config, find_dependencies,
-                                  find_python, install_dependencies, run_hook)
+from dynosim.buildpack.python import (
+    check_lockfile,
+    check_source,
+    env_key,
+    exported_config,
+    find_dependencies,
+    find_python,
+    install_dependencies,
+    run_hook,
+)
 from dynosim.buildpack.source import apply_slugignore, export_source
 from dynosim.errors import BuildError
 from dynosim.sizes import byte_size, content_size, entries
@@ -39,8 +47,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dynosim"
 
 
-def build_slug(app_dir: Path, *, cache_dir: Path, dirty: bool = False,
-               config_vars: Mapping[str, str] | None = None, say: Callable[[str], None] = print) -> Slug:
+def build_slug(
+    app_dir: Path,
+    *,
+    cache_dir: Path,
+    dirty: bool = False,
+    config_vars: Mapping[str, str] | None = None,
+    say: Callable[[str], None] = print,
+) -> Slug:
     """Build the app's slug the way Heroku's slug compiler and Python buildpack would, or reuse
     the cached one with the same content and config. `config_vars` are the app's (Heroku gives a
     build its config vars: the hooks and collectstatic see them); `say` gets each output line."""
@@ -90,8 +104,14 @@ def build_slug(app_dir: Path, *, cache_dir: Path, dirty: bool = False,
         shutil.rmtree(build_dir, ignore_errors=True)
     say(f"{STEP}Compiled slug size: {byte_size(_slug_size(final, venv), short=True)}")
     say(f"{STEP}Done: slug {slug_id[:12]}")
-    return Slug(id=slug_id, path=final, venv=venv, python_version=python.version,
-                commit=source.commit, description=source.description)
+    return Slug(
+        id=slug_id,
+        path=final,
+        venv=venv,
+        python_version=python.version,
+        commit=source.commit,
+        description=source.description,
+    )
 
 
 def _move_into_place(build_dir: Path, final: Path) -> None:

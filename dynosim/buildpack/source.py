@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from dynosim.errors import BuildError
 
 WARN = " !     "
@@ -19,8 +18,16 @@ SHOWN_CHANGES = 5  # uncommitted files named in the warning; the rest are counte
 STATE_DIR = ".dynosim"  # dynosim's own state, never part of a slug
 # What a folder outside git usually holds that no deploy would carry.
 NON_GIT_SKIP = frozenset({".git", STATE_DIR, "__pycache__", ".venv", "venv"})
-STATUS_WORDS = {"M": "modified", "A": "added", "D": "deleted", "R": "renamed", "C": "copied",
-                "T": "type changed", "U": "unmerged", "?": "untracked"}
+STATUS_WORDS = {
+    "M": "modified",
+    "A": "added",
+    "D": "deleted",
+    "R": "renamed",
+    "C": "copied",
+    "T": "type changed",
+    "U": "unmerged",
+    "?": "untracked",
+}
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,10 @@ def export_source(app_dir: Path, dest: Path, *, dirty: bool, say: Callable[[str]
     """Write the app's deployable files into the empty directory `dest`."""
     repo = _find_repo(app_dir)
     if repo is None:
-        say(f"{WARN}{app_dir} is not a git repository: building from the files on disk; "
-            "Heroku deploys only committed files")
+        say(
+            f"{WARN}{app_dir} is not a git repository: building from the files on disk; "
+            "Heroku deploys only committed files"
+        )
         _copy_folder(app_dir, dest)
         return Source(commit=None, description="Deploy (no git)")
     changes = _uncommitted(app_dir, repo)
@@ -49,15 +58,18 @@ def export_source(app_dir: Path, dest: Path, *, dirty: bool, say: Callable[[str]
         _copy_paths(app_dir, _working_tree_files(app_dir), dest)
         if repo.head is not None and not changes:
             return _committed(repo.head)
-        say(f"{WARN}Building from the working tree (--dirty): {_count(changes)} not committed "
-            f"({_list(changes)}); Heroku would not see them")
+        say(
+            f"{WARN}Building from the working tree (--dirty): {_count(changes)} not committed "
+            f"({_list(changes)}); Heroku would not see them"
+        )
         return Source(commit=None, description="Deploy dirty working tree")
     if repo.head is None:
-        raise BuildError(f"{app_dir}: the git repository has no commits; "
-                         "commit your app (git add -A && git commit) or run with --dirty")
+        raise BuildError(
+            f"{app_dir}: the git repository has no commits; "
+            "commit your app (git add -A && git commit) or run with --dirty"
+        )
     if changes:
-        say(f"{WARN}{_count(changes)} not committed and will not be deployed (as on Heroku): "
-            f"{_list(changes)}")
+        say(f"{WARN}{_count(changes)} not committed and will not be deployed (as on Heroku): {_list(changes)}")
         say(f"{WARN}Commit them, or use --dirty to include them")
     _extract_head(app_dir, repo, dest)
     return _committed(repo.head)
@@ -71,8 +83,7 @@ def apply_slugignore(root: Path, say: Callable[[str], None]) -> int:
     patterns = []
     for number, line in enumerate(ignore_file.read_text(errors="replace").splitlines(), 1):
         if line.startswith("!"):
-            say(f"{WARN}.slugignore:{number}: '{line.strip()}' is ignored: "
-                "Heroku's .slugignore has no ! negation")
+            say(f"{WARN}.slugignore:{number}: '{line.strip()}' is ignored: Heroku's .slugignore has no ! negation")
         else:
             patterns.append(line)
     import pathspec  # only an app with a .slugignore needs it
@@ -105,8 +116,14 @@ def _find_repo(app_dir: Path) -> _Repo | None:
         top, prefix = _git(app_dir, "rev-parse", "--show-toplevel", "--show-prefix").split("\n")[:2]
     except _NotARepo:
         return None
-    head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD^{commit}"], cwd=app_dir,
-                          capture_output=True, text=True, env=_git_env()).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--verify", "-q", "HEAD^{commit}"],
+        cwd=app_dir,
+        capture_output=True,
+        text=True,
+        env=_git_env(),
+        check=False,
+    ).stdout.strip()
     return _Repo(top=Path(top), prefix=prefix, head=head or None)
 
 
@@ -147,13 +164,23 @@ def _working_tree_files(app_dir: Path) -> list[str]:
 def _extract_head(app_dir: Path, repo: _Repo, dest: Path) -> None:
     # `HEAD:<prefix>` is the app dir's tree in HEAD, so the archive's paths start at the app root.
     tree = f"HEAD:{repo.prefix}"
-    if subprocess.run(["git", "cat-file", "-e", tree], cwd=app_dir, env=_git_env(),
-                      capture_output=True).returncode != 0:
-        raise BuildError(f"{app_dir}: nothing under this folder is committed in {repo.top}; "
-                         "commit the app or run with --dirty")
+    if (
+        subprocess.run(
+            ["git", "cat-file", "-e", tree], cwd=app_dir, env=_git_env(), capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
+        raise BuildError(
+            f"{app_dir}: nothing under this folder is committed in {repo.top}; commit the app or run with --dirty"
+        )
     # Run from the top: in a subdirectory, git archive would also limit the tree to that path.
-    proc = subprocess.Popen(["git", "archive", "--format=tar", tree], cwd=repo.top, env=_git_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["git", "archive", "--format=tar", tree],
+        cwd=repo.top,
+        env=_git_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
         # "tar" keeps symlinks as they are (even absolute ones) but refuses paths leaving dest.
@@ -171,9 +198,13 @@ def _skip_state_dir(archive: tarfile.TarFile) -> Iterable[tarfile.TarInfo]:
 
 def _copy_folder(app_dir: Path, dest: Path) -> None:
     def skipped(folder: str, names: list[str]) -> list[str]:
-        return [name for name in names
-                if name in NON_GIT_SKIP or name.endswith(".pyc")
-                or not _is_copyable(os.lstat(os.path.join(folder, name)).st_mode)]
+        return [
+            name
+            for name in names
+            if name in NON_GIT_SKIP
+            or name.endswith(".pyc")
+            or not _is_copyable(os.lstat(os.path.join(folder, name)).st_mode)
+        ]
 
     shutil.copytree(app_dir, dest, symlinks=True, ignore=skipped, dirs_exist_ok=True)
 
@@ -205,7 +236,7 @@ class _NotARepo(Exception):
 
 def _git(cwd: Path, *args: str) -> str:
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=_git_env())
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=_git_env(), check=False)
     except FileNotFoundError:
         raise _NotARepo() from None  # no git installed: treat the folder as plain files
     if proc.returncode != 0:

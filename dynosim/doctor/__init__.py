@@ -3,6 +3,7 @@
 Static checks read the app's files (checks.py, uncommitted.py, binding.py); one check runs
 web.1 briefly, because whether it listens on 0.0.0.0:$PORT can only be seen running.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,8 +30,13 @@ DEFAULT_BOOT_TIMEOUT = 15.0
 BUILD_BREAKERS = frozenset({"no-dependency-file", "several-dependency-files", "collectstatic-fails"})
 
 
-def diagnose(app_dir: Path, *, run: bool = True, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
-             say: Callable[[str], None] = lambda _: None) -> list[Finding]:
+def diagnose(
+    app_dir: Path,
+    *,
+    run: bool = True,
+    boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[Finding]:
     """Every finding about the app in `app_dir`, errors first; `say` hears about the slow part."""
     src = read_app(app_dir)
     findings: list[Finding] = []

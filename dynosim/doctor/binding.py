@@ -3,6 +3,7 @@
 Read from the Procfile and the script it runs, then seen for real: web.1 is run briefly from a
 copy of the app (so the app's own release history and add-on data are left alone).
 """
+
 from __future__ import annotations
 
 import ast
@@ -41,8 +42,9 @@ SCAN_EVERY = 0.5  # seconds between looks at what web.1's processes listen on
 LAST_LINES = 8
 
 # Calls that take the address as a (host, port) tuple first, and make_server(host, port, app).
-_ADDRESS_TUPLE = frozenset({"HTTPServer", "ThreadingHTTPServer", "TCPServer", "ThreadingTCPServer", "WSGIServer",
-                            "create_server", "bind"})
+_ADDRESS_TUPLE = frozenset(
+    {"HTTPServer", "ThreadingHTTPServer", "TCPServer", "ThreadingTCPServer", "WSGIServer", "create_server", "bind"}
+)
 _NOT_SERVERS = frozenset({"asyncio", "subprocess", "trio", "anyio", "loop", "runner"})
 
 
@@ -72,12 +74,30 @@ def _procfile_hints(command: str, line: int) -> list[Finding]:
     said = "" if server is None else f" ({server})"
     findings = []
     if host in LOOPBACK_HOSTS:
-        findings.append(Finding(ERROR, "web-loopback", f"the web command{said} listens on {host}: Heroku's router "
-                                "cannot reach a dyno's loopback interface (R10 after 60 s)", fix, "Procfile", line))
+        findings.append(
+            Finding(
+                ERROR,
+                "web-loopback",
+                f"the web command{said} listens on {host}: Heroku's router "
+                "cannot reach a dyno's loopback interface (R10 after 60 s)",
+                fix,
+                "Procfile",
+                line,
+            )
+        )
     if port is not None and port.isdigit():
-        findings.append(Finding(ERROR, "web-fixed-port", f"the web command{said} listens on port {port}, not $PORT: "
-                                "Heroku gives each web dyno its own $PORT and crashes a dyno that does not bind it "
-                                "(R10)", fix, "Procfile", line))
+        findings.append(
+            Finding(
+                ERROR,
+                "web-fixed-port",
+                f"the web command{said} listens on port {port}, not $PORT: "
+                "Heroku gives each web dyno its own $PORT and crashes a dyno that does not bind it "
+                "(R10)",
+                fix,
+                "Procfile",
+                line,
+            )
+        )
     return findings
 
 
@@ -97,7 +117,7 @@ def _bind(tokens: list[str]) -> tuple[str | None, str | None]:
         elif option in ("--port", "-p", "-P"):
             port = value
     if "runserver" in tokens:
-        rest = [t for t in tokens[tokens.index("runserver") + 1:] if not t.startswith("-")]
+        rest = [t for t in tokens[tokens.index("runserver") + 1 :] if not t.startswith("-")]
         if rest:
             host, _, port = rest[0].rpartition(":") if ":" in rest[0] else ("", "", rest[0])
             host = host or None
@@ -122,7 +142,7 @@ def _script(src: AppSource, command: str) -> str | None:
     for index, token in enumerate(tokens):
         if not re.fullmatch(r"python(\d(\.\d+)?)?", Path(token).name):
             continue
-        rest = tokens[index + 1:]
+        rest = tokens[index + 1 :]
         if rest[:1] == ["-m"] and len(rest) > 1:
             base = rest[1].replace(".", "/")
             candidates = [f"{base}.py", f"{base}/__main__.py"]
@@ -147,13 +167,29 @@ def _code_hints(src: AppSource, rel: str) -> list[Finding]:
             continue
         host, port, host_why, port_why = bound
         if host in LOOPBACK_HOSTS:
-            findings.append(Finding(ERROR, "web-loopback", f"the web process listens on {host}{host_why}: Heroku's "
-                                    "router cannot reach a dyno's loopback interface (R10 after 60 s)",
-                                    _CODE_FIX, rel, node.lineno))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "web-loopback",
+                    f"the web process listens on {host}{host_why}: Heroku's "
+                    "router cannot reach a dyno's loopback interface (R10 after 60 s)",
+                    _CODE_FIX,
+                    rel,
+                    node.lineno,
+                )
+            )
         if port is not None:
-            findings.append(Finding(ERROR, "web-fixed-port", f"the web process listens on port {port}{port_why}, not "
-                                    "$PORT: Heroku gives each web dyno its own $PORT (R10 after 60 s)",
-                                    _CODE_FIX, rel, node.lineno))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "web-fixed-port",
+                    f"the web process listens on port {port}{port_why}, not "
+                    "$PORT: Heroku gives each web dyno its own $PORT (R10 after 60 s)",
+                    _CODE_FIX,
+                    rel,
+                    node.lineno,
+                )
+            )
     return findings
 
 
@@ -206,8 +242,11 @@ class Trial:
         if self.outcome == "loopback":
             return f"web.1 listened on 127.0.0.1:{self.port} only"
         if self.outcome == "timeout":
-            where = f"listened on {', '.join(sorted(self.listening))}, not on $PORT ({self.port}), and " \
-                if self.listening else ""
+            where = (
+                f"listened on {', '.join(sorted(self.listening))}, not on $PORT ({self.port}), and "
+                if self.listening
+                else ""
+            )
             return f"web.1 {where}got R10 after {self.seconds:.0f}s"
         return f"web.1 {self.outcome}"
 
@@ -263,7 +302,7 @@ def _watch(app: App, staged: Path, boot_timeout: float) -> Trial:
     def start() -> None:
         try:
             app.start()
-        except BaseException as exc:  # noqa: BLE001 (handed to the watching thread)
+        except BaseException as exc:
             failure.append(exc)
 
     starter = threading.Thread(target=start, name="doctor-start", daemon=True)
@@ -352,34 +391,76 @@ def findings(trial: Trial, boot_timeout: float) -> list[Finding]:
     """What the run showed, as findings."""
     seen = "running web.1"
     if trial.outcome == "up":
-        return [Finding(INFO, "web-up", f"web.1 listened on 0.0.0.0:$PORT {trial.seconds:.1f}s after it started "
-                        "(a short local run; skip it with --no-run)", "")]
+        return [
+            Finding(
+                INFO,
+                "web-up",
+                f"web.1 listened on 0.0.0.0:$PORT {trial.seconds:.1f}s after it started "
+                "(a short local run; skip it with --no-run)",
+                "",
+            )
+        ]
     if trial.outcome == "loopback":
-        return [Finding(ERROR, "web-loopback", f"{seen}: it listens on 127.0.0.1:{trial.port} only; Heroku's router "
-                        "cannot reach a dyno's loopback interface, so the dyno fails with R10",
-                        "listen on all interfaces: 0.0.0.0:$PORT (gunicorn --bind 0.0.0.0:$PORT, "
-                        'app.run(host="0.0.0.0"), HTTPServer(("0.0.0.0", port), …))')]
+        return [
+            Finding(
+                ERROR,
+                "web-loopback",
+                f"{seen}: it listens on 127.0.0.1:{trial.port} only; Heroku's router "
+                "cannot reach a dyno's loopback interface, so the dyno fails with R10",
+                "listen on all interfaces: 0.0.0.0:$PORT (gunicorn --bind 0.0.0.0:$PORT, "
+                'app.run(host="0.0.0.0"), HTTPServer(("0.0.0.0", port), …))',
+            )
+        ]
     if trial.outcome == "timeout" and trial.listening:
         where = ", ".join(sorted(trial.listening))
-        return [Finding(ERROR, "web-fixed-port", f"{seen}: it listens on {where} but not on its $PORT "
-                        f"({trial.port}): {trial.detail}",
-                        'listen on the port Heroku gives in $PORT: int(os.environ["PORT"]), --port $PORT')]
+        return [
+            Finding(
+                ERROR,
+                "web-fixed-port",
+                f"{seen}: it listens on {where} but not on its $PORT ({trial.port}): {trial.detail}",
+                'listen on the port Heroku gives in $PORT: int(os.environ["PORT"]), --port $PORT',
+            )
+        ]
     if trial.outcome == "timeout":
-        return [Finding(ERROR, "boot-timeout", f"{seen}: {trial.detail} (Heroku's limit is 60 s; doctor waited "
-                        f"{boot_timeout:g} s)", "bind 0.0.0.0:$PORT as soon as the process starts; move slow "
-                        "start-up work to the release phase or a worker")]
+        return [
+            Finding(
+                ERROR,
+                "boot-timeout",
+                f"{seen}: {trial.detail} (Heroku's limit is 60 s; doctor waited {boot_timeout:g} s)",
+                "bind 0.0.0.0:$PORT as soon as the process starts; move slow "
+                "start-up work to the release phase or a worker",
+            )
+        ]
     if trial.outcome == "crashed":
         tail = "\n".join(f"  {line}" for line in trial.app_lines) or "  (no output)"
-        return [Finding(ERROR, "boot-crash", f"web.1 exited with status {trial.detail} while booting; its last "
-                        f"lines:\n{tail}", "fix the error above (dynosim run shows the whole log); a missing "
-                        "module often means a dependency missing from requirements.txt")]
+        return [
+            Finding(
+                ERROR,
+                "boot-crash",
+                f"web.1 exited with status {trial.detail} while booting; its last lines:\n{tail}",
+                "fix the error above (dynosim run shows the whole log); a missing "
+                "module often means a dependency missing from requirements.txt",
+            )
+        ]
     failure = trial.failure
     if isinstance(failure, BuildError):
-        return [Finding(ERROR, "build-failed", f"the build failed: {failure}",
-                        "fix the build (dynosim run shows its whole output)")]
+        return [
+            Finding(
+                ERROR,
+                "build-failed",
+                f"the build failed: {failure}",
+                "fix the build (dynosim run shows its whole output)",
+            )
+        ]
     what = str(failure) if isinstance(failure, DynosimError) else (trial.detail or repr(failure))
-    return [Finding(WARNING, "run-failed", f"could not run web.1 to check it: {what.splitlines()[0] if what else '?'}",
-                    "fix that and run doctor again, or skip the run with --no-run")]
+    return [
+        Finding(
+            WARNING,
+            "run-failed",
+            f"could not run web.1 to check it: {what.splitlines()[0] if what else '?'}",
+            "fix that and run doctor again, or skip the run with --no-run",
+        )
+    ]
 
 
 def merge(static: list[Finding], trial: Trial, boot_timeout: float) -> list[Finding]:

@@ -1,4 +1,5 @@
 """The static checks: what reading the app's files shows would go wrong on Heroku."""
+
 from __future__ import annotations
 
 import ast
@@ -21,31 +22,62 @@ def procfile(src: AppSource) -> list[Finding]:
         error = (src.procfile_error or "").partition(": ")[2]  # after the path it names
         line, note = suggest_web(src)
         if "no process type found" in error:
-            return [Finding(ERROR, "no-web", "the Procfile declares no process type: Heroku would start no web "
-                            "dyno (H14)", f'add the line "{line}"{note}', "Procfile")]
+            return [
+                Finding(
+                    ERROR,
+                    "no-web",
+                    "the Procfile declares no process type: Heroku would start no web dyno (H14)",
+                    f'add the line "{line}"{note}',
+                    "Procfile",
+                )
+            ]
         if "only reads a file named exactly" in error:
             return [Finding(ERROR, "no-procfile", error.split(". ")[0], "rename it to Procfile")]
         if "no Procfile" in error or not error:
-            return [Finding(ERROR, "no-procfile", "no Procfile: Heroku would start no web dyno and answer every "
-                            "request with H14 (No web processes running)",
-                            f'create a file named Procfile with the line "{line}"{note}')]
+            return [
+                Finding(
+                    ERROR,
+                    "no-procfile",
+                    "no Procfile: Heroku would start no web dyno and answer every "
+                    "request with H14 (No web processes running)",
+                    f'create a file named Procfile with the line "{line}"{note}',
+                )
+            ]
         what, _, fix = error.partition(". ")
         return [Finding(ERROR, "no-procfile", what, fix or "fix the Procfile", "Procfile")]
     if "web" in src.procfile.processes:
         return []
-    server = next((p for p in src.procfile.processes.values()
-                   if p.name != "release" and _SERVERS.search(p.command)), None)
+    server = next(
+        (p for p in src.procfile.processes.values() if p.name != "release" and _SERVERS.search(p.command)), None
+    )
     if server is not None:
         fix = f'rename "{server.name}:" to "web:" (only the web type receives HTTP from Heroku\'s router)'
-        return [Finding(ERROR, "no-web", f'no "web" process type; "{server.name}" looks like the web server but '
-                        "Heroku routes requests only to web dynos (H14)", fix, "Procfile", server.line)]
+        return [
+            Finding(
+                ERROR,
+                "no-web",
+                f'no "web" process type; "{server.name}" looks like the web server but '
+                "Heroku routes requests only to web dynos (H14)",
+                fix,
+                "Procfile",
+                server.line,
+            )
+        ]
     line, note = suggest_web(src)
-    return [Finding(ERROR, "no-web", 'no "web" process type: Heroku would answer every request with H14 '
-                    "(No web processes running)", f'add the line "{line}"{note}', "Procfile")]
+    return [
+        Finding(
+            ERROR,
+            "no-web",
+            'no "web" process type: Heroku would answer every request with H14 (No web processes running)',
+            f'add the line "{line}"{note}',
+            "Procfile",
+        )
+    ]
 
 
 def suggest_web(src: AppSource) -> tuple[str, str]:
     """A web line for this app, from what is there, and a note on what else it needs."""
+
     def flask_like(kind: str) -> tuple[str, str] | None:
         for rel in src.python_files:
             if "/" in rel:
@@ -96,18 +128,27 @@ def procfile_lines(src: AppSource) -> list[Finding]:
 
 # 5. DATABASE_URL handed to SQLAlchemy as Heroku sets it (postgres://)
 def database_url(src: AppSource) -> list[Finding]:
-    users = [rel for rel in src.app_python_files if "DATABASE_URL" in (text := src.text(rel) or "")
-             and re.search(r"create_engine|SQLALCHEMY_DATABASE_URI|sqlalchemy", text)]
+    users = [
+        rel
+        for rel in src.app_python_files
+        if "DATABASE_URL" in (text := src.text(rel) or "")
+        and re.search(r"create_engine|SQLALCHEMY_DATABASE_URI|sqlalchemy", text)
+    ]
     if not users or any(_rewrites_scheme(src, rel) for rel in src.python_files):
         return []
     findings = []
     for rel in users:
-        findings.append(Finding(
-            ERROR, "postgres-scheme",
-            "DATABASE_URL goes to SQLAlchemy as it is, but Heroku Postgres sets it as postgres://…, which "
-            "SQLAlchemy 1.4+ rejects (NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:postgres)",
-            'rewrite the scheme first: url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)',
-            rel, src.grep(rel, "DATABASE_URL")))
+        findings.append(
+            Finding(
+                ERROR,
+                "postgres-scheme",
+                "DATABASE_URL goes to SQLAlchemy as it is, but Heroku Postgres sets it as postgres://…, which "
+                "SQLAlchemy 1.4+ rejects (NoSuchModuleError: Can't load plugin: sqlalchemy.dialects:postgres)",
+                'rewrite the scheme first: url = os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1)',
+                rel,
+                src.grep(rel, "DATABASE_URL"),
+            )
+        )
     return findings
 
 
@@ -118,21 +159,30 @@ def _rewrites_scheme(src: AppSource, rel: str) -> bool:
     return any(value in ("postgres://", "postgres:") for value, _ in src.strings(rel))
 
 
-_SQLITE_LOST = ("on Heroku a SQLite file lives in the dyno's ephemeral filesystem and is lost at every restart, "
-                "deploy and daily cycle, and each dyno (web.2, a worker, a one-off) has its own copy")
-_SQLITE_FIX = ("use the heroku-postgresql add-on through DATABASE_URL (dynosim run --addon heroku-postgresql gives "
-               "you one locally) and keep SQLite for tests only")
-_SQLITE_FIX_DJANGO = ('read DATABASE_URL: DATABASES = {"default": dj_database_url.config(conn_max_age=600, '
-                      'ssl_require=True)} with the heroku-postgresql add-on')
+_SQLITE_LOST = (
+    "on Heroku a SQLite file lives in the dyno's ephemeral filesystem and is lost at every restart, "
+    "deploy and daily cycle, and each dyno (web.2, a worker, a one-off) has its own copy"
+)
+_SQLITE_FIX = (
+    "use the heroku-postgresql add-on through DATABASE_URL (dynosim run --addon heroku-postgresql gives "
+    "you one locally) and keep SQLite for tests only"
+)
+_SQLITE_FIX_DJANGO = (
+    'read DATABASE_URL: DATABASES = {"default": dj_database_url.config(conn_max_age=600, '
+    "ssl_require=True)} with the heroku-postgresql add-on"
+)
 
 
 # 6. SQLite as the database, or as the fallback when DATABASE_URL is unset; not where only a laptop runs it
 def sqlite_fallback(src: AppSource) -> list[Finding]:
     findings = []
     for rel in src.app_python_files:
-        found = [_sqlite_setting(src, rel, node) for node in src.string_nodes(rel)
-                 if (node.value.startswith("sqlite:") or node.value == "django.db.backends.sqlite3")
-                 and not src.off_heroku(rel, node)]
+        found = [
+            _sqlite_setting(src, rel, node)
+            for node in src.string_nodes(rel)
+            if (node.value.startswith("sqlite:") or node.value == "django.db.backends.sqlite3")
+            and not src.off_heroku(rel, node)
+        ]
         found += [_sqlite_connect(rel, call) for call in _sqlite_connects(src, rel)]
         if found:
             findings.append(min(found, key=lambda finding: finding.line or 0))  # one per file
@@ -143,13 +193,25 @@ def _sqlite_setting(src: AppSource, rel: str, node: ast.Constant) -> Finding:
     source_line = (src.text(rel) or "").splitlines()[node.lineno - 1]
     fallback = "DATABASE_URL" in source_line or "default" in source_line
     what = "falls back to SQLite when DATABASE_URL is unset" if fallback else "uses SQLite"
-    return Finding(WARNING, "sqlite", f"the configuration {what}: {_SQLITE_LOST}",
-                   _SQLITE_FIX_DJANGO if node.value.startswith("django.") else _SQLITE_FIX, rel, node.lineno)
+    return Finding(
+        WARNING,
+        "sqlite",
+        f"the configuration {what}: {_SQLITE_LOST}",
+        _SQLITE_FIX_DJANGO if node.value.startswith("django.") else _SQLITE_FIX,
+        rel,
+        node.lineno,
+    )
 
 
 def _sqlite_connect(rel: str, call: ast.Call) -> Finding:
-    return Finding(WARNING, "sqlite", f"the app keeps its data in a SQLite file ({ast.unparse(call)}): {_SQLITE_LOST}",
-                   _SQLITE_FIX, rel, call.lineno)
+    return Finding(
+        WARNING,
+        "sqlite",
+        f"the app keeps its data in a SQLite file ({ast.unparse(call)}): {_SQLITE_LOST}",
+        _SQLITE_FIX,
+        rel,
+        call.lineno,
+    )
 
 
 def _sqlite_connects(src: AppSource, rel: str) -> list[ast.Call]:
@@ -168,8 +230,15 @@ def _sqlite_connects(src: AppSource, rel: str) -> list[ast.Call]:
         if not isinstance(node, ast.Call):
             continue
         func = node.func
-        if not ((isinstance(func, ast.Attribute) and func.attr == "connect" and isinstance(func.value, ast.Name)
-                 and func.value.id in modules) or (isinstance(func, ast.Name) and func.id in functions)):
+        if not (
+            (
+                isinstance(func, ast.Attribute)
+                and func.attr == "connect"
+                and isinstance(func.value, ast.Name)
+                and func.value.id in modules
+            )
+            or (isinstance(func, ast.Name) and func.id in functions)
+        ):
             continue
         target = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "database"), None)
         if isinstance(target, ast.Constant) and str(target.value).startswith((":memory:", "file::memory:")):
@@ -185,21 +254,38 @@ def uploads(src: AppSource) -> list[Finding]:
     found = []
     for rel in src.app_python_files:
         tree = src.tree(rel)
-        saves = [call for call in _upload_saves(tree) if not _scratch(_resolved(_save_target(call), settings))
-                 and not src.off_heroku(rel, call)] if tree is not None else []
+        saves = (
+            [
+                call
+                for call in _upload_saves(tree)
+                if not _scratch(_resolved(_save_target(call), settings)) and not src.off_heroku(rel, call)
+            ]
+            if tree is not None
+            else []
+        )
         if saves:
-            found.append((f"uploaded files are saved to the dyno's disk ({ast.unparse(saves[0])})", rel, saves[0].lineno))
+            found.append(
+                (f"uploaded files are saved to the dyno's disk ({ast.unparse(saves[0])})", rel, saves[0].lineno)
+            )
     if not found:  # saved where this cannot follow (a helper's argument): the setting says where they go
-        found = [(f"uploads go to {setting}, a folder on the dyno's disk", rel, line)
-                 for rel, (line, setting) in settings.folders.items()]
-    return [Finding(WARNING, "local-uploads", f"{what}: {_UPLOADS_LOST}", _UPLOADS_FIX, rel, line)
-            for what, rel, line in found]
+        found = [
+            (f"uploads go to {setting}, a folder on the dyno's disk", rel, line)
+            for rel, (line, setting) in settings.folders.items()
+        ]
+    return [
+        Finding(WARNING, "local-uploads", f"{what}: {_UPLOADS_LOST}", _UPLOADS_FIX, rel, line)
+        for what, rel, line in found
+    ]
 
 
-_UPLOADS_LOST = ("on Heroku that filesystem is ephemeral: every upload is lost at the next restart, deploy and daily "
-                 "cycle, and a file web.1 saved is not there for web.2 or a worker")
-_UPLOADS_FIX = ("store uploads in object storage: S3 (boto3's upload_fileobj(request.files[...], bucket, key)) or an "
-                "add-on such as Bucketeer or Cloudinary; keep /tmp for files needed only while a request runs")
+_UPLOADS_LOST = (
+    "on Heroku that filesystem is ephemeral: every upload is lost at the next restart, deploy and daily "
+    "cycle, and a file web.1 saved is not there for web.2 or a worker"
+)
+_UPLOADS_FIX = (
+    "store uploads in object storage: S3 (boto3's upload_fileobj(request.files[...], bucket, key)) or an "
+    "add-on such as Bucketeer or Cloudinary; keep /tmp for files needed only while a request runs"
+)
 _UPLOAD_SETTING = re.compile(r"^UPLOADS?_(FOLDER|DIR|DIRECTORY|PATH|ROOT)$", re.I)
 _SCRATCH_PATH = re.compile(r"['\"]/tmp\b|\btempfile\b|gettempdir|TMPDIR|BytesIO|SpooledTemporaryFile")
 
@@ -237,6 +323,7 @@ def _upload_settings(src: AppSource) -> _UploadSettings:
 def _upload_saves(tree: ast.Module) -> list[ast.Call]:
     """The .save(…) calls on an uploaded file: request.files[...], .get(...), .getlist(...)'s items, or a name
     bound to one."""
+
     def upload(node: ast.expr) -> bool:
         if isinstance(node, ast.Subscript):
             return _is_files(node.value)
@@ -254,9 +341,15 @@ def _upload_saves(tree: ast.Module) -> list[ast.Call]:
             source = node.iter
             if isinstance(source, ast.Call) and isinstance(source.func, ast.Attribute) and _is_files(source.func.value):
                 names.add(node.target.id)  # request.files.getlist("photos"), .values()
-    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "save" and upload(node.func.value)
-            and (node.args or any(k.arg == "dst" for k in node.keywords))]
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "save"
+        and upload(node.func.value)
+        and (node.args or any(k.arg == "dst" for k in node.keywords))
+    ]
 
 
 def _save_target(call: ast.Call) -> ast.expr:
@@ -299,18 +392,29 @@ def migrations(src: AppSource) -> list[Finding]:
     at_boot = [p for p in src.procfile.processes.values() if p.name != "release" and _MIGRATES.search(p.command)]
     if at_boot:
         process = at_boot[0]
-        return [Finding(WARNING, "migrate-at-boot",
-                        f'the {process.name} command runs the migrations at every dyno boot: with several dynos '
-                        "they race, and a failed migration crashes the dynos instead of stopping the deploy",
-                        f'move them to the release phase: add "release: {command}" and drop them from '
-                        f"{process.name}", "Procfile", process.line)]
+        return [
+            Finding(
+                WARNING,
+                "migrate-at-boot",
+                f"the {process.name} command runs the migrations at every dyno boot: with several dynos "
+                "they race, and a failed migration crashes the dynos instead of stopping the deploy",
+                f'move them to the release phase: add "release: {command}" and drop them from {process.name}',
+                "Procfile",
+                process.line,
+            )
+        ]
     if src.procfile.release is not None:
         return []
-    return [Finding(WARNING, "no-release-phase",
-                    f"the app has database migrations ({evidence}) but the Procfile has no release phase: "
-                    "nothing runs them on Heroku, and new code meets the old schema",
-                    f'add "release: {command}" to the Procfile (Heroku runs it before each release goes live)',
-                    evidence.split(" ")[0])]
+    return [
+        Finding(
+            WARNING,
+            "no-release-phase",
+            f"the app has database migrations ({evidence}) but the Procfile has no release phase: "
+            "nothing runs them on Heroku, and new code meets the old schema",
+            f'add "release: {command}" to the Procfile (Heroku runs it before each release goes live)',
+            evidence.split(" ")[0],
+        )
+    ]
 
 
 def _migration_tool(src: AppSource) -> tuple[str, str] | None:
@@ -319,7 +423,8 @@ def _migration_tool(src: AppSource) -> tuple[str, str] | None:
     if src.exists("manage.py") and (src.depends_on("django") or django_migration):
         return "python manage.py migrate", "manage.py with Django"
     flask_migrate = src.depends_on("flask-migrate") or any(
-        "flask_migrate" in (src.text(rel) or "") for rel in src.app_python_files)
+        "flask_migrate" in (src.text(rel) or "") for rel in src.app_python_files
+    )
     if flask_migrate or any(rel.startswith("migrations/versions/") for rel in src.files):
         return "flask db upgrade", "migrations/ (Flask-Migrate)"
     if src.exists("alembic.ini") or any(rel.startswith("alembic/versions/") for rel in src.files):
@@ -331,19 +436,37 @@ def _migration_tool(src: AppSource) -> tuple[str, str] | None:
 def dependency_file(src: AppSource) -> list[Finding]:
     present = [name for name in ("requirements.txt", "Pipfile.lock", "poetry.lock", "uv.lock") if src.exists(name)]
     if len(present) > 1:
-        return [Finding(ERROR, "several-dependency-files",
-                        f"several dependency files ({', '.join(present)}): Heroku's Python buildpack needs exactly "
-                        "one and fails the build", "keep one, or list the others in .slugignore", present[1])]
+        return [
+            Finding(
+                ERROR,
+                "several-dependency-files",
+                f"several dependency files ({', '.join(present)}): Heroku's Python buildpack needs exactly "
+                "one and fails the build",
+                "keep one, or list the others in .slugignore",
+                present[1],
+            )
+        ]
     if present:
         return []
     if src.exists("Pipfile"):
-        return [Finding(ERROR, "no-dependency-file", "Pipfile without Pipfile.lock: Heroku's build fails",
-                        "run pipenv lock and commit Pipfile.lock", "Pipfile")]
+        return [
+            Finding(
+                ERROR,
+                "no-dependency-file",
+                "Pipfile without Pipfile.lock: Heroku's build fails",
+                "run pipenv lock and commit Pipfile.lock",
+                "Pipfile",
+            )
+        ]
     alone = "pyproject.toml alone" if src.exists("pyproject.toml") else "no requirements.txt"
-    return [Finding(ERROR, "no-dependency-file",
-                    f"{alone} (nor Pipfile.lock, poetry.lock, uv.lock): Heroku's Python buildpack refuses the app",
-                    "add a requirements.txt (pip freeze > requirements.txt, or an empty file if the app needs "
-                    "nothing)")]
+    return [
+        Finding(
+            ERROR,
+            "no-dependency-file",
+            f"{alone} (nor Pipfile.lock, poetry.lock, uv.lock): Heroku's Python buildpack refuses the app",
+            "add a requirements.txt (pip freeze > requirements.txt, or an empty file if the app needs nothing)",
+        )
+    ]
 
 
 def runtime_txt(src: AppSource) -> list[Finding]:
@@ -351,8 +474,16 @@ def runtime_txt(src: AppSource) -> list[Finding]:
         return []
     match = re.search(r"python-(\d+\.\d+)", src.text("runtime.txt") or "")
     version = match.group(1) if match else "3.12"
-    return [Finding(WARNING, "runtime-txt", "runtime.txt is deprecated by Heroku's Python buildpack",
-                    f'replace it with a .python-version file containing "{version}"', "runtime.txt", 1)]
+    return [
+        Finding(
+            WARNING,
+            "runtime-txt",
+            "runtime.txt is deprecated by Heroku's Python buildpack",
+            f'replace it with a .python-version file containing "{version}"',
+            "runtime.txt",
+            1,
+        )
+    ]
 
 
 # 8. HTTPS redirect that cannot see Heroku's X-Forwarded-Proto (the router terminates TLS)
@@ -365,19 +496,29 @@ def ssl_redirect(src: AppSource) -> list[Finding]:
     if not any("SECURE_PROXY_SSL_HEADER" in text for text in texts.values()):
         for rel, text in texts.items():
             if re.search(r"^\s*SECURE_SSL_REDIRECT\s*=\s*(?!False\b)\S", text, re.M):
-                findings.append(Finding(
-                    WARNING, "ssl-redirect-loop",
-                    "SECURE_SSL_REDIRECT without SECURE_PROXY_SSL_HEADER: Heroku's router ends TLS and sends plain "
-                    "HTTP with X-Forwarded-Proto: https, so Django redirects every request to HTTPS, forever",
-                    'add SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")',
-                    rel, src.grep(rel, r"^\s*SECURE_SSL_REDIRECT\s*=")))
+                findings.append(
+                    Finding(
+                        WARNING,
+                        "ssl-redirect-loop",
+                        "SECURE_SSL_REDIRECT without SECURE_PROXY_SSL_HEADER: Heroku's router ends TLS and sends plain "
+                        "HTTP with X-Forwarded-Proto: https, so Django redirects every request to HTTPS, forever",
+                        'add SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")',
+                        rel,
+                        src.grep(rel, r"^\s*SECURE_SSL_REDIRECT\s*="),
+                    )
+                )
     if not any("ProxyFix" in text for text in texts.values()):
         for rel, text in texts.items():
             if re.search(r"\bTalisman\(", text) and "force_https=False" not in text:
-                findings.append(Finding(
-                    WARNING, "ssl-redirect-loop",
-                    "Flask-Talisman forces HTTPS but nothing trusts X-Forwarded-Proto: behind Heroku's router "
-                    "every request looks like plain HTTP and is redirected, forever",
-                    "wrap the app: app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1) (werkzeug.middleware.proxy_fix)",
-                    rel, src.grep(rel, r"\bTalisman\(")))
+                findings.append(
+                    Finding(
+                        WARNING,
+                        "ssl-redirect-loop",
+                        "Flask-Talisman forces HTTPS but nothing trusts X-Forwarded-Proto: behind Heroku's router "
+                        "every request looks like plain HTTP and is redirected, forever",
+                        "wrap the app: app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1) (werkzeug.middleware.proxy_fix)",
+                        rel,
+                        src.grep(rel, r"\bTalisman\("),
+                    )
+                )
     return findings

@@ -1,4 +1,5 @@
 """The `dynosim doctor` command: parse, diagnose, print. No logic here."""
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,13 @@ from . import DEFAULT_BOOT_TIMEOUT, ERROR, diagnose, render
 @app_dir_option
 @json_option
 @click.option("--no-run", is_flag=True, help="Only read the files; do not run web.1 to see where it listens.")
-@click.option("--boot-timeout", type=click.FloatRange(min=0.5), default=DEFAULT_BOOT_TIMEOUT, show_default=True,
-              help="Seconds web.1 gets to bind $PORT in the trial run.")
+@click.option(
+    "--boot-timeout",
+    type=click.FloatRange(min=0.5),
+    default=DEFAULT_BOOT_TIMEOUT,
+    show_default=True,
+    help="Seconds web.1 gets to bind $PORT in the trial run.",
+)
 @operate
 def doctor(app_dir: Path, as_json: bool, no_run: bool, boot_timeout: float) -> None:
     """Check the app before you push it: what would break on Heroku, and the fix for each."""

@@ -1,4 +1,5 @@
 """A finding: what `dynosim doctor` reports about an app, with where and the fix."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """The app as doctor reads it: its files, their Python syntax trees, git's view, its dependencies."""
+
 from __future__ import annotations
 
 import ast
@@ -14,8 +15,22 @@ from ..errors import DynosimError
 from ..procfile import Procfile, load_procfile
 
 # Folders outside git that hold no app code (a virtualenv, caches, dynosim's own state).
-SKIP_DIRS = frozenset({".git", STATE_DIR, "__pycache__", ".venv", "venv", "node_modules", ".tox", ".nox",
-                       ".mypy_cache", ".pytest_cache", ".ruff_cache", "site-packages"})
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        STATE_DIR,
+        "__pycache__",
+        ".venv",
+        "venv",
+        "node_modules",
+        ".tox",
+        ".nox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "site-packages",
+    }
+)
 MAX_TEXT = 1 << 20  # larger files are data, not code to read
 DEPENDENCY_FILES = ("requirements.txt", "Pipfile", "Pipfile.lock", "poetry.lock", "uv.lock", "pyproject.toml")
 _TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*\.py$|[^/]*_tests?\.py$|conftest\.py$)")
@@ -162,23 +177,34 @@ def _on_heroku(test: ast.expr, markers: dict[str, bool]) -> bool | None:
             if name is not None and _HEROKU_VAR.search(name):
                 return isinstance(op, ast.In)
         return None
-    if isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.func.id == "bool" and len(test.args) == 1:
+    if (
+        isinstance(test, ast.Call)
+        and isinstance(test.func, ast.Name)
+        and test.func.id == "bool"
+        and len(test.args) == 1
+    ):
         return _on_heroku(test.args[0], markers)
     name = _env_read(test)
     return True if name is not None and _HEROKU_VAR.search(name) else None
 
 
 def _is_environ(node: ast.expr) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (isinstance(node, ast.Name) and node.id == "environ")
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ"
+    )
 
 
 def _env_read(node: ast.expr) -> str | None:
     """The variable of os.environ["X"], os.environ.get("X"), os.getenv("X"); else None."""
     if isinstance(node, ast.Subscript) and _is_environ(node.value):
         return _constant(node.slice)
-    if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute):
-        if (node.func.attr == "get" and _is_environ(node.func.value)) or node.func.attr == "getenv":
-            return _constant(node.args[0])
+    if (
+        isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.func, ast.Attribute)
+        and ((node.func.attr == "get" and _is_environ(node.func.value)) or node.func.attr == "getenv")
+    ):
+        return _constant(node.args[0])
     return None
 
 

@@ -1,6 +1,7 @@
 """Django's static files on Heroku: the Python buildpack runs collectstatic at build time for every
 Django app, so a misconfigured staticfiles app fails the build, and a skipped collectstatic leaves
 STATIC_ROOT empty (WhiteNoise's manifest storage then answers 500 on every {% static %} page)."""
+
 from __future__ import annotations
 
 import ast
@@ -45,23 +46,38 @@ def staticfiles(src: AppSource) -> list[Finding]:
         return findings
     if manage is None:
         deeper = next((rel for rel in src.files if PurePosixPath(rel).name == "manage.py"), None)
-        why = (f"the buildpack looks for manage.py only {MANAGE_DEPTH - 1} folders down, and {deeper} is deeper"
-               if deeper else "the buildpack finds no manage.py")
+        why = (
+            f"the buildpack looks for manage.py only {MANAGE_DEPTH - 1} folders down, and {deeper} is deeper"
+            if deeper
+            else "the buildpack finds no manage.py"
+        )
         fix = "move manage.py up, or run collectstatic in bin/post_compile"
     else:
         why = f"collectstatic is skipped ({disabled})"
-        fix = "let the build collect them: remove DISABLE_COLLECTSTATIC (or the file), or run " \
-              f"'python {manage} collectstatic --noinput' in bin/post_compile"
+        fix = (
+            "let the build collect them: remove DISABLE_COLLECTSTATIC (or the file), or run "
+            f"'python {manage} collectstatic --noinput' in bin/post_compile"
+        )
     manifest = any("ManifestStaticFilesStorage" in text for text in settings.strings)
     whitenoise = any(text.startswith("whitenoise.") for text in settings.strings)
     if not (manifest or whitenoise):
         return findings  # static files served from elsewhere (or not at all): nothing to predict
-    effect = ("with a manifest storage every page that uses {% static %} answers 500 (Missing staticfiles "
-              "manifest entry)" if manifest else "WhiteNoise answers 404 for every static file")
+    effect = (
+        "with a manifest storage every page that uses {% static %} answers 500 (Missing staticfiles manifest entry)"
+        if manifest
+        else "WhiteNoise answers 404 for every static file"
+    )
     where = settings.names.get("STORAGES") or settings.names.get("STATICFILES_STORAGE") or (settings.files[0], 0)
-    findings.append(Finding(ERROR if manifest else WARNING, "static-files-missing",
-                            f"static files would be missing on Heroku: {why}, so STATIC_ROOT is empty in the slug; "
-                            f"{effect}", fix, where[0], where[1] or None))
+    findings.append(
+        Finding(
+            ERROR if manifest else WARNING,
+            "static-files-missing",
+            f"static files would be missing on Heroku: {why}, so STATIC_ROOT is empty in the slug; {effect}",
+            fix,
+            where[0],
+            where[1] or None,
+        )
+    )
     return findings
 
 
@@ -70,24 +86,39 @@ def _build_failures(settings: _Settings) -> list[Finding]:
     first = settings.files[0]
     if "INSTALLED_APPS" in settings.names and STATICFILES_APP not in settings.strings:
         file, line = settings.names["INSTALLED_APPS"]
-        return [Finding(ERROR, "collectstatic-fails",
-                        f"{STATICFILES_APP} is not in INSTALLED_APPS: Heroku's Python buildpack runs collectstatic "
-                        "for every Django app, which fails (Unknown command: 'collectstatic'), and the build "
-                        "is rejected",
-                        f"add '{STATICFILES_APP}' to INSTALLED_APPS with STATIC_URL and STATIC_ROOT; if the app "
-                        f"serves no static files, set {_DISABLE_FIX}", file, line)]
+        return [
+            Finding(
+                ERROR,
+                "collectstatic-fails",
+                f"{STATICFILES_APP} is not in INSTALLED_APPS: Heroku's Python buildpack runs collectstatic "
+                "for every Django app, which fails (Unknown command: 'collectstatic'), and the build "
+                "is rejected",
+                f"add '{STATICFILES_APP}' to INSTALLED_APPS with STATIC_URL and STATIC_ROOT; if the app "
+                f"serves no static files, set {_DISABLE_FIX}",
+                file,
+                line,
+            )
+        ]
     if STATICFILES_APP not in settings.strings:
         return []
     findings = []
-    for name, example in (("STATIC_URL", 'STATIC_URL = "static/"'),
-                          ("STATIC_ROOT", 'STATIC_ROOT = BASE_DIR / "staticfiles"')):
+    for name, example in (
+        ("STATIC_URL", 'STATIC_URL = "static/"'),
+        ("STATIC_ROOT", 'STATIC_ROOT = BASE_DIR / "staticfiles"'),
+    ):
         if name not in settings.names:
-            findings.append(Finding(
-                ERROR, "collectstatic-fails",
-                f"{name} is not set: Heroku's Python buildpack runs collectstatic for every Django app, which "
-                f"fails (ImproperlyConfigured: You're using the staticfiles app without having set the "
-                f"{'required STATIC_URL setting' if name == 'STATIC_URL' else 'STATIC_ROOT setting to a filesystem path'}"
-                "), and the build is rejected", f"add {example} to the settings", first))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "collectstatic-fails",
+                    f"{name} is not set: Heroku's Python buildpack runs collectstatic for every Django app, which "
+                    f"fails (ImproperlyConfigured: You're using the staticfiles app without having set the "
+                    f"{'required STATIC_URL setting' if name == 'STATIC_URL' else 'STATIC_ROOT setting to a filesystem path'}"
+                    "), and the build is rejected",
+                    f"add {example} to the settings",
+                    first,
+                )
+            )
     return findings
 
 
@@ -95,24 +126,34 @@ def _release_phase(src: AppSource) -> list[Finding]:
     release = src.procfile.processes.get("release") if src.procfile else None
     if release is None or "collectstatic" not in release.command:
         return []
-    return [Finding(WARNING, "collectstatic-in-release",
-                    "collectstatic in the release phase: the release dyno's files are discarded when it exits, "
-                    "web dynos never see them",
-                    "leave it to the build (Heroku's Python buildpack runs collectstatic itself)", "Procfile",
-                    release.line)]
+    return [
+        Finding(
+            WARNING,
+            "collectstatic-in-release",
+            "collectstatic in the release phase: the release dyno's files are discarded when it exits, "
+            "web dynos never see them",
+            "leave it to the build (Heroku's Python buildpack runs collectstatic itself)",
+            "Procfile",
+            release.line,
+        )
+    ]
 
 
 def _collected_elsewhere(src: AppSource) -> bool:
     """collectstatic in bin/post_compile (into the slug) or before the web server (at every boot)."""
     web = src.procfile.processes.get("web") if src.procfile else None
     return "collectstatic" in (src.text("bin/post_compile") or "") or (
-        web is not None and "collectstatic" in web.command)
+        web is not None and "collectstatic" in web.command
+    )
 
 
 def _manage_py(src: AppSource) -> str | None:
     """The manage.py the buildpack would run: the shallowest within MANAGE_DEPTH, then by path."""
-    found = sorted((rel.count("/"), rel) for rel in src.files
-                   if PurePosixPath(rel).name == "manage.py" and rel.count("/") < MANAGE_DEPTH)
+    found = sorted(
+        (rel.count("/"), rel)
+        for rel in src.files
+        if PurePosixPath(rel).name == "manage.py" and rel.count("/") < MANAGE_DEPTH
+    )
     return found[0][1] if found else None
 
 
@@ -122,8 +163,9 @@ def _disabled(src: AppSource) -> str | None:
         return "the file .heroku/collectstatic_disabled exists"
     config: list[tuple[str, dict[str, str]]] = []
     try:
-        config.append(("app.json env", {k: v.value for k, v in load_manifest(src.root).env.items()
-                                        if v.value is not None}))
+        config.append(
+            ("app.json env", {k: v.value for k, v in load_manifest(src.root).env.items() if v.value is not None})
+        )
         config.append((".env", load_dotenv(src.root / ".env")))
         if (src.root / ".dynosim" / "config.json").is_file():
             config.append(("dynosim config:set", ConfigStore(src.root / ".dynosim").load()))
@@ -157,8 +199,13 @@ def _read_settings(src: AppSource, manage: str) -> _Settings | None:
             continue
         files.append(rel)
         for node in ast.walk(tree):
-            targets = (node.targets if isinstance(node, ast.Assign)
-                       else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+                else []
+            )
             for target in targets:
                 if isinstance(target, ast.Name):
                     names.setdefault(target.id, (rel, target.lineno))

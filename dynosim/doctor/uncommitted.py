@@ -1,4 +1,5 @@
 """3. Files the code imports or opens that git would not push: works here, breaks on Heroku."""
+
 from __future__ import annotations
 
 import ast
@@ -29,12 +30,24 @@ class Reference:
 
 def uncommitted(src: AppSource) -> list[Finding]:
     if src.git is None:
-        return [Finding(WARNING, "not-git", "not a git repository: Heroku deploys only what git push sends, so "
-                        "doctor cannot tell which files would be missing there",
-                        "git init && git add -A && git commit -m 'first commit'")]
+        return [
+            Finding(
+                WARNING,
+                "not-git",
+                "not a git repository: Heroku deploys only what git push sends, so "
+                "doctor cannot tell which files would be missing there",
+                "git init && git add -A && git commit -m 'first commit'",
+            )
+        ]
     if src.git.head is None:
-        return [Finding(ERROR, "no-commits", "the git repository has no commits: git push would deploy nothing",
-                        "git add -A && git commit -m 'first commit'")]
+        return [
+            Finding(
+                ERROR,
+                "no-commits",
+                "the git repository has no commits: git push would deploy nothing",
+                "git add -A && git commit -m 'first commit'",
+            )
+        ]
     status = src.git.changes
     missing = {path for path, word in status.items() if word in NOT_COMMITTED}
     changed = {path for path, word in status.items() if word in CHANGED}
@@ -54,28 +67,54 @@ def uncommitted(src: AppSource) -> list[Finding]:
 
 def _deploy_file(path: str, word: str) -> Finding:
     if word in CHANGED:
-        return Finding(WARNING, "uncommitted-change", f"{path} is modified but not committed: Heroku would build "
-                       "with the committed version", f"git commit {path}", path)
-    return Finding(ERROR, "uncommitted-file", f"{path} is {word} but not committed: Heroku would build without it",
-                   f"git add {path} && git commit", path)
+        return Finding(
+            WARNING,
+            "uncommitted-change",
+            f"{path} is modified but not committed: Heroku would build with the committed version",
+            f"git commit {path}",
+            path,
+        )
+    return Finding(
+        ERROR,
+        "uncommitted-file",
+        f"{path} is {word} but not committed: Heroku would build without it",
+        f"git add {path} && git commit",
+        path,
+    )
 
 
 def _referenced(ref: Reference, word: str, others: int) -> Finding:
     more = f" (and {others} more place{'s' if others > 1 else ''})" if others else ""
     if word in CHANGED:
-        return Finding(WARNING, "uncommitted-change",
-                       f"{ref.path} is modified but not committed; {ref.file} uses it{more}: Heroku would run the "
-                       "committed version", f"commit the change: git commit {ref.path}", ref.file, ref.line)
+        return Finding(
+            WARNING,
+            "uncommitted-change",
+            f"{ref.path} is modified but not committed; {ref.file} uses it{more}: Heroku would run the "
+            "committed version",
+            f"commit the change: git commit {ref.path}",
+            ref.file,
+            ref.line,
+        )
     if ref.imported:
         verb = "runs" if ref.file == "Procfile" else "imports"
-        return Finding(ERROR, "uncommitted-import",
-                       f"{ref.path} is {word}, not committed, and {ref.file} {verb} it{more}: works here, "
-                       "ModuleNotFoundError on Heroku", f"git add {ref.path} && git commit", ref.file, ref.line)
-    return Finding(WARNING, "uncommitted-file",
-                   f"{ref.path} is {word}, not committed, and {ref.file} names it{more}: Heroku deploys only "
-                   "committed files, so it will not be there",
-                   f"git add {ref.path} && git commit (or, for data, load it from storage that outlives a deploy)",
-                   ref.file, ref.line)
+        return Finding(
+            ERROR,
+            "uncommitted-import",
+            f"{ref.path} is {word}, not committed, and {ref.file} {verb} it{more}: works here, "
+            "ModuleNotFoundError on Heroku",
+            f"git add {ref.path} && git commit",
+            ref.file,
+            ref.line,
+        )
+    return Finding(
+        WARNING,
+        "uncommitted-file",
+        f"{ref.path} is {word}, not committed, and {ref.file} names it{more}: Heroku deploys only "
+        "committed files, so it will not be there",
+        f"git add {ref.path} && git commit (or, for data, load it from storage that outlives a deploy)",
+        ref.file,
+        ref.line,
+    )
 
 
 def _references(src: AppSource, uncommitted: set[str]) -> Iterator[Reference]:
@@ -100,8 +139,7 @@ def _references(src: AppSource, uncommitted: set[str]) -> Iterator[Reference]:
     if src.procfile is not None and "Procfile" in committed_set:
         for process in src.procfile.processes.values():
             for modules, is_module in _procfile_targets(process.command):
-                found = _module_files(modules, uncommitted) if is_module else \
-                    [p for p in modules if p in uncommitted]
+                found = _module_files(modules, uncommitted) if is_module else [p for p in modules if p in uncommitted]
                 for path in found:
                     yield Reference(path, "Procfile", process.line, imported=True)
 
@@ -128,7 +166,7 @@ def _imports(src: AppSource, rel: str) -> Iterator[tuple[list[str], int]]:
             paths = _prefixes(parts, bases)
             for alias in node.names:
                 if alias.name != "*":
-                    paths += _prefixes([*parts, alias.name], bases)[-len(bases):]
+                    paths += _prefixes([*parts, alias.name], bases)[-len(bases) :]
             yield paths, node.lineno
 
 
@@ -155,8 +193,10 @@ def _named(value: str, uncommitted: set[str], committed: set[str]) -> list[str]:
     name = value.strip().removeprefix("./").lstrip("/")
     if not name or len(name) > 200 or any(c.isspace() for c in name) or ("." not in name and "/" not in name):
         return []
+
     def names(path: str) -> bool:
         return path == name or path.endswith("/" + name)
+
     if any(names(path) for path in committed):
         return []  # a committed file answers to that name too
     return [path for path in uncommitted if names(path)]

@@ -1,5 +1,6 @@
 """The HTTP router and its H-codes (Heroku's router in front of the web dynos)."""
+
 from .server import Router
 from .web import RouterTimeouts, WebDyno, WebFormation
 
-__all__ = ["WebDyno", "WebFormation", "Router", "RouterTimeouts"]
+__all__ = ["Router", "RouterTimeouts", "WebDyno", "WebFormation"]

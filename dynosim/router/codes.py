@@ -1,4 +1,5 @@
 """Heroku's router error codes, the `heroku[router]` log line, and the pages the router serves itself."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """HTTP rules of Heroku's router: its limits, the headers it adds, the hop-by-hop headers it strips."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ Bodies stream both ways and are never held whole: a full send buffer on one side
 other (asyncio's flow control), and bytes that arrive before a dyno is attached are capped at
 BUFFER_LIMIT before reading pauses.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -162,7 +163,7 @@ class ClientConnection(asyncio.Protocol):
             return
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, Reject):
-                raise exc.__context__ or exc  # our bug: asyncio closes this connection and reports it
+                raise exc.__context__ or exc from None  # our bug: asyncio closes this connection and reports it
             self.reject(exc.__context__.cause)
             return
         except httptools.HttpParserError as exc:
@@ -375,13 +376,57 @@ class Exchange:
     """One request and its response: from the client's head to the router's log line."""
 
     __slots__ = (
-        "conn", "router", "loop", "received", "target", "out", "special", "nheaders", "head_done", "method", "http10",
-        "keep_alive", "upgrade", "chunked", "has_body", "expect_continue", "expect_bad", "head",
-        "request_id", "fwd", "host", "buffer", "buffered", "raw", "got_body", "req_done", "backend",
-        "upstream", "task", "connect_time", "sent_at", "last_activity", "retried", "parser",
-        "resp_started", "resp_head_bytes", "resp_out", "resp_special", "reason", "interim", "status", "head_sent",
-        "out_chunked", "close_delimited", "close_client", "resp_keep_alive", "resp_bytes", "resp_done",
-        "dirty", "pending", "tunneling",
+        "backend",
+        "buffer",
+        "buffered",
+        "chunked",
+        "close_client",
+        "close_delimited",
+        "conn",
+        "connect_time",
+        "dirty",
+        "expect_bad",
+        "expect_continue",
+        "fwd",
+        "got_body",
+        "has_body",
+        "head",
+        "head_done",
+        "head_sent",
+        "host",
+        "http10",
+        "interim",
+        "keep_alive",
+        "last_activity",
+        "loop",
+        "method",
+        "nheaders",
+        "out",
+        "out_chunked",
+        "parser",
+        "pending",
+        "raw",
+        "reason",
+        "received",
+        "req_done",
+        "request_id",
+        "resp_bytes",
+        "resp_done",
+        "resp_head_bytes",
+        "resp_keep_alive",
+        "resp_out",
+        "resp_special",
+        "resp_started",
+        "retried",
+        "router",
+        "sent_at",
+        "special",
+        "status",
+        "target",
+        "task",
+        "tunneling",
+        "upgrade",
+        "upstream",
     )  # fmt: skip
 
     def __init__(self, conn: ClientConnection) -> None:
@@ -574,7 +619,7 @@ class Exchange:
             began = monotonic()
             try:
                 up = await router.pool.connect(backend, timeouts.connect)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 code = H19
             except OSError:
                 code = H21
@@ -662,7 +707,7 @@ class Exchange:
             return
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, BadResponse):
-                raise exc.__context__ or exc
+                raise exc.__context__ or exc from None
             self.bad_response()
             return
         except (httptools.HttpParserError, BadResponse):
@@ -709,13 +754,19 @@ class Exchange:
         self.status = status
         self.resp_keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
         router = self.router
-        if self.conn.secure and not router.redirects.named:
-            if (hint := router.redirects.response(self, status, self.resp_out)) is not None:
-                router.after_line[self] = hint
-        if status in REDIRECTS and router.ports.watching:
-            if (hint := router.ports.response(self, self.conn.scheme, self.resp_out, router.port)) is not None:
-                router.after_line[self] = hint
-        no_body = self.method == b"HEAD" or status == 204 or status == 304 or status == 101
+        if (
+            self.conn.secure
+            and not router.redirects.named
+            and (hint := router.redirects.response(self, status, self.resp_out)) is not None
+        ):
+            router.after_line[self] = hint
+        if (
+            status in REDIRECTS
+            and router.ports.watching
+            and (hint := router.ports.response(self, self.conn.scheme, self.resp_out, router.port)) is not None
+        ):
+            router.after_line[self] = hint
+        no_body = self.method == b"HEAD" or status in (204, 304, 101)
         out = self.resp_out
         out[1] = b"%d" % status
         out[3] = self.reason + b"\r\n"
@@ -919,11 +970,14 @@ class Exchange:
         conn = self.conn
         close = not self.keep_alive or conn.upgraded or conn.broken
         body = page(code, cause)
-        head = b"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache, no-store\r\nContent-Length: %d\r\n%s\r\n" % (
-            status,
-            REASONS[status],
-            len(body),
-            b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n" if self.http10 else b"",
+        head = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache, no-store\r\nContent-Length: %d\r\n%s\r\n"
+            % (
+                status,
+                REASONS[status],
+                len(body),
+                b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n" if self.http10 else b"",
+            )
         )
         self.pending.clear()
         if not conn.closed:

@@ -1,5 +1,6 @@
 """Redirects that show on Heroku as well, pointed out once a run: an https redirect loop (the app does
 not trust X-Forwarded-Proto) and a redirect to port 80 or 443 built from X-Forwarded-Port."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

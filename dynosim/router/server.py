@@ -1,4 +1,5 @@
 """The router: Heroku's HTTP front door on the public port, spreading requests over the web dynos that are up."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """The router's shared state (`RouterState`): what its connections and TLS layer read and report to."""
+
 from __future__ import annotations
 
 import asyncio

@@ -10,6 +10,7 @@ A handshake that fails or stalls closes that connection only, with one `heroku[r
 `at=error code=H26 desc="Request Error" cause="TLS handshake failed: ..."` in Heroku's field order, with
 empty method, path and status (no HTTP was spoken).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -145,7 +146,7 @@ async def _handshake(conn: Client) -> None:
     try:
         async with deadline(router.timeouts.handshake):
             await layer.handshake
-    except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
+    except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
         if not conn.closed:
             if not router.stopping:
                 router.log(failed_line(conn, exc))
@@ -352,9 +353,19 @@ class TLSLayer(asyncio.Transport, asyncio.Protocol):
 def failed_line(conn: Client, exc: BaseException) -> str:
     router = conn.router
     return log_line(
-        H26, method="", path="", host=router.app_host, request_id=new_request_id(), fwd=conn.peer,
-        dyno="", connect="", service="", status="", nbytes="",
-        cause="TLS handshake failed: " + _why(exc, router.timeouts.handshake), protocol="https",
+        H26,
+        method="",
+        path="",
+        host=router.app_host,
+        request_id=new_request_id(),
+        fwd=conn.peer,
+        dyno="",
+        connect="",
+        service="",
+        status="",
+        nbytes="",
+        cause="TLS handshake failed: " + _why(exc, router.timeouts.handshake),
+        protocol="https",
     )
 
 

@@ -1,4 +1,5 @@
 """Connections from the router to web dynos, and the keep-alive pool that reuses them (as Router 2.0 does)."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """What the router sees of the app: its web dynos (through the dyno manager, as a `WebFormation`) and
 Heroku's router timeouts. The bottom of the router: every layer above may use it."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ class WebFormation(Protocol):
         ...
 
     def web_state(self) -> str:
-        """"up", "starting" (web dynos exist, none up yet), "crashed" (all crashed) or "none" (no web dynos)."""
+        """ "up", "starting" (web dynos exist, none up yet), "crashed" (all crashed) or "none" (no web dynos)."""
         ...
 
     async def wait_for_web(self, timeout: float) -> bool:

@@ -3,6 +3,7 @@
 A Dyno object is one boot; the dyno manager makes a new one for every restart, which is
 why every boot gets a fresh filesystem, as on Heroku.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,18 @@ from .sandbox import DynoFilesystem, DynoProcess, Sandbox
 # plumbing only. Everything else comes from config vars, as on Heroku (which sets no USER or
 # LOGNAME: the dyno's user is not dynosim's).
 HOST_PASSTHROUGH = (
-    "TERM", "TZ", "SHELL", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "TERM",
+    "TZ",
+    "SHELL",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
 )
 
 # Sourced by the dyno's bash before the command, as Heroku's dyno start-up does.
@@ -137,7 +148,9 @@ class Dyno:
         env = dyno_env(self.spec, self.fs, self.release, os.environ)
         self.logs.heroku(self.name, f"Starting process with command `{self.spec.command}`")
         self.started_at = time.monotonic()
-        self.process = await self.sandbox.spawn(self.fs, PROFILE + self.spec.command, env, self.marker, attach=self.attach)
+        self.process = await self.sandbox.spawn(
+            self.fs, PROFILE + self.spec.command, env, self.marker, attach=self.attach
+        )
         if self.ledger is not None and not watch_first:
             self.ledger.watch(self.marker, self.name, self.fs)
         self._exit = asyncio.get_running_loop().create_task(self._run())
@@ -165,7 +178,7 @@ class Dyno:
         sampler.cancel()
         try:
             await asyncio.wait_for(reader, 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self.logs.heroku(self.name, f"Process exited with status {status}")
         self._wipe()
@@ -238,7 +251,7 @@ class Dyno:
         await self.process.terminate()
         try:
             await asyncio.wait_for(asyncio.shield(self._exit), self.timeouts.stop)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.logs.heroku(
                 self.name,
                 f"Error R12 (Exit timeout) -> At least one process failed to exit within "
@@ -251,4 +264,3 @@ class Dyno:
     def kill(self) -> None:
         if self.process is not None and self._exit is not None and not self._exit.done():
             self.process.kill()
-

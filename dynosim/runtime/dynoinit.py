@@ -20,6 +20,7 @@ hex of `marshal` (built in and made by the same interpreter: json's import cost 
 With `probe` set, it only tries each part and prints the parts the kernel refused, one
 "part<TAB>reason" line each.
 """
+
 import ctypes
 import marshal
 import os
@@ -49,13 +50,16 @@ def _check(result, what):
 
 
 def mount(source, target, fstype, flags, data=None):
-    _check(_libc.mount(
-        source.encode() if source else None,
-        target.encode(),
-        fstype.encode() if fstype else None,
-        flags,
-        data.encode() if data else None,
-    ), target)
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        target,
+    )
 
 
 def build_filesystem(spec):

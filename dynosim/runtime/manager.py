@@ -1,5 +1,6 @@
 """The dyno manager: runs the release phase, then the formation, restarting crashed dynos
 on Heroku's schedule, cycling each dyno daily, and stopping everything the way Heroku does."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import FormationError, ReleaseError
 from ..formation import DEFAULT_SIZE, SIZES, DynoSize, Formation, dyno_size
 from ..logs import LogStream
-from ..procfile import Procfile, ProcessType
+from ..procfile import ProcessType, Procfile
 from ..releases import Release
 from .dyno import Dyno, DynoSpec, Timeouts
 from .ports import free_port
@@ -79,10 +80,13 @@ class DynoSlot:
         self.prebooted: Dyno | None = None  # preboot's successor, up before the old dyno stops
         self._restart_reason: str | None = None
         self._wake = asyncio.Event()
+        self._cycling: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
 
     def _spec(self) -> DynoSpec:
         m = self.manager  # every boot a new private port, as on Heroku; the router owns the public one
-        return DynoSpec(self.name, self.process.name, self.process.command, free_port(), m.formation.sizes[self.process.name])
+        return DynoSpec(
+            self.name, self.process.name, self.process.command, free_port(), m.formation.sizes[self.process.name]
+        )
 
     def web_dynos(self) -> list[Dyno]:
         """This slot's web dynos that can take requests: up, and not being stopped."""
@@ -119,15 +123,18 @@ class DynoSlot:
             consecutive = consecutive + 1 if uptime < m.policy.boot_window else 1
             delay = m.policy.delay(consecutive)
             if delay:
-                m.logs.hint(self.name, f"crashed again (status {status}); Heroku's crash back-off restarts it in {_duration(delay)}")
+                m.logs.hint(
+                    self.name,
+                    f"crashed again (status {status}); Heroku's crash back-off restarts it in {_duration(delay)}",
+                )
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     def _cycle(self) -> None:
-        asyncio.ensure_future(self.restart("Cycling", "the daily cycle"))
+        self._cycling = asyncio.ensure_future(self.restart("Cycling", "the daily cycle"))
 
     async def restart(self, line: str = "Restarting", reason: str = "the restart") -> None:
         """Heroku's restart: the same shutdown as a stop, then a fresh boot. With preboot, a web
@@ -349,17 +356,29 @@ class DynoManager:
         rows: list[dict[str, object]] = []
         for slot in self.slots:
             dyno = slot.dyno
-            rows.append({
-                "type": slot.process.name, "name": slot.name, "state": dyno.state if dyno else "down",
-                "since": dyno.since if dyno else None, "command": slot.process.command,
-                "size": self.formation.sizes[slot.process.name].name,
-                "memory_mb": dyno.memory_mb if dyno else None,
-            })
+            rows.append(
+                {
+                    "type": slot.process.name,
+                    "name": slot.name,
+                    "state": dyno.state if dyno else "down",
+                    "since": dyno.since if dyno else None,
+                    "command": slot.process.command,
+                    "size": self.formation.sizes[slot.process.name].name,
+                    "memory_mb": dyno.memory_mb if dyno else None,
+                }
+            )
         for one_off in self.attached.values():
-            rows.append({
-                "type": "run", "name": one_off.name, "state": one_off.state, "since": one_off.since,
-                "command": one_off.command, "size": one_off.size.name, "memory_mb": one_off.memory_mb,
-            })
+            rows.append(
+                {
+                    "type": "run",
+                    "name": one_off.name,
+                    "state": one_off.state,
+                    "since": one_off.since,
+                    "command": one_off.command,
+                    "size": one_off.size.name,
+                    "memory_mb": one_off.memory_mb,
+                }
+            )
         return rows
 
     async def scale(self, counts: dict[str, int]) -> Formation:

@@ -1,5 +1,6 @@
 """Memory: each dyno's whole process tree sampled with psutil, on Heroku's interval, with Heroku's
 quota lines: R14 past the dyno size's quota (the dyno goes on), R15 past its hard limit (killed)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,6 +43,7 @@ class Dyno(Protocol):
 def sample(dyno: Dyno) -> tuple[float, float]:
     """(rss, swap) in MB of every process of the dyno, leaving out dynosim's own init."""
     import psutil
+
     assert dyno.process is not None
     own = {dyno.process.pid}
     if dyno.sandbox.mode == "namespaces":
@@ -60,6 +62,7 @@ def sample(dyno: Dyno) -> tuple[float, float]:
 
 def _children(pid: int) -> list[psutil.Process]:
     import psutil
+
     try:
         return psutil.Process(pid).children()
     except psutil.Error:
@@ -87,11 +90,17 @@ async def watch(dyno: Dyno, size: DynoSize, policy: MemoryPolicy) -> None:
         dyno.memory_mb = total
         if policy.runtime_metrics:
             load1, load5, load15 = os.getloadavg()
-            logs.heroku(name, f"source={name} dyno=heroku.dynosim.{dyno.marker} sample#load_avg_1m={load1:.2f} "
-                              f"sample#load_avg_5m={load5:.2f} sample#load_avg_15m={load15:.2f}")
-            logs.heroku(name, f"source={name} dyno=heroku.dynosim.{dyno.marker} sample#memory_total={total:.2f}MB "
-                              f"sample#memory_rss={rss:.2f}MB sample#memory_cache=0.00MB sample#memory_swap={swap:.2f}MB "
-                              f"sample#memory_pgpgin=0pages sample#memory_pgpgout=0pages sample#memory_quota={quota:.2f}MB")
+            logs.heroku(
+                name,
+                f"source={name} dyno=heroku.dynosim.{dyno.marker} sample#load_avg_1m={load1:.2f} "
+                f"sample#load_avg_5m={load5:.2f} sample#load_avg_15m={load15:.2f}",
+            )
+            logs.heroku(
+                name,
+                f"source={name} dyno=heroku.dynosim.{dyno.marker} sample#memory_total={total:.2f}MB "
+                f"sample#memory_rss={rss:.2f}MB sample#memory_cache=0.00MB sample#memory_swap={swap:.2f}MB "
+                f"sample#memory_pgpgin=0pages sample#memory_pgpgout=0pages sample#memory_quota={quota:.2f}MB",
+            )
         if total <= quota:
             continue
         logs.heroku(name, f"Process running mem={total:.0f}M({100 * total / quota:.1f}%)")

@@ -1,4 +1,5 @@
 """Ports: finding free ones, and seeing who listens on a dyno's $PORT."""
+
 from __future__ import annotations
 
 import errno
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import PortError
 
 if TYPE_CHECKING:  # psutil is imported where it is used: a run's first dyno starts without it
-    import psutil
+    pass
 
 ANY = "any"  # listening on all interfaces (0.0.0.0 or ::), so Heroku's router could reach it
 LOOPBACK = "loopback"
@@ -51,6 +52,7 @@ def claim_port(port: int, host: str = "0.0.0.0", *, flag: str = "--port") -> Non
 
 def _holder(port: int) -> str:
     import psutil
+
     try:
         for conn in psutil.net_connections("tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
@@ -106,6 +108,7 @@ def _classify(raw: bytes, width: int) -> str:
 
 def _listeners_psutil(port: int) -> set[str]:
     import psutil
+
     found: set[str] = set()
     for conn in psutil.net_connections("tcp"):
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:

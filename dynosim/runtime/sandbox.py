@@ -8,6 +8,7 @@ the dyno with its PID 1, and a parent-death signal chains that to the supervisor
 dyno gets a copy of the slug and its own session, and psutil ends whatever it started, found by
 a marker in the environment it inherited.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -101,6 +102,7 @@ class DynoProcess:
     def processes(self) -> list[psutil.Process]:
         """Every live process of the dyno, including ones that left its process tree."""
         import psutil
+
         found: dict[int, psutil.Process] = {}
         try:
             root = psutil.Process(self.proc.pid)
@@ -132,6 +134,7 @@ class DynoProcess:
 
     def kill(self) -> None:
         import psutil
+
         self._killed = True
         if self._namespaced:
             _signal(psutil.Process(self.proc.pid) if self.proc.returncode is None else None, signal.SIGKILL)
@@ -153,6 +156,7 @@ class DynoProcess:
 
     def _init(self) -> psutil.Process | None:
         import psutil
+
         try:
             children = psutil.Process(self.proc.pid).children()
         except psutil.NoSuchProcess:
@@ -173,6 +177,7 @@ def _catches(pid: int, signum: int) -> bool:
 
 def _signal(process: psutil.Process | None, signum: int) -> None:
     import psutil
+
     if process is None:
         return
     try:
@@ -184,6 +189,7 @@ def _signal(process: psutil.Process | None, signum: int) -> None:
 def _marked(prefix: str) -> list[psutil.Process]:
     """Processes whose environment carries a dyno marker starting with `prefix`."""
     import psutil
+
     found = []
     me = os.getpid()
     for process in psutil.process_iter():
@@ -201,6 +207,7 @@ def _marked(prefix: str) -> list[psutil.Process]:
 def reap_marked(prefix: str) -> list[int]:
     """Kill what a previous run (killed before it could clean up) left; return the pids."""
     import psutil
+
     processes = _marked(prefix)
     for process in processes:
         _signal(process, signal.SIGKILL)
@@ -241,7 +248,8 @@ class Sandbox:
         """Start the dyno's command; `attach` gives it this terminal (a one-off dyno), else a pipe."""
         guard, guard_options = _orphan_guard()
         proc = await asyncio.create_subprocess_exec(
-            *guard, *self._argv(fs, script),
+            *guard,
+            *self._argv(fs, script),
             cwd=self._cwd(fs),
             env={**env, MARKER: marker, **self._extra_env(fs, script)},
             **_stdio(attach),
@@ -300,14 +308,24 @@ class NamespaceSandbox(Sandbox):
 
     def _spec(self, fs: DynoFilesystem, script: str) -> str:
         overlays = [
-            {"lower": str(layer.lower), "upper": str(layer.host), "work": str(layer.host.with_name("work")), "target": str(layer.seen_as)}
-            for layer in fs.layers if layer.lower is not None
+            {
+                "lower": str(layer.lower),
+                "upper": str(layer.host),
+                "work": str(layer.host.with_name("work")),
+                "target": str(layer.seen_as),
+            }
+            for layer in fs.layers
+            if layer.lower is not None
         ]
         # the cached slugs and dependency environments (its own are overlaid): seen, never changed
         cached = {str(layer.lower.parent) for layer in fs.layers if layer.lower is not None}
         readonly = [str(p) for p in self.protect if p.is_dir()] + sorted(cached)
         spec: dict[str, object] = {
-            "overlays": overlays, "readonly": readonly, "tmp": str(fs.scratch / "tmp"), "cwd": str(fs.home), "script": script,
+            "overlays": overlays,
+            "readonly": readonly,
+            "tmp": str(fs.scratch / "tmp"),
+            "cwd": str(fs.home),
+            "script": script,
         }
         if "root" not in self.refused:
             spec["root"] = str(fs.scratch / "root")
@@ -345,13 +363,29 @@ def _stdio(attach: bool) -> dict[str, object]:
     if attach:  # the terminal's own session, so that job control and Ctrl-C reach the command
         return {"stdin": None, "stdout": None, "stderr": None, "start_new_session": False}
     # its own session: a Ctrl-C meant for dynosim must not reach the dynos, dynosim stops them itself
-    return {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "start_new_session": True}
+    return {
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.STDOUT,
+        "start_new_session": True,
+    }
 
 
 def _unshare_argv() -> list[str]:
     return [
-        "unshare", "--user", "--map-root-user", "--mount", "--pid", "--uts", "--fork", "--kill-child",
-        "--mount-proc", sys.executable, "-I", "-S", str(INIT),
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--pid",
+        "--uts",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        sys.executable,
+        "-I",
+        "-S",
+        str(INIT),
     ]
 
 
@@ -407,7 +441,9 @@ def choose_sandbox(requested: str, runtime_dir: Path, protect: Sequence[Path]) -
 
 def _copy_differences() -> str:
     who = "root" if os.geteuid() == 0 else "you"
-    return f"unlike Heroku, dynos run as {who}, in a copy of the slug rather than at /app, with this machine's host name"
+    return (
+        f"unlike Heroku, dynos run as {who}, in a copy of the slug rather than at /app, with this machine's host name"
+    )
 
 
 def _namespaces_unavailable(runtime_dir: Path) -> tuple[str | None, dict[str, str]]:
@@ -509,12 +545,21 @@ def _probe(runtime_dir: Path) -> tuple[str | None, dict[str, str]]:
         lower = str(probe / "lower")
         spec = {
             "overlays": [{"lower": lower, "upper": str(probe / "upper"), "work": str(probe / "work"), "target": lower}],
-            "tmp": lower, "cwd": "/", "script": "", "probe": True,
-            "root": str(probe / "root"), "user": {"uid": dyno_uid(), "accounts": str(probe)}, "hostname": dyno_hostname(),
+            "tmp": lower,
+            "cwd": "/",
+            "script": "",
+            "probe": True,
+            "root": str(probe / "root"),
+            "user": {"uid": dyno_uid(), "accounts": str(probe)},
+            "hostname": dyno_hostname(),
         }
         result = subprocess.run(
-            _unshare_argv(), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DYNOSIM_DYNO_SPEC": init_spec(spec)},
-            capture_output=True, text=True, timeout=20,
+            _unshare_argv(),
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DYNOSIM_DYNO_SPEC": init_spec(spec)},
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
         if result.returncode != 0:
             return (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1], {}

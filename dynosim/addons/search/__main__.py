@@ -4,6 +4,7 @@ Prints `listening on http://HOST:PORT` once it accepts connections, then `listen
 when it also answers over TLS (--tls-port, with the certificate chain and key in PEM files); SIGTERM or
 SIGINT stop it cleanly (exit 0).
 """
+
 import argparse
 import errno
 import signal
@@ -16,8 +17,9 @@ from .server import SearchServer, make_server, make_tls_server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dynosim.addons.search",
-                                     description="dynosim's embedded Elasticsearch stand-in")
+    parser = argparse.ArgumentParser(
+        prog="python -m dynosim.addons.search", description="dynosim's embedded Elasticsearch stand-in"
+    )
     parser.add_argument("--data", required=True, help="folder for the data (created if missing)")
     parser.add_argument("--port", type=int, default=9200, help="port to listen on; 0 picks a free one")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -53,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for each, scheme in zip(servers, ("http", "https"), strict=False):
         host, port = each.socket.getsockname()[:2]
         print(f"listening on {scheme}://{host}:{port}", flush=True)
-    others = [threading.Thread(target=each.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-              for each in servers[1:]]
+    others = [
+        threading.Thread(target=each.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True) for each in servers[1:]
+    ]
     for thread in others:
         thread.start()
     try:

@@ -29,8 +29,7 @@ class Unsupported(EsError):
         super().__init__(
             400,
             "dynosim_unsupported",
-            f"the embedded search stand-in does not support {what}; "
-            "run with --addons docker for a real Elasticsearch",
+            f"the embedded search stand-in does not support {what}; run with --addons docker for a real Elasticsearch",
         )
 
 
@@ -62,8 +61,9 @@ def index_exists(index: str, uuid: str) -> EsError:
 
 
 def version_conflict(index: str, id_: str, reason: str) -> EsError:
-    return EsError(409, "version_conflict_engine_exception", f"[{id_}]: version conflict, {reason}",
-                   index=index, shard="0")
+    return EsError(
+        409, "version_conflict_engine_exception", f"[{id_}]: version conflict, {reason}", index=index, shard="0"
+    )
 
 
 def document_missing(index: str, id_: str) -> EsError:

@@ -6,6 +6,7 @@ row id, so BM25 statistics (document count, average length, document frequency) 
 index and per field, as in Elasticsearch. One connection, one re-entrant lock: requests run
 one at a time against the store, which keeps it simple and correct under concurrent HTTP.
 """
+
 import contextlib
 import datetime
 import json
@@ -125,7 +126,7 @@ def check_index_name(name: str) -> None:
             400,
             "invalid_index_name_exception",
             f"Invalid index name [{name}], must be lowercase, must not start with '_', '-' or '+', "
-            f"and must not contain \\, /, *, ?, \", <, >, |, space, comma, # or :",
+            f'and must not contain \\, /, *, ?, ", <, >, |, space, comma, # or :',
             index=name,
             index_uuid="_na_",
         )
@@ -143,9 +144,7 @@ class SearchStore:
         self._db.create_function("es_comparable", 1, comparable, deterministic=True)
         self._db.executescript(SCHEMA)  # its own transaction; every statement is idempotent
         with self.transaction():
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('cluster_uuid', ?)", (secrets.token_urlsafe(16),)
-            )
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_uuid', ?)", (secrets.token_urlsafe(16),))
 
     def close(self) -> None:
         with self._lock:
@@ -214,8 +213,13 @@ class SearchStore:
                 raise index_exists(name, existing.uuid)
             self._db.execute(
                 "INSERT INTO indices (name, uuid, mappings, settings, created) VALUES (?, ?, ?, ?, ?)",
-                (name, uuid.uuid4().hex[:22], json.dumps(mappings or {}), json.dumps(settings or {}),
-                 int(time.time() * 1000)),
+                (
+                    name,
+                    uuid.uuid4().hex[:22],
+                    json.dumps(mappings or {}),
+                    json.dumps(settings or {}),
+                    int(time.time() * 1000),
+                ),
             )
             return self.require_index(name)
 
@@ -320,7 +324,7 @@ class SearchStore:
         wanted = list(rids)
         with self._lock:
             for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
+                chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
                     f"SELECT idx, id, source, version, seq_no, rid FROM docs WHERE rid IN ({marks})", chunk
@@ -333,8 +337,10 @@ class SearchStore:
     def text_fields(self, index: str) -> dict[str, str]:
         """Field path -> name of its FTS5 table, for every string field the index has seen."""
         with self._lock:
-            return {field: f"fts_{n}" for n, field in
-                    self._db.execute("SELECT n, field FROM text_fields WHERE idx = ?", (index,))}
+            return {
+                field: f"fts_{n}"
+                for n, field in self._db.execute("SELECT n, field FROM text_fields WHERE idx = ?", (index,))
+            }
 
     def all_rids(self, index: str) -> list[int]:
         with self._lock:
@@ -343,8 +349,10 @@ class SearchStore:
     def rids_where(self, index: str, condition: str, params: Sequence[Any] = ()) -> set[int]:
         """Row ids of the index's documents for which an SQL condition on `source` holds."""
         with self._lock:
-            return {row[0] for row in self._db.execute(
-                f"SELECT rid FROM docs WHERE idx = ? AND ({condition})", (index, *params))}
+            return {
+                row[0]
+                for row in self._db.execute(f"SELECT rid FROM docs WHERE idx = ? AND ({condition})", (index, *params))
+            }
 
     def bm25(self, index: str, field: str, expression: str) -> dict[int, float]:
         """Run an FTS5 query on one field: (rid -> BM25 score, higher better), or {} if no such field."""

@@ -5,6 +5,7 @@ to Lucene's BM25 (see `_full_text`); exact queries (term, terms, range, exists, 
 conditions on the stored JSON. `bool` combines the results the way Elasticsearch does.
 Anything else is refused with `Unsupported`, never silently approximated.
 """
+
 import math
 import re
 import time
@@ -17,8 +18,22 @@ from .shapes import JSON, Object, Scores
 
 K1 = 1.2  # BM25's k1, the same in FTS5 and Lucene
 EXACT_TYPES = {
-    "keyword", "constant_keyword", "wildcard", "long", "integer", "short", "byte", "double", "float",
-    "half_float", "scaled_float", "unsigned_long", "date", "date_nanos", "boolean", "ip",
+    "keyword",
+    "constant_keyword",
+    "wildcard",
+    "long",
+    "integer",
+    "short",
+    "byte",
+    "double",
+    "float",
+    "half_float",
+    "scaled_float",
+    "unsigned_long",
+    "date",
+    "date_nanos",
+    "boolean",
+    "ip",
 }
 _DATE_MATH = re.compile(r"^now(?:([+-])(\d+)([wdhHms]))?$")
 _UNIT_MS = {"w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "H": 3_600_000, "m": 60_000, "s": 1000}
@@ -60,7 +75,7 @@ class Target:
 def evaluate(query: JSON, target: Target) -> Scores:
     if not isinstance(query, dict) or len(query) != 1:
         raise EsError(400, "parsing_exception", "a query must be an object with exactly one query type")
-    (kind, spec), = query.items()
+    ((kind, spec),) = query.items()
     handler = QUERIES.get(kind)
     if handler is None:
         raise Unsupported(f"the [{kind}] query")
@@ -86,7 +101,7 @@ def _one_field(kind: str, spec: JSON, value_key: str | None, allowed: Collection
     """`{"field": value}` or `{"field": {value_key: value, ...}}` -> (field, options)."""
     if not isinstance(spec, dict) or len(spec) != 1:
         raise EsError(400, "parsing_exception", f"[{kind}] query doesn't support multiple fields")
-    (field, value), = spec.items()
+    ((field, value),) = spec.items()
     if not isinstance(value, dict) and value_key is None:
         raise EsError(400, "parsing_exception", f"[{kind}] query malformed, expected an object for [{field}]")
     options = value if isinstance(value, dict) else {value_key: value}
@@ -100,6 +115,7 @@ def _scaled(scores: Scores, boost: float) -> Scores:
 
 
 # -- full text -------------------------------------------------------------------------------
+
 
 def tokens(text: JSON) -> list[str]:
     """Split text as FTS5's unicode61 does: runs of letters and digits."""
@@ -158,8 +174,9 @@ def _match_field(
 
 
 def match(spec: JSON, target: Target) -> Scores:
-    field, o = _one_field("match", spec, "query", {"query", "operator", "minimum_should_match",
-                                                   "analyzer", "lenient", "zero_terms_query"})
+    field, o = _one_field(
+        "match", spec, "query", {"query", "operator", "minimum_should_match", "analyzer", "lenient", "zero_terms_query"}
+    )
     scores = _match_field(target, field, o["query"], o.get("operator", "or"), o.get("minimum_should_match"))
     return _scaled(scores, o.get("boost", 1))
 
@@ -172,8 +189,11 @@ def match_phrase(spec: JSON, target: Target) -> Scores:
 
 
 def multi_match(spec: JSON, target: Target) -> Scores:
-    o = _options("multi_match", spec, {"query", "fields", "type", "operator", "tie_breaker",
-                                       "minimum_should_match", "analyzer", "lenient"})
+    o = _options(
+        "multi_match",
+        spec,
+        {"query", "fields", "type", "operator", "tie_breaker", "minimum_should_match", "analyzer", "lenient"},
+    )
     text = _required("multi_match", o, "query")
     kind = o.get("type", "best_fields")
     if kind not in ("best_fields", "most_fields", "phrase"):
@@ -182,8 +202,9 @@ def multi_match(spec: JSON, target: Target) -> Scores:
     tie = o.get("tie_breaker", 0.0)
     per_field = []
     for name, boost in _expand_fields(target, fields):
-        scores = _match_field(target, name, text, o.get("operator", "or"),
-                              o.get("minimum_should_match"), phrase=kind == "phrase")
+        scores = _match_field(
+            target, name, text, o.get("operator", "or"), o.get("minimum_should_match"), phrase=kind == "phrase"
+        )
         per_field.append(_scaled(scores, boost))
     combined: Scores = {}
     for rid in set().union(*per_field):
@@ -197,7 +218,7 @@ def _expand_fields(target: Target, fields: str | list[str]) -> list[tuple[str, f
     """["title^3", "body*"] -> [("title", 3.0), ("body", 1.0), ("body_html", 1.0)]."""
     known = set(target.store.text_fields(target.index))
     expanded = []
-    for spec in ([fields] if isinstance(fields, str) else fields):
+    for spec in [fields] if isinstance(fields, str) else fields:
         name, _, factor = spec.partition("^")
         boost = float(factor) if factor else 1.0
         if "*" in name:
@@ -210,14 +231,13 @@ def _expand_fields(target: Target, fields: str | list[str]) -> list[tuple[str, f
 
 # -- exact values ------------------------------------------------------------------------
 
+
 def _each_value(condition: str) -> str:
     # the field's value, or each element when it is an array (never an object's members)
     return f"EXISTS (SELECT 1 FROM json_each(source, ?) WHERE typeof(key) != 'text' AND ({condition}))"
 
 
-def _term_scores(
-    target: Target, path: str, values: list[JSON], score: float, case_insensitive: bool = False
-) -> Scores:
+def _term_scores(target: Target, path: str, values: list[JSON], score: float, case_insensitive: bool = False) -> Scores:
     if not values:
         return {}
     if any(isinstance(v, (dict, list)) or v is None for v in values):
@@ -244,7 +264,7 @@ def terms(spec: JSON, target: Target) -> Scores:
     fields = {k: v for k, v in spec.items() if k not in ("boost", "_name")}
     if len(fields) != 1:
         raise EsError(400, "parsing_exception", "[terms] query requires exactly one field")
-    (field, values), = fields.items()
+    ((field, values),) = fields.items()
     if not isinstance(values, list):
         raise Unsupported("the terms lookup form of the [terms] query")
     return _term_scores(target, target.field(field)[0], values, boost)
@@ -278,8 +298,7 @@ def range_(spec: JSON, target: Target) -> Scores:
         conditions.append(f"(typeof(k) IN ({kinds}) AND k {sql} ?)")
         params.append(bound)
     if not conditions:
-        return target.where(_each_value("value IS NOT NULL"), [json_path(target.field(field)[0])],
-                            o.get("boost", 1.0))
+        return target.where(_each_value("value IS NOT NULL"), [json_path(target.field(field)[0])], o.get("boost", 1.0))
     condition = (
         "EXISTS (SELECT 1 FROM (SELECT es_comparable(value) AS k FROM json_each(source, ?) "
         f"WHERE typeof(key) != 'text') WHERE {' AND '.join(conditions)})"
@@ -290,8 +309,9 @@ def range_(spec: JSON, target: Target) -> Scores:
 def exists(spec: JSON, target: Target) -> Scores:
     o = _options("exists", spec, {"field"})
     path = target.field(_required("exists", o, "field"))[0]
-    return target.where("EXISTS (SELECT 1 FROM json_each(source, ?) WHERE type != 'null')",
-                        [json_path(path)], o.get("boost", 1.0))
+    return target.where(
+        "EXISTS (SELECT 1 FROM json_each(source, ?) WHERE type != 'null')", [json_path(path)], o.get("boost", 1.0)
+    )
 
 
 def ids(spec: JSON, target: Target) -> Scores:
@@ -303,6 +323,7 @@ def ids(spec: JSON, target: Target) -> Scores:
 
 
 # -- compound ----------------------------------------------------------------------------
+
 
 def minimum_should_match(value: JSON, count: int) -> int:
     """Elasticsearch's minimum_should_match (an integer or a percentage, maybe negative)."""

@@ -3,6 +3,7 @@
 An endpoint takes the store, the request and the path's parts, and returns (status, body);
 errors are raised as `EsError`. The HTTP plumbing lives in server.py.
 """
+
 import gzip
 import json
 import platform
@@ -54,6 +55,7 @@ class Request:
 
 # -- cluster ---------------------------------------------------------------------------
 
+
 def info(store: SearchStore, request: Request) -> Answer:
     return 200, {
         "name": platform.node() or "dynosim",
@@ -77,12 +79,21 @@ def info(store: SearchStore, request: Request) -> Answer:
 def health(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     names = searching.resolve_indices(store, index)
     return 200, {
-        "cluster_name": "dynosim", "status": "green", "timed_out": False,
-        "number_of_nodes": 1, "number_of_data_nodes": 1,
-        "active_primary_shards": len(names), "active_shards": len(names),
-        "relocating_shards": 0, "initializing_shards": 0, "unassigned_shards": 0,
-        "delayed_unassigned_shards": 0, "number_of_pending_tasks": 0, "number_of_in_flight_fetch": 0,
-        "task_max_waiting_in_queue_millis": 0, "active_shards_percent_as_number": 100.0,
+        "cluster_name": "dynosim",
+        "status": "green",
+        "timed_out": False,
+        "number_of_nodes": 1,
+        "number_of_data_nodes": 1,
+        "active_primary_shards": len(names),
+        "active_shards": len(names),
+        "relocating_shards": 0,
+        "initializing_shards": 0,
+        "unassigned_shards": 0,
+        "delayed_unassigned_shards": 0,
+        "number_of_pending_tasks": 0,
+        "number_of_in_flight_fetch": 0,
+        "task_max_waiting_in_queue_millis": 0,
+        "active_shards_percent_as_number": 100.0,
     }
 
 
@@ -91,14 +102,25 @@ def cat_indices(store: SearchStore, request: Request, index: str | None = None) 
     for name in searching.resolve_indices(store, index):
         info_ = store.require_index(name)
         count = str(store.doc_count(name))
-        rows.append({"health": "green", "status": "open", "index": name, "uuid": info_.uuid, "pri": "1",
-                     "rep": "0", "docs.count": count, "docs.deleted": "0"})
+        rows.append(
+            {
+                "health": "green",
+                "status": "open",
+                "index": name,
+                "uuid": info_.uuid,
+                "pri": "1",
+                "rep": "0",
+                "docs.count": count,
+                "docs.deleted": "0",
+            }
+        )
     if request.params.get("format") == "json":
         return 200, rows
     return 200, "".join(" ".join(row.values()) + "\n" for row in rows)
 
 
 # -- indices ---------------------------------------------------------------------------
+
 
 def create_index(store: SearchStore, request: Request, index: str) -> Answer:
     body = request.json()
@@ -135,18 +157,25 @@ def get_index(store: SearchStore, request: Request, index: str) -> Answer:
         out[name] = {
             "aliases": {},
             "mappings": info_.mappings,
-            "settings": {"index": {
-                "number_of_shards": "1", "number_of_replicas": "0", **settings,
-                "creation_date": str(info_.created), "uuid": info_.uuid, "provided_name": name,
-                "version": {"created": "8512000"},
-            }},
+            "settings": {
+                "index": {
+                    "number_of_shards": "1",
+                    "number_of_replicas": "0",
+                    **settings,
+                    "creation_date": str(info_.created),
+                    "uuid": info_.uuid,
+                    "provided_name": name,
+                    "version": {"created": "8512000"},
+                }
+            },
         }
     return 200, out
 
 
 def get_mapping(store: SearchStore, request: Request, index: str | None = None) -> Answer:
-    return 200, {name: {"mappings": store.require_index(name).mappings}
-                 for name in searching.resolve_indices(store, index)}
+    return 200, {
+        name: {"mappings": store.require_index(name).mappings} for name in searching.resolve_indices(store, index)
+    }
 
 
 def put_mapping(store: SearchStore, request: Request, index: str) -> Answer:
@@ -162,9 +191,17 @@ def refresh(store: SearchStore, request: Request, index: str | None = None) -> A
 
 # -- documents -------------------------------------------------------------------------
 
+
 def write_result(doc: Doc, result: str) -> Object:
-    return {"_index": doc.index, "_id": doc.id, "_version": doc.version, "result": result,
-            "_shards": WRITE_SHARDS, "_seq_no": doc.seq_no, "_primary_term": 1}
+    return {
+        "_index": doc.index,
+        "_id": doc.id,
+        "_version": doc.version,
+        "result": result,
+        "_shards": WRITE_SHARDS,
+        "_seq_no": doc.seq_no,
+        "_primary_term": 1,
+    }
 
 
 def index_doc(
@@ -172,8 +209,7 @@ def index_doc(
 ) -> Answer:
     op_type = op_type or request.params.get("op_type", "index")
     if_seq_no = request.params.get("if_seq_no")
-    doc, created = store.put_doc(index, id, request.json(), op_type,
-                                 int(if_seq_no) if if_seq_no is not None else None)
+    doc, created = store.put_doc(index, id, request.json(), op_type, int(if_seq_no) if if_seq_no is not None else None)
     return (201 if created else 200), request.refresh(write_result(doc, "created" if created else "updated"))
 
 
@@ -186,8 +222,14 @@ def get_doc(store: SearchStore, request: Request, index: str, id: str) -> Answer
     doc = store.get_doc(index, id)
     if doc is None:
         return 404, {"_index": index, "_id": id, "found": False}
-    body: Object = {"_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
-            "_primary_term": 1, "found": True}
+    body: Object = {
+        "_index": index,
+        "_id": id,
+        "_version": doc.version,
+        "_seq_no": doc.seq_no,
+        "_primary_term": 1,
+        "found": True,
+    }
     includes, excludes = searching.source_filter(True, request.params)
     if includes is not None:
         body["_source"] = searching.filter_source(doc.source, includes, excludes)
@@ -212,8 +254,7 @@ def apply_update(store: SearchStore, index: str, id: str, body: Object) -> tuple
             raise Unsupported(f"[{key}] in an update" + (" (scripts)" if key == "script" else ""))
     partial = body.get("doc")
     if not isinstance(partial, dict):
-        raise EsError(400, "action_request_validation_exception",
-                      "Validation Failed: 1: script or doc is missing;")
+        raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: script or doc is missing;")
     upsert = partial if body.get("doc_as_upsert") else body.get("upsert")
     doc, result = store.update_doc(index, id, partial, upsert, body.get("detect_noop", True))
     payload = write_result(doc, result)
@@ -226,8 +267,15 @@ def delete_doc(store: SearchStore, request: Request, index: str, id: str) -> Ans
     store.require_index(index)
     doc = store.delete_doc(index, id)
     if doc is None:
-        return 404, {"_index": index, "_id": id, "_version": 1, "result": "not_found",
-                     "_shards": WRITE_SHARDS, "_seq_no": -1, "_primary_term": 1}
+        return 404, {
+            "_index": index,
+            "_id": id,
+            "_version": 1,
+            "result": "not_found",
+            "_shards": WRITE_SHARDS,
+            "_seq_no": -1,
+            "_primary_term": 1,
+        }
     return 200, request.refresh(write_result(doc, "deleted"))
 
 
@@ -256,7 +304,7 @@ def parse_bulk(raw: bytes, default_index: str | None) -> list[tuple[str, Object,
             raise parse_error(f"Malformed action/metadata line [{position + 1}]: {error}") from None
         if not isinstance(action, dict) or len(action) != 1:
             raise bad_action(position, "expected one action")
-        (op, meta), = action.items()
+        ((op, meta),) = action.items()
         if op not in ("index", "create", "update", "delete") or not isinstance(meta, dict):
             raise bad_action(position, f"unknown action [{op}]")
         meta = {"_index": default_index, **meta}
@@ -296,14 +344,23 @@ def bulk_item(store: SearchStore, op: str, meta: Object, payload: Object) -> Obj
             return {**body, "status": status}
         deleted = store.delete_doc(index, id_) if store.get_index(index) else None
         if deleted is None:
-            return {"_index": index, "_id": id_, "_version": 1, "result": "not_found",
-                    "_shards": WRITE_SHARDS, "_seq_no": -1, "_primary_term": 1, "status": 404}
+            return {
+                "_index": index,
+                "_id": id_,
+                "_version": 1,
+                "result": "not_found",
+                "_shards": WRITE_SHARDS,
+                "_seq_no": -1,
+                "_primary_term": 1,
+                "status": 404,
+            }
         return {**write_result(deleted, "deleted"), "status": 200}
     except EsError as error:
         return {"_index": index, "_id": id_, "status": error.status, "error": error.cause()}
 
 
 # -- search ----------------------------------------------------------------------------
+
 
 def search(store: SearchStore, request: Request, index: str | None = None) -> Answer:
     body = request.json()
@@ -379,7 +436,10 @@ def dispatch(store: SearchStore, request: Request, parts: list[str]) -> Answer:
             return endpoint(store, request, **found)
         allowed |= methods
     if allowed:
-        raise EsError(405, "method_not_allowed",
-                      f"Incorrect HTTP method for uri [{request.path}] and method [{request.method}], "
-                      f"allowed: [{', '.join(sorted(allowed))}]")
+        raise EsError(
+            405,
+            "method_not_allowed",
+            f"Incorrect HTTP method for uri [{request.path}] and method [{request.method}], "
+            f"allowed: [{', '.join(sorted(allowed))}]",
+        )
     raise Unsupported(f"the endpoint [{request.method} {request.path}]")

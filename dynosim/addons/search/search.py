@@ -1,4 +1,5 @@
 """A `_search` or `_count` request: which indices, the query, then sort, paging and `_source`."""
+
 import fnmatch
 import functools
 import time
@@ -14,8 +15,19 @@ SortKey: TypeAlias = tuple[str, str, str]  # (field, "asc" | "desc", missing: "_
 Hit: TypeAlias = tuple[int, int, float]  # (the index's position in the request, row id, score)
 SortValue: TypeAlias = int | float | str | None
 
-SEARCH_KEYS = {"query", "from", "size", "sort", "_source", "track_total_hits", "track_scores",
-               "timeout", "min_score", "version", "seq_no_primary_term"}
+SEARCH_KEYS = {
+    "query",
+    "from",
+    "size",
+    "sort",
+    "_source",
+    "track_total_hits",
+    "track_scores",
+    "timeout",
+    "min_score",
+    "version",
+    "seq_no_primary_term",
+}
 MAX_RESULT_WINDOW = 10_000
 
 
@@ -58,8 +70,10 @@ def search(store: SearchStore, expression: str | None, body: Object, params: Map
     start = _int(params.get("from", body.get("from")), "from", 0)
     size = _int(params.get("size", body.get("size")), "size", 10)
     if start + size > MAX_RESULT_WINDOW:
-        raise bad_request(f"Result window is too large, from + size must be less than or equal to: "
-                          f"[{MAX_RESULT_WINDOW}] but was [{start + size}].")
+        raise bad_request(
+            f"Result window is too large, from + size must be less than or equal to: "
+            f"[{MAX_RESULT_WINDOW}] but was [{start + size}]."
+        )
     sort = parse_sort(params["sort"].split(",") if "sort" in params else body.get("sort"))
     includes, excludes = source_filter(body.get("_source", True), params)
     names = resolve_indices(store, expression, params.get("ignore_unavailable") == "true")
@@ -76,7 +90,7 @@ def search(store: SearchStore, expression: str | None, body: Object, params: Map
     docs: dict[int, Doc] = store.docs(rid for _, rid, _ in hits) if by_field else {}
     keyed = [(hit, [_sort_value(key, hit, docs) for key in sort]) for hit in hits]
     keyed.sort(key=functools.cmp_to_key(functools.partial(_compare, sort)))
-    page = keyed[start:start + size]
+    page = keyed[start : start + size]
     if not by_field:
         docs = store.docs(rid for (_, rid, _), _ in page)
 
@@ -140,7 +154,7 @@ def parse_sort(spec: JSON) -> list[SortKey]:
             field, _, order = item.partition(":")
             options = {"order": order} if order else {}
         elif isinstance(item, dict) and len(item) == 1:
-            (field, options), = item.items()
+            ((field, options),) = item.items()
             options = options if isinstance(options, dict) else {"order": options}
         else:
             raise EsError(400, "parsing_exception", f"malformed sort [{item}]")
@@ -193,6 +207,7 @@ def _compare(sort: Sequence[SortKey], a: tuple[Hit, list[SortValue]], b: tuple[H
 
 
 # -- _source ---------------------------------------------------------------------------
+
 
 def _split(value: JSON) -> list[str]:
     return [part for part in value.split(",") if part] if isinstance(value, str) else list(value)

@@ -2,6 +2,7 @@
 
 Every response carries `X-Elastic-Product: Elasticsearch`, which the official clients check.
 """
+
 import json
 import ssl
 import sys
@@ -62,8 +63,9 @@ class Handler(BaseHTTPRequestHandler):
         params = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
         parts = [unquote(part) for part in url.path.split("/") if part]
         try:
-            request = rest.Request(self.command, url.path, params, self._body(),
-                                   {k.lower(): v for k, v in self.headers.items()})
+            request = rest.Request(
+                self.command, url.path, params, self._body(), {k.lower(): v for k, v in self.headers.items()}
+            )
             return rest.dispatch(self.server.store, request, parts)
         except EsError as error:
             return error.status, error.body()
@@ -74,8 +76,9 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
-            raise EsError(411, "illegal_argument_exception",
-                          "chunked request bodies are not supported; send a Content-Length")
+            raise EsError(
+                411, "illegal_argument_exception", "chunked request bodies are not supported; send a Content-Length"
+            )
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
