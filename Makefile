@@ -1,9 +1,15 @@
 PYTHON ?= python3
 
-.PHONY: install test run bench
+.PHONY: install lint test run bench
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
+
+# What .ci/run checks before the tests: lint, format and types (pyproject.toml says which rules, and why).
+lint: install
+	$(PYTHON) -m ruff check dynosim tests bench
+	$(PYTHON) -m ruff format --check dynosim tests bench
+	$(PYTHON) -m mypy
 
 # The whole suite, in parallel: each test runs its own dynosim on its own ports.
 test: install

@@ -236,7 +236,7 @@ class LocalCA:
 def _key_pem(key: object) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(  # type: ignore[attr-defined,no-any-return]
+    return key.private_bytes(  # type: ignore[attr-defined]  # a key of any of cryptography's kinds
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
@@ -244,7 +244,7 @@ def _key_pem(key: object) -> bytes:
 def _cert_pem(cert: object) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return cert.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined,no-any-return]
+    return cert.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined]  # an x509.Certificate
 
 
 def _digest(*parts: bytes) -> str:
@@ -260,7 +260,7 @@ def _read_note(cert_path: Path) -> dict[str, Any] | None:
         note = json.loads(_note_path(cert_path).read_text())
     except (OSError, ValueError):
         return None
-    fields = {"chain": str, "ca": str, "not_after": (int, float), "hosts": list}
+    fields: dict[str, type | tuple[type, ...]] = {"chain": str, "ca": str, "not_after": (int, float), "hosts": list}
     if not isinstance(note, dict) or not all(isinstance(note.get(k), t) for k, t in fields.items()):
         return None
     return note

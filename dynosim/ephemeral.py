@@ -27,6 +27,8 @@ from .sizes import byte_size
 
 if TYPE_CHECKING:
     import pathspec
+    from watchdog.events import FileSystemEvent
+    from watchdog.observers.api import BaseObserver, ObservedWatch
 
 # Written by every Python app, or by a shell or REPL in a one-off (`heroku run bash`, `python`), and never
 # state: left out unless the user asks otherwise. A cache is rebuilt by whatever made it.
@@ -142,7 +144,7 @@ class _Watch:
         self.dyno = dyno
         self.fs = fs
         self.touched: set[Path] = set()  # host paths
-        self.watches: list[object] = []
+        self.watches: list[ObservedWatch] = []
 
 
 class Ledger:
@@ -154,7 +156,7 @@ class Ledger:
         self.scratch: list[Loss] = []  # what it discards from /tmp, as Heroku's does
         self._watches: dict[str, _Watch] = {}
         self._lock = threading.Lock()
-        self._observer = None  # started on first use: watchdog is not imported otherwise
+        self._observer: BaseObserver | None = None  # started on first use: watchdog is not imported otherwise
 
     @functools.cached_property
     def ignore(self) -> pathspec.GitIgnoreSpec:
@@ -171,7 +173,7 @@ class Ledger:
         ledger = self
 
         class Handler(FileSystemEventHandler):
-            def on_any_event(self, event) -> None:  # type: ignore[no-untyped-def,override]
+            def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.event_type in ("opened", "closed_no_write", "closed") or event.is_directory:
                     return
                 ledger._record(watch, event.event_type, os.fsdecode(event.src_path))
@@ -214,7 +216,7 @@ class Ledger:
         if self._observer is not None:
             for handle in watch.watches:
                 try:
-                    self._observer.unschedule(handle)  # type: ignore[arg-type]
+                    self._observer.unschedule(handle)
                 except (KeyError, OSError):
                     pass
         candidates = set(watch.touched)
@@ -315,7 +317,7 @@ def _listed(losses: Sequence[Loss]) -> str:
 
 
 def _files(root: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for directory, _dirs, names in os.walk(root):
         found.extend(Path(directory, name) for name in names)
     return found

@@ -82,9 +82,10 @@ def run_oneoff(
     history = ReleaseHistory(app.state_dir)
     active = RunLock(app).active()
     addons: Addons | None = None
-    if active is not None and isinstance(active.get("config_vars"), dict):
-        version: int | None = int(active["release"])  # type: ignore[call-overload]
-        config_vars = dict(active["config_vars"])  # type: ignore[arg-type]
+    run_vars = active.get("config_vars") if active is not None else None
+    if active is not None and isinstance(run_vars, dict):
+        version: int | None = int(str(active["release"]))
+        config_vars = {str(name): str(value) for name, value in run_vars.items()}
     else:
         version = history.current_version()
         requests = app_requests(app.manifest.addons, app.state_dir)

@@ -107,12 +107,12 @@ class ReleaseHistory:
         current = _current(entries)
         if current is not None and current.get("fingerprint") == fingerprint and isinstance(current.get("slug"), dict):
             return Release(
-                int(current["version"]),
+                int(str(current["version"])),
                 slug,
                 dict(config_vars),
-                str(current["description"]),  # type: ignore[call-overload]
-                float(current["created_at"]),
-            ), False  # type: ignore[arg-type]
+                str(current["description"]),
+                float(str(current["created_at"])),
+            ), False
         for entry in entries:
             if _status(entry) == PENDING:  # its run was killed during the release phase
                 entry["status"] = FAILED

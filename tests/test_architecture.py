@@ -1,9 +1,11 @@
-"""The package's imports run downward: no module reaches, even through a deferred or type-only import,
-a module that reaches it back. A loop makes the modules in it one knot that can only be read whole."""
+"""The package's shape: its imports run downward (no module reaches, even through a deferred or
+type-only import, a module that reaches it back: a loop makes the modules in it one knot that can
+only be read whole), and ARCHITECTURE.md, the map newcomers read, matches it."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dynosim"
@@ -91,10 +93,20 @@ def test_the_check_sees_deferred_and_type_only_imports(tmp_path: Path) -> None:
     (package / "sub" / "__init__.py").write_text("from . import low\n")
     (package / "sub" / "low.py").write_text("")
     (package / "a.py").write_text("from pkg import b\n")
-    (package / "b.py").write_text(
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import C\n"
-    )
+    (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import C\n")
     (package / "c.py").write_text("def f():\n    import pkg.a\n")
     graph = imports(package)
     assert graph["pkg.sub"] == {"pkg.sub.low"}
     assert loops(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_the_map_matches_the_code() -> None:
+    """ARCHITECTURE.md names only modules that exist, and names every package and top-level module."""
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    named = set(re.findall(r"(?<![.\w])dynosim/[\w/]*\w(?:\.py|/)?", text))  # not .dynosim/, the state dir
+    missing = sorted(path for path in named if not (PACKAGE.parent / path).exists())
+    assert missing == [], f"ARCHITECTURE.md names what does not exist: {missing}"
+    wanted = {f"dynosim/{p.relative_to(PACKAGE).parent}/" for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+    wanted |= {f"dynosim/{p.name}" for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    unnamed = sorted(path for path in wanted if path not in named and path.rstrip("/") not in named)
+    assert unnamed == [], f"ARCHITECTURE.md does not say what these are: {unnamed}"

@@ -180,7 +180,8 @@ def sqlite_fallback(src: AppSource) -> list[Finding]:
         found = [
             _sqlite_setting(src, rel, node)
             for node in src.string_nodes(rel)
-            if (node.value.startswith("sqlite:") or node.value == "django.db.backends.sqlite3")
+            if isinstance(node.value, str)
+            and (node.value.startswith("sqlite:") or node.value == "django.db.backends.sqlite3")
             and not src.off_heroku(rel, node)
         ]
         found += [_sqlite_connect(rel, call) for call in _sqlite_connects(src, rel)]
@@ -197,7 +198,7 @@ def _sqlite_setting(src: AppSource, rel: str, node: ast.Constant) -> Finding:
         WARNING,
         "sqlite",
         f"the configuration {what}: {_SQLITE_LOST}",
-        _SQLITE_FIX_DJANGO if node.value.startswith("django.") else _SQLITE_FIX,
+        _SQLITE_FIX_DJANGO if str(node.value).startswith("django.") else _SQLITE_FIX,
         rel,
         node.lineno,
     )
@@ -219,7 +220,8 @@ def _sqlite_connects(src: AppSource, rel: str) -> list[ast.Call]:
     tree = src.tree(rel)
     if tree is None:
         return []
-    modules, functions = {"sqlite3"}, set()
+    modules: set[str] = {"sqlite3"}
+    functions: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(alias.asname for alias in node.names if alias.name == "sqlite3" and alias.asname)

@@ -95,7 +95,7 @@ class AppSource:
     def strings(self, rel: str) -> Iterator[tuple[str, int]]:
         """Every string literal of a Python file, with its line."""
         for node in self.string_nodes(rel):
-            yield node.value, node.lineno
+            yield str(node.value), node.lineno
 
     def string_nodes(self, rel: str) -> Iterator[ast.Constant]:
         tree = self.tree(rel)
@@ -231,7 +231,7 @@ def read_app(root: Path) -> AppSource:
 
 
 def _walk(root: Path) -> list[str]:
-    found = []
+    found: list[str] = []
     for current, dirs, names in os.walk(root):
         here = Path(current)
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not (here / d / "pyvenv.cfg").exists())

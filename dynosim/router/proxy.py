@@ -343,7 +343,7 @@ class ClientConnection(asyncio.Protocol):
             raise Reject("too many headers")
         kind = REQUEST_SPECIAL.get(name.lower())
         if kind is None:
-            ex.out += (name, b": ", value, b"\r\n")  # type: ignore[union-attr]
+            ex.out.extend((name, b": ", value, b"\r\n"))  # type: ignore[union-attr]
         else:
             ex.special.append((kind, name, value))  # type: ignore[union-attr]
 

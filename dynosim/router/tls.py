@@ -142,7 +142,7 @@ async def _handshake(conn: Client) -> None:
         conn.handshaking = False
         conn.transport.close()
         return
-    layer = TLSLayer(conn.transport, context)  # type: ignore[arg-type]
+    layer = TLSLayer(conn.transport, context)
     try:
         async with deadline(router.timeouts.handshake):
             await layer.handshake

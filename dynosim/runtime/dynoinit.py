@@ -21,12 +21,21 @@ With `probe` set, it only tries each part and prints the parts the kernel refuse
 "part<TAB>reason" line each.
 """
 
+from __future__ import annotations
+
 import ctypes
 import marshal
 import os
 import signal
 import sys
 import time
+
+TYPE_CHECKING = False  # typing's import would cost every boot a few milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    Spec = dict[str, Any]  # what DYNOSIM_DYNO_SPEC holds (see runtime/sandbox.py)
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -43,13 +52,13 @@ CLONE_NEWUSER = 0x10000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _check(result, what):
+def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), what)
 
 
-def mount(source, target, fstype, flags, data=None):
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     _check(
         _libc.mount(
             source.encode() if source else None,
@@ -62,7 +71,7 @@ def mount(source, target, fstype, flags, data=None):
     )
 
 
-def build_filesystem(spec):
+def build_filesystem(spec: Spec) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     for path in spec.get("readonly", []):
         mount(path, path, None, MS_BIND | MS_REC)
@@ -84,7 +93,7 @@ def build_filesystem(spec):
         enter(root)
 
 
-def make_root(root):
+def make_root(root: str) -> None:
     """A root of the dyno's own in `root`: this machine's top-level folders (each with what is
     mounted in it), its symlinks (/bin -> usr/bin), and empty /app and /tmp to mount on."""
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
@@ -102,7 +111,7 @@ def make_root(root):
     os.mkdir(root + "/tmp")
 
 
-def enter(root):
+def enter(root: str) -> None:
     """Make `root` the dyno's /, read-only. The root moved over / and a chroot to it (what
     switch_root does) needs no per-architecture pivot_root number, and the kernel does not count
     it as a chroot, so the app may still make namespaces of its own (browsers' sandboxes do)."""
@@ -116,7 +125,7 @@ def enter(root):
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def write_accounts(user, inside):
+def write_accounts(user: dict[str, Any], inside: str) -> None:
     """/etc/passwd and /etc/group naming the dyno's user as Heroku's do (u<uid>, group dyno,
     home /app), written beside the dyno's folders and bound over the machine's."""
     uid = user["uid"]
@@ -141,12 +150,12 @@ def write_accounts(user, inside):
         mount(written, seen, None, MS_BIND)
 
 
-def set_hostname(name):
+def set_hostname(name: str) -> None:
     data = name.encode()
     _check(_libc.sethostname(data, len(data)), "sethostname")
 
 
-def become(uid):
+def become(uid: int) -> None:
     """Enter a user namespace of the dyno's own as `uid`, mapped to the user dynosim runs as: the
     app is not root there, and exec leaves it no capability in the dyno's mount namespace."""
     _check(_libc.unshare(CLONE_NEWUSER), "unshare")
@@ -159,7 +168,7 @@ class Stop(Exception):
     """The dyno is being stopped: leave the blocking wait."""
 
 
-def terminate_all(signaled):
+def terminate_all(signaled: dict[int, bytes]) -> None:
     """SIGTERM to every process of the dyno that has not had it yet in its current form: one that
     appeared since, or that exec'd since (a signal sent while bash was exec'ing can be lost)."""
     for name in os.listdir("/proc"):
@@ -179,13 +188,13 @@ def terminate_all(signaled):
                 pass
 
 
-def exit_code(wait_status):
+def exit_code(wait_status: int) -> int:
     code = os.waitstatus_to_exitcode(wait_status)
     return 128 - code if code < 0 else code
 
 
-def run(spec):
-    def on_term(signum, frame):
+def run(spec: Spec) -> int:
+    def on_term(signum: int, frame: object) -> None:
         raise Stop
 
     child = os.fork()
@@ -212,7 +221,7 @@ def run(spec):
     except Stop:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # a shutdown: the dyno lasts until its last process is gone (or dynosim sends SIGKILL)
-    signaled = {}
+    signaled: dict[int, bytes] = {}
     terminate_all(signaled)
     ticks = 0
     while True:
@@ -229,7 +238,7 @@ def run(spec):
                 terminate_all(signaled)
 
 
-def in_child(attempt):
+def in_child(attempt: Callable[[], object]) -> None:
     """`attempt()` in a child with a mount namespace of its own (what it mounts is gone with it);
     its OSError, if any, comes back on a pipe."""
     read, write = os.pipe()
@@ -249,15 +258,20 @@ def in_child(attempt):
         raise OSError(text)
 
 
-def probe(spec):
+def probe(spec: Spec) -> int:
     """The base (overlay, private /tmp) must work; each part of a Heroku dyno is tried on its own,
     before the base hides the machine's /tmp (where the probe's folder may be)."""
     parts = {"root": spec.pop("root"), "user": spec.pop("user"), "hostname": spec.pop("hostname")}
     at_app = dict(spec, root=parts["root"], overlays=[dict(layer, target="/app") for layer in spec["overlays"]])
     refused = []
+
+    def own_user() -> None:
+        write_accounts(parts["user"], "")
+        become(parts["user"]["uid"])
+
     for part, attempt in (
         ("root", lambda: in_child(lambda: build_filesystem(at_app))),
-        ("user", lambda: in_child(lambda: (write_accounts(parts["user"], ""), become(parts["user"]["uid"])))),
+        ("user", lambda: in_child(own_user)),
         ("hostname", lambda: set_hostname(parts["hostname"])),
     ):
         try:
@@ -273,7 +287,7 @@ def probe(spec):
     return 0
 
 
-def main():
+def main() -> int:
     spec = marshal.loads(bytes.fromhex(os.environ.pop("DYNOSIM_DYNO_SPEC")))
     if spec.get("probe"):
         return probe(spec)

@@ -23,7 +23,7 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,13 +71,13 @@ def _die_with_parent() -> None:
 
 
 @functools.cache
-def _orphan_guard() -> tuple[list[str], dict[str, object]]:
+def _orphan_guard() -> tuple[list[str], Callable[[], None] | None]:
     """How a dyno's first process is made to die with dynosim: util-linux's setpriv when there is
     one, since a preexec_fn makes Python fork its whole supervisor (3-20 ms a boot, more with
     threads running) instead of using vfork."""
     if shutil.which("setpriv"):
-        return ["setpriv", "--pdeathsig", "KILL"], {}
-    return [], {"preexec_fn": _die_with_parent}
+        return ["setpriv", "--pdeathsig", "KILL"], None
+    return [], _die_with_parent
 
 
 def init_spec(spec: Mapping[str, object]) -> str:
@@ -246,14 +246,18 @@ class Sandbox:
         self, fs: DynoFilesystem, script: str, env: Mapping[str, str], marker: str, *, attach: bool = False
     ) -> DynoProcess:
         """Start the dyno's command; `attach` gives it this terminal (a one-off dyno), else a pipe."""
-        guard, guard_options = _orphan_guard()
+        guard, preexec = _orphan_guard()
+        stdin, stdout, own_session = _stdio(attach)
         proc = await asyncio.create_subprocess_exec(
             *guard,
             *self._argv(fs, script),
             cwd=self._cwd(fs),
             env={**env, MARKER: marker, **self._extra_env(fs, script)},
-            **_stdio(attach),
-            **guard_options,  # type: ignore[arg-type]
+            stdin=stdin,
+            stdout=stdout,
+            stderr=None if attach else subprocess.STDOUT,
+            start_new_session=own_session,
+            preexec_fn=preexec,
         )
         return DynoProcess(proc, marker, namespaced=self.mode == "namespaces")
 
@@ -359,16 +363,12 @@ def dyno_hostname() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _stdio(attach: bool) -> dict[str, object]:
+def _stdio(attach: bool) -> tuple[int | None, int | None, bool]:
+    """stdin, stdout (stderr joins it) and whether the dyno gets a session of its own."""
     if attach:  # the terminal's own session, so that job control and Ctrl-C reach the command
-        return {"stdin": None, "stdout": None, "stderr": None, "start_new_session": False}
+        return None, None, False
     # its own session: a Ctrl-C meant for dynosim must not reach the dynos, dynosim stops them itself
-    return {
-        "stdin": subprocess.DEVNULL,
-        "stdout": subprocess.PIPE,
-        "stderr": subprocess.STDOUT,
-        "start_new_session": True,
-    }
+    return subprocess.DEVNULL, subprocess.PIPE, True
 
 
 def _unshare_argv() -> list[str]:
