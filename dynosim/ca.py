@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DynosimError
+from .privatefile import write_private
 
 CA_DAYS = 3650
 SERVER_DAYS = 825  # the longest life browsers accept for a server certificate
@@ -121,8 +122,8 @@ class LocalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(self.key_path, _key_pem(key))
-        _write_private(self.cert_path, _cert_pem(cert), mode=0o644)
+        write_private(self.key_path, _key_pem(key))
+        write_private(self.cert_path, _cert_pem(cert), mode=0o644)
         self._signer = (cert, key)
 
     def _check(self) -> None:
@@ -197,7 +198,7 @@ class LocalCA:
             "not_after": cert.not_valid_after_utc.timestamp(),
             "hosts": hosts,
         }
-        _write_private(_note_path(cert_path), json.dumps(note).encode(), mode=0o644)
+        write_private(_note_path(cert_path), json.dumps(note).encode(), mode=0o644)
         return note
 
     def _issue(self, cert_path: Path, key_path: Path, hosts: Sequence[str], days: int = SERVER_DAYS) -> None:
@@ -228,8 +229,8 @@ class LocalCA:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(key_path, _key_pem(key))
-        _write_private(cert_path, _cert_pem(cert) + _cert_pem(ca_cert), mode=0o644)
+        write_private(key_path, _key_pem(key))
+        write_private(cert_path, _cert_pem(cert) + _cert_pem(ca_cert), mode=0o644)
         self._note(cert_path, cert_path.read_bytes(), self.cert_path.read_bytes(), key_path.read_bytes())
 
 
@@ -264,14 +265,6 @@ def _read_note(cert_path: Path) -> dict[str, Any] | None:
     if not isinstance(note, dict) or not all(isinstance(note.get(k), t) for k, t in fields.items()):
         return None
     return note
-
-
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 def trust_instructions(ca: LocalCA) -> str:

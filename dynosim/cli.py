@@ -12,7 +12,7 @@ from typing import ClassVar
 import click
 
 from . import __version__
-from .clikit import app_dir_option, fail
+from .clikit import app_dir_option, assignments, fail
 from .errors import DynosimError
 
 
@@ -286,12 +286,7 @@ def exec(
     from .oneoff import OneOffOptions, run_oneoff
 
     try:
-        extra = {}
-        for item in env:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise DynosimError(f"-e {item!r}: write KEY=VALUE")
-            extra[key] = value
+        extra = assignments(env, "-e")
         options = OneOffOptions(size=size, sandbox=sandbox, addons_backend=addons_backend, dirty=dirty, env=extra)
         sys.exit(run_oneoff(app_dir, command, options).status)
     except DynosimError as exc:

@@ -92,3 +92,17 @@ def print_table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], ga
         console.print(table)
     for line in captured.get().splitlines():
         click.echo(line.rstrip())
+
+
+def assignments(
+    items: Sequence[str], command: str, shape: str = "KEY=VALUE", *, empty_values: bool = True
+) -> dict[str, str]:
+    """`KEY=VALUE` arguments (config:set, exec -e, ps:resize) as a dict; one that is not (or, without
+    `empty_values`, one with nothing after the =) is a one-line error naming it and the shape it must have."""
+    found: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not (value or empty_values):
+            raise DynosimError(f"{command} {item!r}: write {shape}")
+        found[key] = value
+    return found

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dynosim.errors import AddonError
+from dynosim.privatefile import write_private
 
 LOGINS_VAR = "DYNOSIM_SMTP_LOGINS"  # the (login, password) pairs it accepts: never on its command line
 MAIL = "mail"  # the folder, in the add-on's folder, it keeps mail in
@@ -203,13 +204,7 @@ class Sink:
         ]
         data = newline.join(line.encode("utf-8", "replace") for line in trace) + newline + content
         name = f"{now.strftime(_STAMP)}-{mail_id}.eml"
-        scratch = self.folder / f".{name}.part"
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # "250 Ok" promises the message is kept
-        os.replace(scratch, self.folder / name)
+        write_private(self.folder / name, data)  # synced: "250 Ok" promises the message is kept
         print(f"captured {name} from <{sender}> to {', '.join(recipients)}", flush=True)
         return mail_id
 

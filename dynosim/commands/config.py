@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..clikit import app_dir_option, app_state, operate, print_json, print_table
+from ..clikit import assignments as parse_assignments
 from ..errors import DynosimError
 
 
@@ -53,13 +54,7 @@ def config_get(app_dir: Path, name: str) -> None:
 @operate
 def config_set(app_dir: Path, assignments: tuple[str, ...]) -> None:
     """Set config vars (KEY=VALUE…): a new release that restarts every dyno."""
-    changes: dict[str, str | None] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise DynosimError(f"config:set {item!r}: write KEY=VALUE")
-        changes[key] = value
-    _change(app_dir, changes)
+    _change(app_dir, dict(parse_assignments(assignments, "config:set")))
 
 
 @click.command("config:unset")

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..clikit import app_dir_option, app_state, json_option, operate, print_json
-from ..errors import DynosimError
+from ..clikit import app_dir_option, app_state, assignments, json_option, operate, print_json
 
 
 @click.command("ps")
@@ -68,12 +67,7 @@ def ps_resize(app_dir: Path, sizes: tuple[str, ...]) -> None:
     next runs too)."""
     from .. import api
 
-    wanted: dict[str, str] = {}
-    for item in sizes:
-        kind, sep, size = item.partition("=")
-        if not sep or not kind or not size:
-            raise DynosimError(f"ps:resize {item!r}: write TYPE=SIZE, e.g. web=standard-2x")
-        wanted[kind] = size
+    wanted = assignments(sizes, "ps:resize", "TYPE=SIZE, e.g. web=standard-2x", empty_values=False)
     app_state(app_dir)
     applied = api.resize(app_dir, wanted)
     if not applied.live:
