@@ -113,3 +113,35 @@ def test_a_part_the_kernel_refuses_is_said_once_and_the_rest_still_holds(tmp_pat
     assert uid == "0" and home == cwd == "/app" and UUID.match(hostname)
     assert run.stop() == 0
     assert sum("dyno sandbox:" in line for line in run.lines) == 1
+
+
+def test_a_dyno_folder_beside_its_slug_still_boots():
+    """The cached slugs are read-only to a dyno; a dyno's own folder next to its slug (both under one
+    folder, as the cycle benchmark has them) must stay writable for its layer."""
+    import asyncio
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from dynosim.buildpack import Slug
+    from dynosim.runtime.sandbox import choose_sandbox
+
+    async def boot() -> int:
+        slug_dir = tmp_path / "slug"
+        slug_dir.mkdir()
+        (slug_dir / "app.py").write_text("")
+        sandbox = choose_sandbox("auto", tmp_path / "run", ())
+        slug = Slug(id="beside", path=slug_dir, venv=None, python_version="3.11", commit=None, description="d")
+        fs = sandbox.fresh("web.1", slug)
+        proc = await sandbox.spawn(fs, "touch written && test -f written", {"PATH": os.environ["PATH"]}, "beside")
+        if proc.proc.stdout is not None:
+            await proc.proc.stdout.read()
+        code = await proc.wait()
+        sandbox.wipe(fs)
+        return code
+
+    tmp_path = Path(tempfile.mkdtemp(dir=CACHE_DIR.parent))  # not under /tmp: a dyno has its own /tmp
+    try:
+        assert asyncio.run(boot()) == 0
+    finally:
+        shutil.rmtree(tmp_path)

@@ -321,8 +321,13 @@ class NamespaceSandbox(Sandbox):
             for layer in fs.layers
             if layer.lower is not None
         ]
-        # the cached slugs and dependency environments (its own are overlaid): seen, never changed
-        cached = {str(layer.lower.parent) for layer in fs.layers if layer.lower is not None}
+        # the cached slugs and dependency environments (its own are overlaid): seen, never changed; only
+        # its own when the dyno's folder is beside them (a read-only upper layer cannot be mounted)
+        cached = {
+            str(layer.lower if fs.scratch.is_relative_to(layer.lower.parent) else layer.lower.parent)
+            for layer in fs.layers
+            if layer.lower is not None
+        }
         readonly = [str(p) for p in self.protect if p.is_dir()] + sorted(cached)
         spec: dict[str, object] = {
             "overlays": overlays,
