@@ -107,14 +107,15 @@ async def ledger_latency(sandbox, slug, writes: int) -> list[float]:  # type: ig
 
     ledger = Ledger(LogStream())
     fs = sandbox.fresh("web.1", slug)
-    upper = next(layer.host for layer in fs.layers if layer.seen_as == slug.path)
+    app = next(layer for layer in fs.layers if layer.lower == slug.path)  # the slug's layer, seen at /app
+    upper = app.host
     latencies = []
     try:
         ledger.watch("bench", "web.1", fs)
         await asyncio.sleep(0.2)  # the observer's first scheduling
         for i in range(writes):
             name = f"uploads/photo-{i}.jpg"
-            seen = str(slug.path / name)
+            seen = str(app.seen_as / name)
             (upper / "uploads").mkdir(exist_ok=True)
             start = time.perf_counter()
             (upper / name).write_bytes(b"\xff\xd8\xff" + os.urandom(1024))
