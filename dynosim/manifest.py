@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import ClassVar, NoReturn
+from typing import ClassVar, Literal, NoReturn
+
+from croniter import croniter
 
 from dynosim.errors import ManifestError
 
@@ -43,6 +45,19 @@ class AddonSpec:
     options: Mapping[str, object]
 
 
+ConcurrencyPolicy = Literal["allow", "forbid", "replace"]
+CONCURRENCY_POLICIES: tuple[ConcurrencyPolicy, ...] = ("allow", "forbid", "replace")
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    """One entry of app.json's `cron` list, in Dokku's format."""
+
+    command: str
+    schedule: str  # 5-field cron or a macro like @daily, in UTC
+    concurrency_policy: ConcurrencyPolicy
+
+
 @dataclass(frozen=True)
 class Manifest:
     name: str | None
@@ -50,6 +65,7 @@ class Manifest:
     formation: Mapping[str, FormationSpec]
     addons: tuple[AddonSpec, ...]
     scripts: Mapping[str, str]
+    cron: tuple[CronSpec, ...] = ()
 
     EMPTY: ClassVar[Manifest]  # an app without app.json
 
@@ -91,6 +107,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         scripts=MappingProxyType(
             {key: fail.string(raw, f"scripts.{key}") for key, raw in fail.mapping_at(top, "scripts").items()}
         ),
+        cron=tuple(_cron_spec(fail, index, raw) for index, raw in enumerate(fail.list_at(top, "cron"))),
     )
 
 
@@ -146,6 +163,30 @@ def _addon_spec(fail: _Failer, index: int, raw: object) -> AddonSpec:
         as_name=as_name,
         options=MappingProxyType(dict(fail.mapping_at(spec, "options", where))),
     )
+
+
+def _cron_spec(fail: _Failer, index: int, raw: object) -> CronSpec:
+    where = f"cron[{index}]"
+    spec = fail.mapping(raw, where, 'an object like {"command": "python task.py", "schedule": "@daily"}')
+    for key in ("command", "schedule"):
+        if key not in spec:
+            fail(f'{where} has no "{key}"; add one like "command": "python task.py", "schedule": "@daily"')
+    command = fail.string(spec["command"], f"{where}.command")
+    if not command.strip():
+        fail(f"{where}.command is empty; give the command the job runs")
+    schedule = fail.string(spec["schedule"], f"{where}.schedule").strip()
+    # croniter reads a sixth field as seconds, which Dokku's cron (and Heroku's Scheduler) do not have
+    fields = schedule.split()
+    if not croniter.is_valid(schedule) or (not schedule.startswith("@") and len(fields) != 5):
+        fail(
+            f"{where}.schedule {json.dumps(schedule)} is not a cron schedule;"
+            ' write 5 fields like "*/10 * * * *" or a macro like "@hourly" or "@daily"'
+        )
+    given = spec.get("concurrency_policy", "allow")
+    policy = next((known for known in CONCURRENCY_POLICIES if known == given), None)
+    if policy is None:
+        fail(f"{where}.concurrency_policy must be one of allow, forbid, replace, got {_show(given)}")
+    return CronSpec(command=command, schedule=schedule, concurrency_policy=policy)
 
 
 class _Failer:

@@ -1,0 +1,97 @@
+"""Heroku Scheduler: jobs from scheduler:add and app.json's cron, listed, removed, and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from conftest import make_app, run_dynosim
+
+from dynosim.manifest import CronSpec, parse_manifest
+
+CRON = json.dumps(
+    {
+        "cron": [
+            {"command": "python report.py", "schedule": "@daily"},
+            {"command": "echo hi", "schedule": "*/5 * * * *", "concurrency_policy": "forbid"},
+        ]
+    }
+)
+
+
+def test_jobs_are_added_listed_with_next_runs_and_removed(tmp_path: Path) -> None:
+    app = make_app(tmp_path, app__json=CRON)
+    added = run_dynosim(app, "scheduler:add", "python manage.py clearsessions", "--every", "1h", "--at", ":30")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == "Added job 1: python manage.py clearsessions (every hour at :30)\n"
+    assert run_dynosim(app, "scheduler:add", "python nightly.py", "--every", "1d", "--at", "09:30").returncode == 0
+    assert run_dynosim(app, "scheduler:add", "python often.py", "--every", "10m").returncode == 0
+    assert (app / ".dynosim" / "scheduler.json").stat().st_mode & 0o777 == 0o600
+
+    listed = run_dynosim(app, "scheduler")
+    assert listed.returncode == 0, listed.stderr
+    rows = [re.split(r"\s{2,}", line) for line in listed.stdout.splitlines()[2:]]
+    assert [row[:3] for row in rows] == [
+        ["1", "python manage.py clearsessions", "every hour at :30"],
+        ["2", "python nightly.py", "every day at 09:30 UTC"],
+        ["3", "python often.py", "every 10 minutes"],
+        ["cron.1", "python report.py", "@daily"],
+        ["cron.2", "echo hi", "*/5 * * * *"],
+    ]
+    next_runs = {row[0]: row[3] for row in rows}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:30 UTC", next_runs["1"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d 09:30 UTC", next_runs["2"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:[0-5]0 UTC", next_runs["3"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d 00:00 UTC", next_runs["cron.1"])
+
+    removed = run_dynosim(app, "scheduler:remove", "1")
+    assert (removed.returncode, removed.stdout) == (0, "Removed job 1\n")
+    ids = [job["id"] for job in json.loads(run_dynosim(app, "scheduler", "--json").stdout)]
+    assert ids == ["2", "3", "cron.1", "cron.2"]
+    # a removed job's ID is not handed out again
+    assert run_dynosim(app, "scheduler:add", "echo again", "--every", "1h").stdout.startswith("Added job 4:")
+
+
+def failure(app: Path, *args: str) -> str:
+    result = run_dynosim(app, *args)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    return result.stderr
+
+
+def test_bad_frequencies_and_times_are_one_line_and_store_nothing(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    assert "--every '5m': Heroku Scheduler runs jobs every 10m, 1h or 1d" in failure(
+        app, "scheduler:add", "echo", "--every", "5m"
+    )
+    assert "write it like :30" in failure(app, "scheduler:add", "echo", "--every", "1h", "--at", ":15")
+    assert "write it like :30" in failure(app, "scheduler:add", "echo", "--every", "1h", "--at", "09:30")
+    assert "on the hour or half hour; write it like 09:30" in failure(
+        app, "scheduler:add", "echo", "--every", "1d", "--at", "09:15"
+    )
+    assert "write it like 09:30" in failure(app, "scheduler:add", "echo", "--every", "1d", "--at", "24:00")
+    assert "drop --at" in failure(app, "scheduler:add", "echo", "--every", "10m", "--at", ":10")
+    assert "no Scheduler job '7'" in failure(app, "scheduler:remove", "7")
+    assert not (app / ".dynosim" / "scheduler.json").exists()
+
+
+def test_a_malformed_cron_entry_names_app_json_and_its_key(tmp_path: Path) -> None:
+    app = make_app(tmp_path, app__json=json.dumps({"cron": [{"command": "x", "schedule": "* * * * * *"}]}))
+    assert 'app.json: cron[0].schedule "* * * * * *" is not a cron schedule' in failure(app, "scheduler")
+    (app / "app.json").write_text(json.dumps({"cron": [{"command": "x", "schedule": "61 * * * *"}]}))
+    assert "cron[0].schedule" in failure(app, "scheduler")
+    (app / "app.json").write_text(json.dumps({"cron": [{"schedule": "@daily"}]}))
+    assert 'cron[0] has no "command"' in failure(app, "scheduler")
+    (app / "app.json").write_text(
+        json.dumps({"cron": [{"command": "x", "schedule": "@daily", "concurrency_policy": "never"}]})
+    )
+    assert 'cron[0].concurrency_policy must be one of allow, forbid, replace, got "never"' in failure(app, "scheduler")
+
+
+def test_app_json_cron_entries_are_read_in_dokkus_format() -> None:
+    manifest = parse_manifest(CRON, Path("/app/app.json"))
+    assert manifest.cron == (
+        CronSpec(command="python report.py", schedule="@daily", concurrency_policy="allow"),
+        CronSpec(command="echo hi", schedule="*/5 * * * *", concurrency_policy="forbid"),
+    )
