@@ -29,7 +29,7 @@ from .formation import DEFAULT_SIZE, FormationStore, parse_formation
 from .logview import LogView
 from .oneoff import OneOffOptions, run_oneoff
 from .procfile import load_procfile
-from .releases import Release, ReleaseHistory, slug_record
+from .releases import Release, ReleaseHistory, RollbackTarget, slug_record
 from .runtime.dyno import Timeouts
 from .runtime.manager import CrashPolicy, CycleSchedule
 from .runtime.memory import MemoryPolicy
@@ -108,6 +108,28 @@ def deploy(app_dir: Path, *, cache_dir: Path | None = None, say: Callable[[str],
     slug = build_slug(folder, cache_dir=cache_dir or default_cache_dir(), config_vars=config_vars, say=say)
     say("-----> Launching...")
     return int(request(state, "deploy", slug=slug_record(slug)))
+
+
+def rollback(app_dir: Path, version: int | None = None) -> Applied[tuple[RollbackTarget, int]]:
+    """`heroku releases:rollback [vN]`: what was rolled back to and the new release's version, and
+    whether a running `dynosim run` restarted every dyno onto it (else the next run starts it)."""
+    folder = app_dir.resolve()
+    state = state_dir(folder)
+    history = ReleaseHistory(state)
+    target = history.rollback_target(version)  # a release that cannot be: said before anything changes
+    try:
+        return Applied((target, int(request(state, "releases:rollback", version=target.version))), True)
+    except NoRunError:
+        ConfigStore(state).save(target.config_set)
+        release, _ = history.create(
+            target.slug,
+            target.config_vars,
+            load_app(folder).user(),
+            target.description,
+            release_phase=False,
+            replaces=target.replaces,
+        )
+        return Applied((target, release.version), False)
 
 
 def maintenance(app_dir: Path, on: bool | None = None) -> bool:

@@ -346,6 +346,7 @@ LazyGroup.lazy.update(
         "config:unset": "dynosim.commands.config:config_unset",
         "releases": "dynosim.commands.releases:releases",
         "deploy": "dynosim.commands.releases:deploy",
+        "releases:rollback": "dynosim.commands.releases:rollback",
         "maintenance": "dynosim.commands.maintenance:maintenance",
         "maintenance:on": "dynosim.commands.maintenance:maintenance_on",
         "maintenance:off": "dynosim.commands.maintenance:maintenance_off",

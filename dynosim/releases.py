@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .buildpack import Slug
+from .config import ConfigStore
 from .errors import ConfigError
 from .privatefile import write_private
 
@@ -32,6 +33,22 @@ class Release:
     @property
     def name(self) -> str:
         return f"v{self.version}"
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    """What `releases:rollback` copies: a succeeded release's slug and config vars."""
+
+    version: int
+    slug: Slug
+    config_vars: Mapping[str, str]  # as its dynos saw them, add-on vars included
+    config_set: Mapping[str, str]  # the config:set vars of then, which become config.json's again
+    migrated_since: tuple[int, ...]  # later releases whose release phase ran: the schema may be theirs
+    replaces: str  # the current release's slug id, which HEAD builds until the next commit
+
+    @property
+    def description(self) -> str:
+        return f"Rollback to v{self.version}"
 
 
 def config_change_description(changes: Mapping[str, str | None]) -> str:
@@ -69,7 +86,6 @@ def slug_from_record(recorded: Mapping[str, object]) -> Slug:
 
 
 def _fingerprint(slug: Slug, config_vars: Mapping[str, str]) -> str:
-    # only a hash of the values is stored here: the values themselves live in config.json (0600)
     data = json.dumps([slug.id, sorted(config_vars.items())]).encode()
     return hashlib.sha256(data).hexdigest()
 
@@ -98,21 +114,33 @@ class ReleaseHistory:
         return data
 
     def create(
-        self, slug: Slug, config_vars: Mapping[str, str], user: str, description: str, *, release_phase: bool
+        self,
+        slug: Slug,
+        config_vars: Mapping[str, str],
+        user: str,
+        description: str,
+        *,
+        release_phase: bool,
+        replaces: str | None = None,
     ) -> tuple[Release, bool]:
         """The release for this slug and config: the current one when neither changed, else a new
-        version, `pending` until its release phase ends when it has one."""
+        version, `pending` until its release phase ends when it has one. A rollback made with no run
+        active (`replaces`: the slug it rolled back from) stays current while HEAD still builds that
+        slug, as a rollback on Heroku lasts until the next push."""
         entries = self.entries()
         fingerprint = _fingerprint(slug, config_vars)
         current = _current(entries)
-        if current is not None and current.get("fingerprint") == fingerprint and isinstance(current.get("slug"), dict):
-            return Release(
-                int(str(current["version"])),
-                slug,
-                dict(config_vars),
-                str(current["description"]),
-                float(str(current["created_at"])),
-            ), False
+        recorded = current.get("slug") if current is not None else None
+        if current is not None and isinstance(recorded, dict):
+            pinned = current.get("replaces") == slug.id
+            if pinned or current.get("fingerprint") == fingerprint:
+                return Release(
+                    int(str(current["version"])),
+                    slug_from_record(recorded) if pinned else slug,
+                    dict(config_vars),
+                    str(current["description"]),
+                    float(str(current["created_at"])),
+                ), False
         for entry in entries:
             if _status(entry) == PENDING:  # its run was killed during the release phase
                 entry["status"] = FAILED
@@ -127,10 +155,52 @@ class ReleaseHistory:
                 "status": PENDING if release_phase else SUCCEEDED,
                 "fingerprint": fingerprint,
                 "slug": slug_record(slug),
+                "release_phase": release_phase,
+                # releases.json is 0600 as config.json is: a rollback copies these
+                "config_vars": dict(config_vars),
+                "config_set": ConfigStore(self.path.parent).load(),
+                **({"replaces": replaces} if replaces else {}),
             }
         )
         self._write(entries)
         return release, True
+
+    def rollback_target(self, version: int | None) -> RollbackTarget:
+        """`releases:rollback [vN]`: release N (else the one before the current) as it can be rolled
+        back to, or a one-line error saying why not."""
+        entries = self.entries()
+        current = _current(entries)
+        if current is None:
+            raise ConfigError("releases:rollback: the app has no release yet; start `dynosim run` first")
+        if version is None:
+            earlier = [e for e in entries if e is not current and _status(e) == SUCCEEDED]
+            earlier = [e for e in earlier if int(str(e["version"])) < int(str(current["version"]))]
+            if not earlier:
+                raise ConfigError(
+                    f"releases:rollback: v{current['version']} is the app's first release; nothing to roll back to"
+                )
+            version = int(str(earlier[-1]["version"]))
+        entry = next((e for e in entries if e.get("version") == version), None)
+        if entry is None:
+            raise ConfigError(f"releases:rollback: there is no release v{version}; `dynosim releases` lists them")
+        if _status(entry) != SUCCEEDED:
+            raise ConfigError(
+                f"releases:rollback: v{version} {_status(entry)}; only a succeeded release can be rolled back to"
+            )
+        config_vars, config_set = entry.get("config_vars"), entry.get("config_set")
+        if not isinstance(config_vars, dict) or not isinstance(config_set, dict):
+            raise ConfigError(
+                f"releases:rollback: v{version} does not record its config vars (an older dynosim made it); "
+                f"roll back to a later release"
+            )
+        migrated = tuple(
+            int(str(e["version"]))
+            for e in entries
+            if int(str(e["version"])) > version and e.get("release_phase") and _status(e) != PENDING
+        )
+        recorded = current.get("slug")
+        replaces = recorded["id"] if isinstance(recorded, dict) else ""
+        return RollbackTarget(version, self.slug(version), dict(config_vars), dict(config_set), migrated, str(replaces))
 
     def settle(self, release: Release, succeeded: bool) -> None:
         """The end of a release's release phase."""

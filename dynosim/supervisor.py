@@ -369,6 +369,10 @@ class Run:
         async def maintenance(request: Mapping[str, Any]) -> bool:
             return self.maintenance(bool(request["on"]) if "on" in request else None)
 
+        async def rollback(request: Mapping[str, Any]) -> int:
+            version = request.get("version")
+            return (await self.rollback(int(version) if version is not None else None)).version
+
         return {
             "ping": ping,
             "ps": ps,
@@ -380,6 +384,7 @@ class Run:
             "config:set": config_set,
             "maintenance": maintenance,
             "deploy": deploy,
+            "releases:rollback": rollback,
         }
 
     async def _one_off(self, request: Mapping[str, Any]) -> OneOffFeed:
@@ -438,6 +443,27 @@ class Run:
             slug, manager.release.config_vars, user, slug.description, release_phase=procfile.release is not None
         )
         self.logs.api(f"{slug.description} by user {user}")
+        await self._roll_out(release, created, user, procfile)
+        return release
+
+    async def rollback(self, version: int | None) -> Release:
+        """`releases:rollback`: a new release of an old one's slug and config vars (today's add-on
+        vars, whose data stays), its release phase, every dyno restarted, as on Heroku."""
+        self.running()  # no run serving yet: refused before anything changes
+        target = self.history.rollback_target(version)
+        ConfigStore(self.app.state_dir).save(target.config_set)
+        config_vars = {**target.config_vars, **self._addon_vars(target.config_vars, quiet=True)}
+        procfile = load_procfile(target.slug.path)
+        user = self.app.user()
+        release, created = self.history.create(
+            target.slug,
+            config_vars,
+            user,
+            target.description,
+            release_phase=procfile.release is not None,
+            replaces=target.replaces,
+        )
+        self.logs.api(f"{target.description} by user {user}")
         await self._roll_out(release, created, user, procfile)
         return release
 

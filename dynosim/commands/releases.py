@@ -58,3 +58,41 @@ def deploy(app_dir: Path) -> None:
     app_state(app_dir)
     version = api.deploy(app_dir, say=click.echo)
     click.echo(f"       Released v{version}")
+
+
+def _version(value: str | None) -> int | None:
+    """`v12` or `12`, as the Heroku CLI takes a release."""
+    if value is None:
+        return None
+    digits = value[1:] if value[:1] in ("v", "V") else value
+    if not digits.isdigit():
+        raise click.BadParameter(f"{value!r} is not a release; write it as v12 (`dynosim releases` lists them)")
+    return int(digits)
+
+
+@click.command("releases:rollback")
+@click.argument("release", required=False)
+@app_dir_option
+@operate
+def rollback(release: str | None, app_dir: Path) -> None:
+    """Roll back to RELEASE (default: the one before the current): a new release of its slug and
+    config vars, every dyno restarted; add-ons and their data stay as they are."""
+    from .. import api
+    from ..app import load_app
+
+    app_state(app_dir)
+    version = _version(release)
+    name = load_app(app_dir.resolve()).name
+    applied = api.rollback(app_dir, version)
+    target, new_version = applied.value
+    later = "" if applied.live else " (the next `dynosim run` starts it)"
+    click.echo(f"Rolling back ⬢ {name} to v{target.version}... done, v{new_version}{later}")
+    if target.migrated_since:
+        phases = ", ".join(f"v{v}" for v in target.migrated_since)
+        click.echo(
+            f" !     v{target.version} is older than the release phase of {phases}: a migration there may have "
+            f"changed the database, and a rollback restores code and config vars, not the schema",
+            err=True,
+        )
+    click.echo(" ›   Warning: Rollback affects code and config vars; it doesn't add or remove addons.", err=True)
+    click.echo(f" ›   Warning: To undo, run: dynosim releases:rollback v{new_version - 1}", err=True)
