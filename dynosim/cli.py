@@ -139,6 +139,13 @@ def main() -> None:
 )
 @click.option("--no-jitter", is_flag=True, help="Cycle exactly every --cycle-every, without the random spread.")
 @click.option(
+    "--clock-speed",
+    type=click.FloatRange(min=1),
+    default=1.0,
+    show_default=True,
+    help="Run Scheduler jobs' clock and daily dyno cycling this many times faster (3600: an hour a second).",
+)
+@click.option(
     "--ephemeral-ignore",
     multiple=True,
     metavar="PATTERN",
@@ -188,6 +195,7 @@ def run(
     stop_timeout: float,
     crash_backoff_scale: float,
     cycle_every: str,
+    clock_speed: float,
     no_jitter: bool,
     ephemeral_ignore: tuple[str, ...],
     report_json: Path | None,
@@ -240,7 +248,8 @@ def run(
                 boot=boot_timeout, stop=stop_timeout, memory=MemoryPolicy(runtime_metrics=runtime_metrics)
             ),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
-            cycle=CycleSchedule(parse_duration(cycle_every, "--cycle-every"), jitter=not no_jitter),
+            cycle=CycleSchedule(parse_duration(cycle_every, "--cycle-every") / clock_speed, jitter=not no_jitter),
+            clock_speed=clock_speed,
             ephemeral_ignore=DEFAULT_IGNORE + ephemeral_ignore,
             report_json=report_json,
             strict=strict,
@@ -347,6 +356,7 @@ LazyGroup.lazy.update(
         "releases": "dynosim.commands.releases:releases",
         "deploy": "dynosim.commands.releases:deploy",
         "releases:rollback": "dynosim.commands.releases:rollback",
+        "releases:info": "dynosim.commands.releases:info",
         "maintenance": "dynosim.commands.maintenance:maintenance",
         "maintenance:on": "dynosim.commands.maintenance:maintenance_on",
         "maintenance:off": "dynosim.commands.maintenance:maintenance_off",
@@ -354,6 +364,7 @@ LazyGroup.lazy.update(
         "scheduler": "dynosim.commands.scheduler:scheduler",
         "scheduler:add": "dynosim.commands.scheduler:scheduler_add",
         "scheduler:remove": "dynosim.commands.scheduler:scheduler_remove",
+        "scheduler:run": "dynosim.commands.scheduler:scheduler_run",
         "doctor": "dynosim.doctor.command:doctor",
         "addons": "dynosim.addons.commands:addons",
         "addons:create": "dynosim.addons.commands:addons_create",

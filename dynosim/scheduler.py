@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from croniter import croniter
@@ -141,6 +142,24 @@ class SchedulerJobs:
 
     def _save(self, data: dict[str, object]) -> None:
         write_private(self.path, json.dumps(data, indent=2) + "\n")
+
+
+class SchedulerClock:
+    """The time jobs are scheduled by: the wall clock, or one `speed` times as fast from now on
+    (`run --clock-speed 3600`: an hour a second), so hourly and daily jobs can be watched firing."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        self.speed = speed
+        self._start = datetime.now(UTC)
+        self._started = time.monotonic()
+        # look for due jobs often enough to fire each within a few simulated seconds, at most once a second
+        self.poll = max(0.05, min(1.0, 30 / speed))
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=(time.monotonic() - self._started) * self.speed)
+
+    def real_seconds(self, span: timedelta) -> float:
+        return span.total_seconds() / self.speed
 
 
 def due(jobs: Sequence[Job], since: datetime, until: datetime) -> list[tuple[Job, datetime]]:

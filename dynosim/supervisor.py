@@ -38,6 +38,7 @@ from .runtime.dyno import Timeouts
 from .runtime.manager import AttachedDyno, CrashPolicy, CycleSchedule, DynoManager
 from .runtime.ports import claim_port
 from .runtime.sandbox import Sandbox, choose_sandbox, sweep_left_behind
+from .scheduler import Job, SchedulerClock, SchedulerJobs
 
 DEFAULT_PORT = 5000
 SAME_SIGNAL = 0.1  # seconds within which a repeated stop signal is one request, not a second Ctrl-C
@@ -67,6 +68,7 @@ class RunOptions:
     router_timeouts: RouterTimeouts = RouterTimeouts()
     forwarded_port: str = "heroku"  # one of FORWARDED_PORTS
     watch: bool = False  # deploy every new commit
+    clock_speed: float = 1.0  # Scheduler jobs' clock: 3600 runs an hour in a second
 
     def __post_init__(self) -> None:
         if self.forwarded_port not in FORWARDED_PORTS:
@@ -155,6 +157,8 @@ class Run:
         requests = [*app_requests(self.app.manifest.addons, self.app.state_dir), *options.addons]
         self.addons = Addons(self.app.state_dir, requests, backend=options.addons_backend, say=self.say)
         self.attachments: list[Attachment] = []
+        self.clock = SchedulerClock(options.clock_speed)
+        self._scheduler_error = ""
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -278,6 +282,7 @@ class Run:
             self.history.settle(release, succeeded=True)
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
         manager.start()
+        scheduling = asyncio.ensure_future(manager.run_scheduler(self._scheduler_jobs, self.clock))
         # the router's certificate is made while the dynos boot: a run's start never waits for it
         self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
         self._tls_maker.start()
@@ -290,6 +295,7 @@ class Run:
         try:
             await stopped
         finally:
+            scheduling.cancel()
             if watching is not None:
                 watching.cancel()
             await control.stop()
@@ -369,6 +375,10 @@ class Run:
         async def maintenance(request: Mapping[str, Any]) -> bool:
             return self.maintenance(bool(request["on"]) if "on" in request else None)
 
+        async def scheduler_run(request: Mapping[str, Any]) -> str | None:
+            job = SchedulerJobs(self.app.state_dir).get(self.app.manifest, str(request.get("id", "")))
+            return self.running().fire(job, self.clock.real_seconds(job.interval(self.clock.now())))
+
         async def rollback(request: Mapping[str, Any]) -> int:
             version = request.get("version")
             return (await self.rollback(int(version) if version is not None else None)).version
@@ -385,7 +395,17 @@ class Run:
             "maintenance": maintenance,
             "deploy": deploy,
             "releases:rollback": rollback,
+            "scheduler:run": scheduler_run,
         }
+
+    def _scheduler_jobs(self) -> list[Job]:
+        try:
+            return SchedulerJobs(self.app.state_dir).jobs(self.app.manifest)
+        except DynosimError as error:  # a scheduler.json broken mid-run: said once, no job fires until fixed
+            if str(error) != self._scheduler_error:
+                self._scheduler_error = str(error)
+                self.logs.hint("scheduler", str(error))
+            return []
 
     async def _one_off(self, request: Mapping[str, Any]) -> OneOffFeed:
         """`dynosim exec` in another terminal: its one-off dyno, in `ps` and the logs while it runs."""

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from conftest import make_app, run_dynosim
+from conftest import DynosimRun, make_app, run_dynosim
 
 from dynosim.manifest import CronSpec, parse_manifest
 
@@ -95,3 +95,72 @@ def test_app_json_cron_entries_are_read_in_dokkus_format() -> None:
         CronSpec(command="python report.py", schedule="@daily", concurrency_policy="allow"),
         CronSpec(command="echo hi", schedule="*/5 * * * *", concurrency_policy="forbid"),
     )
+
+
+def lines_of(run: DynosimRun, dyno: str) -> list[str]:
+    """The log lines of one dyno, without their timestamps."""
+    return [line.split(" ", 1)[1] for line in run.drain() if f"[{dyno}]:" in line]
+
+
+def test_an_hourly_job_fires_under_a_sped_up_clock_in_a_scheduler_dyno(tmp_path: Path, dynosim: type) -> None:
+    app = make_app(tmp_path, procfile="web: python server.py\n", **{".env": "GREETING=hello\n"})
+    assert run_dynosim(app, "scheduler:add", 'echo "$GREETING from $DYNO"; exit 3', "--every", "1h").returncode == 0
+    run = dynosim(app, "--clock-speed", "3600")  # an hour a second
+    name = run.wait_for(r"heroku\[(scheduler\.\d{4})\]: Starting process", timeout=60)[1]
+    run.wait_for(rf"heroku\[{re.escape(name)}\]: State changed from up to complete")
+    assert lines_of(run, name) == [
+        f'heroku[{name}]: Starting process with command `echo "$GREETING from $DYNO"; exit 3`',
+        f"heroku[{name}]: State changed from starting to up",
+        f"app[{name}]: hello from {name}",
+        f"heroku[{name}]: Process exited with status 3",
+        f"heroku[{name}]: State changed from up to complete",
+    ]
+    # an hour later (a second), the next run, in a dyno of its own
+    second = run.wait_for(r"heroku\[(scheduler\.\d{4})\]: Starting process", after_last=True)[1]
+    assert second != name
+    assert run.stop() == 0
+
+
+def test_a_job_that_outlives_its_interval_is_stopped_as_heroku_stops_it(tmp_path: Path, dynosim: type) -> None:
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    stubborn = "python -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'"
+    assert run_dynosim(app, "scheduler:add", stubborn, "--every", "10m").returncode == 0
+    # 10 minutes are 2 s, and the SIGKILL comes 1 s after the SIGTERM rather than Heroku's 30
+    run = dynosim(app, "--clock-speed", "300", "--stop-timeout", "1")
+    name = run.wait_for(r"heroku\[(scheduler\.\d{4})\]: State changed from starting to up", timeout=60)[1]
+    run.wait_for(rf"heroku\[{re.escape(name)}\]: State changed from up to complete", timeout=30)
+    assert lines_of(run, name)[2:] == [
+        f"heroku[{name}]: Stopping all processes with SIGTERM",
+        f"heroku[{name}]: Error R12 (Exit timeout) -> At least one process failed to exit within 1 seconds of SIGTERM",
+        f"heroku[{name}]: Stopping remaining processes with SIGKILL",
+        f"heroku[{name}]: Process exited with status 137",
+        f"heroku[{name}]: State changed from up to complete",
+    ]
+    assert run.stop() == 0
+
+
+def test_scheduler_run_runs_a_job_now_in_the_running_app(tmp_path: Path, dynosim: type) -> None:
+    app = make_app(
+        tmp_path,
+        procfile="web: python server.py\n",
+        app__json=json.dumps({"cron": [{"command": "echo report for $DYNO", "schedule": "@daily"}]}),
+    )
+    no_run = run_dynosim(app, "scheduler:run", "cron.1")
+    assert no_run.returncode != 0 and no_run.stderr.count("\n") == 1 and "Traceback" not in no_run.stderr
+    run = dynosim(app)
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    started = run_dynosim(app, "scheduler:run", "cron.1")
+    assert started.returncode == 0, started.stderr
+    name = re.fullmatch(r"Running job cron\.1 on (scheduler\.\d{4})\n", started.stdout)[1]  # type: ignore[index]
+    run.wait_for(rf"app\[{re.escape(name)}\]: report for {re.escape(name)}")
+    run.wait_for(rf"heroku\[{re.escape(name)}\]: State changed from up to complete")
+    assert "no Scheduler job 'nope'" in run_dynosim(app, "scheduler:run", "nope").stderr
+    assert run.stop() == 0
+
+
+def test_the_sped_up_clock_also_drives_the_daily_dyno_cycle(tmp_path: Path, dynosim: type) -> None:
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    run = dynosim(app, "--clock-speed", "43200", "--no-jitter")  # Heroku's 24 h are 2 s
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    run.wait_for(r"heroku\[web\.1\]: Cycling", timeout=15, after_last=True)
+    assert run.stop() == 0

@@ -1,4 +1,4 @@
-"""`dynosim scheduler`, `scheduler:add`, `scheduler:remove`: Heroku Scheduler's jobs."""
+"""`dynosim scheduler`, `scheduler:add`, `scheduler:remove`, `scheduler:run`: Heroku Scheduler's jobs."""
 
 from __future__ import annotations
 
@@ -54,3 +54,18 @@ def scheduler_remove(job_id: str, app_dir: Path) -> None:
 
     SchedulerJobs(app_state(app_dir)).remove(job_id)
     click.echo(f"Removed job {job_id}")
+
+
+@click.command("scheduler:run")
+@click.argument("job_id", metavar="ID")
+@app_dir_option
+@operate
+def scheduler_run(job_id: str, app_dir: Path) -> None:
+    """Run the job ID now, in a scheduler.NNNN dyno of the running app (its output is in `dynosim logs`)."""
+    from ..control import request
+
+    name = request(app_state(app_dir), "scheduler:run", id=job_id)
+    if name is None:
+        click.echo(f"Job {job_id} is still running; its concurrency_policy (forbid) skips this run")
+    else:
+        click.echo(f"Running job {job_id} on {name}")

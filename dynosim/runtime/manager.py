@@ -17,6 +17,7 @@ from ..formation import DEFAULT_SIZE, SIZES, DynoSize, Formation, dyno_size
 from ..logs import LogStream
 from ..procfile import ProcessType, Procfile
 from ..releases import Release
+from ..scheduler import Job, SchedulerClock, due
 from .dyno import Dyno, DynoSpec, Timeouts
 from .ports import free_port
 from .sandbox import Sandbox
@@ -220,6 +221,8 @@ class DynoManager:
         self._tasks: list[asyncio.Task[None]] = []
         self.attached: dict[str, AttachedDyno] = {}  # one-off dynos of other terminals, by name
         self._release_dyno: Dyno | None = None
+        self.scheduled: dict[str, Dyno] = {}  # Scheduler jobs' one-off dynos while they run, by name
+        self._job_runs: dict[str, tuple[asyncio.Task[int], Dyno]] = {}  # each job's latest run and its dyno
         self._serial = 0
 
     def new_dyno(self, spec: DynoSpec) -> Dyno:
@@ -259,6 +262,59 @@ class DynoManager:
             f"status {status}"
         )
 
+    def _scheduler_dyno(self, job: Job) -> Dyno:
+        name = f"scheduler.{random.randint(1000, 9999)}"
+        while name in self.scheduled:
+            name = f"scheduler.{random.randint(1000, 9999)}"
+        size = next(iter(self.formation.sizes.values()), SIZES[DEFAULT_SIZE])
+        dyno = self.new_dyno(DynoSpec(name, "scheduler", job.command, free_port(), size))
+        self.scheduled[name] = dyno
+        return dyno
+
+    async def _run_scheduled(self, dyno: Dyno, interval: float | None, after: Dyno | None = None) -> int:
+        try:
+            if after is not None:  # concurrency_policy replace: the running one goes first
+                await after.stop("a replacing run")
+            await dyno.boot("starting")  # a one-off's first line is its command, not a state change
+            if self.stopping:  # the run stopped while this dyno booted: it was not there to be stopped
+                await dyno.stop()
+            try:
+                status = await asyncio.wait_for(dyno.wait(), interval)
+            except TimeoutError:
+                await dyno.stop("the end of the job's interval")
+                status = await dyno.wait()
+            dyno.set_state("down" if self.stopping else "complete")
+            return status
+        finally:
+            del self.scheduled[dyno.name]
+
+    def fire(self, job: Job, interval: float | None) -> str | None:
+        """Run a Scheduler job now, in the background, in a one-off `scheduler.NNNN` dyno (a fresh
+        filesystem, the release's slug and config), stopped as Heroku stops one (SIGTERM, SIGKILL after
+        30 s) once it outlives `interval` seconds, the time until its next run. Its name, or None when
+        its concurrency policy skips it: `forbid` while the last run still goes, and `replace` stops that
+        run first (app.json's cron, as Kubernetes' CronJob); Heroku Scheduler's own jobs `allow` overlaps."""
+        last = self._job_runs.get(job.id)
+        still = last is not None and not last[0].done()
+        if still and job.concurrency_policy == "forbid":
+            self.logs.hint("scheduler", f"job {job.id} is still running: this run is skipped (concurrency_policy)")
+            return None
+        dyno = self._scheduler_dyno(job)
+        after = last[1] if last is not None and still and job.concurrency_policy == "replace" else None
+        self._job_runs[job.id] = (asyncio.ensure_future(self._run_scheduled(dyno, interval, after)), dyno)
+        return dyno.name
+
+    async def run_scheduler(self, jobs: Callable[[], list[Job]], clock: SchedulerClock) -> None:
+        """Fire each job when its time comes on `clock`, until the manager stops. Runs due while dynosim
+        was not running are not replayed: the first look is from now on (Heroku's best effort)."""
+        since = clock.now()
+        while not self.stopping:
+            await asyncio.sleep(clock.poll)
+            now = clock.now()
+            for job, when in due(jobs(), since, now):
+                self.fire(job, clock.real_seconds(job.interval(when)))
+            since = now
+
     def start(self) -> None:
         for name, count in self.formation.quantities.items():
             for index in range(1, count + 1):
@@ -293,15 +349,18 @@ class DynoManager:
     async def stop(self) -> None:
         self.stopping = True
         stops = [slot.stop() for slot in self.slots]
+        stops += [dyno.stop() for dyno in self.scheduled.values()]
         if self._release_dyno is not None:
             stops.append(self._release_dyno.stop())
         await asyncio.gather(*stops)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *(task for task, _ in self._job_runs.values()), return_exceptions=True)
 
     def kill(self) -> None:
         self.stopping = True
         if self._release_dyno is not None:
             self._release_dyno.kill()
+        for dyno in self.scheduled.values():
+            dyno.kill()
         for slot in self.slots:
             slot.kill()
 
@@ -377,6 +436,18 @@ class DynoManager:
                     "command": one_off.command,
                     "size": one_off.size.name,
                     "memory_mb": one_off.memory_mb,
+                }
+            )
+        for name, dyno in self.scheduled.items():
+            rows.append(
+                {
+                    "type": "scheduler",
+                    "name": name,
+                    "state": dyno.state,
+                    "since": dyno.since,
+                    "command": dyno.spec.command,
+                    "size": dyno.spec.size.name,
+                    "memory_mb": dyno.memory_mb,
                 }
             )
         return rows
