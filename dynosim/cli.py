@@ -357,6 +357,7 @@ LazyGroup.lazy.update(
         "deploy": "dynosim.commands.releases:deploy",
         "releases:rollback": "dynosim.commands.releases:rollback",
         "releases:info": "dynosim.commands.releases:info",
+        "releases:info": "dynosim.commands.releases:info",
         "maintenance": "dynosim.commands.maintenance:maintenance",
         "maintenance:on": "dynosim.commands.maintenance:maintenance_on",
         "maintenance:off": "dynosim.commands.maintenance:maintenance_off",

@@ -253,5 +253,20 @@ class ReleaseHistory:
             )
         return rows
 
+    def info(self, version: int | None) -> dict[str, object]:
+        """`releases:info [vN]`: release N's `listing` row (default: the current) and its config vars
+        (None when an older dynosim did not record them)."""
+        rows = self.listing()
+        if version is None:
+            version = next((int(str(row["version"])) for row in rows if row["current"]), None)
+            if version is None:
+                raise ConfigError("releases:info: the app has no release yet; start `dynosim run` first")
+        row = next((row for row in rows if row["version"] == version), None)
+        if row is None:
+            raise ConfigError(f"releases:info: there is no release v{version}; `dynosim releases` lists them")
+        entry = next(e for e in self.entries() if e.get("version") == version)
+        config_vars = entry.get("config_vars")
+        return {**row, "config_vars": dict(config_vars) if isinstance(config_vars, dict) else None}
+
     def _write(self, entries: list[dict[str, object]]) -> None:
         write_private(self.path, json.dumps(entries, indent=1))

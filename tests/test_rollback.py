@@ -79,3 +79,27 @@ def test_rollback_to_a_release_that_cannot_be(tmp_path, dynosim):
     assert first.returncode != 0 and "first release; nothing to roll back to" in first.stderr
     assert run_dynosim(app, "releases", "--json").stdout == before  # nothing changed
     assert run.stop() == 0
+
+
+def test_releases_info_shows_a_release_and_its_config_vars(tmp_path, dynosim):
+    app = committed_app(tmp_path)
+    assert run_dynosim(app, "config:set", "GREETING=hello world").returncode == 0
+    run = dynosim(app)
+    run.wait_for(UP)
+    assert run_dynosim(app, "config:set", "GREETING=two").returncode == 0
+    assert run.stop() == 0
+    shown = run_dynosim(app, "releases:info", "v1")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "=== Release v1" and lines[1].startswith("Add-ons:")
+    assert lines[3].split() == ["Change:", "Deploy", lines[3].split()[-1]] and lines[4].startswith("When:    20")
+    assert "=== v1 Config vars" in lines and "GREETING: hello world" in lines
+    assert "GREETING='hello world'" in run_dynosim(app, "releases:info", "1", "--shell").stdout.splitlines()
+    current = json.loads(run_dynosim(app, "releases:info", "--json").stdout)
+    assert (current["version"], current["description"], current["config_vars"]["GREETING"]) == (
+        2,
+        "Set GREETING config vars",
+        "two",
+    )
+    missing = run_dynosim(app, "releases:info", "v7")
+    assert missing.returncode != 0 and "there is no release v7" in missing.stderr

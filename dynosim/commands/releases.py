@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -96,3 +97,44 @@ def rollback(release: str | None, app_dir: Path) -> None:
         )
     click.echo(" ›   Warning: Rollback affects code and config vars; it doesn't add or remove addons.", err=True)
     click.echo(f" ›   Warning: To undo, run: dynosim releases:rollback v{new_version - 1}", err=True)
+
+
+@click.command("releases:info")
+@click.argument("release", required=False)
+@app_dir_option
+@click.option("-s", "--shell", is_flag=True, help="The config vars as KEY=value lines.")
+@json_option
+@operate
+def info(release: str | None, app_dir: Path, shell: bool, as_json: bool) -> None:
+    """One release (default: the current) and its config vars, as `heroku releases:info` shows it."""
+    from ..addons import app_requests
+    from ..app import load_app
+    from ..releases import ReleaseHistory
+
+    state = app_state(app_dir)
+    row = ReleaseHistory(state).info(_version(release))
+    if as_json:
+        print_json(row)
+        return
+    config_vars = row["config_vars"]
+    name = f"v{row['version']}"
+    if not shell:
+        plans = [request.plan for request in app_requests(load_app(app_dir.resolve()).manifest.addons, state)]
+        click.echo(f"=== Release {name}")
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(str(row["created_at"]))))
+        fields = [
+            ("Add-ons:", ", ".join(plans)),
+            ("By:", str(row["user"])),
+            ("Change:", f"{row['description']}{MARKS.get(str(row['status']), '')}"),
+            ("When:", when),
+        ]
+        print_table(None, fields, gap=1)
+        click.echo("")
+        click.echo(f"=== {name} Config vars")
+    if not isinstance(config_vars, dict):
+        click.echo(f"{name} does not record its config vars (an older dynosim made it)")
+    elif shell:
+        for key, value in sorted(config_vars.items()):
+            click.echo(f"{key}={shlex.quote(str(value))}")
+    else:
+        print_table(None, [(f"{key}:", str(value)) for key, value in sorted(config_vars.items())], gap=1)
