@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from conftest import DynosimRun, make_app, run_dynosim
@@ -164,3 +165,43 @@ def test_the_sped_up_clock_also_drives_the_daily_dyno_cycle(tmp_path: Path, dyno
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     run.wait_for(r"heroku\[web\.1\]: Cycling", timeout=15, after_last=True)
     assert run.stop() == 0
+
+
+DOCTOR_APPS = Path(__file__).parent / "doctor_apps"
+
+
+def scheduler_findings(app: Path) -> list[dict[str, object]]:
+    result = run_dynosim(app, "doctor", "--json", "--no-run")
+    return [f for f in json.loads(result.stdout) if f["code"] == "scheduler-in-web"]
+
+
+def test_doctor_flags_an_in_process_scheduler_in_web_with_the_fix(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(DOCTOR_APPS / "apscheduler_web", app)
+    [finding] = scheduler_findings(app)
+    assert (finding["severity"], finding["file"], finding["line"]) == ("warning", "jobs.py", 8)
+    assert "APScheduler's BackgroundScheduler" in str(finding["message"])
+    assert "with web=N" in str(finding["message"])
+    assert "dynosim scheduler:add" in str(finding["fix"]) and "`clock` dyno" in str(finding["fix"])
+    # the fix: the same scheduler, blocking, in one clock dyno; web no longer imports it
+    (app / "app.py").write_text("from flask import Flask\n\napp = Flask(__name__)\n")
+    (app / "jobs.py").write_text(
+        "from apscheduler.schedulers.blocking import BlockingScheduler\n\n"
+        "scheduler = BlockingScheduler()\nscheduler.add_job(print, 'cron', hour=8)\nscheduler.start()\n"
+    )
+    (app / "Procfile").write_text("web: gunicorn app:app\nclock: python jobs.py\n")
+    assert scheduler_findings(app) == []
+
+
+def test_doctor_flags_celery_beat_and_the_schedule_library_in_web(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(DOCTOR_APPS / "clean", app)
+    (app / "Procfile").write_text("web: celery -A tasks worker -B & gunicorn app:app\n")
+    [beat] = scheduler_findings(app)
+    assert (beat["file"], beat["line"]) == ("Procfile", 1) and "celery beat" in str(beat["message"])
+    (app / "Procfile").write_text("web: python server.py\n")
+    (app / "server.py").write_text(
+        (app / "server.py").read_text() + "\nimport schedule\nschedule.every(10).minutes.do(print)\n"
+    )
+    [every] = scheduler_findings(app)
+    assert every["file"] == "server.py" and "schedule.every()" in str(every["message"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import binding, checks, staticfiles, uncommitted
+from . import binding, checks, schedulers, staticfiles, uncommitted
 from .findings import ERROR, INFO, WARNING, Finding, ordered, render, summary
 from .source import AppSource, read_app
 
@@ -25,6 +25,7 @@ STATIC_CHECKS: tuple[Callable[[AppSource], list[Finding]], ...] = (
     checks.runtime_txt,
     checks.ssl_redirect,
     staticfiles.staticfiles,
+    schedulers.schedulers,
 )
 DEFAULT_BOOT_TIMEOUT = 15.0
 BUILD_BREAKERS = frozenset({"no-dependency-file", "several-dependency-files", "collectstatic-fails"})
