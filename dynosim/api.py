@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TextIO, TypeVar
 
-from .addons import AddonRequest
+from .addons import AddonRequest, app_requests, provisioned_vars
 from .app import load_app
 from .buildpack import build_slug, default_cache_dir
 from .config import ConfigStore, state_dir
@@ -79,12 +79,14 @@ def restart(app_dir: Path, target: str | None = None) -> list[str]:
 
 
 def config(app_dir: Path) -> dict[str, str]:
-    """`heroku config`: the running release's config vars, or (no run active) the app's as stored."""
+    """`heroku config`: the running release's config vars, or (no run active) the app's as stored, with
+    its add-ons' (which win, as in a run)."""
     folder = app_dir.resolve()
     try:
         return dict(request(state_dir(folder), "config"))
     except NoRunError:
-        return dict(load_app(folder).config_vars)
+        app = load_app(folder)
+        return {**app.config_vars, **provisioned_vars(app.state_dir, app_requests(app.manifest.addons, app.state_dir))}
 
 
 def change_config(app_dir: Path, changes: Mapping[str, str | None]) -> Applied[int | None]:

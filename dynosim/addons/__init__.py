@@ -5,9 +5,11 @@ config vars Heroku's add-ons set, their data kept under <state_dir>/addons/<name
         for attachment in addons.start():
             env.update(attachment.config_vars)
 
-`<state_dir>/addons.json` (mode 0600) remembers each add-on's name, port, passwords and colour, so
-they stay the same from run to run, and the add-ons `dynosim addons:create` declared ("declared"),
-which every run starts along with app.json's (`app_requests`). This module stays light: `python -m
+`<state_dir>/addons.json` (mode 0600) remembers each add-on's identity (name, port, passwords and
+colour, made when it is provisioned: by `addons:create`, or for app.json's at the first look at the
+config vars or first start), so its config vars are known before any run and stay the same from run to
+run (`provisioned_vars`); its backend, recorded at its first start; and the add-ons `dynosim
+addons:create` declared ("declared"), which every run starts along with app.json's (`app_requests`). This module stays light: `python -m
 dynosim.addons.search` imports it, and the services (services/) and their backends only when add-ons start or
 name their vars.
 """
@@ -33,12 +35,22 @@ from dynosim.addons.catalogue import (
     resolve,
     var_names,
 )
+from dynosim.addons.spec import ServiceSpec
 from dynosim.errors import AddonError
 from dynosim.manifest import AddonSpec
 from dynosim.privatefile import write_private
 from dynosim.runtime.ports import free_port
 
-__all__ = ["AddonRequest", "Addons", "Attachment", "app_requests", "declared_requests", "manifest_requests"]
+__all__ = [
+    "AddonRequest",
+    "Addons",
+    "Attachment",
+    "app_requests",
+    "declared_requests",
+    "manifest_requests",
+    "provision",
+    "provisioned_vars",
+]
 
 STATE_FILE = "addons.json"
 
@@ -79,10 +91,10 @@ class Addons:
         attachments: list[Attachment] = []
         try:
             for entry, record in zip(self.resolved, existing, strict=True):
-                if record is not None:
+                if record is not None and record.get("backend") is not None:
                     attachments.append(self._start_recorded(state, entry, record))
                 else:
-                    attachments.append(self._create(state, entry))
+                    attachments.append(self._first_start(state, entry, record))
         except BaseException:
             self.stop()
             raise
@@ -103,8 +115,8 @@ class Addons:
 
     def _start_recorded(self, state: State, entry: Resolved, record: dict[str, Any]) -> Attachment:
         """An add-on with a record: on its own backend, never another (an empty one would shadow its data)."""
-        where = self._where_new(entry, state) if record.get("backend") is None else str(record["backend"])
-        state.fill(record, entry, where)
+        where = str(record["backend"])
+        state.fill(record, entry)
         try:
             attachment = self._start_one(self._loaded("native" if where == "embedded" else where), entry, record)
         except AddonError as error:
@@ -119,10 +131,15 @@ class Addons:
         state.save()
         return attachment
 
-    def _create(self, state: State, entry: Resolved) -> Attachment:
-        """An add-on's first start: recorded once it has started, on the backend it started on."""
+    def _first_start(self, state: State, entry: Resolved, record: dict[str, Any] | None) -> Attachment:
+        """An add-on's first start: its identity (made now, or at `addons:create`) and the backend it
+        started on are recorded once it has started."""
         where = self._where_new(entry, state)
-        record = state.new_record(entry, where)
+        if record is None:
+            record = state.new_record(entry)
+        else:
+            state.fill(record, entry)
+        record["backend"] = where
         try:
             attachment = self._start_one(self._loaded("native" if where == "embedded" else where), entry, record)
         except AddonError as error:
@@ -136,7 +153,8 @@ class Addons:
             )
             record["backend"] = "native"
             attachment = self._start_one(self._loaded("native"), entry, record)
-        state.records.append(record)
+        if record not in state.records:
+            state.records.append(record)
         state.save()
         return attachment
 
@@ -166,24 +184,7 @@ class Addons:
         return self._backends[name]
 
     def _start_one(self, backend: Any, entry: Resolved, record: dict[str, Any]) -> Attachment:
-        from dynosim.addons.spec import ServiceSpec
-
-        api_login = entry.offering.api_login
-        running = backend.start(
-            ServiceSpec(
-                label=f"{entry.request.plan} ({record['name']})",
-                service=record["service"],
-                folder=self.state_dir / "addons" / record["name"],
-                port=record["port"],
-                password=record["password"],
-                user=record.get("user"),
-                database=record.get("database"),
-                admin_password=record.get("admin_password"),
-                logins=((api_login, record["api_key"]),) if api_login else (),
-                tls=entry.request.tls,
-                tls_port=record.get("tls_port"),
-            )
-        )
+        running = backend.start(_spec(self.state_dir, entry, record))
         self._running.append(running)
         if not entry.request.tls:
             self.say(
@@ -270,9 +271,9 @@ class State:
             )
         return found[0] if found else None
 
-    def new_record(self, entry: Resolved, backend: str) -> dict[str, Any]:
-        """A record for this add-on's first start, with the name and colour `addons:create` reserved;
-        not kept until the caller appends it (once the add-on has started)."""
+    def new_record(self, entry: Resolved) -> dict[str, Any]:
+        """A record of this add-on's identity, with the name and colour `addons:create` reserved, without
+        a backend (its first start records that); not kept until the caller appends it."""
         service = entry.offering.service
         reserved = self.declaration_of(service, entry.as_name) or {}
         name = reserved.get("name")
@@ -281,14 +282,13 @@ class State:
         record: dict[str, Any] = {"name": name, "service": service, "as": entry.as_name}
         if service == "postgres" and isinstance(reserved.get("color"), str):
             record["color"] = reserved["color"]
-        self.fill(record, entry, backend)
+        self.fill(record, entry)
         return record
 
-    def fill(self, record: dict[str, Any], entry: Resolved, backend: str) -> None:
-        """Fills in what the record lacks (an older dynosim's records lack some); keeps what it has."""
+    def fill(self, record: dict[str, Any], entry: Resolved) -> None:
+        """Fills in the identity the record lacks (an older dynosim's records lack some); keeps what it has."""
         service = entry.offering.service
         record["plan"] = entry.request.plan
-        record.setdefault("backend", backend)
         others = [r for r in self.records if r is not record]
         if not isinstance(record.get("port"), int):
             record["port"] = free_port({r["port"] for r in others if isinstance(r.get("port"), int)})
@@ -335,6 +335,65 @@ class State:
         taken = {r.get("color") for r in self.records}
         free = [c for c in COLORS if c not in taken] or list(COLORS)
         return random.choice(free)
+
+
+def provisioned_vars(state_dir: Path, requests: Sequence[AddonRequest]) -> dict[str, str]:
+    """The config vars these add-ons set, from their records, without starting them: what `heroku
+    config` shows once an add-on is provisioned (`provision`)."""
+    values: dict[str, str] = {}
+    for entry, record in provision(state_dir, requests):
+        values.update(_vars_of(Path(state_dir), entry, record))
+    return values
+
+
+def provision(state_dir: Path, requests: Sequence[AddonRequest]) -> list[tuple[Resolved, dict[str, Any]]]:
+    """Each add-on with its record. One without a record (app.json's, before its first start) gets its
+    identity here, as Heroku provisions app.json's add-ons when it creates the app; its first start
+    then only chooses its backend."""
+    resolved = resolve(requests)
+    if not resolved:
+        return []
+    state = State.load(Path(state_dir) / STATE_FILE)
+    records = [state.record_of(entry) for entry in resolved]
+    _refuse_shared_vars(state, resolved, records)
+    before = json.dumps(state.records, sort_keys=True)
+    provisioned: list[tuple[Resolved, dict[str, Any]]] = []
+    for entry, found in zip(resolved, records, strict=True):
+        record = found if found is not None else state.new_record(entry)
+        state.fill(record, entry)
+        if found is None:
+            state.records.append(record)
+        provisioned.append((entry, record))
+    if json.dumps(state.records, sort_keys=True) != before:
+        state.save()
+    return provisioned
+
+
+def _spec(state_dir: Path, entry: Resolved, record: dict[str, Any]) -> ServiceSpec:
+    """What a backend is told to run for this record: everything in it is fixed when it is provisioned."""
+    api_login = entry.offering.api_login
+    return ServiceSpec(
+        label=f"{entry.request.plan} ({record['name']})",
+        service=record["service"],
+        folder=state_dir / "addons" / record["name"],
+        port=record["port"],
+        password=record["password"],
+        user=record.get("user"),
+        database=record.get("database"),
+        admin_password=record.get("admin_password"),
+        logins=((api_login, record["api_key"]),) if api_login else (),
+        tls=entry.request.tls,
+        tls_port=record.get("tls_port"),
+    )
+
+
+def _vars_of(state_dir: Path, entry: Resolved, record: dict[str, Any]) -> dict[str, str]:
+    """The config vars of a recorded add-on: the same values whichever backend runs it (both answer
+    on 127.0.0.1 at the recorded port)."""
+    from dynosim.addons.services import service_for
+
+    endpoint = service_for(entry.offering.service).endpoint(_spec(state_dir, entry, record))
+    return config_vars(entry, endpoint, color=record.get("color"), keys=_keys(record))
 
 
 def manifest_requests(specs: Iterable[AddonSpec]) -> list[AddonRequest]:

@@ -36,9 +36,11 @@ passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 @operate
 def addons(app_dir: Path, as_json: bool) -> None:
     """The app's add-ons: name, plan, service, backend, endpoint, config vars, data size."""
+    from dynosim.addons import app_requests, provision
     from dynosim.addons.manage import inventory
 
     app, state = _app(app_dir)
+    provision(state, app_requests(app.manifest.addons, state))  # app.json's too, as Heroku has them from the start
     rows = inventory(state, _manifest(app))
     if as_json:
         print_json([row.as_json() for row in rows])
@@ -86,7 +88,10 @@ def addons_create(app_dir: Path, plan: str, as_name: str | None, backend: str | 
     if _active(app):
         click.echo("A run is active: the add-on starts with the next `dynosim run` (stop this one and start it again).")
     else:
-        click.echo("It starts with the next `dynosim run`. Use `dynosim addons` to list the app's add-ons.")
+        click.echo(
+            "Its config vars are set (`dynosim config`); it starts with the next `dynosim run`. "
+            "Use `dynosim addons` to list the app's add-ons."
+        )
 
 
 @click.command("addons:destroy")
@@ -106,7 +111,7 @@ def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
             "a `dynosim run` is active in this app; stop it first, then destroy the add-on (nothing was deleted)"
         )
     size = f", {_size(addon.size)}" if addon.size is not None else ""
-    where = f", on {addon.backend}{size}" if addon.backend else ", not provisioned yet"
+    where = f", on {addon.backend}{size}" if addon.backend else ", not started yet"
     _confirm(app.name, confirm, f"This command will destroy {addon.name or addon.addon} ({addon.addon} attached as "
                                 f"{addon.attached_as}{where}) and delete its data")  # fmt: skip
     done = destroy(state, manifest, addon, lambda line: click.echo(line, err=True))

@@ -116,7 +116,7 @@ def declare(
         raise AddonError(f"--backend {backend}: {request.plan} is one dynosim always runs itself; drop --backend")
     record = state.record_of(entry)
     if record is not None:  # data from a `run --addon`, or an earlier declaration: it is this add-on's
-        if backend is not None and record.get("backend") != backend:
+        if backend is not None and record.get("backend") not in (None, backend):
             raise AddonError(
                 f"--backend {backend}: {record['name']} was created on {record.get('backend')} and its data is there; "
                 f"drop --backend, or `dynosim addons:destroy {record['name']}` first to begin again on {backend}, empty"
@@ -139,6 +139,8 @@ def declare(
     if backend is not None:
         declared["backend"] = backend
     state.declared.append(declared)
+    if record is None:  # provisioned now, as on Heroku: its config vars are known before any run
+        state.records.append(state.new_record(entry))
     state.save()
     return name, names
 
@@ -165,6 +167,8 @@ def inventory(state_dir: Path, manifest: Sequence[AddonRequest]) -> list[AddonIn
         name = str(record["name"])
         if record.get("backend") == "docker":
             size = docker_sizes.get(name)
+        elif record.get("backend") is None:  # provisioned, not started yet: no data anywhere
+            size = None
         else:
             size = disk_usage(state_dir / "addons" / name) if _SAFE_NAME.fullmatch(name) else None
         endpoint = f"127.0.0.1:{record['port']}" if record.get("port") else ""
@@ -195,6 +199,10 @@ def inventory(state_dir: Path, manifest: Sequence[AddonRequest]) -> list[AddonIn
                 size=None,
             )
         )
+    order: dict[tuple[str, str], int] = {}
+    for index, declaration in enumerate(declared):
+        order.setdefault(declaration.key, index)
+    rows.sort(key=lambda row: order.get((row.service, row.attached_as), len(order)))  # the order a run starts them
     return rows
 
 
