@@ -4,8 +4,9 @@ Two sources, one kind of job. `scheduler:add` makes Heroku Scheduler's own jobs 
 every hour at :00, :10 ... :50, every day at a UTC time on the hour or half hour), kept in the app's
 state as Heroku's API keeps them (`every` 10, 60 or 1440 minutes and `at`); app.json's `cron` list
 (Dokku's format) adds jobs with any cron schedule. Both become a cron expression here, so the next
-run, and how long a run may last (its interval: Heroku stops a scheduler dyno that outlives it), come
-from one place. Times are UTC, as Heroku's and Dokku's are.
+run, and how long a run may last (Heroku stops a Scheduler dyno that outlives its interval; app.json's
+cron jobs have no limit and a concurrency policy instead, as in Dokku), come from one place. Times
+are UTC, as Heroku's and Dokku's are.
 """
 
 from __future__ import annotations
@@ -39,25 +40,26 @@ class Job:
     schedule: str  # a cron expression, UTC
     frequency: str  # how Heroku's dashboard would say it, or the app.json schedule
     concurrency_policy: ConcurrencyPolicy
+    stopped_at_next_run: bool  # Heroku Scheduler's rule for its own jobs
 
     def next_run(self, after: datetime) -> datetime:
         """The first run strictly after `after` (an aware UTC datetime)."""
         when: datetime = croniter(self.schedule, after).get_next(datetime)
         return when
 
-    def interval(self, at: datetime) -> timedelta:
-        """How long the run starting at `at` may last: until the job's next run."""
-        return self.next_run(at) - at
+    def time_limit(self, at: datetime) -> timedelta | None:
+        """How long the run starting at `at` may last: until the job's next run, for Heroku's jobs."""
+        return self.next_run(at) - at if self.stopped_at_next_run else None
 
 
 def scheduler_job(job_id: str, command: str, every: int, at: int) -> Job:
     """A Heroku Scheduler job from its stored `every` (10, 60, 1440) and `at` (minutes)."""
     if every == 10:
-        return Job(job_id, command, "*/10 * * * *", "every 10 minutes", "allow")
+        return Job(job_id, command, "*/10 * * * *", "every 10 minutes", "allow", True)
     if every == 60:
-        return Job(job_id, command, f"{at} * * * *", f"every hour at :{at:02d}", "allow")
+        return Job(job_id, command, f"{at} * * * *", f"every hour at :{at:02d}", "allow", True)
     hour, minute = divmod(at, 60)
-    return Job(job_id, command, f"{minute} {hour} * * *", f"every day at {hour:02d}:{minute:02d} UTC", "allow")
+    return Job(job_id, command, f"{minute} {hour} * * *", f"every day at {hour:02d}:{minute:02d} UTC", "allow", True)
 
 
 def parse_at(every: str, at: str | None) -> int:
@@ -108,7 +110,7 @@ class SchedulerJobs:
             for raw in self._stored()
         ]
         from_json = [
-            Job(f"cron.{index}", spec.command, spec.schedule, spec.schedule, spec.concurrency_policy)
+            Job(f"cron.{index}", spec.command, spec.schedule, spec.schedule, spec.concurrency_policy, False)
             for index, spec in enumerate(manifest.cron, start=1)
         ]
         return added + from_json
@@ -158,8 +160,8 @@ class SchedulerClock:
     def now(self) -> datetime:
         return self._start + timedelta(seconds=(time.monotonic() - self._started) * self.speed)
 
-    def real_seconds(self, span: timedelta) -> float:
-        return span.total_seconds() / self.speed
+    def real_seconds(self, span: timedelta | None) -> float | None:
+        return None if span is None else span.total_seconds() / self.speed
 
 
 def due(jobs: Sequence[Job], since: datetime, until: datetime) -> list[tuple[Job, datetime]]:

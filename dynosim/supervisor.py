@@ -377,7 +377,7 @@ class Run:
 
         async def scheduler_run(request: Mapping[str, Any]) -> str | None:
             job = SchedulerJobs(self.app.state_dir).get(self.app.manifest, str(request.get("id", "")))
-            return self.running().fire(job, self.clock.real_seconds(job.interval(self.clock.now())))
+            return self.running().fire(job, self.clock.real_seconds(job.time_limit(self.clock.now())))
 
         async def rollback(request: Mapping[str, Any]) -> int:
             version = request.get("version")

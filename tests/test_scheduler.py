@@ -205,3 +205,32 @@ def test_doctor_flags_celery_beat_and_the_schedule_library_in_web(tmp_path: Path
     )
     [every] = scheduler_findings(app)
     assert every["file"] == "server.py" and "schedule.every()" in str(every["message"])
+
+
+def cron_app(tmp_path: Path, policy: str) -> Path:
+    job = {
+        "command": "echo start $DYNO; sleep 4; echo done $DYNO",
+        "schedule": "* * * * *",
+        "concurrency_policy": policy,
+    }
+    return make_app(tmp_path, procfile="web: python server.py\n", app__json=json.dumps({"cron": [job]}))
+
+
+def test_concurrency_policy_forbid_skips_a_run_while_the_last_goes_on(tmp_path: Path, dynosim: type) -> None:
+    run = dynosim(cron_app(tmp_path, "forbid"), "--clock-speed", "60")  # a minute a second
+    first = run.wait_for(r"app\[(scheduler\.\d{4})\]: start", timeout=60)[1]
+    run.wait_for(r"dynosim\[scheduler\]: job cron\.1 is still running: this run is skipped", after_last=True)
+    # an app.json job has no time limit: it ends on its own, not stopped at its next run
+    run.wait_for(rf"app\[{re.escape(first)}\]: done {re.escape(first)}", timeout=15)
+    assert f"heroku[{first}]: Stopping all processes with SIGTERM" not in run.output()
+    assert run.stop() == 0
+
+
+def test_concurrency_policy_replace_stops_the_last_run_first(tmp_path: Path, dynosim: type) -> None:
+    run = dynosim(cron_app(tmp_path, "replace"), "--clock-speed", "60")
+    first = run.wait_for(r"app\[(scheduler\.\d{4})\]: start", timeout=60)[1]
+    run.wait_for(rf"heroku\[{re.escape(first)}\]: Stopping all processes with SIGTERM", after_last=True)
+    run.wait_for(rf"heroku\[{re.escape(first)}\]: State changed from up to complete", after_last=True)
+    second = run.wait_for(r"app\[(scheduler\.\d{4})\]: start", after_last=True)[1]
+    assert second != first and f"done {first}" not in run.output()
+    assert run.stop() == 0

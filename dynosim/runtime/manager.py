@@ -271,7 +271,7 @@ class DynoManager:
         self.scheduled[name] = dyno
         return dyno
 
-    async def _run_scheduled(self, dyno: Dyno, interval: float | None, after: Dyno | None = None) -> int:
+    async def _run_scheduled(self, dyno: Dyno, limit: float | None, after: Dyno | None = None) -> int:
         try:
             if after is not None:  # concurrency_policy replace: the running one goes first
                 await after.stop("a replacing run")
@@ -279,7 +279,7 @@ class DynoManager:
             if self.stopping:  # the run stopped while this dyno booted: it was not there to be stopped
                 await dyno.stop()
             try:
-                status = await asyncio.wait_for(dyno.wait(), interval)
+                status = await asyncio.wait_for(dyno.wait(), limit)
             except TimeoutError:
                 await dyno.stop("the end of the job's interval")
                 status = await dyno.wait()
@@ -288,10 +288,10 @@ class DynoManager:
         finally:
             del self.scheduled[dyno.name]
 
-    def fire(self, job: Job, interval: float | None) -> str | None:
+    def fire(self, job: Job, limit: float | None) -> str | None:
         """Run a Scheduler job now, in the background, in a one-off `scheduler.NNNN` dyno (a fresh
         filesystem, the release's slug and config), stopped as Heroku stops one (SIGTERM, SIGKILL after
-        30 s) once it outlives `interval` seconds, the time until its next run. Its name, or None when
+        30 s) once it outlives `limit` seconds (Heroku's jobs: until their next run). Its name, or None when
         its concurrency policy skips it: `forbid` while the last run still goes, and `replace` stops that
         run first (app.json's cron, as Kubernetes' CronJob); Heroku Scheduler's own jobs `allow` overlaps."""
         last = self._job_runs.get(job.id)
@@ -301,7 +301,7 @@ class DynoManager:
             return None
         dyno = self._scheduler_dyno(job)
         after = last[1] if last is not None and still and job.concurrency_policy == "replace" else None
-        self._job_runs[job.id] = (asyncio.ensure_future(self._run_scheduled(dyno, interval, after)), dyno)
+        self._job_runs[job.id] = (asyncio.ensure_future(self._run_scheduled(dyno, limit, after)), dyno)
         return dyno.name
 
     async def run_scheduler(self, jobs: Callable[[], list[Job]], clock: SchedulerClock) -> None:
@@ -312,7 +312,7 @@ class DynoManager:
             await asyncio.sleep(clock.poll)
             now = clock.now()
             for job, when in due(jobs(), since, now):
-                self.fire(job, clock.real_seconds(job.interval(when)))
+                self.fire(job, clock.real_seconds(job.time_limit(when)))
             since = now
 
     def start(self) -> None:
