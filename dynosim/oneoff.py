@@ -143,7 +143,7 @@ def _release(
             f"`dynosim deploy` or a new `dynosim run --dirty` releases changed code"
         )
     slug = history.slug(version)
-    return Release(version, slug, env, slug.description, time.time())
+    return Release(version, slug, env, slug.description, time.time(), history.dyno_metadata(version))
 
 
 async def _attach(

@@ -11,12 +11,14 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .buildpack import Slug
 from .config import ConfigStore
 from .errors import ConfigError
+from .labs import Labs, release_metadata
+from .manifest import load_manifest
 from .privatefile import write_private
 
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
@@ -29,6 +31,8 @@ class Release:
     config_vars: Mapping[str, str]
     description: str  # "Deploy 58d1fdd", "Set FOO config vars": Heroku's wording
     created_at: float
+    # runtime-dyno-metadata's vars when the feature was on as the release was made (HEROKU_DYNO_ID aside)
+    dyno_metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -90,6 +94,11 @@ def _fingerprint(slug: Slug, config_vars: Mapping[str, str]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _metadata(entry: Mapping[str, object]) -> dict[str, str]:
+    recorded = entry.get("dyno_metadata")
+    return {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
+
+
 def _status(entry: Mapping[str, object]) -> str:
     return str(entry.get("status", SUCCEEDED))  # histories written before statuses were recorded
 
@@ -140,12 +149,23 @@ class ReleaseHistory:
                     dict(config_vars),
                     str(current["description"]),
                     float(str(current["created_at"])),
+                    _metadata(current),
                 ), False
         for entry in entries:
             if _status(entry) == PENDING:  # its run was killed during the release phase
                 entry["status"] = FAILED
         version = int(entries[-1]["version"]) + 1 if entries else 1  # type: ignore[call-overload]
-        release = Release(version, slug, dict(config_vars), description, time.time())
+        created_at = time.time()
+        app_dir = self.path.parent.parent
+        metadata = release_metadata(
+            Labs(self.path.parent),
+            load_manifest(app_dir).name or app_dir.name,
+            version,
+            created_at,
+            slug.commit,
+            slug.description,
+        )
+        release = Release(version, slug, dict(config_vars), description, created_at, metadata)
         entries.append(
             {
                 "version": version,
@@ -160,6 +180,7 @@ class ReleaseHistory:
                 "config_vars": dict(config_vars),
                 "config_set": ConfigStore(self.path.parent).load(),
                 **({"replaces": replaces} if replaces else {}),
+                **({"dyno_metadata": metadata} if metadata else {}),
             }
         )
         self._write(entries)
@@ -231,6 +252,10 @@ class ReleaseHistory:
                     f"start `dynosim run` to build and release it again"
                 )
         return slug
+
+    def dyno_metadata(self, version: int) -> dict[str, str]:
+        """Release `version`'s runtime-dyno-metadata vars, which its one-off dynos get too."""
+        return next((_metadata(e) for e in self.entries() if e.get("version") == version), {})
 
     def listing(self) -> list[dict[str, object]]:
         """Newest first, with Heroku's `status` and `current`, as `heroku releases --json` shows them."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -74,6 +75,8 @@ class DynoSpec:
 def dyno_env(spec: DynoSpec, fs: DynoFilesystem, release: Release, host: Mapping[str, str]) -> dict[str, str]:
     env = {key: host[key] for key in HOST_PASSTHROUGH if key in host}
     env.update(release.config_vars)
+    if release.dyno_metadata:  # runtime-dyno-metadata: each dyno its own id
+        env.update(release.dyno_metadata, HEROKU_DYNO_ID=str(uuid.uuid4()))
     # set by the platform
     env.update(DYNO=spec.name, PORT=str(spec.port), HOME=str(fs.home))
     if fs.tmpdir is not None:
