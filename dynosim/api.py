@@ -140,6 +140,13 @@ def maintenance(app_dir: Path, on: bool | None = None) -> bool:
     return bool(request(state_dir(app_dir.resolve()), "maintenance", **arguments))
 
 
+def scheduler_run(app_dir: Path, job_id: str) -> str | None:
+    """`scheduler:run ID`: the job now, in the running app; its scheduler.NNNN dyno's name, or None when
+    its concurrency policy (forbid) skips it."""
+    result: str | None = request(state_dir(app_dir.resolve()), "scheduler:run", id=job_id)
+    return result
+
+
 def releases(app_dir: Path) -> list[dict[str, object]]:
     """`heroku releases --json`: newest first."""
     return ReleaseHistory(state_dir(app_dir.resolve())).listing()
@@ -183,6 +190,7 @@ class App:
         forwarded_port: str = "heroku",
         cycle_every: float | None = None,
         jitter: bool = True,
+        clock_speed: float = 1.0,
         dirty: bool = True,
         sandbox: str = "auto",
         boot_timeout: float = 60.0,
@@ -204,7 +212,8 @@ class App:
             sandbox=sandbox,
             timeouts=Timeouts(boot=boot_timeout, stop=stop_timeout, memory=memory),
             crash_policy=CrashPolicy().scaled(crash_backoff_scale),
-            cycle=CycleSchedule(cycle_every, jitter=jitter) if cycle_every else CycleSchedule(),
+            cycle=CycleSchedule((cycle_every or CycleSchedule.period) / clock_speed, jitter=jitter),
+            clock_speed=clock_speed,
             cache_dir=Path(cache_dir) if cache_dir else None,
             addons=tuple(AddonRequest(plan) for plan in addons),
             addons_backend=addons_backend,
@@ -380,6 +389,10 @@ class App:
     def maintenance(self, on: bool | None = None) -> bool:
         """`heroku maintenance:on`/`off`, or only whether it is on."""
         return maintenance(self.path, on)
+
+    def scheduler_run(self, job_id: str) -> str | None:
+        """`scheduler:run ID`: the job's scheduler.NNNN dyno, or None when forbid skips it."""
+        return scheduler_run(self.path, job_id)
 
     def cycle(self, target: str | None = None) -> list[str]:
         """What the daily cycle does, now."""

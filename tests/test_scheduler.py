@@ -7,8 +7,9 @@ import re
 import shutil
 from pathlib import Path
 
-from conftest import DynosimRun, make_app, run_dynosim
+from conftest import CACHE_DIR, DynosimRun, make_app, run_dynosim
 
+from dynosim import App
 from dynosim.manifest import CronSpec, parse_manifest
 
 CRON = json.dumps(
@@ -234,3 +235,14 @@ def test_concurrency_policy_replace_stops_the_last_run_first(tmp_path: Path, dyn
     second = run.wait_for(r"app\[(scheduler\.\d{4})\]: start", after_last=True)[1]
     assert second != first and f"done {first}" not in run.output()
     assert run.stop() == 0
+
+
+def test_the_api_runs_jobs_and_speeds_up_the_clock(tmp_path: Path) -> None:
+    app_dir = make_app(tmp_path, procfile="web: python server.py\n")
+    assert run_dynosim(app_dir, "scheduler:add", "echo hourly from $DYNO", "--every", "1h").returncode == 0
+    with App(app_dir, clock_speed=3600, cache_dir=CACHE_DIR) as app:
+        fired = app.logs.wait_for(r"app\[scheduler\.\d{4}\]: hourly from scheduler\.\d{4}", timeout=30)
+        assert fired.dyno.startswith("scheduler.")
+        name = app.scheduler_run("1")
+        assert name is not None and re.fullmatch(r"scheduler\.\d{4}", name)
+        app.logs.wait_for(rf"heroku\[{re.escape(name)}\]: State changed from up to complete")

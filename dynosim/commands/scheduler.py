@@ -62,9 +62,10 @@ def scheduler_remove(job_id: str, app_dir: Path) -> None:
 @operate
 def scheduler_run(job_id: str, app_dir: Path) -> None:
     """Run the job ID now, in a scheduler.NNNN dyno of the running app (its output is in `dynosim logs`)."""
-    from ..control import request
+    from ..api import scheduler_run as run_job
 
-    name = request(app_state(app_dir), "scheduler:run", id=job_id)
+    app_state(app_dir)  # a folder that is not an app says so, rather than "no run is active"
+    name = run_job(app_dir, job_id)
     if name is None:
         click.echo(f"Job {job_id} is still running; its concurrency_policy (forbid) skips this run")
     else:
