@@ -49,6 +49,7 @@ def test_searchbox_url_is_set_at_create_and_served_by_every_run(tmp_path: Path, 
     # `dynosim config` lists the add-on's vars beside the user's, as `heroku config` does
     ok(run_dynosim(app, "config:set", f"ELASTICSEARCH_URL={url}"))
     listed = ok(run_dynosim(app, "config")).splitlines()
+    assert listed[0] == "=== app Config Vars"
     assert any(line.split() == ["SEARCHBOX_URL:", url] for line in listed), listed
     assert any(line.split() == ["ELASTICSEARCH_URL:", url] for line in listed), listed
     assert api.config(app)["SEARCHBOX_URL"] == url

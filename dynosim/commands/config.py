@@ -25,7 +25,7 @@ def _values(app_dir: Path) -> dict[str, str]:
 @click.option("-j", "--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @operate
 def config(app_dir: Path, shell: bool, as_json: bool) -> None:
-    """The config vars (of the running release, or as stored when no run is active)."""
+    """The config vars, the add-ons' among them (of the running release, or as stored when no run is active)."""
     values = _values(app_dir)
     if as_json:
         print_json(values)
@@ -33,6 +33,9 @@ def config(app_dir: Path, shell: bool, as_json: bool) -> None:
         for key, value in sorted(values.items()):
             click.echo(f"{key}={shlex.quote(value)}")
     else:
+        from ..manifest import load_manifest
+
+        click.echo(f"=== {load_manifest(app_dir.resolve()).name or app_dir.resolve().name} Config Vars")
         print_table(None, [(f"{key}:", value) for key, value in sorted(values.items())], gap=1)
 
 
