@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from conftest import CACHE_DIR, DynosimRun, make_app, run_dynosim
 
 from dynosim import App
 from dynosim.manifest import CronSpec, parse_manifest
+from dynosim.scheduler import SchedulerJobs, due
 
 CRON = json.dumps(
     {
@@ -120,6 +123,12 @@ def test_an_hourly_job_fires_under_a_sped_up_clock_in_a_scheduler_dyno(tmp_path:
     # an hour later (a second), the next run, in a dyno of its own
     second = run.wait_for(r"heroku\[(scheduler\.\d{4})\]: Starting process", after_last=True)[1]
     assert second != name
+    # `dynosim scheduler` gives next runs by the run's clock, an hour a second here
+    before = json.loads(run_dynosim(app, "scheduler", "--json").stdout)[0]["next_run"]
+    time.sleep(2.5)
+    after = json.loads(run_dynosim(app, "scheduler", "--json").stdout)[0]["next_run"]
+    gap = datetime.strptime(after, "%Y-%m-%d %H:%M UTC") - datetime.strptime(before, "%Y-%m-%d %H:%M UTC")
+    assert gap >= timedelta(hours=2), (before, after)
     assert run.stop() == 0
 
 
@@ -246,3 +255,13 @@ def test_the_api_runs_jobs_and_speeds_up_the_clock(tmp_path: Path) -> None:
         name = app.scheduler_run("1")
         assert name is not None and re.fullmatch(r"scheduler\.\d{4}", name)
         app.logs.wait_for(rf"heroku\[{re.escape(name)}\]: State changed from up to complete")
+
+
+def test_runs_missed_before_the_first_look_are_not_replayed_and_a_jump_fires_once() -> None:
+    [job] = SchedulerJobs(Path("/nonexistent")).jobs(parse_manifest(CRON, Path("app.json")))[1:]  # */5
+    start = datetime(2026, 1, 1, 12, 2, tzinfo=UTC)
+    # the run started at 12:02: the 12:00 run (and every earlier one) is not made up for
+    assert due([job], start, start + timedelta(minutes=2)) == []
+    assert due([job], start, start + timedelta(minutes=3)) == [(job, datetime(2026, 1, 1, 12, 5, tzinfo=UTC))]
+    # a clock that leapt over several runs fires the job once, at the last of them
+    assert due([job], start, start + timedelta(minutes=31)) == [(job, datetime(2026, 1, 1, 12, 30, tzinfo=UTC))]

@@ -16,11 +16,16 @@ from ..clikit import app_dir_option, app_state, json_option, operate, print_json
 @operate
 def scheduler(app_dir: Path, as_json: bool) -> None:
     """The app's Scheduler jobs (scheduler:add and app.json's cron), with each one's next run (UTC)."""
+    from ..control import NoRunError, request
     from ..manifest import load_manifest
     from ..scheduler import SchedulerJobs
 
-    jobs = SchedulerJobs(app_state(app_dir)).jobs(load_manifest(app_dir.resolve()))
-    now = datetime.now(UTC)
+    state = app_state(app_dir)
+    jobs = SchedulerJobs(state).jobs(load_manifest(app_dir.resolve()))
+    try:  # a run's clock may be sped up (--clock-speed): its next runs are by that clock
+        now = datetime.fromisoformat(request(state, "scheduler:now"))
+    except NoRunError:
+        now = datetime.now(UTC)
     rows = [(job.id, job.command, job.frequency, f"{job.next_run(now):%Y-%m-%d %H:%M} UTC") for job in jobs]
     if as_json:
         print_json([dict(zip(("id", "command", "frequency", "next_run"), row, strict=True)) for row in rows])
