@@ -78,6 +78,11 @@ def restart(app_dir: Path, target: str | None = None) -> list[str]:
     return list(request(state_dir(app_dir.resolve()), "restart", target=target))
 
 
+def stop_dynos(app_dir: Path, target: str) -> list[str]:
+    """`heroku ps:stop DYNO|TYPE`: the names of the dynos stopped (the formation starts them again)."""
+    return list(request(state_dir(app_dir.resolve()), "ps:stop", target=target))
+
+
 def config(app_dir: Path) -> dict[str, str]:
     """`heroku config`: the running release's config vars, or (no run active) the app's as stored, with
     its add-ons' (which win, as in a run)."""

@@ -357,6 +357,7 @@ LazyGroup.lazy.update(
         "deploy": "dynosim.commands.releases:deploy",
         "releases:rollback": "dynosim.commands.releases:rollback",
         "releases:info": "dynosim.commands.releases:info",
+        "ps:stop": "dynosim.commands.ps:ps_stop",
         "labs": "dynosim.commands.labs:labs",
         "labs:enable": "dynosim.commands.labs:labs_enable",
         "labs:disable": "dynosim.commands.labs:labs_disable",

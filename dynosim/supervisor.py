@@ -330,6 +330,18 @@ class Run:
             raise DynosimError(f"no dyno or process type {target!r} is running")
         return names
 
+    async def stop_dynos(self, target: str) -> list[str]:
+        """`heroku ps:stop DYNO|TYPE`: each matching formation dyno stopped; the dyno manager starts
+        it again at once, as Heroku does while the formation still asks for it."""
+        manager = self.running()
+        chosen = [slot for slot in manager.slots if target in (slot.name, slot.process.name)]
+        if not chosen:
+            raise DynosimError(f"ps:stop: no dyno or process type {target!r} is running; `dynosim ps` lists them")
+        await asyncio.gather(
+            *(slot.restart("Stopping (ps:stop); the formation still asks for this dyno", "ps:stop") for slot in chosen)
+        )
+        return [slot.name for slot in chosen]
+
     def maintenance(self, on: bool | None = None) -> bool:
         """`maintenance:on`/`off` (the router answers H80), or only whether it is on."""
         self.running()
@@ -382,6 +394,9 @@ class Run:
         async def scheduler_now(_: Mapping[str, Any]) -> str:
             return self.clock.now().isoformat()
 
+        async def stop_dynos(request: Mapping[str, Any]) -> list[str]:
+            return await self.stop_dynos(str(request.get("target", "")))
+
         async def rollback(request: Mapping[str, Any]) -> int:
             version = request.get("version")
             return (await self.rollback(int(version) if version is not None else None)).version
@@ -398,6 +413,7 @@ class Run:
             "maintenance": maintenance,
             "deploy": deploy,
             "releases:rollback": rollback,
+            "ps:stop": stop_dynos,
             "scheduler:run": scheduler_run,
             "scheduler:now": scheduler_now,
         }

@@ -1,4 +1,4 @@
-"""`dynosim ps`, `ps:scale`, `ps:resize`, `ps:restart` (also `restart`): the dynos and the formation."""
+"""`dynosim ps`, `ps:scale`, `ps:resize`, `ps:restart` (also `restart`), `ps:stop`: the dynos and the formation."""
 
 from __future__ import annotations
 
@@ -94,3 +94,23 @@ def ps_restart(app_dir: Path, target: str | None) -> None:
     app_state(app_dir)
     names = api.restart(app_dir, target)
     click.echo(f"Restarting {', '.join(names) or 'no'} dynos... done")
+
+
+@click.command("ps:stop")
+@app_dir_option
+@click.argument("target")
+@operate
+def ps_stop(app_dir: Path, target: str) -> None:
+    """Stop one dyno (web.1) or a process type's dynos (web). The formation is unchanged, so the dyno
+    manager starts them again, as on Heroku; `dynosim ps:scale web=0` stops them for good."""
+    from .. import api
+    from ..app import load_app
+
+    app_state(app_dir)
+    names = api.stop_dynos(app_dir, target)
+    what = f"{target} dyno" if names == [target] else f"{target} dynos"
+    click.echo(f"Stopping {what} on ⬢ {load_app(app_dir.resolve()).name}... done")
+    click.echo(
+        f"The formation still asks for {', '.join(names)}: the dyno manager starts "
+        f"{'it' if len(names) == 1 else 'them'} again (ps:scale TYPE=0 stops a type for good)"
+    )
