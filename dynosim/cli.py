@@ -280,6 +280,9 @@ def run(
     help="Where add-ons not created yet are created, when no `dynosim run` is active.",
 )
 @click.option("--dirty", is_flag=True, help="With no release yet: build the working tree, uncommitted files included.")
+@click.option(
+    "--detach", is_flag=True, help="Run it in the background, its output on the log stream (`heroku run:detached`)."
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec(
     *,
@@ -289,6 +292,7 @@ def exec(
     sandbox: str,
     addons_backend: str,
     dirty: bool,
+    detach: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND in a one-off dyno of the current release, like `heroku run` (a Procfile type runs its command)."""
@@ -297,6 +301,16 @@ def exec(
     try:
         extra = assignments(env, "-e")
         options = OneOffOptions(size=size, sandbox=sandbox, addons_backend=addons_backend, dirty=dirty, env=extra)
+        if detach:
+            from .app import load_app
+            from .oneoff import start_detached
+
+            started = start_detached(app_dir, command, options)
+            click.echo(
+                f"Running {started.command} on ⬢ {load_app(app_dir).name}... done, {started.name} ({started.size})"
+            )
+            click.echo(f"Run dynosim logs --dyno {started.name} to view the output.")
+            return
         sys.exit(run_oneoff(app_dir, command, options).status)
     except DynosimError as exc:
         fail(exc)

@@ -9,15 +9,20 @@ This process runs the dyno, so its stdin and stdout are the terminal's own (a sh
 tty, job control and Ctrl-C) and its exit status is the command's. When a `dynosim run` is active,
 the dyno is fed to that supervisor over the control socket, as Heroku's dyno manager knows of every
 `heroku run`: `dynosim ps` lists it and `dynosim logs` has its lines while it runs. The public API's
-`App.exec` is this same path, with the output collected instead of attached.
+`App.exec` is this same path, with the output collected instead of attached, and so is
+`exec --detach` (Heroku's `run:detached`): a process of its own, whose output is only on the run's
+log stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +35,7 @@ from .app import AppDir, load_app
 from .buildpack import build_slug, default_cache_dir
 from .control import FeedConnection, NoRunError, open_feed
 from .ephemeral import DEFAULT_IGNORE, Ledger
+from .errors import DynosimError
 from .formation import DEFAULT_SIZE, dyno_size
 from .logs import LogLine, LogStream
 from .procfile import Procfile, load_procfile
@@ -51,6 +57,7 @@ class OneOffOptions:
     env: Mapping[str, str] = field(default_factory=dict)  # `heroku run -e`
     timeouts: Timeouts = Timeouts()  # its memory policy: the running App's, for the API
     attach: bool = True  # stdin and stdout are this terminal's; False: the output is collected
+    name: str | None = None  # run.NNNN, when `exec --detach` chose it to print it
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ def run_oneoff(
         if "unlike Heroku" in sandbox.reason:  # heroku run says nothing of its dyno; dynosim says where it differs
             say(f"dyno sandbox: {sandbox.mode} ({sandbox.reason})")
         size = dyno_size(options.size, "--size")
-        spec = DynoSpec(f"run.{random.randint(1000, 9999)}", "run", command, free_port(), size)
+        spec = DynoSpec(options.name or _dyno_name(), "run", command, free_port(), size)
         say(f"Running `{command}` on ⬢ {app.name}... up, {spec.name} ({size.name})")
         try:
             return asyncio.run(_attach(spec, release, sandbox, options, err, app.state_dir if active else None))
@@ -110,6 +117,43 @@ def run_oneoff(
     finally:
         if addons is not None:
             addons.stop()
+
+
+def _dyno_name() -> str:
+    return f"run.{random.randint(1000, 9999)}"
+
+
+@dataclass(frozen=True)
+class Detached:
+    command: str
+    name: str
+    size: str
+
+
+def start_detached(app_dir: Path, argv: Sequence[str], options: OneOffOptions = OneOffOptions()) -> Detached:
+    """`heroku run:detached`: the one-off in a process of its own, its output on the running app's log
+    stream only; what it runs, as Heroku's CLI prints it."""
+    app = load_app(app_dir)
+    active = RunLock(app).active()
+    if active is None:
+        raise DynosimError(
+            f"exec --detach: no dynosim run is active in {app.path}; a detached dyno's output goes to the "
+            f"run's log stream, so start `dynosim run` first (or drop --detach)"
+        )
+    slug = ReleaseHistory(app.state_dir).slug(int(str(active["release"])))
+    command = command_for(load_procfile(slug.path), argv)
+    size = dyno_size(options.size, "--size")
+    name = _dyno_name()
+    request: dict[str, object] = {"app": str(app.path), "argv": list(argv), "size": size.name}
+    request.update(sandbox=options.sandbox, env=dict(options.env), name=name)
+    subprocess.Popen(
+        [sys.executable, "-m", "dynosim.oneoff", json.dumps(request)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the terminal's Ctrl-C and hang-up are not its
+    )
+    return Detached(command, name, size.name.title())  # Heroku prints Standard-1X
 
 
 def _release(
@@ -225,3 +269,24 @@ class _Fed:
         if self.relay.pending:
             self.relay.flush()
         await self.feed.close()
+
+
+def _run_detached(request: Mapping[str, object]) -> int:
+    """The detached process's side of `start_detached`."""
+    env = request.get("env")
+    options = OneOffOptions(
+        size=str(request["size"]),
+        sandbox=str(request["sandbox"]),
+        env={str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {},
+        name=str(request["name"]),
+        attach=False,
+    )
+    argv = request.get("argv")
+    with open(os.devnull, "w") as quiet:
+        return run_oneoff(
+            Path(str(request["app"])), [str(a) for a in argv] if isinstance(argv, list) else [], options, quiet
+        ).status
+
+
+if __name__ == "__main__":
+    sys.exit(_run_detached(json.loads(sys.argv[1])))
