@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import redis
 from conftest import run_dynosim
 from test_deploy import commit, committed_app, version
 
@@ -19,8 +20,12 @@ def env(port: int) -> dict[str, str]:
 def test_rollback_restores_the_old_slug_and_config_vars(tmp_path, dynosim):
     app = committed_app(tmp_path)
     assert run_dynosim(app, "config:set", "GREETING=one").returncode == 0
+    created = run_dynosim(app, "addons:create", "heroku-redis")
+    assert created.returncode == 0, created.stderr
     run = dynosim(app)
     run.wait_for(UP)
+    store = redis.Redis.from_url(env(run.port)["REDIS_URL"], ssl_cert_reqs=None)
+    store.set("visits", "41")
     commit(app, "two")
     assert run_dynosim(app, "deploy").returncode == 0  # v2
     assert run_dynosim(app, "config:set", "GREETING=two").returncode == 0  # v3
@@ -34,6 +39,7 @@ def test_rollback_restores_the_old_slug_and_config_vars(tmp_path, dynosim):
     run.wait_for(r"app\[api\]: Rollback to v1 by user", timeout=30)
     run.wait_for(UP, after_last=True)
     assert version(run.port) == "one" and env(run.port)["GREETING"] == "one"
+    assert redis.Redis.from_url(env(run.port)["REDIS_URL"], ssl_cert_reqs=None).get("visits") == b"41"  # data kept
     rows = json.loads(run_dynosim(app, "releases", "--json").stdout)
     assert (rows[0]["version"], rows[0]["description"], rows[0]["current"]) == (4, "Rollback to v1", True)
     assert "GREETING=one" in run_dynosim(app, "config", "--shell").stdout
