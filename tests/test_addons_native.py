@@ -8,6 +8,7 @@ need a folder every user can reach.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -387,8 +388,12 @@ def test_a_taken_port_is_an_error_naming_it(state_dir: Path) -> None:
         [cache] = addons.start()
     port = int(cache.endpoint.split(":")[1])
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", port))
-        squatter.listen()
+        # the stopped server's connections may linger in TIME_WAIT; a port another test's process took
+        # meanwhile is taken all the same
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
         with Addons(state_dir, [REDIS], say=lambda _: None) as addons, pytest.raises(AddonError) as caught:
             addons.start()
     assert f"its port {port} on 127.0.0.1 is taken by another program" in str(caught.value)
