@@ -383,6 +383,7 @@ LazyGroup.lazy.update(
         "scheduler:add": "dynosim.commands.scheduler:scheduler_add",
         "scheduler:remove": "dynosim.commands.scheduler:scheduler_remove",
         "scheduler:run": "dynosim.commands.scheduler:scheduler_run",
+        "ci": "dynosim.commands.ci:ci",
         "doctor": "dynosim.doctor.command:doctor",
         "addons": "dynosim.addons.commands:addons",
         "addons:create": "dynosim.addons.commands:addons_create",

@@ -1,0 +1,173 @@
+"""Heroku CI on this machine: `dynosim ci` is a test run.
+
+The slug is built as for a deploy; app.json's `environments.test` (or `--environment review`) is
+applied over its base keys; its add-ons are fresh ones in a folder of the run's own
+(`.dynosim/ci/<run id>/`), `in-dyno` plans and others alike, so no test run sees the app's data or
+leaves any behind; `scripts.test-setup` then `scripts.test` run in `test` dynos with Heroku CI's
+variables, their output streamed here; the exit status is the test command's. When the run ends,
+its add-ons are stopped and their folder removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from .addons import Addons, manifest_requests
+from .addons.catalogue import offering_for
+from .app import load_app
+from .buildpack import build_slug, default_cache_dir
+from .errors import AddonError, DynosimError, ManifestError
+from .formation import DEFAULT_SIZE, dyno_size
+from .logs import LogLine, LogStream
+from .manifest import Environment, load_environment
+from .releases import Release
+from .runtime.dyno import Dyno, DynoSpec, Timeouts
+from .runtime.ports import free_port
+from .runtime.sandbox import Sandbox, choose_sandbox, remove_if_empty
+
+
+@dataclass(frozen=True)
+class CiOptions:
+    environment: str = "test"
+    parallel: int | None = None  # test dynos; None: environments.test.formation's, else 1
+    sandbox: str = "auto"
+    addons_backend: str = "native"  # throwaway services: nothing to keep, nothing to reap
+    cache_dir: Path | None = None
+
+
+def run_ci(app_dir: Path, options: CiOptions = CiOptions(), out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """One test run; its exit status is the test command's (the first failing dyno's)."""
+    app = load_app(app_dir)
+    environment = load_environment(app.path, options.environment)
+    where = f"app.json: environments.{options.environment}"
+    test = environment.scripts.get("test")
+    if test is None:
+        raise ManifestError(
+            f"{where} has no scripts.test, and Heroku's Python buildpack has no default test command; "
+            f'add one like "environments": {{"{options.environment}": {{"scripts": {{"test": "pytest"}}}}}}'
+        )
+    _check_addons(environment, where)
+    nodes = _node_total(environment, options)
+
+    def say(line: str) -> None:
+        err.write(line + "\n")
+        err.flush()
+
+    run_id = str(uuid.uuid4())
+    run_dir = app.state_dir / "ci" / run_id
+    runtime_dir = app.runtime_dir.with_name(f"{app.runtime_dir.name}.ci-{run_id[:8]}")
+    slug = build_slug(
+        app.path, cache_dir=options.cache_dir or default_cache_dir(), config_vars=environment.env, say=say
+    )
+    addons = Addons(run_dir, manifest_requests(environment.addons), backend=options.addons_backend, say=say)
+    try:
+        config_vars = dict(environment.env)
+        for attachment in addons.start():
+            config_vars.update(attachment.config_vars)
+        config_vars.update(_ci_vars(app.path, run_id, nodes))
+        setup = environment.scripts.get("test-setup")
+        command = f"{setup} && {test}" if setup else test
+        size = dyno_size(_size(environment), f"{where}.formation.test.size")
+        release = Release(0, slug, config_vars, slug.description, 0.0)
+        sandbox = choose_sandbox(options.sandbox, runtime_dir, protect=[app.path])
+        say(f"Test run {run_id}: `{command}` on {nodes} test dyno{'s' if nodes > 1 else ''} ({size.name})")
+        specs = [DynoSpec(_dyno_name(index, nodes), "test", command, free_port(), size) for index in range(nodes)]
+        return asyncio.run(_run_nodes(specs, release, sandbox, out, nodes > 1))
+    finally:
+        try:
+            addons.stop()
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_if_empty(run_dir.parent)
+            remove_if_empty(runtime_dir)
+
+
+def _check_addons(environment: Environment, where: str) -> None:
+    """An unknown add-on is app.json's mistake, found before anything starts."""
+    for index, spec in enumerate(environment.addons):
+        try:
+            offering_for(spec.plan)
+        except AddonError as error:
+            raise ManifestError(f"{where}.addons[{index}]: {error}") from None
+
+
+def _node_total(environment: Environment, options: CiOptions) -> int:
+    if options.parallel is not None:
+        if options.parallel < 1:
+            raise DynosimError(f"--parallel {options.parallel}: give a number of test dynos, 1 or more")
+        return options.parallel
+    formation = environment.formation.get("test")
+    return max(formation.quantity, 1) if formation is not None else 1
+
+
+def _size(environment: Environment) -> str:
+    formation = environment.formation.get("test")
+    return formation.size if formation is not None and formation.size else DEFAULT_SIZE
+
+
+def _dyno_name(index: int, nodes: int) -> str:
+    return "test" if nodes == 1 else f"test.{index + 1}"
+
+
+def _ci_vars(app_dir: Path, run_id: str, nodes: int) -> dict[str, str]:
+    """Heroku CI's variables; CI_NODE_INDEX is set per dyno (`_node_env`)."""
+    return {
+        "CI": "true",
+        "HEROKU_TEST_RUN_ID": run_id,
+        "HEROKU_TEST_RUN_BRANCH": _git(app_dir, "rev-parse", "--abbrev-ref", "HEAD"),
+        "HEROKU_TEST_RUN_COMMIT_VERSION": _git(app_dir, "rev-parse", "HEAD"),
+        "CI_NODE_TOTAL": str(nodes),
+    }
+
+
+def _git(app_dir: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=app_dir, capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+async def _run_nodes(specs: Sequence[DynoSpec], release: Release, sandbox: Sandbox, out: TextIO, prefix: bool) -> int:
+    logs = LogStream()
+    logs.subscribe(_printer(out, prefix))
+    dynos = []
+    for index, spec in enumerate(specs):
+        node_release = Release(
+            release.version,
+            release.slug,
+            {**release.config_vars, "CI_NODE_INDEX": str(index)},
+            release.description,
+            release.created_at,
+        )
+        dyno = Dyno(spec, node_release, sandbox, logs, Timeouts(), f"ci/{spec.name}")
+        dyno.end_reason = "the end of the test run"
+        dynos.append(dyno)
+    try:
+        for dyno in dynos:
+            await dyno.boot("down")
+        statuses = [await dyno.wait() for dyno in dynos]
+    finally:
+        for dyno in dynos:
+            if dyno.process is not None and dyno.state != "complete":
+                await dyno.stop("the end of the test run")
+    for dyno in dynos:
+        dyno.set_state("complete")
+    return next((status for status in statuses if status != 0), 0)
+
+
+def _printer(out: TextIO, prefix: bool) -> Callable[[Sequence[LogLine]], None]:
+    """The test dynos' own output as it comes; each line named by its dyno when there are several."""
+
+    def show(lines: Sequence[LogLine]) -> None:
+        for line in lines:
+            if line.source == "app":
+                out.write(f"{line.dyno}: {line.text}\n" if prefix else f"{line.text}\n")
+        out.flush()
+
+    return show

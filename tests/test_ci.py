@@ -1,0 +1,112 @@
+"""`dynosim ci`: Heroku CI's test run, against real Postgres and real test dynos."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import psutil
+from conftest import ROOT, make_app, run_dynosim
+
+CI_APP = str(ROOT / "tests" / "apps" / "ci_app")
+
+
+def git(app: Path, *args: str) -> str:
+    who = ["-c", "user.email=dev@example.com", "-c", "user.name=dev"]
+    done = subprocess.run(["git", "-C", str(app), *who, *args], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def ci_app(tmp_path: Path, **files: str) -> Path:
+    app = make_app(tmp_path, CI_APP, **files)
+    git(app, "init", "-q", "-b", "feature-x")
+    git(app, "add", "-A")
+    git(app, "commit", "-qm", "ci app")
+    return app
+
+
+def with_test_env(**env: str) -> str:
+    manifest = json.loads((Path(CI_APP) / "app.json").read_text())
+    manifest["environments"]["test"]["env"].update(env)
+    return json.dumps(manifest)
+
+
+def left_behind(app: Path) -> list[str]:
+    """What a test run might leave: its state folder, and any process started in the app's folder."""
+    left = [str(path) for path in (app / ".dynosim").glob("ci*")]
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(app) in part for part in proc.info["cmdline"] or []):
+            left.append(" ".join(proc.info["cmdline"]))
+    return left
+
+
+def test_a_passing_suite_exits_0_with_its_output_and_heroku_ci_vars(tmp_path: Path) -> None:
+    app = ci_app(tmp_path)
+    done = run_dynosim(app, "ci", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "test-setup: greetings table ready" in done.stdout
+    assert "2 passed" in done.stdout
+    seen = json.loads(re.search(r"CI vars: (\{.*\})", done.stdout).group(1).replace("'", '"'))  # type: ignore[union-attr]
+    assert seen["CI"] == "true"
+    assert seen["CI_NODE_TOTAL"] == "1" and seen["CI_NODE_INDEX"] == "0"
+    assert seen["HEROKU_TEST_RUN_BRANCH"] == "feature-x"
+    assert seen["HEROKU_TEST_RUN_COMMIT_VERSION"] == git(app, "rev-parse", "HEAD")
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", seen["HEROKU_TEST_RUN_ID"])
+    assert left_behind(app) == []
+
+
+def test_a_failing_suite_exits_with_its_status_and_leaves_nothing(tmp_path: Path) -> None:
+    app = ci_app(tmp_path, app__json=with_test_env(CI_APP_FAIL="1"))
+    done = run_dynosim(app, "ci", timeout=300)
+    assert done.returncode == 1, done.stderr  # pytest's status for failed tests
+    assert "1 failed, 1 passed" in done.stdout
+    assert left_behind(app) == []
+
+
+def test_parallel_runs_that_many_test_dynos_each_with_its_index(tmp_path: Path) -> None:
+    manifest = {"environments": {"test": {"scripts": {"test": 'echo "node $CI_NODE_INDEX of $CI_NODE_TOTAL"'}}}}
+    app = ci_app(tmp_path, app__json=json.dumps(manifest))
+    done = run_dynosim(app, "ci", "--parallel", "2", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["test.1: node 0 of 2", "test.2: node 1 of 2"]
+    assert left_behind(app) == []
+
+
+def test_missing_scripts_test_says_how_to_add_it(tmp_path: Path) -> None:
+    app = ci_app(tmp_path, app__json='{"environments": {"test": {"addons": ["heroku-postgresql:in-dyno"]}}}')
+    done = run_dynosim(app, "ci")
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert "scripts.test" in line and "no default test command" in line and '"test": "pytest"' in line
+    assert "Building" not in done.stdout + done.stderr
+
+
+def test_bad_input_names_app_json_and_the_key(tmp_path: Path) -> None:
+    app = ci_app(tmp_path, app__json='{"environments": {"test": {"scripts": {"test": 42}}}}')
+    done = run_dynosim(app, "ci")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        'dynosim: error: app.json: environments.test.scripts.test must be a string, got 42; quote it: "42"'
+    ]
+    app = ci_app(
+        tmp_path / "2", app__json='{"environments": {"test": {"addons": ["nosuchdb"], "scripts": {"test": "true"}}}}'
+    )
+    done = run_dynosim(app, "ci")
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith('dynosim: error: app.json: environments.test.addons[0]: unknown add-on "nosuchdb"')
+    assert left_behind(app) == []
+
+
+def test_review_environment_applies_instead(tmp_path: Path) -> None:
+    manifest = {
+        "env": {"WHO": "base"},
+        "environments": {
+            "test": {"env": {"WHO": "test"}, "scripts": {"test": 'echo "who=$WHO"'}},
+            "review": {"env": {"WHO": "review"}, "scripts": {"test": 'echo "who=$WHO"; exit 3'}},
+        },
+    }
+    app = ci_app(tmp_path, app__json=json.dumps(manifest))
+    done = run_dynosim(app, "ci", "--environment", "review", timeout=300)
+    assert done.returncode == 3
+    assert "who=review" in done.stdout.splitlines()
