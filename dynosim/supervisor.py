@@ -30,6 +30,7 @@ from .formation import DEFAULT_SIZE, Formation, FormationStore, dyno_size, resol
 from .gitwatch import new_commits
 from .logs import LogLine, LogStream, TerminalPrinter
 from .logview import select
+from .privatefile import write_private
 from .procfile import Procfile, load_procfile
 from .releases import Release, ReleaseHistory, config_change_description, slug_from_record
 from .router import Router, RouterTimeouts, WebDyno
@@ -159,6 +160,13 @@ class Run:
         self.attachments: list[Attachment] = []
         self.clock = SchedulerClock(options.clock_speed)
         self._scheduler_error = ""
+        postdeploy = self.app.manifest.postdeploy
+        self._postdeploy_size = (
+            dyno_size(postdeploy.size, "app.json scripts.postdeploy.size")
+            if postdeploy is not None and postdeploy.size is not None
+            else None
+        )
+        self._postdeploy_task: asyncio.Task[None] | None = None
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -187,6 +195,8 @@ class Run:
                 self.logs, self.attachments
             )  # Heroku's fix, once, when a dyno fails against an add-on as it would there
             config_vars.update(self._addon_vars(config_vars))
+        # fresh as a new Heroku app is: no release of it ever succeeded, so its add-on data is new too
+        self._fresh = self.history.current_version() is None
         release, self._new_release = self.history.create(
             slug, config_vars, self.app.user(), slug.description, release_phase=self.app.procfile.release is not None
         )
@@ -282,6 +292,7 @@ class Run:
             self.history.settle(release, succeeded=True)
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
         manager.start()
+        self._start_postdeploy(manager, release)
         scheduling = asyncio.ensure_future(manager.run_scheduler(self._scheduler_jobs, self.clock))
         # the router's certificate is made while the dynos boot: a run's start never waits for it
         self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
@@ -300,6 +311,29 @@ class Run:
                 watching.cancel()
             await control.stop()
             await manager.stop()
+            if self._postdeploy_task is not None:  # its dyno stopped with the others: its record is written
+                await self._postdeploy_task
+
+    def _start_postdeploy(self, manager: DynoManager, release: Release) -> None:
+        """app.json's `scripts.postdeploy`, once in the app's life: after its first successful release,
+        beside the formation; a failure is said and stops nothing, as on Heroku's review apps."""
+        postdeploy = self.app.manifest.postdeploy
+        record = self.app.state_dir / "postdeploy.json"
+        if postdeploy is None or not self._fresh or record.exists():
+            return
+
+        async def run() -> None:
+            name, status = await manager.postdeploy(postdeploy.command, self._postdeploy_size)
+            # written whatever the status: Heroku runs it once, and a failed one is not run again either
+            write_private(record, json.dumps({"release": release.version, "dyno": name, "status": status}) + "\n")
+            if status != 0 and not manager.stopping:
+                self.logs.hint(
+                    name,
+                    f"app.json scripts.postdeploy `{postdeploy.command}` failed (exited with status {status}); "
+                    "the dynos keep running, and it does not run again (run it by hand with `dynosim exec`)",
+                )
+
+        self._postdeploy_task = asyncio.ensure_future(run())
 
     # what a running app is asked: the control socket's handlers (the CLI's, the public API's) come here
     def running(self) -> DynoManager:

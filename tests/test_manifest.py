@@ -133,7 +133,11 @@ def test_a_lowercase_attachment_name_is_kept_as_written() -> None:
 
 
 def test_scripts_must_be_strings() -> None:
-    assert 'scripts.postdeploy must be a string, got ["a"]' in error_of({"scripts": {"postdeploy": ["a"]}})
+    # postdeploy may also be Heroku's {"command": ..., "size": ...} (tests/test_postdeploy.py)
+    assert 'scripts.postdeploy must be a command string or an object like {"command"' in error_of(
+        {"scripts": {"postdeploy": ["a"]}}
+    )
+    assert 'scripts.pr-predestroy must be a string, got ["a"]' in error_of({"scripts": {"pr-predestroy": ["a"]}})
 
 
 def test_unknown_top_level_keys_are_ignored() -> None:

@@ -221,7 +221,7 @@ class DynoManager:
         self._tasks: list[asyncio.Task[None]] = []
         self.attached: dict[str, AttachedDyno] = {}  # one-off dynos of other terminals, by name
         self._release_dyno: Dyno | None = None
-        self.scheduled: dict[str, Dyno] = {}  # Scheduler jobs' one-off dynos while they run, by name
+        self.scheduled: dict[str, Dyno] = {}  # Scheduler jobs' and postdeploy's one-off dynos while they run
         self._job_runs: dict[str, tuple[asyncio.Task[int], Dyno]] = {}  # each job's latest run and its dyno
         self._serial = 0
 
@@ -262,14 +262,23 @@ class DynoManager:
             f"status {status}"
         )
 
-    def _scheduler_dyno(self, job: Job) -> Dyno:
-        name = f"scheduler.{random.randint(1000, 9999)}"
+    def _one_off_dyno(self, kind: str, command: str, size: DynoSize | None = None) -> Dyno:
+        name = f"{kind}.{random.randint(1000, 9999)}"
         while name in self.scheduled:
-            name = f"scheduler.{random.randint(1000, 9999)}"
-        size = next(iter(self.formation.sizes.values()), SIZES[DEFAULT_SIZE])
-        dyno = self.new_dyno(DynoSpec(name, "scheduler", job.command, free_port(), size))
+            name = f"{kind}.{random.randint(1000, 9999)}"
+        size = size or next(iter(self.formation.sizes.values()), SIZES[DEFAULT_SIZE])
+        dyno = self.new_dyno(DynoSpec(name, kind, command, free_port(), size))
         self.scheduled[name] = dyno
         return dyno
+
+    def _scheduler_dyno(self, job: Job) -> Dyno:
+        return self._one_off_dyno("scheduler", job.command)
+
+    async def postdeploy(self, command: str, size: DynoSize | None) -> tuple[str, int]:
+        """app.json's `scripts.postdeploy` in a one-off `postdeploy.NNNN` dyno beside the formation, as
+        Heroku runs it after an app's first release: its name and exit status, the formation untouched."""
+        dyno = self._one_off_dyno("postdeploy", command, size)
+        return dyno.name, await self._run_scheduled(dyno, None)
 
     async def _run_scheduled(self, dyno: Dyno, limit: float | None, after: Dyno | None = None) -> int:
         try:
@@ -441,7 +450,7 @@ class DynoManager:
         for name, dyno in self.scheduled.items():
             rows.append(
                 {
-                    "type": "scheduler",
+                    "type": dyno.spec.process_type,
                     "name": name,
                     "state": dyno.state,
                     "since": dyno.since,
