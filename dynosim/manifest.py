@@ -59,6 +59,14 @@ class CronSpec:
 
 
 @dataclass(frozen=True)
+class PostdeploySpec:
+    """app.json's `scripts.postdeploy`: a command, or Heroku's object form `{"command": ..., "size": ...}`."""
+
+    command: str
+    size: str | None
+
+
+@dataclass(frozen=True)
 class Manifest:
     name: str | None
     env: Mapping[str, EnvSpec]
@@ -66,6 +74,7 @@ class Manifest:
     addons: tuple[AddonSpec, ...]
     scripts: Mapping[str, str]
     cron: tuple[CronSpec, ...] = ()
+    postdeploy: PostdeploySpec | None = None
 
     EMPTY: ClassVar[Manifest]  # an app without app.json
 
@@ -97,6 +106,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         ) from None
     fail = _Failer(path.name)
     top = fail.mapping(data, "the top level")
+    postdeploy = _postdeploy_spec(fail, fail.mapping_at(top, "scripts").get("postdeploy"))
     return Manifest(
         name=fail.optional_string(top, "name", ""),
         env=MappingProxyType({key: _env_spec(fail, key, raw) for key, raw in fail.mapping_at(top, "env").items()}),
@@ -105,10 +115,35 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         ),
         addons=tuple(_addon_spec(fail, index, raw) for index, raw in enumerate(fail.list_at(top, "addons"))),
         scripts=MappingProxyType(
-            {key: fail.string(raw, f"scripts.{key}") for key, raw in fail.mapping_at(top, "scripts").items()}
+            {
+                # postdeploy's object form is read by _postdeploy_spec; here it is its command
+                key: postdeploy.command
+                if postdeploy is not None and key == "postdeploy"
+                else fail.string(raw, f"scripts.{key}")
+                for key, raw in fail.mapping_at(top, "scripts").items()
+            }
         ),
         cron=tuple(_cron_spec(fail, index, raw) for index, raw in enumerate(fail.list_at(top, "cron"))),
+        postdeploy=postdeploy,
     )
+
+
+def _postdeploy_spec(fail: _Failer, raw: object) -> PostdeploySpec | None:
+    where = "scripts.postdeploy"
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        command, size = raw, None
+    else:
+        spec = fail.mapping(
+            raw, where, 'a command string or an object like {"command": "python seed.py", "size": "standard-2x"}'
+        )
+        if "command" not in spec:
+            fail(f'{where} has no "command"; add one like "command": "python seed.py"')
+        command, size = fail.string(spec["command"], f"{where}.command"), fail.optional_string(spec, "size", where)
+    if not command.strip():
+        fail(f"{where} is empty; give the command to run once after the app's first release")
+    return PostdeploySpec(command=command, size=size)
 
 
 def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
