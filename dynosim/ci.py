@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -61,6 +62,8 @@ def run_ci(app_dir: Path, options: CiOptions = CiOptions(), out: TextIO = sys.st
         err.write(line + "\n")
         err.flush()
 
+    # a stop while the slug builds or the add-ons start still removes what the run made (below)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run_id = str(uuid.uuid4())
     run_dir = app.state_dir / "ci" / run_id
     runtime_dir = app.runtime_dir.with_name(f"{app.runtime_dir.name}.ci-{run_id[:8]}")
@@ -148,6 +151,18 @@ async def _run_nodes(specs: Sequence[DynoSpec], release: Release, sandbox: Sandb
         dyno = Dyno(spec, node_release, sandbox, logs, Timeouts(), f"ci/{spec.name}")
         dyno.end_reason = "the end of the test run"
         dynos.append(dyno)
+    interrupted: list[int] = []
+    stopping: list[asyncio.Task[None]] = []
+
+    def interrupt(signum: int) -> None:  # the dynos are stopped, then the run's add-ons and folder go
+        interrupted.append(signum)
+        for dyno in dynos:
+            if dyno.process is not None:
+                stopping.append(asyncio.ensure_future(dyno.stop("the interrupted test run")))
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt, signum)
     try:
         for dyno in dynos:
             await dyno.boot("down")
@@ -156,8 +171,11 @@ async def _run_nodes(specs: Sequence[DynoSpec], release: Release, sandbox: Sandb
         for dyno in dynos:
             if dyno.process is not None and dyno.state != "complete":
                 await dyno.stop("the end of the test run")
+        await asyncio.gather(*stopping)
     for dyno in dynos:
         dyno.set_state("complete")
+    if interrupted:
+        return 128 + interrupted[0]
     return next((status for status in statuses if status != 0), 0)
 
 

@@ -1,12 +1,15 @@
 """`dynosim ci`: Heroku CI's test run, against real Postgres and real test dynos."""
 
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
-from conftest import ROOT, make_app, run_dynosim
+from conftest import CACHE_DIR, ROOT, make_app, run_dynosim
 
 CI_APP = str(ROOT / "tests" / "apps" / "ci_app")
 
@@ -110,3 +113,22 @@ def test_review_environment_applies_instead(tmp_path: Path) -> None:
     done = run_dynosim(app, "ci", "--environment", "review", timeout=300)
     assert done.returncode == 3
     assert "who=review" in done.stdout.splitlines()
+
+
+def test_a_stopped_run_exits_143_and_leaves_nothing(tmp_path: Path) -> None:
+    manifest = json.loads((Path(CI_APP) / "app.json").read_text())
+    manifest["environments"]["test"]["scripts"]["test"] = "echo started; sleep 60"
+    app = ci_app(tmp_path, app__json=json.dumps(manifest))
+    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
+    argv = [sys.executable, "-m", "dynosim", "ci"]
+    proc = subprocess.Popen(argv, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "test-setup: greetings table ready\n"
+        assert proc.stdout.readline() == "started\n"
+        assert (app / ".dynosim" / "ci").is_dir()  # the run's add-on is there while it runs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+    assert left_behind(app) == []
