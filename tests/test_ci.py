@@ -132,3 +132,21 @@ def test_a_stopped_run_exits_143_and_leaves_nothing(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert left_behind(app) == []
+
+
+def test_the_test_formation_and_other_plans_apply(tmp_path: Path) -> None:
+    script = 'echo "node $CI_NODE_INDEX: ${REDIS_URL%%:*} ${DATABASE_URL%%:*}"'
+    manifest = {
+        "environments": {
+            "test": {
+                "addons": ["heroku-redis:in-dyno", "heroku-postgresql:essential-0"],
+                "formation": {"test": {"quantity": 2}},
+                "scripts": {"test": script},
+            }
+        }
+    }
+    app = ci_app(tmp_path, app__json=json.dumps(manifest))
+    done = run_dynosim(app, "ci", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["test.1: node 0: rediss postgres", "test.2: node 1: rediss postgres"]
+    assert left_behind(app) == []
