@@ -2,8 +2,8 @@
 
 The slug is built as for a deploy; app.json's `environments.test` (or `--environment review`) is
 applied over its base keys; its add-ons are fresh ones in a folder of the run's own
-(`.dynosim/ci/<run id>/`), `in-dyno` plans and others alike, so no test run sees the app's data or
-leaves any behind; `scripts.test-setup` then `scripts.test` run in `test` dynos with Heroku CI's
+(`.dynosim/ci/<run id>/`), so no test run sees the app's data or leaves any behind: an `in-dyno`
+plan is each test dyno's own, as on Heroku, other plans the run's, shared by its dynos; `scripts.test-setup` then `scripts.test` run in `test` dynos with Heroku CI's
 variables, their output streamed here; the exit status is the test command's. When the run ends,
 its add-ons are stopped and their folder removed.
 """
@@ -22,17 +22,19 @@ from pathlib import Path
 from typing import TextIO
 
 from .addons import Addons, manifest_requests
-from .addons.catalogue import offering_for
+from .addons.catalogue import offering_for, resolve
 from .app import load_app
 from .buildpack import build_slug, default_cache_dir
 from .errors import AddonError, DynosimError, ManifestError
 from .formation import DEFAULT_SIZE, dyno_size
 from .logs import LogLine, LogStream
-from .manifest import Environment, load_environment
+from .manifest import AddonSpec, Environment, load_environment
 from .releases import Release
 from .runtime.dyno import Dyno, DynoSpec, Timeouts
 from .runtime.ports import free_port
 from .runtime.sandbox import Sandbox, choose_sandbox, remove_if_empty
+
+IN_DYNO = ":in-dyno"  # heroku-postgresql:in-dyno, heroku-redis:in-dyno
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ def run_ci(app_dir: Path, options: CiOptions = CiOptions(), out: TextIO = sys.st
         )
     _check_addons(environment, where)
     nodes = _node_total(environment, options)
+    size = dyno_size(_size(environment), f"{where}.formation.test.size")
 
     def say(line: str) -> None:
         err.write(line + "\n")
@@ -70,23 +73,35 @@ def run_ci(app_dir: Path, options: CiOptions = CiOptions(), out: TextIO = sys.st
     slug = build_slug(
         app.path, cache_dir=options.cache_dir or default_cache_dir(), config_vars=environment.env, say=say
     )
-    addons = Addons(run_dir, manifest_requests(environment.addons), backend=options.addons_backend, say=say)
+    # an in-dyno datastore is each test dyno's own, as on Heroku; other add-ons are the run's, shared
+    in_dyno = [spec for spec in environment.addons if spec.plan.endswith(IN_DYNO)]
+    shared = [spec for spec in environment.addons if not spec.plan.endswith(IN_DYNO)]
+    names = [_dyno_name(index, nodes) for index in range(nodes)]
+
+    def addons_in(folder: str, specs: Sequence[AddonSpec]) -> Addons:
+        return Addons(run_dir / folder, manifest_requests(specs), backend=options.addons_backend, say=say)
+
+    started = [addons_in("shared", shared), *(addons_in(name, in_dyno) for name in names)]
     try:
-        config_vars = dict(environment.env)
-        for attachment in addons.start():
-            config_vars.update(attachment.config_vars)
-        config_vars.update(_ci_vars(app.path, run_id, nodes))
+        shared_vars = {**environment.env, **_ci_vars(app.path, run_id, nodes)}
+        for attachment in started[0].start():
+            shared_vars.update(attachment.config_vars)
+        releases = []
+        for index, addons in enumerate(started[1:]):
+            node_vars = {**shared_vars, "CI_NODE_INDEX": str(index)}
+            for attachment in addons.start():
+                node_vars.update(attachment.config_vars)
+            releases.append(Release(0, slug, node_vars, slug.description, 0.0))
         setup = environment.scripts.get("test-setup")
         command = f"{setup} && {test}" if setup else test
-        size = dyno_size(_size(environment), f"{where}.formation.test.size")
-        release = Release(0, slug, config_vars, slug.description, 0.0)
         sandbox = choose_sandbox(options.sandbox, runtime_dir, protect=[app.path])
         say(f"Test run {run_id}: `{command}` on {nodes} test dyno{'s' if nodes > 1 else ''} ({size.name})")
-        specs = [DynoSpec(_dyno_name(index, nodes), "test", command, free_port(), size) for index in range(nodes)]
-        return asyncio.run(_run_nodes(specs, release, sandbox, out, nodes > 1))
+        specs = [DynoSpec(name, "test", command, free_port(), size) for name in names]
+        return asyncio.run(_run_nodes(specs, releases, sandbox, out, nodes > 1))
     finally:
         try:
-            addons.stop()
+            for addons in reversed(started):
+                addons.stop()
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
             remove_if_empty(run_dir.parent)
@@ -100,6 +115,10 @@ def _check_addons(environment: Environment, where: str) -> None:
             offering_for(spec.plan)
         except AddonError as error:
             raise ManifestError(f"{where}.addons[{index}]: {error}") from None
+    try:
+        resolve(manifest_requests(environment.addons))  # two attached under one name
+    except AddonError as error:
+        raise ManifestError(f"{where}.addons: {error}") from None
 
 
 def _node_total(environment: Environment, options: CiOptions) -> int:
@@ -121,7 +140,7 @@ def _dyno_name(index: int, nodes: int) -> str:
 
 
 def _ci_vars(app_dir: Path, run_id: str, nodes: int) -> dict[str, str]:
-    """Heroku CI's variables; CI_NODE_INDEX is set per dyno (`_node_env`)."""
+    """Heroku CI's variables; CI_NODE_INDEX is each dyno's own."""
     return {
         "CI": "true",
         "HEROKU_TEST_RUN_ID": run_id,
@@ -136,19 +155,14 @@ def _git(app_dir: Path, *args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-async def _run_nodes(specs: Sequence[DynoSpec], release: Release, sandbox: Sandbox, out: TextIO, prefix: bool) -> int:
+async def _run_nodes(
+    specs: Sequence[DynoSpec], releases: Sequence[Release], sandbox: Sandbox, out: TextIO, prefix: bool
+) -> int:
     logs = LogStream()
     logs.subscribe(_printer(out, prefix))
     dynos = []
-    for index, spec in enumerate(specs):
-        node_release = Release(
-            release.version,
-            release.slug,
-            {**release.config_vars, "CI_NODE_INDEX": str(index)},
-            release.description,
-            release.created_at,
-        )
-        dyno = Dyno(spec, node_release, sandbox, logs, Timeouts(), f"ci/{spec.name}")
+    for spec, release in zip(specs, releases, strict=True):
+        dyno = Dyno(spec, release, sandbox, logs, Timeouts(), f"ci/{spec.name}")
         dyno.end_reason = "the end of the test run"
         dynos.append(dyno)
     interrupted: list[int] = []

@@ -75,6 +75,14 @@ def test_parallel_runs_that_many_test_dynos_each_with_its_index(tmp_path: Path) 
     assert left_behind(app) == []
 
 
+def test_each_parallel_test_dyno_has_its_own_in_dyno_database(tmp_path: Path) -> None:
+    app = ci_app(tmp_path)  # each dyno's test-setup creates the same table: a shared database would fail it
+    done = run_dynosim(app, "ci", "--parallel", "2", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(re.findall(r"^(test\.\d): 2 passed", done.stdout, re.M)) == ["test.1", "test.2"]
+    assert left_behind(app) == []
+
+
 def test_missing_scripts_test_says_how_to_add_it(tmp_path: Path) -> None:
     app = ci_app(tmp_path, app__json='{"environments": {"test": {"addons": ["heroku-postgresql:in-dyno"]}}}')
     done = run_dynosim(app, "ci")
