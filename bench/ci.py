@@ -7,9 +7,8 @@ untimed `dynosim ci` first builds its slug (every later run reuses it, as a warm
 Baseline, side by side in the same run, alternating rounds: what a developer does by hand for a fresh
 database: `initdb` a new data folder, `pg_ctl start -w`, `createdb`, the same setup script and
 `python -m pytest` on the same suite (this interpreter, which has psycopg and pytest; its plugins
-not loaded, so it is the slug's bare pytest), `pg_ctl stop`,
-the folder removed. Run as uid 1000 in a user namespace when root, as dynosim's native backend runs
-postgres. Each round is timed from launch to exit. Goal (issue 17): `dynosim ci` under 2x.
+not loaded, so it is the slug's bare pytest), `pg_ctl stop`, the folder removed. Run as uid 1000 in
+a user namespace when root, as dynosim's native backend runs postgres. Each round is timed from launch to exit. Goal (issue 17): `dynosim ci` under 2x.
 
 A second baseline, also side by side, is the floor a warm machine sets: a Postgres started by hand
 once (initdb, pg_ctl) before the rounds, and each round only `createdb` of a new database, the setup
