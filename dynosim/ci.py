@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .addons import Addons, manifest_requests
+from .addons import Addons, manage, manifest_requests
 from .addons.catalogue import offering_for, resolve
 from .app import load_app
 from .buildpack import build_slug, default_cache_dir
@@ -102,10 +102,20 @@ def run_ci(app_dir: Path, options: CiOptions = CiOptions(), out: TextIO = sys.st
         try:
             for addons in reversed(started):
                 addons.stop()
+                _delete(addons, say)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
             remove_if_empty(run_dir.parent)
             remove_if_empty(runtime_dir)
+
+
+def _delete(addons: Addons, say: Callable[[str], None]) -> None:
+    """The run's add-ons deleted as `addons:destroy` deletes one: a docker add-on's container and
+    volume too, which removing the run's folder would leave."""
+    requests = [entry.request for entry in addons.resolved]
+    for info in manage.inventory(addons.state_dir, requests):
+        if info.backend:
+            manage.destroy(addons.state_dir, requests, info, lambda line: None)
 
 
 def _check_addons(environment: Environment, where: str) -> None:

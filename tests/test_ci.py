@@ -3,12 +3,14 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import CACHE_DIR, ROOT, make_app, run_dynosim
 
 CI_APP = str(ROOT / "tests" / "apps" / "ci_app")
@@ -157,4 +159,20 @@ def test_the_test_formation_and_other_plans_apply(tmp_path: Path) -> None:
     done = run_dynosim(app, "ci", timeout=300)
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.splitlines()) == ["test.1: node 0: rediss postgres", "test.2: node 1: rediss postgres"]
+    assert left_behind(app) == []
+
+
+def test_docker_add_ons_leave_no_container_or_volume(tmp_path: Path) -> None:
+    image = "dynosim-test/postgres:15"  # .ci/docker-images.sh builds it
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "image", "inspect", image], capture_output=True).returncode != 0:
+        pytest.skip(f"no Docker engine, or no {image} (.ci/docker-images.sh builds it)")
+    app = ci_app(tmp_path)
+    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR), "DYNOSIM_POSTGRES_IMAGE": image}
+    argv = [sys.executable, "-m", "dynosim", "ci", "--addons", "docker"]
+    done = subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    [name] = re.findall(r"new container (dynosim-postgresql-[a-z]+-\d+)", done.stderr)
+    for kind in ("container", "volume"):
+        assert subprocess.run(["docker", kind, "inspect", name], capture_output=True, check=False).returncode != 0
     assert left_behind(app) == []
