@@ -183,8 +183,8 @@ def _formation_spec(fail: _Failer, process_type: str, raw: object) -> FormationS
     return FormationSpec(quantity=quantity, size=fail.optional_string(spec, "size", where))
 
 
-def _addon_spec(fail: _Failer, index: int, raw: object) -> AddonSpec:
-    where = f"addons[{index}]"
+def _addon_spec(fail: _Failer, index: int, raw: object, under: str = "") -> AddonSpec:
+    where = f"{under}addons[{index}]"  # `under`: "environments.test." for a test environment's
     if isinstance(raw, str):
         return AddonSpec(plan=fail.plan(raw, where), as_name=None, options=MappingProxyType({}))
     spec = fail.mapping(raw, where, 'a string like "heroku-postgresql" or an object like {"plan": "heroku-postgresql"}')
@@ -304,7 +304,7 @@ def load_environment(app_dir: Path, name: str) -> Environment:
     if "addons" in overrides:
         if not isinstance(overrides["addons"], list):
             fail(f"{where}.addons must be a list, got {_show(overrides['addons'])}")
-        addons = tuple(_addon_spec(fail, index, raw) for index, raw in enumerate(overrides["addons"]))
+        addons = tuple(_addon_spec(fail, index, raw, f"{where}.") for index, raw in enumerate(overrides["addons"]))
     formation = {
         key: _formation_spec(fail, key, raw) for key, raw in fail.mapping_at(overrides, "formation", where).items()
     }

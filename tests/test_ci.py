@@ -109,6 +109,14 @@ def test_bad_input_names_app_json_and_the_key(tmp_path: Path) -> None:
     [line] = done.stderr.splitlines()
     assert line.startswith('dynosim: error: app.json: environments.test.addons[0]: unknown add-on "nosuchdb"')
     assert left_behind(app) == []
+    app = ci_app(
+        tmp_path / "3", app__json='{"environments": {"test": {"addons": [{"as": "DB"}], "scripts": {"test": "true"}}}}'
+    )
+    done = run_dynosim(app, "ci")
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith('dynosim: error: app.json: environments.test.addons[0] has no "plan"'), line
+    assert left_behind(app) == []
 
 
 def test_review_environment_applies_instead(tmp_path: Path) -> None:
