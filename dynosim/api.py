@@ -133,7 +133,7 @@ def rollback(app_dir: Path, version: int | None = None) -> Applied[tuple[Rollbac
             target.config_vars,
             load_app(folder).user(),
             target.description,
-            release_phase=False,
+            release_phase=load_procfile(target.slug.path).release is not None,  # run by the next `dynosim run`
             replaces=target.replaces,
         )
         return Applied((target, release.version), False)

@@ -135,9 +135,21 @@ class ReleaseHistory:
         """The release for this slug and config: the current one when neither changed, else a new
         version, `pending` until its release phase ends when it has one. A rollback made with no run
         active (`replaces`: the slug it rolled back from) stays current while HEAD still builds that
-        slug, as a rollback on Heroku lasts until the next push."""
+        slug, as a rollback on Heroku lasts until the next push; one still `pending` (its slug has a
+        release phase) is handed back as new, so that the run runs its release phase and settles it."""
         entries = self.entries()
         fingerprint = _fingerprint(slug, config_vars)
+        awaiting = entries[-1] if entries and _status(entries[-1]) == PENDING else None
+        recorded = awaiting.get("slug") if awaiting is not None else None
+        if awaiting is not None and isinstance(recorded, dict) and awaiting.get("replaces") == slug.id:
+            return Release(
+                int(str(awaiting["version"])),
+                slug_from_record(recorded),
+                dict(config_vars),
+                str(awaiting["description"]),
+                float(str(awaiting["created_at"])),
+                _metadata(awaiting),
+            ), True
         current = _current(entries)
         recorded = current.get("slug") if current is not None else None
         if current is not None and isinstance(recorded, dict):
@@ -230,6 +242,9 @@ class ReleaseHistory:
             if entry.get("version") == release.version:
                 entry["status"] = SUCCEEDED if succeeded else FAILED
         self._write(entries)
+
+    def status(self, version: int) -> str | None:
+        return next((_status(e) for e in self.entries() if e.get("version") == version), None)
 
     def current_version(self) -> int | None:
         current = _current(self.entries())

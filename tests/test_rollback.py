@@ -109,3 +109,35 @@ def test_releases_info_shows_a_release_and_its_config_vars(tmp_path, dynosim):
     )
     missing = run_dynosim(app, "releases:info", "v7")
     assert missing.returncode != 0 and "there is no release v7" in missing.stderr
+
+
+def test_an_offline_rollback_runs_its_release_phase_in_the_next_run(tmp_path, dynosim):
+    app = committed_app(tmp_path)
+    (app / "release.py").write_text("print('migrating', open('VERSION').read().strip())\n")
+    (app / "Procfile").write_text("release: python release.py\nweb: python server.py\n")
+    commit(app, "one")
+    run = dynosim(app)
+    run.wait_for(UP)
+    commit(app, "two")
+    assert run_dynosim(app, "deploy").returncode == 0  # v2
+    run.wait_for(UP, after_last=True)
+    assert run.stop() == 0
+
+    result = run_dynosim(app, "releases:rollback", "v1")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "Rolling back ⬢ app to v1... done, v3 (the next `dynosim run` runs its release phase and starts it)"
+        in result.stdout
+    )
+    assert "release command executing" in run_dynosim(app, "releases").stdout  # pending, not yet current
+    later = dynosim(app)
+    later.wait_for(r"app\[api\]: Running release v3 commands by user")
+    later.wait_for(r"app\[release\.\d+\]: migrating one")
+    later.wait_for(UP)
+    assert version(later.port) == "one"
+    rows = json.loads(run_dynosim(app, "releases", "--json").stdout)
+    assert [(r["version"], r["status"], r["current"]) for r in rows][:2] == [
+        (3, "succeeded", True),
+        (2, "succeeded", False),
+    ]
+    assert later.stop() == 0

@@ -80,13 +80,16 @@ def rollback(release: str | None, app_dir: Path) -> None:
     config vars, every dyno restarted; add-ons and their data stay as they are."""
     from .. import api
     from ..app import load_app
+    from ..releases import ReleaseHistory
 
     app_state(app_dir)
     version = _version(release)
     name = load_app(app_dir.resolve()).name
     applied = api.rollback(app_dir, version)
     target, new_version = applied.value
-    later = "" if applied.live else " (the next `dynosim run` starts it)"
+    pending = not applied.live and ReleaseHistory(app_state(app_dir)).status(new_version) == "pending"
+    runs = "runs its release phase and starts it" if pending else "starts it"
+    later = "" if applied.live else f" (the next `dynosim run` {runs})"
     click.echo(f"Rolling back ⬢ {name} to v{target.version}... done, v{new_version}{later}")
     if target.migrated_since:
         phases = ", ".join(f"v{v}" for v in target.migrated_since)
