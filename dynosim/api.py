@@ -134,6 +134,7 @@ def rollback(app_dir: Path, version: int | None = None) -> Applied[tuple[Rollbac
             load_app(folder).user(),
             target.description,
             release_phase=load_procfile(target.slug.path).release is not None,  # run by the next `dynosim run`
+            addons=history.addons(history.current_version()),  # a rollback adds or removes none
             replaces=target.replaces,
         )
         return Applied((target, release.version), False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +130,7 @@ class ReleaseHistory:
         description: str,
         *,
         release_phase: bool,
+        addons: Sequence[str] | None = None,
         replaces: str | None = None,
     ) -> tuple[Release, bool]:
         """The release for this slug and config: the current one when neither changed, else a new
@@ -191,6 +192,7 @@ class ReleaseHistory:
                 # releases.json is 0600 as config.json is: a rollback copies these
                 "config_vars": dict(config_vars),
                 "config_set": ConfigStore(self.path.parent).load(),
+                **({"addons": list(addons)} if addons is not None else {}),  # the names `dynosim addons` shows
                 **({"replaces": replaces} if replaces else {}),
                 **({"dyno_metadata": metadata} if metadata else {}),
             }
@@ -243,6 +245,11 @@ class ReleaseHistory:
                 entry["status"] = SUCCEEDED if succeeded else FAILED
         self._write(entries)
 
+    def addons(self, version: int | None) -> list[str] | None:
+        """The add-ons attached when release `version` was made; None when an older dynosim did not record them."""
+        recorded = next((e.get("addons") for e in self.entries() if e.get("version") == version), None)
+        return [str(name) for name in recorded] if isinstance(recorded, list) else None
+
     def status(self, version: int) -> str | None:
         return next((_status(e) for e in self.entries() if e.get("version") == version), None)
 
@@ -294,8 +301,8 @@ class ReleaseHistory:
         return rows
 
     def info(self, version: int | None) -> dict[str, object]:
-        """`releases:info [vN]`: release N's `listing` row (default: the current) and its config vars
-        (None when an older dynosim did not record them)."""
+        """`releases:info [vN]`: release N's `listing` row (default: the current), its config vars and
+        attached add-ons (each None when an older dynosim did not record them)."""
         rows = self.listing()
         if version is None:
             version = next((int(str(row["version"])) for row in rows if row["current"]), None)
@@ -306,7 +313,11 @@ class ReleaseHistory:
             raise ConfigError(f"releases:info: there is no release v{version}; `dynosim releases` lists them")
         entry = next(e for e in self.entries() if e.get("version") == version)
         config_vars = entry.get("config_vars")
-        return {**row, "config_vars": dict(config_vars) if isinstance(config_vars, dict) else None}
+        return {
+            **row,
+            "config_vars": dict(config_vars) if isinstance(config_vars, dict) else None,
+            "addons": self.addons(version),
+        }
 
     def _write(self, entries: list[dict[str, object]]) -> None:
         write_private(self.path, json.dumps(entries, indent=1))

@@ -198,12 +198,22 @@ class Run:
         # fresh as a new Heroku app is: no release of it ever succeeded, so its add-on data is new too
         self._fresh = self.history.current_version() is None
         release, self._new_release = self.history.create(
-            slug, config_vars, self.app.user(), slug.description, release_phase=self.app.procfile.release is not None
+            slug,
+            config_vars,
+            self.app.user(),
+            slug.description,
+            release_phase=self.app.procfile.release is not None,
+            addons=self._addon_names,
         )
         self.lock.record(release=release.version, config_vars=config_vars)
         sandbox = choose_sandbox(self.options.sandbox, self.app.runtime_dir, protect=[self.app.path])
         self.say(f"dyno sandbox: {sandbox.mode} ({sandbox.reason})")
         return release, sandbox
+
+    @property
+    def _addon_names(self) -> list[str]:
+        """The attached add-ons' names, as `dynosim addons` shows them, which each release records."""
+        return [attachment.name for attachment in self.attachments]
 
     def _addon_vars(self, config_vars: Mapping[str, str], quiet: bool = False) -> dict[str, str]:
         """Add-on config vars win, as on Heroku where an attached add-on owns its vars."""
@@ -502,7 +512,12 @@ class Run:
         user = self.app.user()
         description = config_change_description(changes)
         release, created = self.history.create(
-            manager.release.slug, config_vars, user, description, release_phase=manager.procfile.release is not None
+            manager.release.slug,
+            config_vars,
+            user,
+            description,
+            release_phase=manager.procfile.release is not None,
+            addons=self._addon_names,
         )
         self.logs.api(f"{description} by user {user}")
         await self._roll_out(release, created, user)
@@ -514,7 +529,12 @@ class Run:
         user = self.app.user()
         procfile = load_procfile(slug.path)
         release, created = self.history.create(
-            slug, manager.release.config_vars, user, slug.description, release_phase=procfile.release is not None
+            slug,
+            manager.release.config_vars,
+            user,
+            slug.description,
+            release_phase=procfile.release is not None,
+            addons=self._addon_names,
         )
         self.logs.api(f"{slug.description} by user {user}")
         await self._roll_out(release, created, user, procfile)
@@ -535,6 +555,7 @@ class Run:
             user,
             target.description,
             release_phase=procfile.release is not None,
+            addons=self._addon_names,
             replaces=target.replaces,
         )
         self.logs.api(f"{target.description} by user {user}")

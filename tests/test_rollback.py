@@ -141,3 +141,30 @@ def test_an_offline_rollback_runs_its_release_phase_in_the_next_run(tmp_path, dy
         (2, "succeeded", False),
     ]
     assert later.stop() == 0
+
+
+def test_releases_info_shows_the_add_ons_each_release_was_made_with(tmp_path, dynosim):
+    app = committed_app(tmp_path)
+    first = dynosim(app)
+    first.wait_for(UP)
+    assert first.stop() == 0  # v1: no add-on
+    created = run_dynosim(app, "addons:create", "heroku-redis")
+    assert created.returncode == 0, created.stderr
+    second = dynosim(app)
+    second.wait_for(UP)
+    assert second.stop() == 0  # v2: REDIS_URL is new
+    name = json.loads(run_dynosim(app, "addons", "--json").stdout)[0]["name"]
+    assert name.startswith("redis-")
+
+    def addons_line(release: str) -> str:
+        shown = run_dynosim(app, "releases:info", release)
+        assert shown.returncode == 0, shown.stderr
+        return shown.stdout.splitlines()[1]
+
+    assert addons_line("v2").split() == ["Add-ons:", name]
+    assert addons_line("v1").split() == ["Add-ons:"]  # today's add-on is not v1's
+    history = app / ".dynosim" / "releases.json"
+    entries = json.loads(history.read_text())
+    del entries[0]["addons"]  # as an older dynosim wrote it
+    history.write_text(json.dumps(entries))
+    assert addons_line("v1") == "Add-ons: (not recorded)"

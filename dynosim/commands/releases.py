@@ -110,8 +110,6 @@ def rollback(release: str | None, app_dir: Path) -> None:
 @operate
 def info(release: str | None, app_dir: Path, shell: bool, as_json: bool) -> None:
     """One release (default: the current) and its config vars, as `heroku releases:info` shows it."""
-    from ..addons import app_requests
-    from ..app import load_app
     from ..releases import ReleaseHistory
 
     state = app_state(app_dir)
@@ -122,11 +120,11 @@ def info(release: str | None, app_dir: Path, shell: bool, as_json: bool) -> None
     config_vars = row["config_vars"]
     name = f"v{row['version']}"
     if not shell:
-        plans = [request.plan for request in app_requests(load_app(app_dir.resolve()).manifest.addons, state)]
+        addons = row["addons"]
         click.echo(f"=== Release {name}")
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(str(row["created_at"]))))
         fields = [
-            ("Add-ons:", ", ".join(plans)),
+            ("Add-ons:", ", ".join(addons) if isinstance(addons, list) else "(not recorded)"),
             ("By:", str(row["user"])),
             ("Change:", f"{row['description']}{MARKS.get(str(row['status']), '')}"),
             ("When:", when),
