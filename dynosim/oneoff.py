@@ -58,6 +58,7 @@ class OneOffOptions:
     timeouts: Timeouts = Timeouts()  # its memory policy: the running App's, for the API
     attach: bool = True  # stdin and stdout are this terminal's; False: the output is collected
     name: str | None = None  # run.NNNN, when `exec --detach` chose it to print it
+    process_type: str = "run"  # heroku run's; "scheduler" for `scheduler:run` with no run active
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,9 @@ def run_oneoff(
         if "unlike Heroku" in sandbox.reason:  # heroku run says nothing of its dyno; dynosim says where it differs
             say(f"dyno sandbox: {sandbox.mode} ({sandbox.reason})")
         size = dyno_size(options.size, "--size")
-        spec = DynoSpec(options.name or _dyno_name(), "run", command, free_port(), size)
+        spec = DynoSpec(
+            options.name or _dyno_name(options.process_type), options.process_type, command, free_port(), size
+        )
         say(f"Running `{command}` on ⬢ {app.name}... up, {spec.name} ({size.name})")
         try:
             return asyncio.run(_attach(spec, release, sandbox, options, err, app.state_dir if active else None))
@@ -119,8 +122,8 @@ def run_oneoff(
             addons.stop()
 
 
-def _dyno_name() -> str:
-    return f"run.{random.randint(1000, 9999)}"
+def _dyno_name(process_type: str = "run") -> str:
+    return f"{process_type}.{random.randint(1000, 9999)}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from croniter import croniter
 
 from .errors import DynosimError
+from .formation import dyno_size
 from .manifest import ConcurrencyPolicy, Manifest
 from .privatefile import write_private
 
@@ -41,6 +42,7 @@ class Job:
     frequency: str  # how Heroku's dashboard would say it, or the app.json schedule
     concurrency_policy: ConcurrencyPolicy
     stopped_at_next_run: bool  # Heroku Scheduler's rule for its own jobs
+    size: str | None = None  # scheduler:add --size; None: the formation's default size, as for app.json's cron
 
     def next_run(self, after: datetime) -> datetime:
         """The first run strictly after `after` (an aware UTC datetime)."""
@@ -52,14 +54,15 @@ class Job:
         return self.next_run(at) - at if self.stopped_at_next_run else None
 
 
-def scheduler_job(job_id: str, command: str, every: int, at: int) -> Job:
-    """A Heroku Scheduler job from its stored `every` (10, 60, 1440) and `at` (minutes)."""
+def scheduler_job(job_id: str, command: str, every: int, at: int, size: str | None = None) -> Job:
+    """A Heroku Scheduler job from its stored `every` (10, 60, 1440), `at` (minutes) and dyno size."""
     if every == 10:
-        return Job(job_id, command, "*/10 * * * *", "every 10 minutes", "allow", True)
+        return Job(job_id, command, "*/10 * * * *", "every 10 minutes", "allow", True, size)
     if every == 60:
-        return Job(job_id, command, f"{at} * * * *", f"every hour at :{at:02d}", "allow", True)
+        return Job(job_id, command, f"{at} * * * *", f"every hour at :{at:02d}", "allow", True, size)
     hour, minute = divmod(at, 60)
-    return Job(job_id, command, f"{minute} {hour} * * *", f"every day at {hour:02d}:{minute:02d} UTC", "allow", True)
+    daily = f"every day at {hour:02d}:{minute:02d} UTC"
+    return Job(job_id, command, f"{minute} {hour} * * *", daily, "allow", True, size)
 
 
 def parse_at(every: str, at: str | None) -> int:
@@ -106,7 +109,13 @@ class SchedulerJobs:
 
     def jobs(self, manifest: Manifest) -> list[Job]:
         added = [
-            scheduler_job(str(raw["id"]), str(raw["command"]), int(str(raw["every"])), int(str(raw["at"])))
+            scheduler_job(
+                str(raw["id"]),
+                str(raw["command"]),
+                int(str(raw["every"])),
+                int(str(raw["at"])),
+                str(raw["size"]) if raw.get("size") else None,
+            )
             for raw in self._stored()
         ]
         from_json = [
@@ -121,16 +130,20 @@ class SchedulerJobs:
                 return job
         raise SchedulerError(f"no Scheduler job {job_id!r}; `dynosim scheduler` lists their IDs")
 
-    def add(self, command: str, every: str, at: str | None) -> Job:
+    def add(self, command: str, every: str, at: str | None, size: str | None = None) -> Job:
         if not command.strip():
             raise SchedulerError('the job\'s command is empty; give the command to run, like "python task.py"')
         minutes = parse_at(every, at)
+        size = dyno_size(size, "--size").name if size is not None else None
         data = self._load()
         next_id = data.get("next_id", 1)
         job_id = next_id if isinstance(next_id, int) else 1
-        stored = [*self._stored(), {"id": job_id, "command": command, "every": EVERY[every], "at": minutes}]
+        stored = [
+            *self._stored(),
+            {"id": job_id, "command": command, "every": EVERY[every], "at": minutes, "size": size},
+        ]
         self._save({"next_id": job_id + 1, "jobs": stored})
-        return scheduler_job(str(job_id), command, EVERY[every], minutes)
+        return scheduler_job(str(job_id), command, EVERY[every], minutes, size)
 
     def remove(self, job_id: str) -> None:
         if job_id.startswith("cron."):

@@ -30,7 +30,8 @@ def test_jobs_are_added_listed_with_next_runs_and_removed(tmp_path: Path) -> Non
     added = run_dynosim(app, "scheduler:add", "python manage.py clearsessions", "--every", "1h", "--at", ":30")
     assert added.returncode == 0, added.stderr
     assert added.stdout == "Added job 1: python manage.py clearsessions (every hour at :30)\n"
-    assert run_dynosim(app, "scheduler:add", "python nightly.py", "--every", "1d", "--at", "09:30").returncode == 0
+    nightly = ("python nightly.py", "--every", "1d", "--at", "09:30", "--size", "performance-m")
+    assert run_dynosim(app, "scheduler:add", *nightly).returncode == 0
     assert run_dynosim(app, "scheduler:add", "python often.py", "--every", "10m").returncode == 0
     assert (app / ".dynosim" / "scheduler.json").stat().st_mode & 0o777 == 0o600
 
@@ -44,6 +45,7 @@ def test_jobs_are_added_listed_with_next_runs_and_removed(tmp_path: Path) -> Non
         ["cron.1", "python report.py", "@daily"],
         ["cron.2", "echo hi", "*/5 * * * *"],
     ]
+    assert [row[4] for row in rows] == ["formation's", "performance-m", "formation's", "formation's", "formation's"]
     next_runs = {row[0]: row[3] for row in rows}
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:30 UTC", next_runs["1"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\d 09:30 UTC", next_runs["2"])
@@ -77,6 +79,9 @@ def test_bad_frequencies_and_times_are_one_line_and_store_nothing(tmp_path: Path
     )
     assert "write it like 09:30" in failure(app, "scheduler:add", "echo", "--every", "1d", "--at", "24:00")
     assert "drop --at" in failure(app, "scheduler:add", "echo", "--every", "10m", "--at", ":10")
+    assert '--size: unknown dyno size "huge"' in failure(
+        app, "scheduler:add", "echo", "--every", "1h", "--size", "huge"
+    )
     assert "no Scheduler job '7'" in failure(app, "scheduler:remove", "7")
     assert not (app / ".dynosim" / "scheduler.json").exists()
 
@@ -154,19 +159,36 @@ def test_scheduler_run_runs_a_job_now_in_the_running_app(tmp_path: Path, dynosim
     app = make_app(
         tmp_path,
         procfile="web: python server.py\n",
-        app__json=json.dumps({"cron": [{"command": "echo report for $DYNO", "schedule": "@daily"}]}),
+        app__json=json.dumps({"cron": [{"command": "echo report for $DYNO $DYNO_RAM", "schedule": "@daily"}]}),
     )
-    no_run = run_dynosim(app, "scheduler:run", "cron.1")
-    assert no_run.returncode != 0 and no_run.stderr.count("\n") == 1 and "Traceback" not in no_run.stderr
+    big = run_dynosim(app, "scheduler:add", "echo big $DYNO_RAM", "--every", "1d", "--size", "standard-2x")
+    assert big.returncode == 0, big.stderr
     run = dynosim(app)
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     started = run_dynosim(app, "scheduler:run", "cron.1")
     assert started.returncode == 0, started.stderr
     name = re.fullmatch(r"Running job cron\.1 on (scheduler\.\d{4})\n", started.stdout)[1]  # type: ignore[index]
-    run.wait_for(rf"app\[{re.escape(name)}\]: report for {re.escape(name)}")
+    run.wait_for(rf"app\[{re.escape(name)}\]: report for {re.escape(name)} 512")  # the formation's size
     run.wait_for(rf"heroku\[{re.escape(name)}\]: State changed from up to complete")
+    sized = run_dynosim(app, "scheduler:run", "1")
+    name = re.fullmatch(r"Running job 1 on (scheduler\.\d{4})\n", sized.stdout)[1]  # type: ignore[index]
+    run.wait_for(rf"app\[{re.escape(name)}\]: big 1024")  # the job's own --size
     assert "no Scheduler job 'nope'" in run_dynosim(app, "scheduler:run", "nope").stderr
     assert run.stop() == 0
+
+
+def test_scheduler_run_with_no_run_active_runs_a_one_off_scheduler_dyno(tmp_path: Path) -> None:
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    job = 'echo "$DYNO $DYNO_RAM"; exit 3'
+    assert run_dynosim(app, "scheduler:add", job, "--every", "1h", "--size", "2x").returncode == 0
+    # before any release, as `dynosim exec`: a build that is not released
+    unreleased = run_dynosim(app, "scheduler:run", "1")
+    assert unreleased.returncode == 3, unreleased.stderr
+    assert re.fullmatch(r"scheduler\.\d{4} 1024\n", unreleased.stdout)
+    assert "the app has no release yet: this one-off runs a build of it that is not released" in unreleased.stderr
+    assert "(standard-2x)" in unreleased.stderr
+    assert run_dynosim(app, "releases").stdout == "app has no releases.\n"
+    assert "no Scheduler job 'nope'" in failure(app, "scheduler:run", "nope")
 
 
 def test_the_sped_up_clock_also_drives_the_daily_dyno_cycle(tmp_path: Path, dynosim: type) -> None:

@@ -272,7 +272,7 @@ class DynoManager:
         return dyno
 
     def _scheduler_dyno(self, job: Job) -> Dyno:
-        return self._one_off_dyno("scheduler", job.command)
+        return self._one_off_dyno("scheduler", job.command, SIZES.get(job.size) if job.size else None)
 
     async def postdeploy(self, command: str, size: DynoSize | None) -> tuple[str, int]:
         """app.json's `scripts.postdeploy` in a one-off `postdeploy.NNNN` dyno beside the formation, as
