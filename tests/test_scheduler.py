@@ -175,6 +175,9 @@ def test_scheduler_run_runs_a_job_now_in_the_running_app(tmp_path: Path, dynosim
     run.wait_for(rf"app\[{re.escape(name)}\]: big 1024")  # the job's own --size
     assert "no Scheduler job 'nope'" in run_dynosim(app, "scheduler:run", "nope").stderr
     assert run.stop() == 0
+    released = run_dynosim(app, "scheduler:run", "1")  # no run now: a one-off from the current release
+    assert (released.returncode, released.stdout) == (0, "big 1024\n"), released.stderr
+    assert "no release yet" not in released.stderr
 
 
 def test_scheduler_run_with_no_run_active_runs_a_one_off_scheduler_dyno(tmp_path: Path) -> None:
