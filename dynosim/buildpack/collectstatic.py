@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dynosim.buildpack.messages import INDENT, STEP, Say, failure, warning
-from dynosim.buildpack.python import build_env, exported_config
+from dynosim.buildpack.python import build_env, exported_config, stream
 
 DISABLED_FILE = ".heroku/collectstatic_disabled"  # the buildpack's deprecated switch
 MANAGE_DEPTH = 3  # `find . -maxdepth 3`: manage.py at the top or up to two folders down
@@ -44,21 +44,9 @@ def collectstatic(slug_dir: Path, venv: Path, config_vars: Mapping[str, str], sa
     say(f"{STEP}$ {command}")
     env.setdefault("PYTHONPATH", ".")
     output: list[str] = []
-    with subprocess.Popen(
-        [python, manage, "collectstatic", "--noinput", "--traceback"],
-        cwd=slug_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-    ) as proc:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            output.append(raw.rstrip())
-            say(f"{INDENT}{output[-1]}")
-    if proc.returncode == 0:
+    code, _ = stream([python, manage, "collectstatic", "--noinput", "--traceback"], cwd=slug_dir, env=env, say=say,
+                     watch=output.append)  # fmt: skip
+    if code == 0:
         return
     error = failure(
         say,
@@ -77,7 +65,7 @@ def collectstatic(slug_dir: Path, venv: Path, config_vars: Mapping[str, str], sa
             "",
             "https://devcenter.heroku.com/articles/django-assets",
         ],
-        f"Unable to generate Django static files: '{command}' failed (exit {proc.returncode}): "
+        f"Unable to generate Django static files: '{command}' failed (exit {code}): "
         f"{_reason(output)}; fix it (see its output above), or skip it with "
         "DISABLE_COLLECTSTATIC=1 in app.json env, .env or dynosim config:set",
     )

@@ -234,7 +234,7 @@ def run_hook(name: str, *, slug_dir: Path, venv: Path, env: Mapping[str, str], s
     if not script.is_symlink():  # chmod would follow a symlink out of the slug
         script.chmod(script.stat().st_mode | 0o111)
     try:
-        code, _ = _stream([str(script)], cwd=slug_dir, env=build_env(venv, env), say=say)
+        code, _ = stream([str(script)], cwd=slug_dir, env=build_env(venv, env), say=say)
     except OSError as error:
         raise BuildError(
             f"bin/{name} could not be started ({error.strerror}): give it a #! line, e.g. #!/usr/bin/env bash"
@@ -501,10 +501,10 @@ def _pip_install(requirements: Path, venv: Path, slug_dir: Path, say: Say) -> tu
             status.update(f"pip: installing ({collected} collected)")
 
     with status if status is not None else nullcontext():
-        return _stream(command, cwd=slug_dir, env=build_env(venv, {}), say=say, watch=show_progress)
+        return stream(command, cwd=slug_dir, env=build_env(venv, {}), say=say, watch=show_progress)
 
 
-def _stream(
+def stream(
     command: list[str], *, cwd: Path, env: Mapping[str, str], say: Say, watch: Callable[[str], None] | None = None
 ) -> tuple[int, str]:
     """Run `command`, passing each output line to `say` indented as it comes; return its exit code
