@@ -57,6 +57,30 @@ def app_state(app_dir: Path) -> Path:
     return state_dir(app_dir.resolve())
 
 
+def confirm_destructive(app_name: str, confirm: str | None, *warning: str) -> None:
+    """Heroku's question before a command that destroys or disconnects (lib/confirmCommand): `--confirm
+    APP` must name the app; without it, a terminal is asked to type the app's name, and no terminal
+    is an error saying to pass it. A refusal changes nothing, and says so."""
+    if confirm is not None:
+        if confirm != app_name:
+            raise DynosimError(f"Confirmation {confirm} did not match {app_name}. Aborted; nothing was changed")
+        return
+    if not sys.stdin.isatty():
+        raise DynosimError(
+            f"this is a destructive action: pass --confirm {app_name} to go ahead (no terminal to ask on)"
+        )
+    click.echo(" ▸    WARNING: Destructive Action", err=True)
+    for line in warning or (f"This command will affect the app {app_name}",):
+        click.echo(f" ▸    {line}", err=True)
+    click.echo(err=True)
+    answer = click.prompt(
+        f"To proceed, type {app_name} or re-run this command with --confirm {app_name}",
+        prompt_suffix="\n> ", default="", show_default=False, err=True,
+    )  # fmt: skip
+    if answer.strip() != app_name:
+        raise DynosimError(f"Confirmation did not match {app_name}. Aborted; nothing was changed")
+
+
 def print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=1, sort_keys=True))
 

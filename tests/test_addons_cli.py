@@ -127,8 +127,8 @@ def test_psql_session_then_destroy_asks_and_keeps_data_until_confirmed(app: Path
 
     one_line_error(
         run_dynosim(app, "addons:destroy", "DATABASE", "--confirm", "not-the-app"),
-        "does not match",
-        "nothing was deleted",
+        "Confirmation not-the-app did not match app. Aborted",
+        "nothing was changed",
     )
     one_line_error(run_dynosim(app, "addons:destroy", "DATABASE"), "--confirm app")  # no terminal to ask on
     one_line_error(run_dynosim(app, "addons:destroy", "nosuch", "--confirm", "app"), 'no add-on "nosuch"', row["name"])
@@ -151,7 +151,7 @@ def test_destroy_asks_on_a_terminal(app: Path) -> None:
     child.expect("To proceed, type app or re-run this command with --confirm app")
     child.expect("> ")
     child.sendline("ap")
-    child.expect("confirmation did not match app; aborted, nothing was deleted")
+    child.expect("Confirmation did not match app. Aborted; nothing was changed")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1
@@ -171,7 +171,10 @@ def test_destroy_asks_on_a_terminal(app: Path) -> None:
 def test_pg_reset_empties_the_database_keeping_the_role(app: Path) -> None:
     ok(run_dynosim(app, "addons:create", "heroku-postgresql"))
     ok(psql(app, "create table t (x int)"))
-    one_line_error(run_dynosim(app, "pg:reset", "--addons", "native", "--confirm", "other"), "does not match")
+    one_line_error(
+        run_dynosim(app, "pg:reset", "--addons", "native", "--confirm", "other"),
+        "Confirmation other did not match app. Aborted",
+    )
     assert ok(psql(app, "select count(*) from t")).strip() == "0"
     reset = ok(run_dynosim(app, "pg:reset", "--addons", "native", "--confirm", "app"))
     assert reset.startswith("Resetting postgresql-") and reset.strip().endswith("... done")

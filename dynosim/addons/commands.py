@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from dynosim.clikit import app_dir_option, app_state, json_option, operate, print_json, print_table
+from dynosim.clikit import app_dir_option, app_state, confirm_destructive, json_option, operate, print_json, print_table
 from dynosim.errors import DynosimError
 from dynosim.sizes import byte_size
 
@@ -112,8 +112,8 @@ def addons_destroy(app_dir: Path, name: str, confirm: str | None) -> None:
         )
     size = f", {_size(addon.size)}" if addon.size is not None else ""
     where = f", on {addon.backend}{size}" if addon.backend else ", not started yet"
-    _confirm(app.name, confirm, f"This command will destroy {addon.name or addon.addon} ({addon.addon} attached as "
-                                f"{addon.attached_as}{where}) and delete its data")  # fmt: skip
+    confirm_destructive(app.name, confirm, f"This command will destroy {addon.name or addon.addon} ({addon.addon} attached as "
+                                           f"{addon.attached_as}{where}) and delete its data")  # fmt: skip
     done = destroy(state, manifest, addon, lambda line: click.echo(line, err=True))
     click.echo(f"Destroying {', '.join(done.names) or addon.name or name} on ⬢ {app.name}... done")
     if done.still_in_app_json:
@@ -214,7 +214,9 @@ def pg_reset(app_dir: Path, addons_backend: str, confirm: str | None, database: 
     app, state = _app(app_dir)
     declared = _pick(app, state, "postgres", database, "heroku-postgresql")
     psql = psql_binary()
-    _confirm(app.name, confirm, f"This command will delete all data in {declared.entry.as_name} of app {app.name}")
+    confirm_destructive(
+        app.name, confirm, f"This command will delete all data in {declared.entry.as_name} of app {app.name}"
+    )
     with Session(state, declared, _run_vars(app), addons_backend, _say) as session:
         record = session.record()
         click.echo(f"Resetting {record['name']}... ", nl=False)
@@ -302,23 +304,6 @@ def _client(argv: list[str], env: dict[str, str]) -> int:
             raise DynosimError(f"cannot run {argv[0]}: {error.strerror}") from None
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _confirm(app_name: str, confirm: str | None, what: str) -> None:
-    """Heroku's question before destroying data: type the app's name, or pass --confirm APP."""
-    if confirm is not None:
-        if confirm != app_name:
-            raise DynosimError(f"--confirm {confirm} does not match the app, {app_name}; nothing was deleted")
-        return
-    if not sys.stdin.isatty():
-        raise DynosimError(f"this deletes data: pass --confirm {app_name} to go ahead (no terminal to ask on)")
-    click.echo(" ▸    WARNING: Destructive Action", err=True)
-    click.echo(f" ▸    {what}", err=True)
-    click.echo(f" ▸    To proceed, type {app_name} or re-run this command with --confirm {app_name}", err=True)
-    click.echo(err=True)
-    answer = click.prompt("", prompt_suffix="> ", default="", show_default=False, err=True)
-    if answer.strip() != app_name:
-        raise DynosimError(f"confirmation did not match {app_name}; aborted, nothing was deleted")
 
 
 def _say(line: str) -> None:
