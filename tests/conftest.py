@@ -167,3 +167,70 @@ def run_dynosim(app: Path, *args: str, timeout: float = 120) -> subprocess.Compl
         timeout=timeout,
         check=False,
     )
+
+
+# --- add-ons on both backends ------------------------------------------------------------------------
+
+# No registry can be reached in CI: .ci/docker-images.sh builds local stand-ins for the official images,
+# and the tests point the docker backend at them, as a user would point it at a mirror.
+DOCKER_IMAGES = {
+    "DYNOSIM_POSTGRES_IMAGE": "dynosim-test/postgres:15",
+    "DYNOSIM_REDIS_IMAGE": "dynosim-test/redis:7",
+    "DYNOSIM_SEARCH_IMAGE": "dynosim-test/search:8",
+}
+
+
+def docker_problem() -> str | None:
+    """Why tests cannot use the docker backend here, or None."""
+    try:
+        from dynosim.addons.backends.docker import NoEngine, probe
+    except ImportError as error:
+        return f"the docker backend cannot load ({error})"
+    try:
+        client, _ = probe()
+    except NoEngine as error:
+        return f"no Docker engine answers ({error.reason})"
+    try:
+        missing = [image for image in DOCKER_IMAGES.values() if not client.images.list(name=image)]
+    finally:
+        client.close()
+    return f"the local test images are missing ({', '.join(missing)}); run .ci/docker-images.sh" if missing else None
+
+
+def need_docker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skips the test without an engine and the test images (fails instead under DYNOSIM_REQUIRE_DOCKER=1,
+    as in CI), and points the docker backend at the test images."""
+    problem = docker_problem()
+    if problem is not None:
+        if os.environ.get("DYNOSIM_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"DYNOSIM_REQUIRE_DOCKER=1 but {problem}")
+        pytest.skip(problem)
+    for var, image in DOCKER_IMAGES.items():
+        monkeypatch.setenv(var, image)
+
+
+@pytest.fixture(params=["native", "docker"])
+def addon_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test that takes it runs on both backends; give `remove_app_containers(state_dir)` at its end."""
+    if request.param == "docker":
+        need_docker(monkeypatch)
+    return str(request.param)
+
+
+def remove_app_containers(state: Path) -> None:
+    """Test cleanup only: the test app's containers and volumes go (the backend never does this)."""
+    try:
+        import docker
+
+        from dynosim.addons.backends.docker import LABEL_APP, app_id
+
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception:
+        return
+    label = f"{LABEL_APP}={app_id(state)}"
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True, v=True)
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
+    client.close()

@@ -27,6 +27,7 @@ import psutil
 import psycopg
 import pytest
 import redis
+from conftest import DOCKER_IMAGES, need_docker, remove_app_containers
 from elasticsearch import Elasticsearch
 
 from dynosim.addons import AddonRequest, Addons
@@ -36,49 +37,17 @@ from dynosim.errors import AddonError
 docker = pytest.importorskip("docker")
 
 from dynosim.addons import backends  # noqa: E402
-from dynosim.addons.backends.docker import LABEL_APP, NoEngine, app_id, probe  # noqa: E402  (needs docker-py)
+from dynosim.addons.backends.docker import LABEL_APP, app_id  # noqa: E402  (needs docker-py)
 
 PG = AddonRequest("heroku-postgresql")
 REDIS = AddonRequest("heroku-redis")
 SEARCH = AddonRequest("searchbox")
-IMAGES = {
-    "DYNOSIM_POSTGRES_IMAGE": "dynosim-test/postgres:15",
-    "DYNOSIM_REDIS_IMAGE": "dynosim-test/redis:7",
-    "DYNOSIM_SEARCH_IMAGE": "dynosim-test/search:8",
-}
-
 pytestmark = pytest.mark.timeout(120)
 
 
-def _engine_problem() -> str | None:
-    """Why the engine tests cannot run here, or None."""
-    try:
-        client, _ = probe()
-    except NoEngine as error:
-        return f"no Docker engine answers ({error.reason})"
-    try:
-        missing = [image for image in IMAGES.values() if not client.images.list(name=image)]
-    finally:
-        client.close()
-    if missing:
-        return f"the local test images are missing ({', '.join(missing)}); run .ci/docker-images.sh"
-    return None
-
-
-@pytest.fixture(scope="session")
-def engine() -> None:
-    problem = _engine_problem()
-    if problem is None:
-        return
-    if os.environ.get("DYNOSIM_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"DYNOSIM_REQUIRE_DOCKER=1 but {problem}")
-    pytest.skip(problem)
-
-
-@pytest.fixture(autouse=True)
-def images(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var, image in IMAGES.items():
-        monkeypatch.setenv(var, image)
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    need_docker(monkeypatch)
 
 
 @pytest.fixture
@@ -88,21 +57,6 @@ def state_dir() -> Iterator[Path]:
     yield state
     remove_app_containers(state)
     shutil.rmtree(app, ignore_errors=True)
-
-
-def remove_app_containers(state: Path) -> None:
-    """Test cleanup only: the test app's containers and volumes go (the backend never does this)."""
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception:
-        return
-    label = f"{LABEL_APP}={app_id(state)}"
-    for container in client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters={"label": label}):
-        volume.remove(force=True)
-    client.close()
 
 
 def containers(state: Path) -> dict[str, object]:
@@ -424,7 +378,7 @@ def test_auto_falls_back_once_for_an_image_it_cannot_pull_and_the_addon_stays_wi
     assert rows(state_dir) == [(db.name, "native", "DATABASE")]
 
     # The image can be had now: the add-on still starts where its data is, and docker is not asked.
-    monkeypatch.setenv("DYNOSIM_POSTGRES_IMAGE", IMAGES["DYNOSIM_POSTGRES_IMAGE"])
+    monkeypatch.setenv("DYNOSIM_POSTGRES_IMAGE", DOCKER_IMAGES["DYNOSIM_POSTGRES_IMAGE"])
     for backend in ("auto", "docker"):
         lines, say = said()
         with Addons(state_dir, [PG], backend=backend, say=say) as addons:

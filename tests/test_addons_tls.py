@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import socket
@@ -25,7 +24,7 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy
-from conftest import CACHE_DIR, FIXTURES
+from conftest import CACHE_DIR, FIXTURES, remove_app_containers
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -46,40 +45,11 @@ SEARCH = AddonRequest("searchbox")
 NO_HBA_ENTRY = r'no pg_hba\.conf entry for host "[^"]+", user "{user}", database "{db}", (no encryption|SSL off)'
 VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate in certificate chain"
 NO_RETRY = Retry(NoBackoff(), 0)
-IMAGES = {
-    "DYNOSIM_POSTGRES_IMAGE": "dynosim-test/postgres:15",
-    "DYNOSIM_REDIS_IMAGE": "dynosim-test/redis:7",
-    "DYNOSIM_SEARCH_IMAGE": "dynosim-test/search:8",
-}
 
 
-def _docker_problem() -> str | None:
-    try:
-        from dynosim.addons.backends.docker import NoEngine, probe
-    except ImportError as error:
-        return f"the docker backend cannot load ({error})"
-    try:
-        client, _ = probe()
-    except NoEngine as error:
-        return f"no Docker engine answers ({error.reason})"
-    try:
-        missing = [image for image in IMAGES.values() if not client.images.list(name=image)]
-    finally:
-        client.close()
-    return f"the local test images are missing ({', '.join(missing)}); run .ci/docker-images.sh" if missing else None
-
-
-@pytest.fixture(params=["native", "docker"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "docker":
-        problem = _docker_problem()
-        if problem is not None:
-            if os.environ.get("DYNOSIM_REQUIRE_DOCKER") == "1":
-                pytest.fail(f"DYNOSIM_REQUIRE_DOCKER=1 but {problem}")
-            pytest.skip(problem)
-        for var, image in IMAGES.items():
-            monkeypatch.setenv(var, image)
-    return str(request.param)
+@pytest.fixture
+def backend(addon_backend: str) -> str:
+    return addon_backend
 
 
 @pytest.fixture
@@ -88,23 +58,8 @@ def state_dir(backend: str) -> Iterator[Path]:
     state = app / ".dynosim"
     yield state
     if backend == "docker":
-        _remove_containers(state)
+        remove_app_containers(state)
     shutil.rmtree(app, ignore_errors=True)
-
-
-def _remove_containers(state: Path) -> None:
-    """Test cleanup only: the test app's containers and volumes go (the backend never does this)."""
-    import docker
-
-    from dynosim.addons.backends.docker import LABEL_APP, app_id
-
-    client = docker.from_env(timeout=30)
-    label = f"{LABEL_APP}={app_id(state)}"
-    for container in client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters={"label": label}):
-        volume.remove(force=True)
-    client.close()
 
 
 def ca_file() -> str:
