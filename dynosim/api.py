@@ -105,6 +105,17 @@ def change_config(app_dir: Path, changes: Mapping[str, str | None]) -> Applied[i
         return Applied(None, False)
 
 
+def addon_changed(app_dir: Path, name: str, description: str, user: str) -> Applied[int | None]:
+    """After an add-on's record changed its config vars (a credential rotation): when a run is active, its
+    new release (`description` by `user`, e.g. "Update DATABASE by heroku-postgresql" by
+    "heroku-postgresql@addons.heroku.com"), which restarts every dyno; else None (the next run starts with them)."""
+    folder = state_dir(app_dir.resolve())
+    try:
+        return Applied(int(request(folder, "addons:changed", name=name, description=description, user=user)), True)
+    except NoRunError:
+        return Applied(None, False)
+
+
 def deploy(app_dir: Path, *, cache_dir: Path | None = None, say: Callable[[str], None] = print) -> int:
     """`git push heroku main` to the running app: HEAD built here, released and rolled onto every dyno
     there; the new release's version."""

@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from .addons import AddonRequest, Addons, Attachment, app_requests
@@ -428,6 +429,10 @@ class Run:
         async def config_set(request: Mapping[str, Any]) -> int:
             return (await self.set_config({str(k): v for k, v in dict(request.get("changes", {})).items()})).version
 
+        async def addon_changed(request: Mapping[str, Any]) -> int:
+            name, description, user = (str(request[key]) for key in ("name", "description", "user"))
+            return (await self.addon_changed(name, description, user)).version
+
         async def maintenance(request: Mapping[str, Any]) -> bool:
             return self.maintenance(bool(request["on"]) if "on" in request else None)
 
@@ -454,6 +459,7 @@ class Run:
             "logs": logs,
             "config": config,
             "config:set": config_set,
+            "addons:changed": addon_changed,
             "maintenance": maintenance,
             "deploy": deploy,
             "releases:rollback": rollback,
@@ -514,6 +520,26 @@ class Run:
         release, created = self.history.create(
             manager.release.slug,
             config_vars,
+            user,
+            description,
+            release_phase=manager.procfile.release is not None,
+            addons=self._addon_names,
+        )
+        self.logs.api(f"{description} by user {user}")
+        await self._roll_out(release, created, user)
+        return release
+
+    async def addon_changed(self, name: str, description: str, user: str) -> Release:
+        """An add-on changed its config vars (a credential rotation): a new release with them, by the
+        add-on, that restarts every dyno, as on Heroku. Processes that read the old values before keep them."""
+        manager = self.running()
+        changed = self.addons.config_vars_of(name)
+        self.attachments = [
+            replace(a, config_vars=MappingProxyType(changed)) if a.name == name else a for a in self.attachments
+        ]
+        release, created = self.history.create(
+            manager.release.slug,
+            {**manager.release.config_vars, **changed},
             user,
             description,
             release_phase=manager.procfile.release is not None,

@@ -35,6 +35,7 @@ from dynosim.addons.catalogue import (
     resolve,
     var_names,
 )
+from dynosim.addons.plans import redis_plan
 from dynosim.addons.spec import ServiceSpec
 from dynosim.errors import AddonError
 from dynosim.manifest import AddonSpec
@@ -203,6 +204,16 @@ class Addons:
             ),
             endpoint=running.endpoint.address,
         )
+
+    def config_vars_of(self, name: str) -> dict[str, str]:
+        """The config vars of one started add-on as its record has them now: after a credential rotation
+        (`pg:credentials:rotate`, `redis:credentials --reset`) changed the record, what the app gets next."""
+        state = State.load(self.state_dir / STATE_FILE)
+        for entry in self.resolved:
+            record = state.record_of(entry)
+            if record is not None and record.get("name") == name:
+                return _vars_of(self.state_dir, entry, record)
+        raise AddonError(f"the running app has no add-on {name}; see `dynosim addons`")
 
     def stop(self) -> None:
         """Stops everything start() started, last first. Safe to call twice, or after a failed start."""
@@ -384,6 +395,7 @@ def _spec(state_dir: Path, entry: Resolved, record: dict[str, Any]) -> ServiceSp
         logins=((api_login, record["api_key"]),) if api_login else (),
         tls=entry.request.tls,
         tls_port=record.get("tls_port"),
+        server_config=redis_plan(entry.request.plan).directives(record) if record["service"] == "redis" else (),
     )
 
 
