@@ -98,6 +98,9 @@ POSTGRES_PLANS: Mapping[str, PostgresPlan] = MappingProxyType(_postgres())
 REDIS_PLANS: Mapping[str, RedisPlan] = MappingProxyType(_redis())
 POSTGRES_DEFAULT = "essential-0"  # what `addons:create heroku-postgresql` gets without a plan
 REDIS_DEFAULT = "mini"
+# Heroku CI's in-dyno Redis (ci.py): Heroku documents no limits for it (not found), so Redis's own defaults
+# (no memory limit, 10000 clients, no idle timeout)
+REDIS_IN_DYNO = RedisPlan("in-dyno", "In-Dyno", 0, 10000, 0)
 
 # Heroku's default plan for a new database, since the Essential tier replaced mini (May 2024); a
 # default asserted by the Heroku CLI's docs examples, not confirmed in a source read here.
@@ -132,7 +135,7 @@ def postgres_plan(plan: str) -> PostgresPlan:
 def redis_plan(plan: str) -> RedisPlan:
     """The plan of "heroku-redis", "heroku-key-value-store:premium-0"…; an unknown one is refused."""
     addon, _, name = plan.partition(":")
-    found = REDIS_PLANS.get(name or REDIS_DEFAULT)
+    found = REDIS_IN_DYNO if name == REDIS_IN_DYNO.name else REDIS_PLANS.get(name or REDIS_DEFAULT)
     if found is not None:
         return found
     if name in ("hobby-dev", "hobby-basic"):  # Heroku replaced them with mini (Nov 2022)
