@@ -393,5 +393,9 @@ LazyGroup.lazy.update(
         "pg:psql": "dynosim.addons.commands:pg_psql",
         "pg:reset": "dynosim.addons.commands:pg_reset",
         "redis:cli": "dynosim.addons.commands:redis_cli",
+        "redis:info": "dynosim.commands.redis:redis_info",
+        "redis:maxmemory": "dynosim.commands.redis:redis_maxmemory",
+        "redis:timeout": "dynosim.commands.redis:redis_timeout",
+        "redis:credentials": "dynosim.commands.redis:redis_credentials",
     }
 )
