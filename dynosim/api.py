@@ -25,6 +25,7 @@ from .config import ConfigStore, state_dir
 from .control import NoRunError, request
 from .ephemeral import Ledger
 from .errors import DynosimError
+from .faults.client import AppFaults
 from .formation import DEFAULT_SIZE, FormationStore, parse_formation
 from .logview import LogView
 from .oneoff import OneOffOptions, run_oneoff
@@ -246,6 +247,11 @@ class App:
         self._stop: asyncio.Event | None = None
         self._failure: BaseException | None = None
         self._started = threading.Event()
+
+    @property
+    def faults(self) -> AppFaults:
+        """The running app's faults: `app.faults.dyno_crash("web.1")`, `with app.faults.add(...):`."""
+        return AppFaults(self.path)
 
     # lifecycle
     def __enter__(self) -> App:

@@ -37,3 +37,7 @@ class PortError(DynosimError):
 
 class AddonError(DynosimError):
     pass
+
+
+class FaultError(DynosimError):
+    pass

@@ -27,6 +27,8 @@ from .config import ConfigStore, resolve_config_vars
 from .control import ControlServer, Handler
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .errors import DynosimError, ReleaseError
+from .faults import FaultRequest
+from .faults.board import FaultBoard
 from .formation import DEFAULT_SIZE, Formation, FormationStore, dyno_size, resolve_formation
 from .gitwatch import new_commits
 from .logs import LogLine, LogStream, TerminalPrinter
@@ -161,6 +163,7 @@ class Run:
         self.attachments: list[Attachment] = []
         self.clock = SchedulerClock(options.clock_speed)
         self._scheduler_error = ""
+        self.faults = FaultBoard(self)
         postdeploy = self.app.manifest.postdeploy
         self._postdeploy_size = (
             dyno_size(postdeploy.size, "app.json scripts.postdeploy.size")
@@ -321,6 +324,7 @@ class Run:
             if watching is not None:
                 watching.cancel()
             await control.stop()
+            await self.faults.clear()  # what a fault changed is put back before the dynos stop
             await manager.stop()
             if self._postdeploy_task is not None:  # its dyno stopped with the others: its record is written
                 await self._postdeploy_task
@@ -433,6 +437,19 @@ class Run:
             name, description, user = (str(request[key]) for key in ("name", "description", "user"))
             return (await self.addon_changed(name, description, user)).version
 
+        async def faults(_: Mapping[str, Any]) -> list[dict[str, Any]]:
+            return [fault.as_json() for fault in self.faults.active()]
+
+        async def faults_add(request: Mapping[str, Any]) -> dict[str, Any]:
+            self.running()  # no run serving yet: refused before anything changes
+            return (await self.faults.add(FaultRequest.from_json(dict(request["fault"]), "fault"))).as_json()
+
+        async def faults_remove(request: Mapping[str, Any]) -> dict[str, Any]:
+            return (await self.faults.remove(str(request.get("id", "")))).as_json()
+
+        async def faults_clear(_: Mapping[str, Any]) -> list[dict[str, Any]]:
+            return [fault.as_json() for fault in await self.faults.clear()]
+
         async def maintenance(request: Mapping[str, Any]) -> bool:
             return self.maintenance(bool(request["on"]) if "on" in request else None)
 
@@ -460,6 +477,10 @@ class Run:
             "config": config,
             "config:set": config_set,
             "addons:changed": addon_changed,
+            "faults": faults,
+            "faults:add": faults_add,
+            "faults:remove": faults_remove,
+            "faults:clear": faults_clear,
             "maintenance": maintenance,
             "deploy": deploy,
             "releases:rollback": rollback,

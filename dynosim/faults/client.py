@@ -1,0 +1,72 @@
+"""Faults as the Python API, the pytest plugin and the CLI ask a running app for them, over its control
+socket: `app.faults.addon_outage("heroku-postgresql", seconds=5)` switches one on, at once, and is
+also a context manager that switches it off on leaving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dynosim.config import state_dir
+from dynosim.control import request
+from dynosim.faults import FaultRequest
+
+
+def faults(app_dir: Path) -> list[dict[str, Any]]:
+    """`dynosim faults`: the faults on now, oldest first."""
+    return list(request(state_dir(app_dir.resolve()), "faults"))
+
+
+def add_fault(app_dir: Path, fault: FaultRequest) -> dict[str, Any]:
+    """`dynosim faults:add`: the fault, once it is on (a one-shot kind's has already struck)."""
+    return dict(request(state_dir(app_dir.resolve()), "faults:add", fault=fault.as_json()))
+
+
+def remove_fault(app_dir: Path, fault_id: str) -> dict[str, Any]:
+    return dict(request(state_dir(app_dir.resolve()), "faults:remove", id=fault_id))
+
+
+def clear_faults(app_dir: Path) -> list[dict[str, Any]]:
+    return list(request(state_dir(app_dir.resolve()), "faults:clear"))
+
+
+class ActiveFault:
+    """A fault switched on by the API: its id and what the run said of it; `with` switches it off after."""
+
+    def __init__(self, app_dir: Path, fault: dict[str, Any]) -> None:
+        self.app_dir = app_dir
+        self.id = str(fault["id"])
+        self.fault = fault
+
+    def remove(self) -> None:
+        """Switches it off now, unless it already went off by itself (its duration, a one-shot)."""
+        if any(f["id"] == self.id for f in faults(self.app_dir)):
+            remove_fault(self.app_dir, self.id)
+
+    def __enter__(self) -> ActiveFault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+class AppFaults:
+    """`App.faults`: one method per fault kind, each switching it on at once."""
+
+    def __init__(self, app_dir: Path) -> None:
+        self.app_dir = app_dir
+
+    def add(self, kind: str, target: str | None = None, *, seconds: float | None = None, **options: Any) -> ActiveFault:
+        """Any kind by its CLI name; `seconds` is --for; options: probability, latency (seconds),
+        status, code, seed."""
+        fault = FaultRequest(kind, target, duration=seconds, **options)
+        return ActiveFault(self.app_dir, add_fault(self.app_dir, fault))
+
+    def active(self) -> list[dict[str, Any]]:
+        return faults(self.app_dir)
+
+    def clear(self) -> None:
+        clear_faults(self.app_dir)
+
+    def dyno_crash(self, target: str, **options: Any) -> ActiveFault:
+        return self.add("dyno-crash", target, **options)
