@@ -230,4 +230,9 @@ def test_credentials_reset_in_a_running_app_closes_connections_and_restarts_its_
     new = _env(run.port)["REDIS_URL"]
     assert new != old and client(new).ping() is True
     assert api.releases(app)[0]["description"] == "Update REDIS by heroku-redis"
+
+    # with the run active, a verb changes the running server at once (and starts nothing: no "Starting")
+    said = run_dynosim(app, "redis:timeout", "-s", "7")
+    assert ok(said).startswith("Timeout for redis-") and "Starting" not in said.stderr
+    assert client(new).config_get("timeout") == {"timeout": "7"}
     assert run.stop() == 0
