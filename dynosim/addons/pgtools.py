@@ -19,7 +19,9 @@ which trusts local connections (services/postgres.py DOCKER_HBA): no password cr
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import re
 import shutil
@@ -305,27 +307,31 @@ def _start(command: Command, **streams: Any) -> subprocess.Popen[bytes]:
 
 
 def _has_fd(stream: Any) -> bool:
-    try:
-        stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return False
-    return True
+    """A file on disk, whose descriptor a tool can read or write itself (an HTTP response has one
+    too, its socket's, but the bytes on it are not the body)."""
+    return isinstance(getattr(stream, "raw", stream), io.FileIO)
 
 
 def _copy(source: IO[bytes], sink: IO[bytes], *, close: bool) -> None:
     """Copies until the end, or until the reader of `sink` has gone (its exit code then says why);
-    `close`: `sink` is a process's stdin, closed after (its end of input)."""
+    `close`: `sink` is a process's stdin, closed after (its end of input). A source that fails (a URL
+    that stops answering) is an AddonError."""
     try:
-        while chunk := source.read(CHUNK):
+        while True:
+            try:
+                chunk = source.read(CHUNK)
+            except OSError as error:
+                raise AddonError(f"reading the input failed: {error.strerror or error}") from None
+            if not chunk:
+                break
             sink.write(chunk)
         sink.flush()
     except BrokenPipeError:
         pass
-    if close:
-        try:
-            sink.close()
-        except BrokenPipeError:
-            pass
+    finally:
+        if close:
+            with contextlib.suppress(BrokenPipeError):
+                sink.close()
 
 
 def first_error(output: str) -> str:
