@@ -21,10 +21,12 @@ import random
 import secrets
 import string
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from dynosim.addons import capacity
 from dynosim.addons.catalogue import (
     ADJECTIVES,
     COLORS,
@@ -35,7 +37,7 @@ from dynosim.addons.catalogue import (
     resolve,
     var_names,
 )
-from dynosim.addons.plans import redis_plan
+from dynosim.addons.plans import postgres_plan, redis_plan
 from dynosim.addons.spec import ServiceSpec
 from dynosim.errors import AddonError
 from dynosim.manifest import AddonSpec
@@ -72,12 +74,16 @@ class Addons:
         say: Callable[[str], None] = print,
     ) -> None:
         self.state_dir = Path(state_dir)
-        self.resolved = resolve(requests)  # unknown names and clashing attachments fail here, at once
+        self.resolved = resolve(requests)  # unknown names and plans, clashing attachments fail here, at once
+        for entry in self.resolved:
+            if entry.offering.service == "postgres":
+                capacity.check_settings(postgres_plan(entry.request.plan))  # a malformed override, too
         self.backend_name = backend
         self.say = say
         self._backends: dict[str, Any] = {}  # "docker", "native": loaded when an add-on needs one
         self._picked: str | None = None  # what `auto` picked, asked once per start
         self._running: list[Any] = []
+        self._watched: list[capacity.Watched] = []  # Postgres add-ons whose storage is checked
 
     def start(self) -> list[Attachment]:
         """Starts every add-on, each ready to accept connections when this returns."""
@@ -185,8 +191,11 @@ class Addons:
         return self._backends[name]
 
     def _start_one(self, backend: Any, entry: Resolved, record: dict[str, Any]) -> Attachment:
-        running = backend.start(_spec(self.state_dir, entry, record))
+        spec = _spec(self.state_dir, entry, record)
+        running = backend.start(spec)
         self._running.append(running)
+        if entry.offering.service == "postgres":
+            self._watch(spec, backend, running, record)
         if not entry.request.tls:
             self.say(
                 f"{entry.request.plan} ({record['name']}): plain redis:// without TLS, as app.json asks "
@@ -215,8 +224,54 @@ class Addons:
                 return _vars_of(self.state_dir, entry, record)
         raise AddonError(f"the running app has no add-on {name}; see `dynosim addons`")
 
+    def _watch(self, spec: ServiceSpec, backend: Any, running: Any, record: dict[str, Any]) -> None:
+        """A Postgres add-on's storage, checked now against its plan (its status said when it is not
+        Available), then at every check_capacity() while it runs."""
+        from dynosim.addons.services import service_for
+
+        plan = postgres_plan(spec.plan)
+        if capacity.storage_limit(plan) <= 0:
+            return
+        admin = service_for("postgres").admin(spec, backend, running)  # type: ignore[attr-defined]
+        watched = capacity.Watched(record["name"], spec.label, plan, spec.user or "", spec.database or "", admin)
+        self._watched.append(watched)
+        previous = record.get("capacity") or {}
+        try:
+            record["capacity"], line = capacity.check(watched, previous, datetime.now(UTC))
+        except AddonError as error:
+            self.say(f"{spec.label}: its storage was not checked: {error}")
+            return
+        if line is None and record["capacity"]["status"] != capacity.AVAILABLE:
+            line = capacity.announcement(spec.label, plan, "", record["capacity"])  # still over: said every start
+        if line is not None:
+            self.say(line)
+
+    @property
+    def watching(self) -> bool:
+        """Whether a started add-on's storage is checked (check_capacity has something to do)."""
+        return bool(self._watched)
+
+    def check_capacity(self, now: datetime) -> list[str]:
+        """Each running Postgres add-on's storage checked at `now` on dynosim's clock, its status kept in
+        its record; the lines that say what changed. A check that fails (the add-on is stopping) is skipped."""
+        lines: list[str] = []
+        for watched in list(self._watched):
+            try:
+                state = State.load(self.state_dir / STATE_FILE)
+                record = next((r for r in state.records if r.get("name") == watched.name), None)
+                if record is None:  # destroyed meanwhile
+                    continue
+                record["capacity"], line = capacity.check(watched, record.get("capacity") or {}, now)
+                state.save()
+            except AddonError:
+                continue
+            if line is not None:
+                lines.append(line)
+        return lines
+
     def stop(self) -> None:
         """Stops everything start() started, last first. Safe to call twice, or after a failed start."""
+        self._watched.clear()
         errors: list[BaseException] = []
         while self._running:
             try:
@@ -392,6 +447,8 @@ def _spec(state_dir: Path, entry: Resolved, record: dict[str, Any]) -> ServiceSp
         user=record.get("user"),
         database=record.get("database"),
         admin_password=record.get("admin_password"),
+        plan=entry.request.plan,
+        restricted=(record.get("capacity") or {}).get("status") == capacity.RESTRICTED,
         logins=((api_login, record["api_key"]),) if api_login else (),
         tls=entry.request.tls,
         tls_port=record.get("tls_port"),

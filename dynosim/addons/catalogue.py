@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from dynosim.addons.plans import postgres_plan, redis_plan
 from dynosim.addons.spec import Attached, Endpoint
 from dynosim.errors import AddonError
 
@@ -142,6 +143,7 @@ def resolve(requests: Sequence[AddonRequest]) -> list[Resolved]:
                 f'add-on "{request.plan}" must look like "heroku-postgresql" or "heroku-postgresql:essential-0"'
             )
         offering = offering_for(request.plan)
+        _check_plan(request.plan, offering)
         if request.as_name is not None and not _AS_NAME.fullmatch(request.as_name):
             raise AddonError(
                 f'{request.plan}: attachment name "{request.as_name}" must be letters, digits and _ '
@@ -163,6 +165,15 @@ def resolve(requests: Sequence[AddonRequest]) -> list[Resolved]:
         by_as[as_name] = entry
         resolved.append(entry)
     return resolved
+
+
+def _check_plan(plan: str, offering: Offering) -> None:
+    """A plan Heroku does not have, or has retired, is refused here, before anything is written or
+    started (addons:create, a run's app.json); Heroku CI's in-dyno plans are accepted, without limits."""
+    if offering.service == "postgres":
+        postgres_plan(plan)  # in-dyno included: it has its own (lack of) limits
+    elif offering.service == "redis":
+        redis_plan(plan)
 
 
 def attached(entry: Resolved, color: str | None = None) -> Attached:

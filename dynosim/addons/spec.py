@@ -50,6 +50,8 @@ class ServiceSpec:
     user: str | None = None  # Postgres: the app's role
     database: str | None = None  # Postgres: the app's database
     admin_password: str | None = None  # Postgres: our superuser's password
+    plan: str = ""  # as declared, "heroku-postgresql:essential-0": the limits it runs with (addons/plans.py)
+    restricted: bool = False  # Postgres: over its plan's storage past the enforcement date (addons/capacity.py)
     tls: bool = True  # Redis: rediss:// as on Heroku; False for plain redis:// (app.json "options": {"tls": false})
     tls_port: int | None = None  # search: a second port on 127.0.0.1 that answers over TLS (SEARCHBOX_SSL_URL)
     logins: tuple[tuple[str, str], ...] = ()  # SMTP: more (login, password) pairs it accepts

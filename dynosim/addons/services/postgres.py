@@ -1,6 +1,9 @@
 """Postgres, behind heroku-postgresql: DATABASE_URL (postgres://, as Heroku hands it out) and the colour
 the database is attached under too, SSL only over TCP, and the app's own role and database, not a
-superuser's, made as Heroku makes them (`provision_sql`, which both backends run).
+superuser's, made as Heroku makes them (`provision_sql`, which both backends run). At every start the
+role gets its plan's connection limit, so the (n+1)th connection gets Postgres' own `too many
+connections for role`, or the restriction of a database over its plan's storage (addons/capacity.py);
+dynosim's own connections are its superuser's, which the limit does not count.
 
 Native: this machine's server binaries (postgres_native.py), as dynosim's child. Docker: the official
 postgres image, POSTGRES_USER as our superuser.
@@ -16,9 +19,11 @@ import struct
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dynosim.addons import certs
+from dynosim.addons.capacity import Admin, start_sql
+from dynosim.addons.plans import postgres_plan
 from dynosim.addons.processes import HOST, Child, Host, Server, check_port
 from dynosim.addons.services.base import TLS_DIR, TLS_MOUNT, Service, with_tls
 from dynosim.addons.services.postgres_native import (
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 _SOCKET_DIR_MAX = 90  # sun_path is 108 bytes, and Postgres appends "/.s.PGSQL.NNNNN"
+ADMIN_CONNECTIONS = 10  # dynosim's own, beside the plan's: psql, pg:backups, pg:info
 
 # The whole pg_hba.conf, rewritten at every start when it differs: over TCP only SSL connections have an
 # entry, so a client that disables SSL gets Postgres' own "no pg_hba.conf entry for host …, no encryption"
@@ -106,9 +112,7 @@ class Postgres(Service):
         run_as = launch.user
         settle_leftover(spec, data, host)
         check_port(spec)
-        run = spec.folder / "run"
-        fits = len(str(run)) <= _SOCKET_DIR_MAX and "," not in str(run)
-        sockets = run if fits else None  # None: the admin connection goes over TCP
+        sockets = _socket_dir(spec)
         if sockets is not None:
             sockets.mkdir(mode=0o700, exist_ok=True)
         if run_as is not None:
@@ -132,6 +136,7 @@ class Postgres(Service):
             "-c", "fsync=on",
             "-c", "logging_collector=off",
             "-c", "log_destination=stderr",
+            *_max_connections(spec),
             *ssl,
         ])  # fmt: skip
         child = Child.spawn(
@@ -152,6 +157,7 @@ class Postgres(Service):
             if not marker.exists():
                 provision(spec, bins, sockets)
                 marker.touch()
+            _host_psql(spec, bins, sockets, spec.database or "", _start_sql(spec))
         except BaseException:
             child.stop()
             raise
@@ -182,6 +188,7 @@ class Postgres(Service):
             "-c", f"ssl_key_file={TLS_DIR}/server.key",
             "-c", "ssl_min_protocol_version=TLSv1.2",
             "-c", f"hba_file={TLS_DIR}/pg_hba.conf",
+            *_max_connections(spec),
         ])  # fmt: skip
 
     def mounts(self, spec: ServiceSpec) -> dict[str, str]:
@@ -193,25 +200,30 @@ class Postgres(Service):
 
     def provision_container(self, container: Container, spec: ServiceSpec, volume: str) -> None:
         """Creates the app's role and database once per data volume (a marker in the add-on's folder
-        names the volume it was done for); the script is safe to run again anyway."""
+        names the volume it was done for; the script is safe to run again anyway), then gives the role
+        its plan's limits, at every start."""
         marker = spec.folder / "docker-provisioned"
         try:
-            if marker.read_text().strip() == volume:
-                return
+            done = marker.read_text().strip() == volume
         except OSError:
-            pass
-        result = container.exec_run(
-            ["sh", "-c", 'printf "%s" "$DYNOSIM_SQL" | psql -X -q -v ON_ERROR_STOP=1 -U "$0" -d postgres -f -',
-             SUPERUSER],
-            environment={"DYNOSIM_SQL": provision_sql(spec), "PGPASSWORD": spec.admin_password or ""},
-            user="postgres",
-        )  # fmt: skip
-        if result.exit_code != 0:
-            raise AddonError(
-                f"{spec.label}: creating the app's role and database failed: "
-                f"{first_error(result.output.decode('utf-8', 'replace'))}"
-            )
-        marker.write_text(volume + "\n")
+            done = False
+        if not done:
+            try:
+                _container_psql(container, spec, "postgres", provision_sql(spec))
+            except AddonError as error:
+                raise AddonError(f"{spec.label}: creating the app's role and database failed: {error}") from None
+            marker.write_text(volume + "\n")
+        _container_psql(container, spec, spec.database or "", _start_sql(spec))
+
+    def admin(self, spec: ServiceSpec, backend: Any, running: Running) -> Admin:
+        """How dynosim runs SQL as its superuser in this running add-on: psql in its container, or this
+        machine's psql over the add-on's socket (TCP when the socket's path is too long)."""
+        container = getattr(running, "container", None)
+        if container is not None:
+            return lambda database, script: _container_psql(container, spec, database, script)
+        bins = find_binaries(backend)
+        sockets = _socket_dir(spec)
+        return lambda database, script: _host_psql(spec, bins, sockets, database, script)
 
 
 # --- SSL only, as Heroku Postgres ----------------------------------------------------------------
@@ -292,24 +304,60 @@ GRANT ALL ON DATABASE {db} TO {role};
 
 def provision(spec: ServiceSpec, bins: Binaries, sockets: Path | None) -> None:
     """Creates the app's role and database in the native server, as Heroku does; safe to run again."""
-    script = provision_sql(spec)
+    try:
+        _host_psql(spec, bins, sockets, "postgres", provision_sql(spec))
+    except AddonError as error:
+        raise AddonError(f"{spec.label}: creating the app's role and database failed: {error}") from None
+
+
+def _start_sql(spec: ServiceSpec) -> str:
+    return start_sql(spec.user or "", spec.database or "", postgres_plan(spec.plan), spec.restricted)
+
+
+def _max_connections(spec: ServiceSpec) -> list[str]:
+    """Room on the server for the plan's connections and dynosim's own, where Postgres' default (100) has
+    none; below that the default stays, and so does a container made before plans had limits."""
+    needed = postgres_plan(spec.plan).connections + ADMIN_CONNECTIONS
+    return ["-c", f"max_connections={needed}"] if needed > 100 else []
+
+
+def _socket_dir(spec: ServiceSpec) -> Path | None:
+    """The native server's unix socket folder; None when its path is too long: then psql goes over TCP."""
+    run = spec.folder / "run"
+    return run if len(str(run)) <= _SOCKET_DIR_MAX and "," not in str(run) else None
+
+
+def _host_psql(spec: ServiceSpec, bins: Binaries, sockets: Path | None, database: str, script: str) -> str:
+    """Runs `script` with this machine's psql as our superuser; its unaligned output, or its first error."""
     psql = bins["psql"] if is_tool(bins.bindir / "psql") else shutil.which("psql")
     if psql is None:
         raise AddonError(
-            f"{spec.label}: no psql found in {bins.bindir} or on PATH to create the app's database; "
-            "install the PostgreSQL client (postgresql-client)"
+            f"{spec.label}: no psql found in {bins.bindir} or on PATH; install the PostgreSQL client (postgresql-client)"
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(PGPASSWORD=spec.admin_password or "", PGCONNECT_TIMEOUT="10")
     done = subprocess.run(
-        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(sockets or HOST), "-p", str(spec.port),
-         "-U", SUPERUSER, "-d", "postgres", "-f", "-"],
+        [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(sockets or HOST), "-p", str(spec.port),
+         "-U", SUPERUSER, "-d", database, "-f", "-"],
         input=script, capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
     if done.returncode != 0:
-        raise AddonError(
-            f"{spec.label}: creating the app's role and database failed: {first_error(done.stderr or done.stdout)}"
-        )
+        raise AddonError(first_error(done.stderr or done.stdout))
+    return done.stdout
+
+
+def _container_psql(container: Container, spec: ServiceSpec, database: str, script: str) -> str:
+    """As _host_psql, with the psql in the add-on's container, over its socket."""
+    result = container.exec_run(
+        ["sh", "-c", 'printf "%s" "$DYNOSIM_SQL" | psql -X -q -A -t -v ON_ERROR_STOP=1 -U "$0" -d "$1" -f -',
+         SUPERUSER, database],
+        environment={"DYNOSIM_SQL": script, "PGPASSWORD": spec.admin_password or ""},
+        user="postgres",
+    )  # fmt: skip
+    output = result.output.decode("utf-8", "replace")
+    if result.exit_code != 0:
+        raise AddonError(first_error(output))
+    return output
 
 
 def first_error(output: str) -> str:
