@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, TextIO
 
 from .addons import AddonRequest, Addons, Attachment, app_requests
+from .addons.capacity import CHECK_EVERY
 from .addons.hints import watch_for_addon_failures
 from .app import load_app
 from .buildpack import Slug, build_slug, default_cache_dir
@@ -308,6 +309,7 @@ class Run:
         manager.start()
         self._start_postdeploy(manager, release)
         scheduling = asyncio.ensure_future(manager.run_scheduler(self._scheduler_jobs, self.clock))
+        capacity = asyncio.ensure_future(self._watch_capacity())
         # the router's certificate is made while the dynos boot: a run's start never waits for it
         self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
         self._tls_maker.start()
@@ -321,6 +323,7 @@ class Run:
             await stopped
         finally:
             scheduling.cancel()
+            capacity.cancel()
             if watching is not None:
                 watching.cancel()
             await control.stop()
@@ -328,6 +331,15 @@ class Run:
             await manager.stop()
             if self._postdeploy_task is not None:  # its dyno stopped with the others: its record is written
                 await self._postdeploy_task
+
+    async def _watch_capacity(self) -> None:
+        """Heroku Postgres' storage check (addons/capacity.py) every CHECK_EVERY of dynosim's clock, at
+        most once a second; a change of status is said on the log stream as app[heroku-postgres]."""
+        every = max(1.0, CHECK_EVERY.total_seconds() / self.clock.speed)
+        while self.addons.watching:
+            await asyncio.sleep(every)
+            for line in await asyncio.to_thread(self.addons.check_capacity, self.clock.now()):
+                self.logs.app_output("heroku-postgres", [line])
 
     def _start_postdeploy(self, manager: DynoManager, release: Release) -> None:
         """app.json's `scripts.postdeploy`, once in the app's life: after its first successful release,
