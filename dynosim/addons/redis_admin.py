@@ -55,8 +55,9 @@ class RedisInfo:
     url: str
 
     def fields(self) -> list[tuple[str, str]]:
-        """Heroku's rows, in its order (Plan, Status and Maintenance as in Heroku's maintenance-window
-        article; the rest as its Data API names them). Status and Maintenance are always these here."""
+        """Heroku's rows. Its CLI prints whatever rows its Data API sends; Plan, Status and Maintenance are
+        as Heroku's maintenance-window article shows them, the others as issue 18 names them (no page
+        showing them all was found). Status and Maintenance are always these here."""
         created = self.created.strftime("%Y-%m-%d %H:%M UTC") if self.created else "(not recorded)"
         return [
             ("Plan", self.plan.title),

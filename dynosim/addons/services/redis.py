@@ -242,7 +242,11 @@ def call(port: int, password: str, commands: Sequence[Sequence[str]], tls: bool 
         reader = conn.makefile("rb")
         replies = [_reply(reader) for _ in range(len(commands) + 1)]
     except (OSError, ValueError) as error:
-        raise AddonError(f"the Redis server on {HOST}:{port} broke off ({error})") from None
+        # over TLS, a server at its maxclients drops a new client before the handshake, saying nothing
+        raise AddonError(
+            f"the Redis server on {HOST}:{port} broke off ({error}); if the app holds all of its plan's "
+            "connections, close some and try again"
+        ) from None
     finally:
         conn.close()
     for reply in replies:
