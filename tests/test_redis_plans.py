@@ -205,9 +205,11 @@ def _env(port: int) -> dict[str, str]:
         return dict(json.load(response)["env"])
 
 
-def test_credentials_reset_in_a_running_app_closes_connections_and_restarts_its_dynos(app: Path, dynosim) -> None:
-    ok(run_dynosim(app, "addons:create", "heroku-redis"))
-    run = dynosim(app, "--addons", "native")
+def test_credentials_reset_in_a_running_app_closes_connections_and_restarts_its_dynos(
+    app: Path, addon_backend: str, dynosim
+) -> None:
+    ok(run_dynosim(app, "addons:create", "heroku-redis", "--backend", addon_backend))
+    run = dynosim(app, "--addons", addon_backend)
     run.wait_for(r"web\.1.*State changed from starting to up", timeout=120)
     old = _env(run.port)["REDIS_URL"]
     held = redis.connection.SSLConnection(
