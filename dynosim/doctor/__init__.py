@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from . import binding, checks, schedulers, staticfiles, uncommitted
+from . import binding, checks, pools, schedulers, staticfiles, uncommitted
 from .findings import ERROR, INFO, WARNING, Finding, ordered, render, summary
 from .source import AppSource, read_app
 
@@ -26,6 +26,7 @@ STATIC_CHECKS: tuple[Callable[[AppSource], list[Finding]], ...] = (
     checks.ssl_redirect,
     staticfiles.staticfiles,
     schedulers.schedulers,
+    pools.pools,
 )
 DEFAULT_BOOT_TIMEOUT = 15.0
 BUILD_BREAKERS = frozenset({"no-dependency-file", "several-dependency-files", "collectstatic-fails"})
