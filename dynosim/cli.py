@@ -396,6 +396,8 @@ LazyGroup.lazy.update(
         "mail:show": "dynosim.addons.commands:mail_show",
         "pg:psql": "dynosim.addons.commands:pg_psql",
         "pg:reset": "dynosim.addons.commands:pg_reset",
+        "pg:pull": "dynosim.commands.pg_transfer:pg_pull",
+        "pg:push": "dynosim.commands.pg_transfer:pg_push",
         "redis:cli": "dynosim.addons.commands:redis_cli",
         "pg:backups": "dynosim.commands.pg_backups:backups_list",
         "pg:backups:capture": "dynosim.commands.pg_backups:backups_capture",
