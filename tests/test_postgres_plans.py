@@ -215,3 +215,10 @@ def test_a_run_says_over_capacity_on_the_log_stream(tmp_path: Path, dynosim) -> 
     (record,) = json.loads((app / ".dynosim" / "addons.json").read_text())["addons"]
     assert record.get("capacity", {}).get("status", "Available") == RESTRICTED  # what pg:info prints
     assert run.stop() == 0
+
+
+def test_addons_create_help_names_the_plans(tmp_path: Path) -> None:
+    result = run_dynosim(tmp_path, "addons:create", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "heroku-postgresql:essential-0 (the default), essential-1, essential-2, standard-0…10" in text, text

@@ -77,7 +77,13 @@ def addons(app_dir: Path, as_json: bool) -> None:
 )  # fmt: skip
 @operate
 def addons_create(app_dir: Path, plan: str, as_name: str | None, backend: str | None) -> None:
-    """Declare an add-on for the app: every later `dynosim run` starts it."""
+    """Declare an add-on for the app: every later `dynosim run` starts it.
+
+    PLAN is one of Heroku's: heroku-postgresql:essential-0 (the default), essential-1, essential-2,
+    standard-0…10, premium-0…10, private-0…10, shield-0…10 (their connection and storage limits are
+    enforced); heroku-redis:mini (the default), premium-0…14. Retired plans (hobby-dev, mini and basic
+    for Postgres) are refused.
+    """
     from dynosim.addons import AddonRequest
     from dynosim.addons.manage import declare
 
