@@ -263,7 +263,7 @@ class Addons:
                     continue
                 record["capacity"], line = capacity.check(watched, record.get("capacity") or {}, now)
                 state.save()
-            except AddonError:
+            except Exception:  # an add-on stopping under the check (its engine, its server): the next one tries again
                 continue
             if line is not None:
                 lines.append(line)

@@ -86,7 +86,7 @@ def judge(previous: Mapping[str, Any], size: int, limit: int, now: datetime, gra
     if limit <= 0 or size <= limit:
         return {"status": AVAILABLE, **judged}
     if previous.get("status") in (ACTION_REQUIRED, RESTRICTED) and isinstance(previous.get("enforcement"), str):
-        over_since, enforcement = str(previous.get("over_since")), previous["enforcement"]
+        over_since, enforcement = str(previous.get("over_since") or judged["checked_at"]), previous["enforcement"]
     else:
         over_since, enforcement = judged["checked_at"], (now + grace_period).isoformat(timespec="seconds")
     status = RESTRICTED if now >= datetime.fromisoformat(enforcement) else ACTION_REQUIRED
