@@ -124,6 +124,7 @@ class Dyno:
         self.fs: DynoFilesystem | None = None
         self.stopping = False
         self.memory_mb: float | None = None  # the last memory sample of its processes
+        self.quota = memory.Quota(spec.size.memory_mb * timeouts.memory.quota_scale)  # R14 past it
         self.on_stop: Callable[[Dyno], None] = lambda dyno: None  # told when its shutdown begins
         self._exit: asyncio.Future[int] | None = None
         self._up = asyncio.Event()

@@ -25,6 +25,24 @@ class MemoryPolicy:
     quota_scale: float = 1.0  # shrink the quotas, for tests and demonstrations
 
 
+class Quota:
+    """A dyno's memory quota as the monitor holds it to: its size's, or lower for a while (the
+    memory-pressure fault, which drives a dyno to R14 and R15 without touching the app). A change is
+    looked at at once, not at the next sample, so the fault shows when it starts."""
+
+    def __init__(self, mb: float) -> None:
+        self.size_mb = mb
+        self.mb = mb
+        self.changed = asyncio.Event()
+
+    def lower(self, mb: float) -> None:
+        self.mb = mb
+        self.changed.set()
+
+    def restore(self) -> None:
+        self.lower(self.size_mb)
+
+
 class Dyno(Protocol):
     """The dyno whose memory is watched (dyno.Dyno): its processes, where it logs, and its last sample."""
 
@@ -33,6 +51,7 @@ class Dyno(Protocol):
     process: DynoProcess | None
     sandbox: Sandbox
     memory_mb: float | None
+    quota: Quota
 
     @property
     def name(self) -> str: ...
@@ -81,10 +100,14 @@ def _swap(pid: int) -> int:
 
 
 async def watch(dyno: Dyno, size: DynoSize, policy: MemoryPolicy) -> None:
-    quota = size.memory_mb * policy.quota_scale
     logs, name = dyno.logs, dyno.name
     while True:
-        await asyncio.sleep(policy.interval)
+        try:
+            await asyncio.wait_for(dyno.quota.changed.wait(), policy.interval)
+        except TimeoutError:
+            pass
+        dyno.quota.changed.clear()
+        quota = dyno.quota.mb
         rss, swap = await asyncio.to_thread(sample, dyno)
         total = rss + swap
         dyno.memory_mb = total
