@@ -84,6 +84,8 @@ class Addons:
         self._picked: str | None = None  # what `auto` picked, asked once per start
         self._running: list[Any] = []
         self._watched: list[capacity.Watched] = []  # Postgres add-ons whose storage is checked
+        self._started: dict[str, tuple[Any, Resolved, Any]] = {}  # name → (backend, entry, running), for faults
+        self._away: dict[str, int | None] = {}  # name → the port a fault moved its server to; None: stopped
 
     def start(self) -> list[Attachment]:
         """Starts every add-on, each ready to accept connections when this returns."""
@@ -194,6 +196,7 @@ class Addons:
         spec = _spec(self.state_dir, entry, record)
         running = backend.start(spec)
         self._running.append(running)
+        self._started[record["name"]] = (backend, entry, running)
         if entry.offering.service == "postgres":
             self._watch(spec, backend, running, record)
         if not entry.request.tls:
@@ -269,9 +272,70 @@ class Addons:
                 lines.append(line)
         return lines
 
+    # --- one add-on's server stopped and started again, as the add-on faults do (dynosim/faults/kinds/) ---
+
+    def away(self, name: str) -> str | None:
+        """Why this add-on's server is not on its own port now (a fault stopped or moved it), else None."""
+        if name not in self._away:
+            return None
+        port = self._away[name]
+        return "its server is stopped" if port is None else f"its server runs on port {port}, behind a proxy"
+
+    def stop_server(self, name: str) -> None:
+        """Stops one running add-on's server as a run's end does (Postgres' fast shutdown, Redis' SIGTERM:
+        every acknowledged write is on disk), its record and data kept, for start_server."""
+        _, _, running = self._started_server(name)
+        if name in self._away and self._away[name] is None:
+            raise AddonError(f"{name}: its server is stopped already")
+        self._running.remove(running)
+        self._watched = [w for w in self._watched if w.name != name]
+        self._away[name] = None
+        running.stop()
+
+    def start_server(self, name: str, port: int | None = None) -> None:
+        """Starts what stop_server stopped, from its record: its data, credentials and port, or `port`
+        this once (what addon-latency's proxy forwards to; the record and config vars keep their own)."""
+        backend, entry, _ = self._started_server(name)
+        state = State.load(self.state_dir / STATE_FILE)
+        record = state.record_of(entry)
+        if record is None:
+            raise AddonError(f"{name} has no record in {state.path} any more; see `dynosim addons`")
+        spec = _spec(self.state_dir, entry, record if port is None else {**record, "port": port})
+        running = backend.start(spec)
+        self._running.append(running)
+        self._started[name] = (backend, entry, running)
+        if port is None:
+            self._away.pop(name, None)
+        else:
+            self._away[name] = port
+        if entry.offering.service == "postgres":  # its storage checks follow the server
+            self._watch(spec, backend, running, record)
+            state.save()
+
+    def move_server(self, name: str) -> int:
+        """A new port in a stopped add-on's record, which start_server then starts it on and its config
+        vars name: where a failover's promoted standby answers."""
+        _, entry, _ = self._started_server(name)
+        state = State.load(self.state_dir / STATE_FILE)
+        record = state.record_of(entry)
+        if record is None:
+            raise AddonError(f"{name} has no record in {state.path} any more; see `dynosim addons`")
+        taken = {r[key] for r in state.records for key in ("port", "tls_port") if isinstance(r.get(key), int)}
+        record["port"] = free_port(taken)
+        state.save()
+        return int(record["port"])
+
+    def _started_server(self, name: str) -> tuple[Any, Resolved, Any]:
+        found = self._started.get(name)
+        if found is None:
+            raise AddonError(f"the running app has no add-on {name}; see `dynosim addons`")
+        return found
+
     def stop(self) -> None:
         """Stops everything start() started, last first. Safe to call twice, or after a failed start."""
         self._watched.clear()
+        self._started.clear()
+        self._away.clear()
         errors: list[BaseException] = []
         while self._running:
             try:
