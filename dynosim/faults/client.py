@@ -70,3 +70,22 @@ class AppFaults:
 
     def dyno_crash(self, target: str, **options: Any) -> ActiveFault:
         return self.add("dyno-crash", target, **options)
+
+    def addon_outage(self, target: str, *, seconds: float | None = None, **options: Any) -> ActiveFault:
+        """The add-on's server stopped (for `seconds`, or until the `with` block ends), then back, same data."""
+        return self.add("addon-outage", target, seconds=seconds, **options)
+
+    def addon_restart(self, target: str, **options: Any) -> ActiveFault:
+        return self.add("addon-restart", target, **options)
+
+    def addon_failover(self, target: str, **options: Any) -> ActiveFault:
+        return self.add("addon-failover", target, **options)
+
+    def addon_latency(
+        self, target: str, latency: float, *, seconds: float | None = None, **options: Any
+    ) -> ActiveFault:
+        """`latency` seconds more per round trip to the add-on, for `seconds` or until the `with` block ends."""
+        return self.add("addon-latency", target, seconds=seconds, latency=latency, **options)
+
+    def redis_oom(self, target: str = "heroku-redis", *, seconds: float | None = None, **options: Any) -> ActiveFault:
+        return self.add("redis-oom", target, seconds=seconds, **options)

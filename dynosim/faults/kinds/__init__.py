@@ -7,9 +7,26 @@ from types import MappingProxyType
 
 from dynosim.errors import FaultError
 from dynosim.faults.base import FaultKind
+from dynosim.faults.kinds.addon_failover import AddonFailover
+from dynosim.faults.kinds.addon_latency import AddonLatency
+from dynosim.faults.kinds.addon_outage import AddonOutage
+from dynosim.faults.kinds.addon_restart import AddonRestart
 from dynosim.faults.kinds.dyno_crash import DynoCrash
+from dynosim.faults.kinds.redis_oom import RedisOom
 
-KINDS: Mapping[str, FaultKind] = MappingProxyType({kind.name: kind for kind in (DynoCrash(),)})
+KINDS: Mapping[str, FaultKind] = MappingProxyType(
+    {
+        kind.name: kind
+        for kind in (
+            DynoCrash(),
+            AddonOutage(),
+            AddonRestart(),
+            AddonFailover(),
+            AddonLatency(),
+            RedisOom(),
+        )
+    }
+)
 
 
 def kind_of(name: str) -> FaultKind:
