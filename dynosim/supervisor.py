@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, TextIO
 
 from .addons import AddonRequest, Addons, Attachment, app_requests
+from .addons.backups import run_schedules
 from .addons.capacity import CHECK_EVERY
 from .addons.hints import watch_for_addon_failures
 from .app import load_app
@@ -309,6 +310,8 @@ class Run:
         manager.start()
         self._start_postdeploy(manager, release)
         scheduling = asyncio.ensure_future(manager.run_scheduler(self._scheduler_jobs, self.clock))
+        # pg:backups:schedule's daily backups, on the same clock
+        backing_up = asyncio.ensure_future(run_schedules(self.app.state_dir, self.clock.now, self.clock.poll, self.say))
         capacity = asyncio.ensure_future(self._watch_capacity())
         # the router's certificate is made while the dynos boot: a run's start never waits for it
         self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
@@ -323,6 +326,7 @@ class Run:
             await stopped
         finally:
             scheduling.cancel()
+            backing_up.cancel()
             capacity.cancel()
             if watching is not None:
                 watching.cancel()

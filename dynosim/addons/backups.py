@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dynosim.addons import pgtools
+from dynosim.addons import STATE_FILE as ADDONS_FILE
+from dynosim.addons import State, pgtools
 from dynosim.addons.plans import postgres_plan
 from dynosim.errors import AddonError
 from dynosim.privatefile import write_private
@@ -576,28 +577,30 @@ async def run_schedules(state_dir: Path, now: Callable[[], datetime], poll: floa
     """A run's scheduled backups: each schedule's daily backup (aNNN) at its hour on the run's clock
     (`now`, which --clock-speed may speed up), of the add-on the run has running; forever, until
     cancelled. Hours missed while no run was active are not made up (a daily backup is best effort)."""
-    from dynosim.addons import STATE_FILE as ADDONS_FILE
-    from dynosim.addons import State
-
     since = now()
     while True:
         await asyncio.sleep(poll)
         moment = now()
-        for due in schedules(state_dir):
-            if due.next_after(since) > moment:
-                continue
-            records = State.load(Path(state_dir) / ADDONS_FILE).records
-            record = next((r for r in records if r.get("name") == due.addon), None)
-            if record is None:
-                continue  # the add-on was destroyed: its schedule went with it on Heroku
-            transfer = start(state_dir, record, due.as_name, scheduled=True)
-            try:
-                done = await asyncio.to_thread(capture, state_dir, record, transfer)
-            except AddonError as error:
-                say(f"pg:backups: the scheduled backup {transfer.id} of {due.as_name} failed: {error}")
-            else:
-                say(f"pg:backups: scheduled backup {done.id} of {due.as_name} ({filesize(done.processed_bytes)})")
+        try:
+            for due in schedules(state_dir):
+                if due.next_after(since) <= moment:
+                    await _scheduled_backup(state_dir, due, say)
+        except AddonError as error:  # backups.json unreadable: said, and tried again at the next hour
+            say(f"pg:backups: scheduled backups: {error}")
         since = moment
+
+
+async def _scheduled_backup(state_dir: Path, due: Schedule, say: Callable[[str], None]) -> None:
+    record = next((r for r in State.load(Path(state_dir) / ADDONS_FILE).records if r.get("name") == due.addon), None)
+    if record is None:
+        return  # the add-on was destroyed: on Heroku its schedule goes with it
+    transfer = start(state_dir, record, due.as_name, scheduled=True)
+    try:
+        done = await asyncio.to_thread(capture, state_dir, record, transfer)
+    except AddonError as error:
+        say(f"pg:backups: the scheduled backup {transfer.id} of {due.as_name} failed: {error}")
+    else:
+        say(f"pg:backups: scheduled backup {done.id} of {due.as_name} ({filesize(done.processed_bytes)})")
 
 
 # --- how Heroku's CLI writes them -------------------------------------------------------------------
