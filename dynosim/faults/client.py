@@ -71,6 +71,18 @@ class AppFaults:
     def dyno_crash(self, target: str, **options: Any) -> ActiveFault:
         return self.add("dyno-crash", target, **options)
 
+    def dyno_hang(self, target: str, *, seconds: float | None = None, **options: Any) -> ActiveFault:
+        return self.add("dyno-hang", target, seconds=seconds, **options)
+
+    def dyno_cycle(self, target: str, **options: Any) -> ActiveFault:
+        return self.add("dyno-cycle", target, **options)
+
+    def deploy_restart(self, target: str | None = None, **options: Any) -> ActiveFault:
+        return self.add("deploy-restart", target, **options)
+
+    def memory_pressure(self, target: str, *, seconds: float | None = None, **options: Any) -> ActiveFault:
+        return self.add("memory-pressure", target, seconds=seconds, **options)
+
     def addon_outage(self, target: str, *, seconds: float | None = None, **options: Any) -> ActiveFault:
         """The add-on's server stopped (for `seconds`, or until the `with` block ends), then back, same data."""
         return self.add("addon-outage", target, seconds=seconds, **options)

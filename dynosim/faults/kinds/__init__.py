@@ -11,7 +11,11 @@ from dynosim.faults.kinds.addon_failover import AddonFailover
 from dynosim.faults.kinds.addon_latency import AddonLatency
 from dynosim.faults.kinds.addon_outage import AddonOutage
 from dynosim.faults.kinds.addon_restart import AddonRestart
+from dynosim.faults.kinds.deploy_restart import DeployRestart
 from dynosim.faults.kinds.dyno_crash import DynoCrash
+from dynosim.faults.kinds.dyno_cycle import DynoCycle
+from dynosim.faults.kinds.dyno_hang import DynoHang
+from dynosim.faults.kinds.memory_pressure import MemoryPressure
 from dynosim.faults.kinds.redis_oom import RedisOom
 
 KINDS: Mapping[str, FaultKind] = MappingProxyType(
@@ -19,6 +23,10 @@ KINDS: Mapping[str, FaultKind] = MappingProxyType(
         kind.name: kind
         for kind in (
             DynoCrash(),
+            DynoHang(),
+            DynoCycle(),
+            DeployRestart(),
+            MemoryPressure(),
             AddonOutage(),
             AddonRestart(),
             AddonFailover(),
