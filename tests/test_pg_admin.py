@@ -213,9 +213,8 @@ def test_a_rotation_restarts_the_app_and_a_process_that_kept_the_old_url_fails( 
         run.wait_for(r"app\[api\]: Update DATABASE by heroku-postgresql by user heroku-postgresql@addons\.heroku\.com")
         run.wait_for(r"heroku\[worker\.1\]: State changed from starting to up", after_last=True)
         run.wait_for(r"app\[worker\.1\]: worker: database ok", after_last=True)  # restarted: it took the new URL
-        run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
         with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/", timeout=10) as response:
-            assert response.read().decode() == user  # the web read the new DATABASE_URL at its restart
+            assert response.read().decode() == user  # it took DATABASE_URL at import: right only if restarted
         refused = f'password authentication failed for user "{user}"'
         run.wait_for(rf"app\[{one_off}\]: worker: database error: .*{re.escape(refused)}")
         logs = ok(run_dynosim(app, "logs", "--dyno", one_off))
