@@ -20,6 +20,7 @@ from time import monotonic  # the clock of asyncio's loop.time() and call_at()
 
 import httptools
 
+from .chaos import reason
 from .codes import (
     H10,
     H12,
@@ -569,6 +570,8 @@ class Exchange:
         if self.expect_bad:
             self.fail(H26, "unsupported expect header value", 417)
             return
+        if router.chaos is not None and router.chaos.takes(self):
+            return  # a fault delays, answers, holds or resets it
         backends = router.formation.web_dynos_up()
         if backends:
             backend = backends[0] if len(backends) == 1 else random.choice(backends)
@@ -974,7 +977,7 @@ class Exchange:
             b"HTTP/1.1 %d %s\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-cache, no-store\r\nContent-Length: %d\r\n%s\r\n"
             % (
                 status,
-                REASONS[status],
+                REASONS.get(status) or reason(status),
                 len(body),
                 b"Connection: close\r\n" if close else b"Connection: keep-alive\r\n" if self.http10 else b"",
             )

@@ -9,6 +9,7 @@ from concurrent.futures import Future
 from typing import Protocol
 
 from ..logs import LogLine, LogStream
+from .chaos import Chaos
 from .redirects import PortlessRedirects, RedirectLoops
 from .upstream import UpstreamPool
 from .web import RouterTimeouts, WebFormation
@@ -57,6 +58,7 @@ class RouterState:
         self.ports = PortlessRedirects(watching=not self.public_forwarded_port)
         self.after_line: dict[object, str] = {}  # an exchange -> a hint to give just after its router line
         self.maintenance = False  # H80 for every request while True
+        self.chaos: Chaos | None = None  # the faults' rules for requests, while any is on
         self.stopping = False
         self.connections: set[Connection] = set()
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
