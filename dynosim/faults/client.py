@@ -101,3 +101,19 @@ class AppFaults:
 
     def redis_oom(self, target: str = "heroku-redis", *, seconds: float | None = None, **options: Any) -> ActiveFault:
         return self.add("redis-oom", target, seconds=seconds, **options)
+
+    def router_latency(self, latency: float, *, seconds: float | None = None, **options: Any) -> ActiveFault:
+        """`latency` seconds added before the router sends a request on, for `seconds` or until the `with` ends."""
+        return self.add("router-latency", seconds=seconds, latency=latency, **options)
+
+    def router_error(self, status: int | None = None, code: str | None = None, **options: Any) -> ActiveFault:
+        """The router answers itself with `status` (503) and `code`'s page and log line (one fitting the status)."""
+        return self.add("router-error", status=status, code=code, **options)
+
+    def router_timeout(self, **options: Any) -> ActiveFault:
+        """Requests held past the router's 30 s: the client gets H12."""
+        return self.add("router-timeout", **options)
+
+    def router_reset(self, **options: Any) -> ActiveFault:
+        """The client's connection reset (ECONNRESET), logged as H24."""
+        return self.add("router-reset", **options)

@@ -17,6 +17,10 @@ from dynosim.faults.kinds.dyno_cycle import DynoCycle
 from dynosim.faults.kinds.dyno_hang import DynoHang
 from dynosim.faults.kinds.memory_pressure import MemoryPressure
 from dynosim.faults.kinds.redis_oom import RedisOom
+from dynosim.faults.kinds.router_error import RouterError
+from dynosim.faults.kinds.router_latency import RouterLatency
+from dynosim.faults.kinds.router_reset import RouterReset
+from dynosim.faults.kinds.router_timeout import RouterTimeout
 
 KINDS: Mapping[str, FaultKind] = MappingProxyType(
     {
@@ -32,6 +36,10 @@ KINDS: Mapping[str, FaultKind] = MappingProxyType(
             AddonFailover(),
             AddonLatency(),
             RedisOom(),
+            RouterLatency(),
+            RouterError(),
+            RouterTimeout(),
+            RouterReset(),
         )
     }
 )
