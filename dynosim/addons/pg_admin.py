@@ -98,19 +98,18 @@ ORDER BY query_start DESC;
 """, as_app=True, table=True)  # fmt: skip
 
 
-def terminate_all(record: Mapping[str, Any], psql: str) -> int:
-    """pg:killall (Heroku's connection_reset): every connection to the app's database ends, whoever made
-    it; how many did."""
-    return int(_query(record, psql, f"""
+def terminate_all(record: Mapping[str, Any], psql: str) -> None:
+    """pg:killall (Heroku's connection_reset): every connection to the app's database ends, whoever made it."""
+    _query(record, psql, f"""
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
  WHERE datname = {_literal(str(record["database"]))} AND pid <> pg_backend_pid();
-"""))  # fmt: skip
+""")  # fmt: skip
 
 
-def rotate(state_dir: Path, record: Mapping[str, Any], psql: str) -> dict[str, Any]:
+def rotate(state_dir: Path, record: Mapping[str, Any], psql: str) -> None:
     """pg:credentials:rotate: a new password for the app's role on the server, then in its record (so
     DATABASE_URL and its colour's URL, made from the record, change), then the role's connections end, as
-    Heroku resets them. The new record. A server that refuses changes nothing."""
+    Heroku resets them. A server that refuses changes nothing."""
     password = _password()
     role = _ident(str(record["user"]))
     _query(record, psql, f"ALTER ROLE {role} WITH PASSWORD {_literal(password)};")
@@ -125,7 +124,6 @@ def rotate(state_dir: Path, record: Mapping[str, Any], psql: str) -> dict[str, A
     _query(record, psql, f"""
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {_literal(str(record["user"]))};
 """)  # fmt: skip
-    return changed
 
 
 # --- psql ---------------------------------------------------------------------------------------------
