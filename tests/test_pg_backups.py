@@ -259,6 +259,44 @@ def test_backups_are_the_apps_and_outlive_the_database_they_came_from(app: Path)
     assert psql(app, "select x from t") == "42"
 
 
+def test_a_restore_in_a_running_app_ends_its_connections_and_the_new_data_is_served(app: Path, dynosim: type) -> None:
+    create(app, "native")
+    psql(app, "create table t (x int); insert into t values (1)")
+    ok(dyn(app, "pg:backups:capture"))
+    psql(app, "insert into t values (2)")
+    run = dynosim(app)
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    url = ok(dyn(app, "config:get", "DATABASE_URL")).strip()
+    with psycopg.connect(url, autocommit=True) as held:  # a dyno's pooled connection, idle in the old database
+        assert held.execute("select count(*) from t").fetchone() == (2,)
+        ok(dyn(app, "pg:backups:restore", "--confirm", "app"))
+        with pytest.raises(psycopg.OperationalError):
+            held.execute("select 1")  # ended, as Heroku ends them
+    with psycopg.connect(url) as fresh:
+        assert fresh.execute("select count(*) from t").fetchone() == (1,)
+    assert run.stop() == 0
+
+
+def test_retention_keeps_the_newest_scheduled_backups_daily_then_one_a_week() -> None:
+    from dynosim.addons.backups import Transfer, expired
+
+    day = 86400.0
+    start = 1_700_000_000.0  # a Tuesday
+    made = [Transfer(n, "backup", "DATABASE", "", "pg", start + n * day, start + n * day, True, True)
+            for n in range(1, 41)]  # fmt: skip
+    manual = [Transfer(100 + n, "backup", "DATABASE", "", "pg", start, start, True) for n in range(30)]
+    gone = expired([*made, *manual], made[-1], "heroku-postgresql:standard-0")  # 7 daily, 4 weekly
+    kept = sorted({t.num for t in made} - {t.num for t in gone})
+    assert kept[-7:] == list(range(34, 41))  # the last seven days
+    weekly = kept[:-7]
+    assert len(weekly) == 4 and len({(start + n * day) // (7 * day) for n in weekly}) == 4
+    assert not [t for t in gone if not t.scheduled]  # manual backups are counted apart
+    # standard keeps 25 manual backups: of 30, the 5 oldest go
+    assert sorted(t.num for t in expired([*made, *manual], manual[-1], "heroku-postgresql:standard-0")) == [
+        100, 101, 102, 103, 104
+    ]  # fmt: skip
+
+
 # --- schedules --------------------------------------------------------------------------------------
 
 

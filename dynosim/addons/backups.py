@@ -278,14 +278,14 @@ def capture(state_dir: Path, record: Mapping[str, Any], transfer: Transfer) -> T
     )  # fmt: skip
     with _ledger(state_dir) as ledger:
         ledger.put(done)
-        for gone in _expired(ledger.transfers, done, str(record.get("plan") or "heroku-postgresql")):
+        for gone in expired(ledger.transfers, done, str(record.get("plan") or "heroku-postgresql")):
             ledger.transfers.remove(gone)
             with contextlib.suppress(FileNotFoundError):
                 dump_path(state_dir, gone).unlink()
     return done
 
 
-def _expired(every: list[Transfer], done: Transfer, plan: str) -> list[Transfer]:
+def expired(every: list[Transfer], done: Transfer, plan: str) -> list[Transfer]:
     """What the plan no longer keeps once `done` is in: manual backups beyond its limit (the oldest go
     first, as Heroku's do), or scheduled ones beyond its daily and weekly ones."""
     limits = postgres_plan(plan)
