@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -163,6 +164,19 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
     one_line_error(run_dynosim(app, "pg:ps", "NOPE"), 'no add-on "NOPE"', "dynosim addons")
     one_line_error(run_dynosim(app, "pg:killall"), "destructive action", "--confirm app")
     assert (app / ".dynosim" / STATE_FILE).read_text() == before
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(sys.executable, ["-m", "dynosim", "pg:credentials:rotate"], cwd=str(app), encoding="utf-8",
+                          timeout=30)  # fmt: skip
+    for line in ("WARNING: Destructive Action", "The password for the default credential will rotate.",
+                 "Connections will be reset and applications will be restarted.",
+                 "This command will affect the app app.", "To proceed, type app or re-run this command with --confirm app"):  # fmt: skip
+        child.expect_exact(line)
+    child.expect_exact("> ")
+    child.sendline("ap")
+    child.expect_exact("Confirmation did not match app. Aborted; nothing was changed")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1 and (app / ".dynosim" / STATE_FILE).read_text() == before
     for verb in ("pg:info", "pg:ps", "pg:killall", "pg:credentials", "pg:credentials:url", "pg:credentials:rotate"):
         assert f"dynosim {verb} [OPTIONS] [DATABASE]" in ok(run_dynosim(app, verb, "--help"))
 
