@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..addons.commands import backend_option
 from ..clikit import app_dir_option, app_state, confirm_destructive, json_option, operate, print_json, print_table
 from ..errors import AddonError
 
 if TYPE_CHECKING:
     from ..addons.pg_admin import DatabaseInfo
 
-backend_option = click.option(
-    "--addons", "addons_backend", type=click.Choice(["auto", "docker", "native"]), default="auto", show_default=True,
-    help="Where the add-on runs for this command when no `dynosim run` is active.",
-)  # fmt: skip
 confirm_option = click.option(
     "-c", "--confirm", metavar="APP", default=None, help="The app's name: skips the question."
 )
