@@ -132,7 +132,7 @@ def test_capture_lists_informs_downloads_and_deletes(app: Path, addon_backend: s
     assert row[0] == "b001" and row[4] == "Completed" and row[-1] == "DATABASE"
     assert "No restores found. Use dynosim pg:backups:restore to restore a backup" in listed
 
-    info = ok(dyn(app, "pg:backups:info", "b001")).splitlines()
+    info = ok(dyn(app, "pg:backups:info", "b1")).splitlines()  # by its number, as Heroku's CLI finds it
     assert info[0] == "=== Backup b001"
     fields = dict(re.match(r"(.+?):\s+(.*)", line).groups() for line in info[2:9])  # type: ignore[union-attr]
     assert fields["Database"] == "DATABASE" and fields["Status"] == "Completed" and fields["Type"] == "Manual"

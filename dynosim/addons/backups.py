@@ -205,10 +205,13 @@ def dump_path(state_dir: Path, transfer: Transfer) -> Path:
 
 
 def find(state_dir: Path, app_name: str, wanted: str) -> Transfer:
-    """The transfer named `wanted` (b001, a002, r003), or Heroku's error."""
-    for transfer in transfers(state_dir):
-        if transfer.id == wanted.lower():
-            return transfer
+    """The transfer named `wanted`, by its number as Heroku's CLI finds it (b001, b1 and a001 name
+    transfer 1), or Heroku's error."""
+    number = re.fullmatch(r"[abcr](\d+)", wanted.strip().lower())
+    if number is not None:
+        for transfer in transfers(state_dir):
+            if transfer.num == int(number[1]):
+                return transfer
     raise AddonError(f"Backup {wanted} not found for {app_name} (see dynosim pg:backups)")
 
 
@@ -289,7 +292,7 @@ def expired(every: list[Transfer], done: Transfer, plan: str) -> list[Transfer]:
     """What the plan no longer keeps once `done` is in: manual backups beyond its limit (the oldest go
     first, as Heroku's do), or scheduled ones beyond its daily and weekly ones."""
     limits = postgres_plan(plan)
-    kind = [t for t in every if t.is_backup and t.scheduled == done.scheduled and (t.succeeded or t is done)]
+    kind = [t for t in every if t.is_backup and t.scheduled == done.scheduled and (t.finished_at or t is done)]
     kind.sort(key=lambda t: t.num, reverse=True)
     if not done.scheduled:
         return kind[limits.manual_backups :]
@@ -341,7 +344,7 @@ def source(state_dir: Path, app_name: str, wanted: str | None) -> Source:
         parts = urllib.parse.urlsplit(wanted)  # the label leaves out credentials and signed query strings
         where = parts.netloc.rpartition("@")[2]
         return Source(f"{parts.scheme}://{where}{parts.path}", url=_dropbox(wanted))
-    if wanted is None or re.fullmatch(r"[abr]\d+", wanted.lower()):
+    if wanted is None or re.fullmatch(r"[abcr]\d+", wanted.lower()):
         transfer, path = completed(state_dir, app_name, wanted)
         return Source(transfer.id, path=path)
     path = Path(wanted).expanduser()
