@@ -7,6 +7,7 @@ restarted). Every acknowledged write made before and during a fault is read back
 from __future__ import annotations
 
 import time
+import urllib.parse
 from pathlib import Path
 
 import psycopg
@@ -30,6 +31,10 @@ def _start(dynosim, tmp_path: Path, backend: str):
     run = dynosim(app, *ADDONS, "--addons", backend)
     run.wait_for(r"web\.1.*State changed from starting to up", timeout=180)
     return app, run
+
+
+def _port(url: str) -> int:
+    return urllib.parse.urlsplit(url).port or 0
 
 
 def _rows(url: str) -> list[int]:
@@ -64,7 +69,7 @@ def test_outage_restart_and_oom_refuse_clients_with_the_real_errors_and_keep_eve
         with pytest.raises(psycopg.OperationalError, match=r"connection .* failed: Connection refused"):
             psycopg.connect(db, connect_timeout=5)
         _redis(kv).set("during-pg-outage", "1")  # the other add-on is untouched
-        run.wait_for(r"dynosim\[faults\]: f1: heroku-postgresql \(.*\) is up again on its own port, same data", 30)
+        run.wait_for(rf"dynosim\[faults\]: f1: heroku-postgresql \(.*\) is up again on port {_port(db)}, same data", 30)
         run.wait_for(r"dynosim\[faults\]: f1 addon-outage on heroku-postgresql for 3s ended \(over")
         _insert(db, 3)
         assert _rows(db) == [1, 2, 3]
@@ -74,7 +79,7 @@ def test_outage_restart_and_oom_refuse_clients_with_the_real_errors_and_keep_eve
             run.wait_for(r"dynosim\[faults\]: f2: heroku-redis \(redis-[a-z]+-\d+\) is down \(SIGTERM")
             with pytest.raises(redis.ConnectionError):
                 _redis(kv).get("before")
-        run.wait_for(r"dynosim\[faults\]: f2: heroku-redis \(.*\) is up again on its own port")
+        run.wait_for(rf"dynosim\[faults\]: f2: heroku-redis \(.*\) is up again on port {_port(kv)}, same data")
         assert _redis(kv).mget("before", "during-pg-outage") == [b"1", b"1"]
 
         # addon-restart: an open connection is dropped, the next one works at once, same data
@@ -127,7 +132,7 @@ def test_addon_latency_slows_every_round_trip_only_while_it_is_on(tmp_path: Path
             return time.monotonic() - began
 
         with AppFaults(app).addon_latency("heroku-postgresql", 0.3):
-            run.wait_for(r"dynosim\[faults\]: f1: heroku-postgresql \(.*\) is up again on port \d+")
+            run.wait_for(r"dynosim\[faults\]: f1: heroku-postgresql \(.*\) is up again on port \d+, .*behind the proxy")
             run.wait_for(r"dynosim\[faults\]: f1: heroku-postgresql \(.*\): a proxy on port \d+ adds 300 ms")
             with psycopg.connect(db, autocommit=True, connect_timeout=30) as conn:
                 assert min(round_trip(conn) for _ in range(3)) >= 0.3
@@ -141,7 +146,9 @@ def test_addon_latency_slows_every_round_trip_only_while_it_is_on(tmp_path: Path
         # on Redis from the CLI, off by itself after --for: a GET over rediss:// waits too
         client = _redis(kv)
         client.set("k", "v")
-        added = run_dynosim(app, "faults:add", "addon-latency", "--target", "REDIS_URL", "--latency", "200ms", "--for", "20s")
+        added = run_dynosim(
+            app, "faults:add", "addon-latency", "--target", "REDIS_URL", "--latency", "200ms", "--for", "20s"
+        )
         assert added.returncode == 0, added.stderr
         run.wait_for(r"dynosim\[faults\]: f2: heroku-redis \(.*\): a proxy on port \d+ adds 200 ms")
         slow = _redis(kv)
@@ -176,6 +183,7 @@ def test_addon_failover_moves_the_server_changes_the_url_and_restarts_every_dyno
         run.wait_for(r"app\[api\]: Update DATABASE by heroku-postgresql by user heroku-postgresql@addons\.heroku\.com")
         run.wait_for(r"web\.1.*State changed from starting to up", after_last=True, timeout=60)
         moved = api.config(app)["DATABASE_URL"]
+        run.wait_for(rf"dynosim\[faults\]: f1: heroku-postgresql \(.*\) is up again on port {_port(moved)}, same data")
         assert moved != db and moved.rsplit(":", 1)[0] == db.rsplit(":", 1)[0]  # same credentials, another port
         assert api.config(app)["HEROKU_POSTGRESQL_" + _color(config) + "_URL"] == moved
         [latest, *_] = api.releases(app)

@@ -292,9 +292,10 @@ class Addons:
         self._away[name] = None
         running.stop()
 
-    def start_server(self, name: str, port: int | None = None) -> None:
+    def start_server(self, name: str, port: int | None = None) -> int:
         """Starts what stop_server stopped, from its record: its data, credentials and port, or `port`
-        this once (what addon-latency's proxy forwards to; the record and config vars keep their own)."""
+        this once (what addon-latency's proxy forwards to; the record and config vars keep their own).
+        Returns the port it answers on."""
         backend, entry, _ = self._started_server(name)
         state = State.load(self.state_dir / STATE_FILE)
         record = state.record_of(entry)
@@ -311,6 +312,7 @@ class Addons:
         if entry.offering.service == "postgres":  # its storage checks follow the server
             self._watch(spec, backend, running, record)
             state.save()
+        return spec.port
 
     def move_server(self, name: str) -> int:
         """A new port in a stopped add-on's record, which start_server then starts it on and its config

@@ -66,10 +66,9 @@ async def stop_server(fault: Fault, platform: Platform, attachment: Attachment) 
 
 async def start_server(fault: Fault, platform: Platform, attachment: Attachment, port: int | None = None) -> None:
     started = time.monotonic()
-    await asyncio.to_thread(platform.addons.start_server, attachment.name, port)
-    where = "its own port" if port is None else f"port {port}"
+    answers = await asyncio.to_thread(platform.addons.start_server, attachment.name, port)
     platform.logs.hint(
         "faults",
-        f"{fault.id}: {label(attachment)} is up again on {where}, same data "
-        f"(in {(time.monotonic() - started) * 1000:.0f} ms)",
+        f"{fault.id}: {label(attachment)} is up again on port {answers}, same data "
+        f"(in {(time.monotonic() - started) * 1000:.0f} ms){', behind the proxy' if port is not None else ''}",
     )
