@@ -409,6 +409,7 @@ LazyGroup.lazy.update(
         "pg:backups:schedule": "dynosim.commands.pg_backups:backups_schedule",
         "pg:backups:schedules": "dynosim.commands.pg_backups:backups_schedules",
         "pg:backups:unschedule": "dynosim.commands.pg_backups:backups_unschedule",
+        "pg": "dynosim.commands.pg:pg_info",  # Heroku's alias of pg:info
         "pg:info": "dynosim.commands.pg:pg_info",
         "pg:ps": "dynosim.commands.pg:pg_ps",
         "pg:killall": "dynosim.commands.pg:pg_killall",

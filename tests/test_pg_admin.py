@@ -158,6 +158,7 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
     one_line_error(run_dynosim(app, "pg:credentials"), "declares no postgres add-on", "addons:create heroku-postgresql")
     ok(run_dynosim(app, "addons:create", "heroku-redis", "--backend", "native"))
     ok(run_dynosim(app, "addons:create", "heroku-postgresql", "--backend", "native"))
+    assert ok(run_dynosim(app, "pg")).startswith("=== DATABASE_URL, HEROKU_POSTGRESQL_")  # Heroku's alias of pg:info
     before = (app / ".dynosim" / STATE_FILE).read_text()
     one_line_error(run_dynosim(app, "pg:info", "REDIS"), "REDIS is heroku-redis", "not a Postgres database")
     one_line_error(run_dynosim(app, "pg:credentials:rotate", "heroku-redis", "--confirm", "app"), "not a Postgres")
