@@ -1,5 +1,6 @@
 """Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory), of issues 3, 4, 5, 6 and 8
-(add-on start, dyno cycle, router, control socket and idle CPU, TLS) and of issue 17 (dynosim ci), each against
+(add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci) and of issue 19 (the
+router with faults off, and faults switched on and off), each against
 its baseline measured side by side, and prints a summary table. `--quick` runs fewer rounds."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import addons, ci, control, cycle, logs, memory, router, startup, tls
+from bench import addons, ci, control, cycle, logs, memory, router, router_faults, startup, tls
 
 
 def main() -> int:
@@ -27,6 +28,7 @@ def main() -> int:
         ("cycle", lambda: cycle.measure(3 if quick else 7, 1 if quick else 3)),
         ("router (sample app)", lambda: router.measure(2 if quick else 5, "sample")),
         ("router (stdlib server)", lambda: router.measure(2 if quick else 5, "stdlib")),
+        ("router, faults off", lambda: router_faults.measure(4 if quick else 12, 5 if quick else 20)),
         ("Heroku CI", lambda: ci.measure(2 if quick else 5)),
         ("control socket and idle CPU", lambda: control.measure(100 if quick else 200, 15.0 if quick else 30.0)),
         (
