@@ -74,16 +74,22 @@ def test_outage_restart_and_oom_refuse_clients_with_the_real_errors_and_keep_eve
         _insert(db, 3)
         assert _rows(db) == [1, 2, 3]
 
-        # addon-outage on Redis, from the API, as a context manager
+        # addon-outage on Redis, from the API, as a context manager, right after a burst of writes
+        burst = _redis(kv).pipeline(transaction=False)
+        for i in range(500):
+            burst.set(f"burst:{i}", i)
+        assert all(burst.execute())
         with faults.addon_outage("heroku-redis"):
             run.wait_for(r"dynosim\[faults\]: f2: heroku-redis \(redis-[a-z]+-\d+\) is down \(SIGTERM")
             with pytest.raises(redis.ConnectionError):
                 _redis(kv).get("before")
         run.wait_for(rf"dynosim\[faults\]: f2: heroku-redis \(.*\) is up again on port {_port(kv)}, same data")
         assert _redis(kv).mget("before", "during-pg-outage") == [b"1", b"1"]
+        assert _redis(kv).mget([f"burst:{i}" for i in range(500)]) == [str(i).encode() for i in range(500)]
 
         # addon-restart: an open connection is dropped, the next one works at once, same data
         held = psycopg.connect(db, autocommit=True)
+        held.execute("INSERT INTO acked SELECT generate_series(100, 299)")  # committed just before
         began = time.monotonic()
         faults.addon_restart("heroku-postgresql")
         took = time.monotonic() - began
@@ -93,7 +99,7 @@ def test_outage_restart_and_oom_refuse_clients_with_the_real_errors_and_keep_eve
             held.execute("SELECT 1")
         held.close()
         _insert(db, 4)
-        assert _rows(db) == [1, 2, 3, 4]
+        assert _rows(db) == [1, 2, 3, 4, *range(100, 300)]
 
         # redis-oom: writes get Redis's own error, reads are served, the old limits come back
         client = _redis(kv)
