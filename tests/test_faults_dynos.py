@@ -185,6 +185,30 @@ def test_a_removed_hang_lets_the_waiting_request_through(tmp_path: Path, dynosim
     assert "heroku[web.1]: Error R12" not in output and "heroku[web.1]: Process exited with status 0" in output
 
 
+def test_a_hung_dyno_that_dies_leaves_its_waiting_request_h13(tmp_path: Path, dynosim: type[DynosimRun]) -> None:
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    run = dynosim(app)
+    up(run, "web.1")
+    add(app, "dyno-hang", "--target", "web.1")
+    answers: list[tuple[int, str]] = []
+    waiting = threading.Thread(target=lambda: answers.append(get(run.port, "/doomed")))
+    waiting.start()
+    waiting.join(1)
+    assert waiting.is_alive()
+    add(app, "dyno-crash", "--target", "web.1")  # SIGKILL ends even a stopped process
+    waiting.join(10)
+    assert answers and answers[0][0] == 503
+    run.wait_for(
+        r'heroku\[router\]: at=error code=H13 desc="Connection closed without response" method=GET path="/doomed"'
+    )
+    up(run, "web.1", 30)
+    assert run_dynosim(app, "faults:remove", "f1").returncode == 0
+    run.wait_for(r"dynosim\[faults\]: f1 dyno-hang on web\.1 ended \(removed")
+    assert "f1: SIGCONT" not in run.output()  # the processes it stopped are gone; the new dyno was never stopped
+    assert get(run.port)[0] == 200
+    assert run.stop() == 0
+
+
 # the memory monitor's lines, as it prints them for a real leak (tests/test_control.py's leak.py)
 RUNNING = r"heroku\[web\.1\]: Process running mem=\d+M\((\d+\.\d)%\)"
 

@@ -21,7 +21,7 @@ from dynosim.faults.base import FaultKind, Platform, dynos
 
 class DeployRestart(FaultKind):
     name = "deploy-restart"
-    summary = "Every dyno (or every dyno of a type) restarted at once, as a deploy restarts them"
+    summary = "restart every dyno (or every dyno of a type) at once, as a deploy does; no release is made"
     target = "dyno"
     one_shot = True
 

@@ -14,7 +14,7 @@ from dynosim.faults.base import FaultKind, Platform, dynos
 
 class DynoCycle(FaultKind):
     name = "dyno-cycle"
-    summary = "Heroku's daily cycle now: SIGTERM, the stop timeout, SIGKILL with R12 if ignored, a fresh dyno"
+    summary = "cycle a dyno now, as the daily cycle does: SIGTERM, the stop timeout, SIGKILL and R12 if ignored"
     target = "dyno"
     one_shot = True
 

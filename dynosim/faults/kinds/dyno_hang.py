@@ -1,7 +1,8 @@
 """dyno-hang: SIGSTOP to every process of a dyno, as a dyno wedged by a deadlock, a runaway GC pause or a
 stalled host: it stays up, the kernel still accepts connections for it, and nothing answers. Heroku's
-router then ends each request to it as it would: H12 (Request timeout) after 30 s without a first byte,
-H18 when a response was cut part-way. When the fault ends (its duration, faults:remove, the run's end)
+router then ends each request to it as it would: H12 (Request timeout) after 30 s without a first byte;
+H13 when the dyno dies before answering (a crash, the SIGKILL after a cycle's SIGTERM went unheard), H18
+when it dies part-way through a response. When the fault ends (its duration, faults:remove, the run's end)
 SIGCONT lets the dyno go on, and it answers again (requests still waiting get their late answers)."""
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def _signal(process: psutil.Process, signum: int) -> bool:
     import psutil
 
     try:
+        if process.status() == psutil.STATUS_ZOMBIE:  # ended, not yet reaped: nothing to stop or continue
+            return False
         process.send_signal(signum)
     except psutil.Error:  # it ended meanwhile
         return False

@@ -24,7 +24,7 @@ OVER = 1.25  # the share of the lowered quota the dyno's real usage is at: clear
 
 class MemoryPressure(FaultKind):
     name = "memory-pressure"
-    summary = "A dyno past its memory quota (R14); given --for, past Heroku's kill limit halfway (R15)"
+    summary = "push a dyno past its memory quota (R14); given --for, past Heroku's kill limit halfway (R15)"
     target = "dyno"
 
     def __init__(self) -> None:
