@@ -160,7 +160,8 @@ def test_maxmemory_and_timeout_change_the_server_and_every_later_start(app: Path
         writer = client(url)
         for i in range(60):  # 60 MB into 25: the oldest keys go instead of the writes failing
             writer.set(f"key:{i}", b"x" * MB)
-        assert writer.exists("key:59") and not writer.exists("key:0")
+        # Redis's LRU is sampled, so which old keys went varies; that 35 or more went does not
+        assert writer.exists("key:59") and writer.dbsize() < 25 and writer.info("stats")["evicted_keys"] >= 35
 
         parts = urllib.parse.urlsplit(url)
         idle = redis.connection.SSLConnection(
