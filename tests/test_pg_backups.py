@@ -160,15 +160,6 @@ def test_capture_lists_informs_downloads_and_deletes(app: Path, addon_backend: s
     one_line_error(dyn(app, "pg:backups:download"), "No backups for app. Capture one with dynosim pg:backups:capture")
 
 
-def test_the_plans_manual_limit_keeps_the_newest_backups(app: Path) -> None:
-    create(app, "native", "heroku-postgresql:essential-0")  # keeps 2 manual backups
-    for _ in range(3):
-        ok(dyn(app, "pg:backups:capture"))
-    ids = [line.split()[0] for line in ok(dyn(app, "pg:backups")).splitlines() if re.match(r"b\d{3} ", line)]
-    assert ids == ["b003", "b002"]  # the oldest went, newest first
-    assert sorted(p.name for p in (app / ".dynosim" / "backups").glob("*.dump")) == ["b002.dump", "b003.dump"]
-
-
 # --- restore ----------------------------------------------------------------------------------------
 
 
@@ -247,15 +238,20 @@ def test_restore_by_id_and_from_a_url_and_bad_input_leave_the_database_untouched
     assert databases(app) == before
 
 
-def test_backups_are_the_apps_and_outlive_the_database_they_came_from(app: Path) -> None:
-    create(app, "native")
+def test_the_plan_keeps_its_manual_backups_and_they_outlive_the_database(app: Path) -> None:
+    create(app, "native", "heroku-postgresql:essential-0")  # keeps 2 manual backups
     psql(app, "create table t (x int); insert into t values (42)")
-    ok(dyn(app, "pg:backups:capture"))
+    for _ in range(3):
+        ok(dyn(app, "pg:backups:capture"))
+    ids = [line.split()[0] for line in ok(dyn(app, "pg:backups")).splitlines() if re.match(r"b\d{3} ", line)]
+    assert ids == ["b003", "b002"]  # the oldest went, newest first
+    assert sorted(p.name for p in (app / ".dynosim" / "backups").glob("*.dump")) == ["b002.dump", "b003.dump"]
+
     ok(dyn(app, "pg:reset", "--confirm", "app"))
     ok(dyn(app, "addons:destroy", "heroku-postgresql", "--confirm", "app"))
-    assert (app / ".dynosim" / "backups" / "b001.dump").exists()
+    assert (app / ".dynosim" / "backups" / "b003.dump").exists()  # the app's, not the add-on's
     create(app, "native")  # another database, empty
-    ok(dyn(app, "pg:backups:restore", "b001", "--confirm", "app"))
+    ok(dyn(app, "pg:backups:restore", "b003", "--confirm", "app"))
     assert psql(app, "select x from t") == "42"
 
 

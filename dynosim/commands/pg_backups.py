@@ -72,7 +72,7 @@ def backups_capture(app_dir: Path, addons_backend: str, database: str | None) ->
         with _action(f"Starting backup of {record['name']}"):
             transfer = backups.start(state, record, declared.entry.as_name)
         click.echo()
-        click.echo("Use dynosim pg:backups:info to check it.")
+        click.echo("Use dynosim pg:backups:info to check progress.")
         click.echo()
         with _action(f"Backing up {transfer.from_name} to {transfer.id}"):
             backups.capture(state, record, transfer)
