@@ -1,7 +1,7 @@
 """Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory), of issues 3, 4, 5, 6 and 8
-(add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci) and of issue 19 (the
-router with faults off, and faults switched on and off), each against
-its baseline measured side by side, and prints a summary table. `--quick` runs fewer rounds."""
+(add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci) and of issue 19
+(the router with no fault on, faults switched on and off), each against its baseline measured side by side,
+and prints a summary table. `--quick` runs fewer rounds."""
 
 from __future__ import annotations
 
