@@ -120,30 +120,27 @@ def info(session: Session, app: str) -> RedisInfo:
     )
 
 
-def set_policy(session: Session, policy: str) -> str:
+def set_policy(session: Session, policy: str) -> None:
     """redis:maxmemory: the server's eviction policy now, and at every later start."""
     _configure(session, "maxmemory-policy", check_policy(policy), maxmemory_policy=policy)
-    return policy
 
 
-def set_timeout(session: Session, seconds: int) -> int:
+def set_timeout(session: Session, seconds: int) -> None:
     """redis:timeout: the seconds the server lets a connection idle, now and at every later start."""
     _configure(session, "timeout", str(check_timeout(seconds)), timeout=seconds)
-    return seconds
 
 
-def reset_credentials(session: Session) -> dict[str, Any]:
+def reset_credentials(session: Session) -> None:
     """redis:credentials --reset: a new password on the server and in the record; every client connection
-    is closed, so the app's clients must log in again, and the old password gets Redis's WRONGPASS. Returns
-    the record as it is now; the caller tells a running app (its new release with the new REDIS_URL)."""
+    is closed, so the app's clients must log in again, and the old password gets Redis's WRONGPASS. The
+    caller tells a running app (its new release with the new REDIS_URL)."""
     record = session.record()
     port, password, tls = _address(session.url)
     new = _password()
     call(port, password, [("CONFIG", "SET", "requirepass", new)], tls)
-    record = _update(session, str(record["name"]), password=new)
+    _update(session, str(record["name"]), password=new)
     # after the record: a client that reconnects at once finds the new password wherever it looks
     call(port, new, [("CLIENT", "KILL", "TYPE", "normal"), ("CLIENT", "KILL", "TYPE", "pubsub")], tls)
-    return record
 
 
 def _configure(session: Session, directive: str, value: str, **kept: object) -> None:
@@ -153,14 +150,14 @@ def _configure(session: Session, directive: str, value: str, **kept: object) -> 
     _update(session, str(record["name"]), **kept)
 
 
-def _update(session: Session, name: str, **changes: object) -> dict[str, Any]:
+def _update(session: Session, name: str, **changes: object) -> None:
     """Changes the add-on's record in addons.json (read again now: a run may have written it since)."""
     state = State.load(Path(session.state_dir) / STATE_FILE)
     for record in state.records:
         if record.get("name") == name:
             record.update(changes)
             state.save()
-            return record
+            return
     raise AddonError(f"{name} has no record in {state.path} any more; see `dynosim addons`")
 
 
