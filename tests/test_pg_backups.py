@@ -134,7 +134,8 @@ def test_capture_lists_informs_downloads_and_deletes(app: Path, addon_backend: s
 
     info = ok(dyn(app, "pg:backups:info", "b1")).splitlines()  # by its number, as Heroku's CLI finds it
     assert info[0] == "=== Backup b001"
-    fields = dict(re.match(r"(.+?):\s+(.*)", line).groups() for line in info[2:9])  # type: ignore[union-attr]
+    fields = dict(line.split(": ", 1) for line in info[2:9])
+    fields = {key: value.strip() for key, value in fields.items()}
     assert fields["Database"] == "DATABASE" and fields["Status"] == "Completed" and fields["Type"] == "Manual"
     assert re.fullmatch(r"\d+\.\d\dKB \(\d+% compression\)", fields["Backup Size"]), fields
     assert info[2].index("DATABASE") == info[8].index(fields["Backup Size"])  # values aligned, as Heroku's
