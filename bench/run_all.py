@@ -1,7 +1,8 @@
 """Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory), of issues 3, 4, 5, 6 and 8
-(add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci) and of issue 19
-(the router with no fault on, faults switched on and off), each against its baseline measured side by side,
-and prints a summary table. `--quick` runs fewer rounds."""
+(add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci), of issue 18
+(pg:backups and pg:pull of a 1 GB database; 200 MB with --quick) and of issue 19 (the router with no fault on,
+faults switched on and off), each against its baseline measured side by side, and prints a summary table.
+`--quick` runs fewer rounds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import addons, ci, control, cycle, logs, memory, router, router_faults, startup, tls
+from bench import addons, ci, control, cycle, logs, memory, pg_backups, router, router_faults, startup, tls
 
 
 def main() -> int:
@@ -30,6 +31,8 @@ def main() -> int:
         ("router (stdlib server)", lambda: router.measure(2 if quick else 5, "stdlib")),
         ("router, faults off", lambda: router_faults.measure(4 if quick else 12, 5 if quick else 20)),
         ("Heroku CI", lambda: ci.measure(2 if quick else 5)),
+        ("pg:backups", lambda: pg_backups.measure_backups(2 if quick else 3, 200 if quick else 1024)),
+        ("pg:pull", lambda: pg_backups.measure_pull(2 if quick else 3, 200 if quick else 1024)),  # the same run
         ("control socket and idle CPU", lambda: control.measure(100 if quick else 200, 15.0 if quick else 30.0)),
         (
             "TLS",
