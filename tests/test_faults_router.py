@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import re
 import socket
 import time
@@ -118,6 +119,8 @@ def test_router_faults_in_a_running_app(tmp_path: Path, dynosim) -> None:
         with faults.router_error(probability=0.5, seed=42):
             patterns.append([get(run.port, f"/p{i}")[0] for i in range(16)])
     assert patterns[0] == patterns[1] and set(patterns[0]) == {200, 503}, patterns
+    rng = random.Random(42)  # one draw of the fault's seeded rng per request
+    assert patterns[0] == [503 if rng.random() < 0.5 else 200 for _ in range(16)]
 
     # bad input: one line each, nothing switched on
     before = len([line for line in run.drain() if "dynosim[faults]" in line])
