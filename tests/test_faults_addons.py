@@ -6,6 +6,7 @@ restarted). Every acknowledged write made before and during a fault is read back
 
 from __future__ import annotations
 
+import random
 import time
 import urllib.parse
 from pathlib import Path
@@ -166,6 +167,21 @@ def test_addon_latency_slows_every_round_trip_only_while_it_is_on(tmp_path: Path
         assert run_dynosim(app, "faults:clear").returncode == 0
         run.wait_for(r"dynosim\[faults\]: f2 addon-latency on REDIS_URL \+200ms for 20s ended \(cleared")
         assert _redis(kv).mget("k", "during") == [b"v", b"1"]
+
+        # with --probability, the share of connections its seed picks as they open; the others at full speed
+        AppFaults(app).addon_latency("heroku-redis", 0.2, probability=0.5, seed=3)
+        run.wait_for(r"dynosim\[faults\]: f3: heroku-redis \(.*\): a proxy on port \d+ adds 200 ms")
+        picks = random.Random(3)
+        expected = [picks.random() < 0.5 for _ in range(6)]
+        slowed = []
+        for _ in range(6):
+            client = _redis(kv)
+            client.ping()  # the connection, opened
+            began = time.monotonic()
+            client.ping()
+            slowed.append(time.monotonic() - began >= 0.2)
+            client.close()
+        assert slowed == expected and any(expected) and not all(expected)
         assert run.stop() == 0
     finally:
         remove_app_containers(app / ".dynosim")
@@ -241,6 +257,10 @@ def test_a_target_or_kind_that_does_not_fit_is_one_line_and_nothing_changes(tmp_
     one_line_error(
         run_dynosim(app, "faults:add", "addon-latency", "--target", "heroku-redis"),
         "addon-latency needs --latency, like --latency 200ms",
+    )
+    one_line_error(
+        run_dynosim(app, "faults:add", "addon-outage", "--target", "heroku-redis", "--probability", "0.5"),
+        "addon-outage takes no --probability",
     )
     assert "dynosim[faults]" not in run.output()
     with psycopg.connect(db, connect_timeout=5) as conn:  # never stopped

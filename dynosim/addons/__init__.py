@@ -20,6 +20,7 @@ import json
 import random
 import secrets
 import string
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +87,7 @@ class Addons:
         self._watched: list[capacity.Watched] = []  # Postgres add-ons whose storage is checked
         self._started: dict[str, tuple[Any, Resolved, Any]] = {}  # name → (backend, entry, running), for faults
         self._away: dict[str, int | None] = {}  # name → the port a fault moved its server to; None: stopped
+        self._records = threading.Lock()  # addons.json read, changed and written: the capacity task's and a fault's
 
     def start(self) -> list[Attachment]:
         """Starts every add-on, each ready to accept connections when this returns."""
@@ -260,12 +262,13 @@ class Addons:
         lines: list[str] = []
         for watched in list(self._watched):
             try:
-                state = State.load(self.state_dir / STATE_FILE)
-                record = next((r for r in state.records if r.get("name") == watched.name), None)
-                if record is None:  # destroyed meanwhile
-                    continue
-                record["capacity"], line = capacity.check(watched, record.get("capacity") or {}, now)
-                state.save()
+                with self._records:
+                    state = State.load(self.state_dir / STATE_FILE)
+                    record = next((r for r in state.records if r.get("name") == watched.name), None)
+                    if record is None:  # destroyed meanwhile
+                        continue
+                    record["capacity"], line = capacity.check(watched, record.get("capacity") or {}, now)
+                    state.save()
             except Exception:  # an add-on stopping under the check (its engine, its server): the next one tries again
                 continue
             if line is not None:
@@ -297,10 +300,7 @@ class Addons:
         this once (what addon-latency's proxy forwards to; the record and config vars keep their own).
         Returns the port it answers on."""
         backend, entry, _ = self._started_server(name)
-        state = State.load(self.state_dir / STATE_FILE)
-        record = state.record_of(entry)
-        if record is None:
-            raise AddonError(f"{name} has no record in {state.path} any more; see `dynosim addons`")
+        state, record = self._record(name, entry)
         spec = _spec(self.state_dir, entry, record if port is None else {**record, "port": port})
         running = backend.start(spec)
         self._running.append(running)
@@ -310,22 +310,29 @@ class Addons:
         else:
             self._away[name] = port
         if entry.offering.service == "postgres":  # its storage checks follow the server
-            self._watch(spec, backend, running, record)
-            state.save()
+            with self._records:
+                state, record = self._record(name, entry)
+                self._watch(spec, backend, running, record)
+                state.save()
         return spec.port
 
     def move_server(self, name: str) -> int:
         """A new port in a stopped add-on's record, which start_server then starts it on and its config
         vars name: where a failover's promoted standby answers."""
         _, entry, _ = self._started_server(name)
+        with self._records:
+            state, record = self._record(name, entry)
+            taken = {r[key] for r in state.records for key in ("port", "tls_port") if isinstance(r.get(key), int)}
+            record["port"] = free_port(taken)
+            state.save()
+        return int(record["port"])
+
+    def _record(self, name: str, entry: Resolved) -> tuple[State, dict[str, Any]]:
         state = State.load(self.state_dir / STATE_FILE)
         record = state.record_of(entry)
         if record is None:
             raise AddonError(f"{name} has no record in {state.path} any more; see `dynosim addons`")
-        taken = {r[key] for r in state.records for key in ("port", "tls_port") if isinstance(r.get(key), int)}
-        record["port"] = free_port(taken)
-        state.save()
-        return int(record["port"])
+        return state, record
 
     def _started_server(self, name: str) -> tuple[Any, Resolved, Any]:
         found = self._started.get(name)

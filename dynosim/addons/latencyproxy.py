@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 HOST = "127.0.0.1"
 CHUNK = 65536
@@ -39,15 +40,23 @@ class LatencyProxy:
         await self.server.wait_closed()
 
 
-async def start(port: int, target: tuple[str, int], latency: float, host: str = HOST) -> LatencyProxy:
+async def start(
+    port: int,
+    target: tuple[str, int],
+    latency: float,
+    host: str = HOST,
+    slowed: Callable[[], bool] = lambda: True,
+) -> LatencyProxy:
     """Listens on host:port (0: a free port) and relays each connection to `target`, `latency` seconds
-    slower per round trip. An OSError when the port is taken."""
+    slower per round trip for each connection `slowed()` picks as it arrives (the others at full speed).
+    An OSError when the port is taken."""
     relays: set[asyncio.Task[None]] = set()
 
     async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         relays.add(task)
+        delay = latency / 2 if slowed() else 0.0
         try:
             try:
                 upstream_reader, upstream_writer = await asyncio.open_connection(*target)
@@ -55,8 +64,8 @@ async def start(port: int, target: tuple[str, int], latency: float, host: str = 
                 return
             try:
                 await asyncio.gather(
-                    _delayed(client_reader, upstream_writer, latency / 2),
-                    _delayed(upstream_reader, client_writer, latency / 2),
+                    _delayed(client_reader, upstream_writer, delay),
+                    _delayed(upstream_reader, client_writer, delay),
                 )
             finally:
                 upstream_writer.close()

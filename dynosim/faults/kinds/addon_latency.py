@@ -1,5 +1,6 @@
-"""addon-latency: every connection to an add-on slower by --latency per round trip, through a proxy in
-front of its server (addons/latencyproxy.py) while the fault is on, and never otherwise.
+"""addon-latency: every connection to an add-on (or, with --probability, that share of them, picked by
+the seeded rng as they open) slower by --latency per round trip, through a proxy in front of its server
+(addons/latencyproxy.py) while the fault is on, and never otherwise.
 
 The app's config vars name the add-on's port, and dynos that are up hold connections to it, so the proxy
 must answer on that port: the server is restarted on a free internal port (same data, same credentials)
@@ -41,7 +42,9 @@ class AddonLatency(AddonKind):
         await stop_server(fault, platform, attachment)
         await start_server(fault, platform, attachment, internal)
         try:
-            self._proxies[fault.id] = await start_proxy(own, (HOST, internal), latency)
+            self._proxies[fault.id] = await start_proxy(
+                own, (HOST, internal), latency, slowed=lambda: rng.random() < fault.request.probability
+            )
         except OSError as error:  # its port was taken meanwhile: the server goes back, the fault fails
             await stop_server(fault, platform, attachment)
             await start_server(fault, platform, attachment)

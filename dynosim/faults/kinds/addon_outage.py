@@ -14,6 +14,7 @@ from dynosim.faults.kinds.addon_server import AddonKind, start_server, stop_serv
 class AddonOutage(AddonKind):
     name = "addon-outage"
     summary = "stop an add-on's server (heroku-postgresql, heroku-redis) cleanly --for a while, same data after"
+    by_chance = False
 
     async def start(self, fault: Fault, platform: Platform, rng: random.Random) -> None:
         await stop_server(fault, platform, addon(platform, fault.request.target))

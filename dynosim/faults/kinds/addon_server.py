@@ -23,9 +23,14 @@ SHUTDOWN = {"postgres": "fast shutdown", "redis": "SIGTERM: it writes its append
 class AddonKind(FaultKind):
     target = "addon"
     services: ClassVar[tuple[str, ...]] = ("postgres", "redis")
+    by_chance: ClassVar[bool] = True  # --probability means something: a strike's, a connection's chance
 
     def check(self, request: FaultRequest, platform: Platform) -> None:
         super().check(request, platform)
+        if request.probability < 1.0 and not self.by_chance:
+            raise FaultError(
+                f"{self.name} takes no --probability: the add-on has one server, and the fault is on for all of it"
+            )
         attachment = addon(platform, request.target)
         if attachment.service not in self.services:
             fits = " and ".join(SERVICE_ADDONS[s] for s in self.services)

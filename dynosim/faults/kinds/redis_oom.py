@@ -21,6 +21,7 @@ from dynosim.faults.kinds.addon_server import AddonKind, address, label
 class RedisOom(AddonKind):
     name = "redis-oom"
     summary = "fill a Redis add-on's memory: writes get Redis's OOM error, reads still work"
+    by_chance = False
     services = ("redis",)
 
     def __init__(self) -> None:
