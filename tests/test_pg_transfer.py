@@ -173,8 +173,13 @@ def test_pull_into_a_remote_url_needs_an_empty_database(app: Path, local: LocalP
     local.psql("postgres", f"CREATE DATABASE {full}")
     local.psql(full, "CREATE TABLE mine (x int); INSERT INTO mine VALUES (7)")
 
-    ok(dynosim(app, "pg:pull", "DATABASE", local.url(empty)))  # 127.0.0.1 is "remote": it must exist, empty
+    local.psql(empty, "CREATE EXTENSION hstore")  # no tables: still empty, but not the add-on's extensions
+    pulled = dynosim(app, "pg:pull", "DATABASE", local.url(empty))  # 127.0.0.1 is "remote": it must exist, empty
+    ok(pulled)
     assert local.psql(empty, COUNTS) == expected
+    warning = [line.removeprefix(" ▸    ") for line in pulled.stderr.splitlines() if line.startswith(" ▸    ")]
+    assert warning[:4] == ["Extensions in newly created target database differ from existing source database.",
+                           "Target extensions:", "hstore", "plpgsql"]  # fmt: skip
 
     refused = dynosim(app, "pg:pull", "DATABASE", local.url(full))
     one_line_error(refused, "Remote database is not empty. Please create a new database")
@@ -249,6 +254,8 @@ def test_bad_input_is_one_line_and_changes_nothing(app: Path, local: LocalPostgr
     one_line_error(dynosim(app, "pg:push", "postgres://u:secret@127.0.0.1:1/x", "DATABASE"), "does not answer")
     assert "secret" not in dynosim(app, "pg:push", "postgres://u:secret@127.0.0.1:1/x", "DATABASE").stderr
     one_line_error(dynosim(app, "pg:push", "nosuchdb", "DATABASE", env=local.env()), '"nosuchdb" does not exist')
+    nobody = local.url("postgres", user="nobody")
+    one_line_error(dynosim(app, "pg:push", nobody, "DATABASE"), "refused the connection", 'role "nobody" does not')
     one_line_error(dynosim(app, "pg:pull", "DATABASE", "postgres://host:5432"), "is not a database URL")
     one_line_error(dynosim(app, "pg:push", "x", "REDIS", env=local.env()), 'no add-on "REDIS"')
     assert local.databases() == before

@@ -40,6 +40,9 @@ RESTORE_FLAGS = ("--verbose", "-F", "c", "--no-acl", "--no-owner", "--single-tra
 CHECK_TIMEOUT = "10"  # seconds libpq waits for a server that does not answer, for the checks before a copy
 _EMPTY_SQL = "SELECT count(*) FROM pg_stat_user_tables"
 _EXTENSIONS_SQL = "SELECT extname FROM pg_extension ORDER BY extname"
+# libpq's words for a server that is not there (as opposed to one that refuses us: a password, a role)
+_NO_ANSWER = ("Connection refused", "timeout expired", "could not translate host name", "No such file or directory",
+              "No route to host", "Network is unreachable")  # fmt: skip
 _TOOL_PREFIX = re.compile(r"^(?:(?:psql|createdb|dropdb|pg_dump|pg_restore)(?: failed:|: error:) *)+")
 
 
@@ -94,7 +97,8 @@ class Database:
             reason = _reason(error)
             if f'database "{self.name}" does not exist' in reason:
                 raise AddonError(f"{self.label}: {reason}; name a database that exists") from None
-            raise AddonError(f"{self.label} does not answer ({reason}); {self._fix()}") from None
+            said = "does not answer" if any(sign in reason for sign in _NO_ANSWER) else "refused the connection"
+            raise AddonError(f"{self.label} {said} ({reason}); {self._fix()}") from None
 
     def _fix(self) -> str:
         if self.target is None:
