@@ -277,4 +277,14 @@ def test_a_target_or_kind_that_does_not_fit_is_one_line_and_nothing_changes(tmp_
     one_line_error(run_dynosim(app, "faults:add", "redis-oom", "--target", "heroku-redis"), "its server is stopped")
     assert run_dynosim(app, "faults:remove", "f1").returncode == 0
     run.wait_for(r"dynosim\[faults\]: f1: heroku-redis \(.*\) is up again")
+
+    # a run stopped during an outage puts the server back first, then stops it as every run's end does
+    assert run_dynosim(app, "faults:add", "addon-outage", "--target", "heroku-postgresql").returncode == 0
+    assert run.stop() == 0
+    assert "dynosim[faults]: f2 addon-outage on heroku-postgresql ended (cleared" in run.output()
+    assert "Traceback" not in run.output()
+    run = dynosim(app, *ADDONS, "--addons", "native")
+    run.wait_for(r"web\.1.*State changed from starting to up", timeout=180)
+    with psycopg.connect(db, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
     assert run.stop() == 0
