@@ -6,17 +6,21 @@ daily schedule a running app takes on its clock."""
 from __future__ import annotations
 
 import http.server
+import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import make_app, remove_app_containers, run_dynosim
+from conftest import CACHE_DIR, make_app, remove_app_containers, run_dynosim
 
 from dynosim.addons import AddonRequest, pgtools
 from dynosim.addons.manage import Declared, Session
@@ -239,6 +243,26 @@ def test_restore_by_id_and_from_a_url_and_bad_input_leave_the_database_untouched
     assert databases(app) == before
 
 
+def test_a_restore_stopped_with_ctrl_c_leaves_no_scratch_database(app: Path) -> None:
+    create(app, "native")
+    psql(app, "create table t (x int); insert into t values (1)")
+    ok(dyn(app, "pg:backups:capture"))
+    before = databases(app)
+    dump = (app / ".dynosim" / "backups" / "b001.dump").read_bytes()
+    with stalling(dump[:200]) as server:  # pg_restore has begun, the rest of the dump never comes
+        restore = subprocess.Popen(
+            [sys.executable, "-m", "dynosim", "pg:backups:restore", server.url, "--confirm", "app"], cwd=app,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)},
+        )  # fmt: skip
+        assert server.sent.wait(30)
+        time.sleep(0.5)
+        restore.send_signal(signal.SIGINT)
+        out, _ = restore.communicate(timeout=30)
+    assert restore.returncode != 0 and "Traceback" not in out, out
+    assert databases(app) == before
+    assert psql(app, "select count(*) from t") == "1"
+
+
 def test_the_plan_keeps_its_manual_backups_and_they_outlive_the_database(app: Path) -> None:
     create(app, "native", "heroku-postgresql:essential-0")  # keeps 2 manual backups
     psql(app, "create table t (x int); insert into t values (42)")
@@ -353,6 +377,40 @@ class socket_closed:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+class stalling:
+    """A URL whose server sends `head` of a body it says is longer, then nothing more."""
+
+    def __init__(self, head: bytes) -> None:
+        self.sent, self.done = threading.Event(), threading.Event()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(head) * 100))
+                self.end_headers()
+                self.wfile.write(head)
+                self.wfile.flush()
+                owner.sent.set()
+                owner.done.wait(30)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/latest.dump"
+
+    def __enter__(self) -> stalling:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class serving:
