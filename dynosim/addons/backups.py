@@ -399,13 +399,13 @@ def _restore_and_swap(record: Mapping[str, Any], src: Source) -> int:
             restore = tools.command(
                 "pg_restore", pgtools.app_target(record, scratch), "--no-owner", "--no-acl", "--exit-on-error"
             )
-            pgtools.pipe(stream if src.path is not None else counted, restore)  # type: ignore[arg-type]  # a file: pg_restore reads it itself
+            feed: Any = stream if src.path is not None else counted  # a file: pg_restore reads it itself
+            pgtools.pipe(feed, restore)
         except BaseException as error:
             _drop(tools, admin, scratch)
             if isinstance(error, AddonError):
                 raise AddonError(
-                    f"restoring {src.label} failed and the app's database is untouched: {error} (is it a whole "
-                    "pg_dump -Fc file? `pg_restore --list FILE` tells)"
+                    f"restoring {src.label} failed and the app's database is untouched: {error}{_advice(str(error))}"
                 ) from None
             raise
     size = src.path.stat().st_size if src.path is not None else counted.bytes
@@ -419,6 +419,15 @@ def _restore_and_swap(record: Mapping[str, Any], src: Source) -> int:
         raise
     _drop(tools, admin, aside)
     return size
+
+
+def _advice(error: str) -> str:
+    """What to do about a failed restore, from what failed."""
+    if re.search(r"input file|archive|end of file|file header", error):
+        return " (is it a whole pg_dump -Fc file? `pg_restore --list FILE` tells)"
+    if "reading the input failed" in error:
+        return "; check the URL and try again"
+    return ""
 
 
 class _Counted:
