@@ -281,18 +281,26 @@ def test_the_plan_keeps_its_manual_backups_and_they_outlive_the_database(app: Pa
 
 
 def test_a_restore_in_a_running_app_ends_its_connections_and_the_new_data_is_served(app: Path, dynosim: type) -> None:
-    create(app, "native")
+    create(app, "native", "heroku-postgresql:essential-0")  # 20 connections for the app's role
     psql(app, "create table t (x int); insert into t values (1)")
     ok(dyn(app, "pg:backups:capture"))
     psql(app, "insert into t values (2)")
     run = dynosim(app)
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     url = ok(dyn(app, "config:get", "DATABASE_URL")).strip()
-    with psycopg.connect(url, autocommit=True) as held:  # a dyno's pooled connection, idle in the old database
-        assert held.execute("select count(*) from t").fetchone() == (2,)
-        ok(dyn(app, "pg:backups:restore", "--confirm", "app"))
-        with pytest.raises(psycopg.OperationalError):
-            held.execute("select 1")  # ended, as Heroku ends them
+    pool = [psycopg.connect(url, autocommit=True) for _ in range(20)]  # a pool holding every connection
+    try:
+        with pytest.raises(psycopg.OperationalError, match="too many connections"):
+            psycopg.connect(url)
+        assert pool[0].execute("select count(*) from t").fetchone() == (2,)
+        ok(dyn(app, "pg:backups:capture"))  # neither needs one of the app's connections
+        ok(dyn(app, "pg:backups:restore", "b001", "--confirm", "app"))
+        for held in pool:
+            with pytest.raises(psycopg.OperationalError):
+                held.execute("select 1")  # ended, as Heroku ends them
+    finally:
+        for held in pool:
+            held.close()
     with psycopg.connect(url) as fresh:
         assert fresh.execute("select count(*) from t").fetchone() == (1,)
     assert run.stop() == 0

@@ -7,10 +7,12 @@ backup of a destroyed database restores into another. Ids are Heroku's: one numb
 transfer, after a letter for its kind (b manual backup, a scheduled backup, r restore): b001, a002, r003.
 
 A restore goes into a new database, as Heroku's docs restore a Heroku dump (`pg_restore --no-owner
---no-acl` as the app's role, so the app owns every object), and only when that succeeded is it swapped
-in: the app's connections ended, the old database renamed aside, the new one renamed to the app's name,
-the old one dropped. A bad id, a file that is not a dump, a URL that does not answer, or a restore that
-fails halfway leaves the app's database as it was and no scratch database behind.
+--no-acl`, as the app's role through `--role`, so the app owns every object), and only when that
+succeeded is it swapped in: the app's connections ended, the old database renamed aside, the new one
+renamed to the app's name, the old one dropped. A bad id, a file that is not a dump, a URL that does
+not answer, or a restore that fails halfway leaves the app's database as it was and no scratch
+database behind. Backups and restores connect as dynosim's superuser, as Heroku's own credentials do:
+the app's pool may hold every connection its role is allowed.
 
 A schedule (pg:backups:schedule) is kept here too; a running `dynosim run` takes the daily backup at
 its hour on the run's clock (`run_schedules`), and keeps the plan's daily and weekly ones.
@@ -254,7 +256,9 @@ def start(state_dir: Path, record: Mapping[str, Any], as_name: str, *, scheduled
 def capture(state_dir: Path, record: Mapping[str, Any], transfer: Transfer) -> Transfer:
     """pg_dump -Fc of the add-on's database into the backup's file (a scratch name, renamed when whole),
     then the plan's retention; the finished transfer. A failure is recorded, and raised."""
-    target = pgtools.app_target(record)
+    # as dynosim's superuser, as Heroku's own credentials back up: the app's pool may hold all of its
+    # role's connections, and a database over its plan's storage has its role's privileges cut
+    target = pgtools.superuser_target(record, str(record["database"]))
     tools = pgtools.tools_for(record)
     final = dump_path(state_dir, transfer)
     scratch = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -397,8 +401,8 @@ def _restore_and_swap(record: Mapping[str, Any], src: Source) -> int:
                     _create_sql(scratch, user))  # fmt: skip
         try:
             restore = tools.command(
-                "pg_restore", pgtools.app_target(record, scratch), "--no-owner", "--no-acl", "--exit-on-error"
-            )
+                "pg_restore", admin.on(scratch), f"--role={user}", "--no-owner", "--no-acl", "--exit-on-error"
+            )  # every object the app's role's (SET ROLE), its connections left to the app
             feed: Any = stream if src.path is not None else counted  # a file: pg_restore reads it itself
             pgtools.pipe(feed, restore)
         except BaseException as error:
