@@ -158,6 +158,29 @@ def main() -> None:
     help="Write what every dyno wrote and lost to this JSON file.",
 )
 @click.option("--strict", is_flag=True, help="Exit 3 if any dyno wrote state that a restart loses.")
+@click.option(
+    "--faults",
+    "fault_plan",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help='A plan of timed faults, {"faults": [{"at": "10s", "kind": "addon-outage", "target": "heroku-postgresql", '
+    '"for": "5s"}]}, counted from when every dyno is up; a resilience report at the end.',
+)
+@click.option(
+    "--chaos",
+    type=int,
+    default=None,
+    metavar="SEED",
+    help="Seeded random faults among the kinds that fit the app; the same seed gives the same faults.",
+)
+@click.option(
+    "--chaos-rate",
+    default="1/min",
+    show_default=True,
+    metavar="N/TIME",
+    help="How often --chaos strikes on average (2/30s, 6/h).",
+)
 @click.option("--watch", is_flag=True, help="Deploy every new commit of the app's repository, as a push would.")
 @click.option(
     "--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics)."
@@ -200,6 +223,9 @@ def run(
     ephemeral_ignore: tuple[str, ...],
     report_json: Path | None,
     strict: bool,
+    fault_plan: Path | None,
+    chaos: int | None,
+    chaos_rate: str,
     watch: bool,
     runtime_metrics: bool,
     addon: tuple[str, ...],
@@ -217,6 +243,7 @@ def run(
         sys.exit(2)
     from .addons import AddonRequest
     from .ephemeral import DEFAULT_IGNORE
+    from .faults.plan import Chaos, load_plan, parse_rate
     from .formation import parse_formation
     from .runtime.dyno import Timeouts
     from .runtime.manager import CrashPolicy, CycleSchedule
@@ -231,6 +258,8 @@ def run(
                     f"{flag} {given}: no such file in {app_dir.resolve()}; name an existing file, or leave "
                     f"{flag} out for the app's own"
                 )
+        if fault_plan is not None and chaos is not None:
+            raise DynosimError("--faults and --chaos: give one of them (a plan's faults, or seeded random ones)")
         if port is None:
             port = _env_port() or DEFAULT_PORT
         options = RunOptions(
@@ -253,6 +282,8 @@ def run(
             ephemeral_ignore=DEFAULT_IGNORE + ephemeral_ignore,
             report_json=report_json,
             strict=strict,
+            faults=load_plan(fault_plan) if fault_plan is not None else (),
+            chaos=Chaos(chaos, parse_rate(chaos_rate)) if chaos is not None else None,
             watch=watch,
             addons=tuple(AddonRequest(plan) for plan in addon),
             addons_backend=addons_backend,

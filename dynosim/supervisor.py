@@ -11,7 +11,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +31,8 @@ from .ephemeral import DEFAULT_IGNORE, Ledger
 from .errors import DynosimError, ReleaseError
 from .faults import FaultRequest
 from .faults.board import FaultBoard
+from .faults.plan import Chaos, PlannedFault, run_plan, run_targets
+from .faults.report import Witness, describe, outcomes
 from .formation import DEFAULT_SIZE, Formation, FormationStore, dyno_size, resolve_formation
 from .gitwatch import new_commits
 from .logs import LogLine, LogStream, TerminalPrinter
@@ -75,6 +77,8 @@ class RunOptions:
     forwarded_port: str = "heroku"  # one of FORWARDED_PORTS
     watch: bool = False  # deploy every new commit
     clock_speed: float = 1.0  # Scheduler jobs' clock: 3600 runs an hour in a second
+    faults: tuple[PlannedFault, ...] = ()  # --faults plan.json: timed faults, after the formation is up
+    chaos: Chaos | None = None  # --chaos SEED: seeded random faults
 
     def __post_init__(self) -> None:
         if self.forwarded_port not in FORWARDED_PORTS:
@@ -166,6 +170,8 @@ class Run:
         self.clock = SchedulerClock(options.clock_speed)
         self._scheduler_error = ""
         self.faults = FaultBoard(self)
+        self.witness = Witness(self.logs)  # what the resilience report reads, from the first fault on
+        self._check_planned_faults()
         postdeploy = self.app.manifest.postdeploy
         self._postdeploy_size = (
             dyno_size(postdeploy.size, "app.json scripts.postdeploy.size")
@@ -319,6 +325,7 @@ class Run:
         control = ControlServer(self.app.state_dir, self._handlers(), self._tail, {"one-off": self._one_off})
         await control.start()
         watching = asyncio.ensure_future(self._watch_commits()) if self.options.watch else None
+        planned = self._start_planned_faults()
         if watching is not None:
             watching.add_done_callback(self._watch_ended)
         on_started()
@@ -330,11 +337,32 @@ class Run:
             capacity.cancel()
             if watching is not None:
                 watching.cancel()
+            if planned is not None:
+                planned.cancel()
             await control.stop()
             await self.faults.clear()  # what a fault changed is put back before the dynos stop
             await manager.stop()
             if self._postdeploy_task is not None:  # its dyno stopped with the others: its record is written
                 await self._postdeploy_task
+
+    def _fault_targets(self) -> list[tuple[str, str, str]]:
+        return [(e.offering.addon, e.as_name, e.offering.service) for e in self.addons.resolved]
+
+    def _check_planned_faults(self) -> None:
+        """--faults: every planned target is one this run has, before anything starts."""
+        targets = run_targets(self.formation.quantities, self._fault_targets())
+        for planned in self.options.faults:
+            targets.check(planned)
+
+    def _start_planned_faults(self) -> asyncio.Task[None] | None:
+        """--faults and --chaos: their faults on the board at their offsets, the report watching."""
+        planned: list[PlannedFault] | Iterator[PlannedFault] = list(self.options.faults)
+        if self.options.chaos is not None:
+            planned = self.options.chaos.schedule(run_targets(self.formation.quantities, self._fault_targets()))
+        elif not planned:
+            return None
+        self.witness.watch()
+        return asyncio.ensure_future(run_plan(planned, self.faults, self.options.timeouts.boot))
 
     async def _watch_capacity(self) -> None:
         """Heroku Postgres' storage check (addons/capacity.py) every CHECK_EVERY of dynosim's clock, at
@@ -458,6 +486,7 @@ class Run:
 
         async def faults_add(request: Mapping[str, Any]) -> dict[str, Any]:
             self.running()  # no run serving yet: refused before anything changes
+            self.witness.watch()
             return (await self.faults.add(FaultRequest.from_json(dict(request["fault"]), "fault"))).as_json()
 
         async def faults_remove(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -712,8 +741,13 @@ class Run:
             self._tls_maker.join(30)
 
     def _write_report(self) -> None:
+        found = outcomes(self.faults.spans(), self.witness, time.time())
+        if found:  # the resilience report, after the run's own last lines
+            for line in describe(found, self.witness.since):
+                self.say(line)
         if self.options.report_json is not None:
-            self.options.report_json.write_text(json.dumps(self.ledger.as_json(), indent=1) + "\n")
+            report = {**self.ledger.as_json(), "faults": [outcome.as_json() for outcome in found]}
+            self.options.report_json.write_text(json.dumps(report, indent=1) + "\n")
 
     async def _main(self, release: Release, sandbox: Sandbox) -> int:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,209 @@
+"""The resilience report on real runs of the fixture apps in fixtures/faults/ (each bug and its fixed
+twin), with their faults from a plan file (`dynosim run --faults plan.json`): the report printed at the
+end names the bug and its fix for the buggy twin and passes the fixed one, and `--report-json` has it
+under `faults`. Also: a plan file's bad input, refused before anything starts, and `--chaos SEED`,
+the same faults at the same offsets in two runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import make_app, run_dynosim
+from test_faults import one_line_error
+
+from dynosim import api
+
+
+def _plan(tmp_path: Path, *faults: dict[str, Any]) -> Path:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"faults": list(faults)}))
+    return path
+
+
+def _get(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _report(run) -> list[str]:
+    lines = run.output().splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("=== dynosim resilience report"))
+    return lines[heading:]
+
+
+def _app(tmp_path: Path, fixture: str, name: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    return make_app(folder, fixture)
+
+
+@pytest.mark.parametrize(
+    ("procfile", "survives"), [("Procfile.stale-pool", False), ("Procfile", True)], ids=["stale-pool", "pre-ping"]
+)
+def test_a_postgres_restart_names_the_missing_pre_ping_and_passes_the_pool_that_has_it(
+    tmp_path: Path, dynosim, procfile: str, survives: bool
+) -> None:
+    app = _app(tmp_path, "faults/web", "web")
+    plan = _plan(tmp_path, {"at": "2s", "kind": "addon-restart", "target": "heroku-postgresql"})
+    report = tmp_path / "report.json"
+    run = dynosim(app, "-f", procfile, "--faults", str(plan), "--report-json", str(report))
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", timeout=180)
+    assert _get(run.port) == 200  # the pool holds a connection when Postgres restarts
+    run.wait_for(r"dynosim\[faults\]: f1 addon-restart on heroku-postgresql ended \(done", timeout=60)
+    statuses = [_get(run.port) for _ in range(3)]
+    assert run.stop() == 0
+    printed = _report(run)
+    data = json.loads(report.read_text())["faults"]
+    assert [f["fault"] for f in data] == ["f1 addon-restart on heroku-postgresql"]
+    if survives:
+        assert statuses == [200, 200, 200]
+        assert printed[0] == "=== dynosim resilience report: 1 fault(s), 1 survived ===", run.output()[-6000:]
+        assert re.fullmatch(r"f1 addon-restart on heroku-postgresql \(at \+\d+\.\ds, \d+\.\ds\): survived", printed[1])
+        assert printed[2] == "  requests failed: 0 during, 0 after"
+        assert not any(line.startswith("  fix:") for line in printed)
+        assert data[0]["survived"] is True and data[0]["bug"] is None and data[0]["failed_after"] == 0
+    else:
+        assert statuses == [500, 200, 200]  # the dead pooled connection, then the pool starts over
+        assert printed[0] == "=== dynosim resilience report: 1 fault(s), 0 survived ==="
+        assert printed[1].endswith("): did not survive: reconnect to Postgres"), printed
+        assert re.fullmatch(r"  requests failed: 0 during, 1 after; recovered \d+\.\ds after it ended", printed[2])
+        assert any("terminating connection due to administrator command" in line for line in printed)
+        assert any(line.startswith("  fix: create the engine with pool_pre_ping=True") for line in printed)
+        assert data[0]["survived"] is False and data[0]["bug"] == "reconnect to Postgres"
+        assert data[0]["failed_after"] == 1 and data[0]["recovered_after"] is not None
+
+
+def _push_job(app: Path, job: str) -> None:
+    redis.Redis.from_url(api.config(app)["REDIS_URL"], ssl_cert_reqs=None).lpush("jobs", job)
+
+
+@pytest.mark.parametrize(
+    ("procfile", "survives"), [("Procfile.drops-job", False), ("Procfile", True)], ids=["drops-job", "re-queues"]
+)
+def test_a_cycle_mid_job_names_the_worker_that_drops_it_and_passes_the_one_that_re_queues(
+    tmp_path: Path, dynosim, procfile: str, survives: bool
+) -> None:
+    app = _app(tmp_path, "faults/worker", "worker")
+    plan = _plan(tmp_path, {"at": "3s", "kind": "dyno-cycle", "target": "worker"})
+    report = tmp_path / "report.json"
+    run = dynosim(app, "-f", procfile, "--stop-timeout", "3", "--faults", str(plan), "--report-json", str(report))
+    run.wait_for(r"app\[worker\.1\]: worker: waiting for jobs", timeout=180)
+    _push_job(app, "7")
+    run.wait_for(r"app\[worker\.1\]: job 7 started")
+    run.wait_for(r"dynosim\[faults\]: f1 dyno-cycle on worker ended \(done", timeout=30)
+    if survives:
+        run.wait_for(r"app\[worker\.1\]: job 7 re-queued")
+        run.wait_for(r"app\[worker\.1\]: job 7 done", timeout=30)  # the new worker.1 took it again
+    assert run.stop() == 0
+    printed = _report(run)
+    data = json.loads(report.read_text())["faults"]
+    if survives:
+        assert printed[0] == "=== dynosim resilience report: 1 fault(s), 1 survived ==="
+        assert printed[1].endswith("): survived")
+        assert printed[3] == "  crashes: 0; errors logged: 0; jobs lost: 0"
+        assert data[0]["jobs_lost"] == 0 and data[0]["survived"] is True
+    else:
+        assert "job 7 done" not in run.output()
+        assert printed[1].endswith("): did not survive: handle SIGTERM in workers"), printed
+        assert printed[3] == "  crashes: 0; errors logged: 0; jobs lost: 1"
+        assert printed[4] == "    worker.1: job 7 lost (exited without finishing it)"
+        assert printed[5].startswith("  fix: trap SIGTERM in the worker and put the job back on its queue")
+        assert data[0]["jobs_lost"] == 1 and data[0]["bug"] == "handle SIGTERM in workers"
+
+
+@pytest.mark.parametrize(
+    ("procfile", "survives"), [("Procfile.no-retry", False), ("Procfile", True)], ids=["no-retry", "retries"]
+)
+def test_a_redis_outage_names_the_worker_without_retries_and_passes_the_one_with_them(
+    tmp_path: Path, dynosim, procfile: str, survives: bool
+) -> None:
+    app = _app(tmp_path, "faults/worker", "worker")
+    plan = _plan(tmp_path, {"at": "1s", "kind": "addon-outage", "target": "heroku-redis", "for": "3s"})
+    report = tmp_path / "report.json"
+    run = dynosim(app, "-f", procfile, "--faults", str(plan), "--report-json", str(report))
+    run.wait_for(r"app\[worker\.1\]: worker: waiting for jobs", timeout=180)
+    run.wait_for(r"dynosim\[faults\]: f1 addon-outage on heroku-redis for 3s ended \(over", timeout=30)
+    if survives:
+        _push_job(app, "8")  # the worker that waited the outage out still works
+        run.wait_for(r"app\[worker\.1\]: job 8 started")
+    assert run.stop() == 0
+    printed = _report(run)
+    data = json.loads(report.read_text())["faults"]
+    if survives:
+        assert printed[1].endswith("): survived"), printed
+        assert data[0]["crashes"] == 0 and data[0]["errors"] == 0
+    else:
+        assert printed[1].endswith("): did not survive: retry on Redis errors"), printed
+        assert re.fullmatch(r"  crashes: [12]; errors logged: \d+; jobs lost: 0", printed[3])
+        assert any(line.startswith("    worker.1: redis.exceptions.ConnectionError") for line in printed)
+        assert any(line.startswith("  fix: retry the command on ConnectionError") for line in printed)
+        assert data[0]["crashes"] >= 1 and data[0]["bug"] == "retry on Redis errors"
+
+
+BAD_PLANS = [
+    ("{", "plan.json: not JSON (line 1 column 2"),
+    ('{"faults": {}}', 'plan.json: a plan is an object with a "faults" list'),
+    ('{"faults": [{"at": "1s", "kind": "dyno-explode", "target": "web"}]}', 'faults[0]: unknown fault kind "dyno-explode"'),
+    ('{"faults": [{"at": "1s", "kind": "dyno-crash", "target": "web", "when": 3}]}', 'faults[0]: unknown field "when"'),
+    ('{"faults": [{"at": "1s", "kind": "dyno-crash", "target": "web"}, {"at": "soon", "kind": "dyno-crash", "target": "web"}]}', 'faults[1]: at: "soon" is not a duration'),
+    ('{"faults": [{"at": "1s", "kind": "router-error", "probability": 2}]}', "faults[0]: probability: 2 is outside 0..1"),
+    ('{"faults": [{"kind": "dyno-crash", "target": "web"}]}', 'faults[0]: "at" is missing'),
+    ('{"faults": [{"at": "1s", "kind": "dyno-crash", "target": "clock"}]}', 'faults[0]: this run has no dyno or process type "clock"; its dynos: web.1, worker.1'),
+    ('{"faults": [{"at": "1s", "kind": "dyno-crash", "target": "web.2"}]}', 'faults[0]: this run has no dyno or process type "web.2"'),
+    ('{"faults": [{"at": "1s", "kind": "addon-outage", "target": "heroku-redis"}]}', 'faults[0]: this run has no add-on "heroku-redis"; its add-ons: none'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "needle"), BAD_PLANS, ids=[needle.split(": ", 1)[-1][:30] for _, needle in BAD_PLANS])
+def test_a_bad_plan_is_one_line_naming_the_file_and_entry_and_nothing_starts(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    app = make_app(tmp_path)
+    plan = tmp_path / "plan.json"
+    plan.write_text(text)
+    done = run_dynosim(app, "run", "--faults", str(plan), timeout=30)
+    line = one_line_error(done, str(plan), needle)
+    assert "Traceback" not in done.stderr + done.stdout, line
+    assert "Building" not in done.stdout and not (app / ".dynosim" / "run.json").exists()
+
+
+def test_chaos_and_a_plan_together_and_a_bad_rate_are_refused(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    plan = _plan(tmp_path, {"at": "1s", "kind": "dyno-crash", "target": "web"})
+    one_line_error(run_dynosim(app, "run", "--faults", str(plan), "--chaos", "1"), "--faults and --chaos: give one")
+    one_line_error(
+        run_dynosim(app, "run", "--chaos", "1", "--chaos-rate", "often"), '--chaos-rate: "often" is not a rate'
+    )
+
+
+def _chaos(dynosim, tmp_path: Path, name: str) -> list[str]:
+    app = _app(tmp_path, "faults/worker", name)
+    run = dynosim(app, "--chaos", "10", "--chaos-rate", "30/min", "--stop-timeout", "3")
+    run.wait_for(r"dynosim\[faults\]: f3 .* ended", timeout=180)
+    assert run.stop() == 0
+    said = [line.split(" ", 1)[1] for line in run.output().splitlines() if " dynosim[faults]: " in line]
+    return [text for text in said if text.startswith("dynosim[faults]: chaos") or re.search(r": f\d .* started", text)]
+
+
+def test_chaos_from_one_seed_gives_the_same_faults_at_the_same_offsets(tmp_path: Path, dynosim) -> None:
+    first, second = _chaos(dynosim, tmp_path, "one"), _chaos(dynosim, tmp_path, "two")
+    assert first[:6] == second[:6]
+    assert first[:6] == [
+        "dynosim[faults]: chaos (seed 10): dyno-cycle on worker at +1.7s",
+        first[1],
+        "dynosim[faults]: chaos (seed 10): addon-restart on heroku-redis at +3.4s",
+        first[3],
+        "dynosim[faults]: chaos (seed 10): deploy-restart on worker at +6.8s",
+        first[5],
+    ]
+    assert re.fullmatch(r"dynosim\[faults\]: f1 dyno-cycle on worker started \(seed \d+\)", first[1])
