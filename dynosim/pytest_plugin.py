@@ -16,6 +16,16 @@ folder itself, so its add-ons and their data are shared by the tests that ask fo
 `dynosim_app_session` starts one run per app and options for the whole session (per xdist
 worker), shared by every test that asks for it, and stops it when the session ends.
 
+Faults (dynosim/faults): `dynosim_faults` is the marked app's `App.faults`, every fault cleared after
+the test; `@pytest.mark.dynosim_fault(kind, target, seconds=…, probability=…, …)` switches one on as
+soon as the test's app (dynosim_app's or dynosim_marked_app's) has started, one marker per fault:
+
+    @pytest.mark.dynosim(app="path/to/app", addons=["heroku-postgresql"])
+    @pytest.mark.dynosim_fault("addon-latency", "heroku-postgresql", latency=0.5)
+    def test_slow_database(dynosim_marked_app, dynosim_faults):
+        assert dynosim_marked_app.get("/").status == 200
+        with dynosim_faults.dyno_crash("web.1"): ...
+
 Where add-ons are created (`addons_backend`): the test's own argument or marker, else
 `--dynosim-addons auto|docker|native` (addopts-able), else the ini option `dynosim_addons`, else auto.
 A marker's `app` is relative to pytest's rootdir.
@@ -32,9 +42,11 @@ import pytest
 
 if TYPE_CHECKING:
     from .api import App
+    from .faults.client import AppFaults
 
 BACKENDS = ("auto", "docker", "native")
 MARKER = "dynosim"
+FAULT_MARKER = "dynosim_fault"
 
 
 class AppFactory(Protocol):
@@ -62,6 +74,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}(app=PATH, addons=[...], formation=..., **options): the app (relative to the rootdir) and "
         "dynosim.App options the dynosim fixtures of this test start by default",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{FAULT_MARKER}(kind, target=None, seconds=..., probability=..., latency=..., status=..., code=..., "
+        "seed=...): a fault switched on once the test's dynosim app has started",
     )
 
 
@@ -123,6 +140,7 @@ def dynosim_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         folder, options = _options(request.config, marked, path, given)
         app = _start(lambda: tmp_path_factory.mktemp("dynosim-app"), folder, share_state, options)
         started.append(app)
+        _switch_on_marked_faults(request, app)
         return app
 
     yield factory
@@ -134,6 +152,30 @@ def dynosim_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def dynosim_marked_app(dynosim_app: AppFactory) -> App:
     """The app of the test's @pytest.mark.dynosim(app=..., ...), started, stopped after the test."""
     return dynosim_app()
+
+
+def _switch_on_marked_faults(request: pytest.FixtureRequest, app: App) -> None:
+    """The test's @pytest.mark.dynosim_fault(...)s, outermost first, on the app that has just started."""
+    for marker in reversed(list(request.node.iter_markers(FAULT_MARKER))):
+        if not marker.args:
+            raise pytest.UsageError(
+                f"@pytest.mark.{FAULT_MARKER}: name the kind first, e.g. {FAULT_MARKER}('dyno-crash', 'web.1')"
+            )
+        app.faults.add(*marker.args, **marker.kwargs)
+
+
+@pytest.fixture
+def dynosim_faults(dynosim_marked_app: App) -> Iterator[AppFaults]:
+    """The marked app's faults (`App.faults`): `dynosim_faults.addon_outage("heroku-postgresql", seconds=5)`;
+    every fault still on is cleared after the test."""
+    from .errors import DynosimError
+
+    faults = dynosim_marked_app.faults
+    yield faults
+    try:
+        faults.clear()
+    except DynosimError:  # the test stopped its app: nothing is on
+        pass
 
 
 @pytest.fixture(scope="session")

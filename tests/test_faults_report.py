@@ -17,8 +17,11 @@ import pytest
 import redis
 from conftest import make_app, run_dynosim
 from test_faults import one_line_error
+from test_pytest_plugin import inner  # noqa: F401  (the inner pytest session's fixture)
 
 from dynosim import api
+
+pytest_plugins = ["pytester"]
 
 
 def _plan(tmp_path: Path, *faults: dict[str, Any]) -> Path:
@@ -207,3 +210,37 @@ def test_chaos_from_one_seed_gives_the_same_faults_at_the_same_offsets(tmp_path:
         first[5],
     ]
     assert re.fullmatch(r"dynosim\[faults\]: f1 dyno-cycle on worker started \(seed \d+\)", first[1])
+
+
+PLUGIN = """
+import pytest
+
+pytestmark = pytest.mark.dynosim(app="app", formation="web=1")
+left_on = []
+
+
+@pytest.fixture
+def faults_left_on(dynosim_marked_app):
+    yield
+    left_on.append(dynosim_marked_app.faults.active())  # after dynosim_faults' teardown, before the app stops
+
+
+@pytest.mark.dynosim_fault("router-error", status=503, code="H13")
+def test_the_marked_fault_is_on_once_the_app_has_started(dynosim_marked_app):
+    assert dynosim_marked_app.get("/").status == 503
+    assert [(f["kind"], f["status"]) for f in dynosim_marked_app.faults.active()] == [("router-error", 503)]
+
+
+def test_the_fixture_is_the_app_s_faults(faults_left_on, dynosim_marked_app, dynosim_faults):
+    assert dynosim_marked_app.get("/").status == 200  # no marker here: no fault
+    dynosim_faults.router_error(502)
+    assert dynosim_marked_app.get("/").status == 502
+
+
+def test_every_fault_was_cleared_after_the_test():
+    assert left_on == [[]]
+"""
+
+
+def test_the_pytest_marker_switches_a_fault_on_and_the_fixture_clears_them(inner) -> None:  # noqa: F811
+    inner("dynosim_addons = native\n", {"test_faulty": PLUGIN}).assert_outcomes(passed=3)
