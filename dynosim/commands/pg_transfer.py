@@ -57,7 +57,7 @@ def pg_pull(app_dir: Path, addons_backend: str, exclude_table_data: str | None, 
         source_db = Database.addon(record)
         click.echo(f"Pulling {source_db.label} to {into.label}")
         transfer(source_db, into, excluded, "Please create a new database (createdb) or empty this one", _warn)
-    click.echo("Pulling complete.")
+        click.echo("Pulling complete.")
 
 
 @click.command("pg:push")
@@ -88,7 +88,7 @@ def pg_push(app_dir: Path, addons_backend: str, exclude_table_data: str | None, 
         click.echo(f"Pushing {from_db.label} to {into.label}")
         reset = f"Please create a new database or use dynosim pg:reset {declared.entry.as_name} --confirm {app.name}"
         transfer(from_db, into, excluded, reset, _warn)
-    click.echo("Pushing complete.")
+        click.echo("Pushing complete.")
 
 
 def _find(app_dir: Path, wanted: str) -> tuple[AppDir, Path, Declared]:
