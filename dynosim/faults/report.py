@@ -9,7 +9,8 @@ What it reads (a `Witness` subscribes at the run's first fault, so a run without
   it began after the fault ended and before the next fault began (or the run stopped).
 - time to recover: from the fault's end to the end of the first request after it that succeeded.
 - crashes: `State changed from … to crashed`; a dyno-crash's or memory-pressure's own are expected.
-- errors the app logged: its dynos' lines with a traceback, or an `…Error`/`…Exception` word.
+- errors the app logged: its dynos' lines with an `…Error`/`…Exception` word (a traceback's heading
+  is not counted apart from its exception's line).
 - jobs lost: a worker's job that began and had not finished, failed or been put back when its dyno's
   process exited (its SIGTERM ignored until the SIGKILL, R12, or an exit that left it). A job is seen in
   the words RQ, Celery and the fixture apps log: RQ's `queue: func(…) (ID)` … `queue: Job OK (ID)`,
@@ -253,7 +254,9 @@ def _outcome(span: Span, witness: Witness, start: float, end: float, window_end:
         later_errors,
         all_errors,
     )
-    samples = list(dict.fromkeys(f"{line.dyno}: {line.text.strip()}" for line in errors))
+    # the exceptions themselves, not the tracebacks' headings
+    quoted = [line for line in errors if not line.text.lstrip().startswith("Traceback")]
+    samples = list(dict.fromkeys(f"{line.dyno}: {line.text.strip()}" for line in quoted))
     return Outcome(
         fault=fault.describe(),
         kind=fault.kind,
@@ -265,7 +268,7 @@ def _outcome(span: Span, witness: Witness, start: float, end: float, window_end:
         requests_after=len(after),
         recovered_after=None if first_ok is None else max(0.0, first_ok.done - end),
         crashes=len(crashes),
-        errors=len(errors),
+        errors=len(quoted) or len(errors),
         error_samples=tuple(samples[-SAMPLES:]),
         jobs_lost=len(lost),
         jobs_lost_how=tuple(f"{job.dyno}: job {job.job} lost ({job.how})" for job in lost),
