@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CACHE_DIR, free_port, make_app, remove_app_containers
+from conftest import CACHE_DIR, DynosimRun, free_port, make_app, remove_app_containers
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -90,13 +90,13 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
 @pytest.fixture
 def app(tmp_path: Path, addon_backend: str) -> Iterator[Path]:
     folder = make_app(tmp_path)
-    ok(dynosim(folder, "addons:create", "heroku-postgresql", "--backend", addon_backend))
+    ok(cli(folder, "addons:create", "heroku-postgresql", "--backend", addon_backend))
     yield folder
     if addon_backend == "docker":
         remove_app_containers(folder / ".dynosim")
 
 
-def dynosim(app: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(app: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`dynosim ARGS` in the app's folder, with the user's libpq environment `env`."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     full.update(DYNOSIM_CACHE_DIR=str(CACHE_DIR), **(env or {}))
@@ -124,16 +124,16 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> s
 
 def addon_sql(app: Path, sql: str) -> str:
     """A query on the add-on as the app's role (pg:psql, as a user would)."""
-    return ok(dynosim(app, "pg:psql", "--", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql)).strip()
+    return ok(cli(app, "pg:psql", "--", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql)).strip()
 
 
 def addon_name(app: Path) -> str:
-    [row] = json.loads(ok(dynosim(app, "addons", "--json")))
+    [row] = json.loads(ok(cli(app, "addons", "--json")))
     return str(row["name"])
 
 
 def colour(app: Path) -> str:
-    [row] = json.loads(ok(dynosim(app, "addons", "--json")))
+    [row] = json.loads(ok(cli(app, "addons", "--json")))
     return next(v for v in row["config_vars"] if v.startswith("HEROKU_POSTGRESQL_")).removesuffix("_URL")
 
 
@@ -146,13 +146,13 @@ def test_pull_creates_the_local_database_and_refuses_one_that_exists(app: Path, 
     name = addon_name(app)
     target = f"pulled_{os.getpid()}_{app.parent.name[-4:]}".lower()
 
-    pulled = dynosim(app, "pg:pull", "DATABASE", target, env=local.env())
+    pulled = cli(app, "pg:pull", "DATABASE", target, env=local.env())
     assert ok(pulled).splitlines() == [f"Pulling {name} to {target}", "Pulling complete."]
     assert local.psql(target, COUNTS) == expected
     assert local.psql(target, OWNERS) == "events=true,items=true"  # --no-owner: the local user's tables
 
     local.psql(target, "DELETE FROM events WHERE id > 250")
-    again = dynosim(app, "pg:pull", "DATABASE", target, env=local.env())
+    again = cli(app, "pg:pull", "DATABASE", target, env=local.env())
     one_line_error(again, f'database "{target}" already exists', f"dropdb {target}")
     assert local.psql(target, "SELECT count(*) FROM events") == "250"  # untouched
 
@@ -161,7 +161,7 @@ def test_pull_by_colour_into_a_localhost_url_excluding_table_data(app: Path, loc
     addon_sql(app, SCHEMA)
     target = f"bycolour_{os.getpid()}_{app.parent.name[-4:]}".lower()
     url = local.url(target, host="localhost")  # localhost: created, as a name is
-    ok(dynosim(app, "pg:pull", colour(app), url, "--exclude-table-data", " events ; nothing_else", env=local.env()))
+    ok(cli(app, "pg:pull", colour(app), url, "--exclude-table-data", " events ; nothing_else", env=local.env()))
     assert local.psql(target, "SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM events)") == "500|0"
 
 
@@ -174,14 +174,14 @@ def test_pull_into_a_remote_url_needs_an_empty_database(app: Path, local: LocalP
     local.psql(full, "CREATE TABLE mine (x int); INSERT INTO mine VALUES (7)")
 
     local.psql(empty, "CREATE EXTENSION hstore")  # no tables: still empty, but not the add-on's extensions
-    pulled = dynosim(app, "pg:pull", "DATABASE", local.url(empty))  # 127.0.0.1 is "remote": it must exist, empty
+    pulled = cli(app, "pg:pull", "DATABASE", local.url(empty))  # 127.0.0.1 is "remote": it must exist, empty
     ok(pulled)
     assert local.psql(empty, COUNTS) == expected
     warning = [line.removeprefix(" ▸    ") for line in pulled.stderr.splitlines() if line.startswith(" ▸    ")]
     assert warning[:4] == ["Extensions in newly created target database differ from existing source database.",
                            "Target extensions:", "hstore", "plpgsql"]  # fmt: skip
 
-    refused = dynosim(app, "pg:pull", "DATABASE", local.url(full))
+    refused = cli(app, "pg:pull", "DATABASE", local.url(full))
     one_line_error(refused, "Remote database is not empty. Please create a new database")
     assert local.psql(full, "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'") == "mine"
 
@@ -207,7 +207,7 @@ def test_a_pull_that_fails_halfway_leaves_no_database_behind(app: Path, local: L
     local.psql("postgres", f"CREATE ROLE {user} LOGIN CREATEDB")
     target = f"half_{os.getpid()}_{app.parent.name[-4:]}".lower()
 
-    failed = dynosim(app, "pg:pull", "DATABASE", target, env=local.env(user))
+    failed = cli(app, "pg:pull", "DATABASE", target, env=local.env(user))
     one_line_error(failed, "failed", 'permission denied to create extension "file_fdw"', "dropped again")
     assert target not in local.databases()
 
@@ -221,14 +221,32 @@ def test_push_fills_the_empty_addon_as_the_apps_role(app: Path, local: LocalPost
     local.psql(source, SCHEMA)
     name = addon_name(app)
 
-    pushed = dynosim(app, "pg:push", source, "DATABASE", env=local.env())
+    pushed = cli(app, "pg:push", source, "DATABASE", env=local.env())
     assert ok(pushed).splitlines() == [f"Pushing {source} to {name}", "Pushing complete."]
     assert addon_sql(app, COUNTS) == local.psql(source, COUNTS)
     assert addon_sql(app, OWNERS) == "events=true,items=true"  # the app owns what was pushed
 
-    again = dynosim(app, "pg:push", local.url(source), "DATABASE")
+    again = cli(app, "pg:push", local.url(source), "DATABASE")
     one_line_error(again, "Remote database is not empty.", "dynosim pg:reset DATABASE --confirm app")
     assert addon_sql(app, "SELECT count(*) FROM items") == "500"
+
+
+@pytest.mark.parametrize("addon_backend", ["native"], indirect=True)
+def test_pull_and_push_use_the_running_apps_server(app: Path, local: LocalPostgres, dynosim: type[DynosimRun]) -> None:
+    run = dynosim(app, "--addons", "native")
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", timeout=120)
+    source = f"live_{os.getpid()}_{app.parent.name[-4:]}".lower()
+    local.psql("postgres", f"CREATE DATABASE {source}")
+    local.psql(source, SCHEMA)
+
+    pushed = cli(app, "pg:push", source, "DATABASE", env=local.env())
+    ok(pushed)
+    assert "for this session" not in pushed.stderr  # the run's own server, not one started for the copy
+    pulled = cli(app, "pg:pull", "DATABASE", f"{source}_back", env=local.env())
+    ok(pulled)
+    assert "for this session" not in pulled.stderr
+    assert local.psql(f"{source}_back", COUNTS) == local.psql(source, COUNTS)
+    assert run.stop() == 0
 
 
 @pytest.mark.parametrize("addon_backend", ["native"], indirect=True)
@@ -237,7 +255,7 @@ def test_a_push_that_fails_halfway_leaves_the_addon_empty(app: Path, local: Loca
     local.psql("postgres", f"CREATE DATABASE {source}")
     local.psql(source, SCHEMA + "CREATE EXTENSION file_fdw;")  # the app's role may not create it
 
-    failed = dynosim(app, "pg:push", source, "DATABASE", env=local.env())
+    failed = cli(app, "pg:push", source, "DATABASE", env=local.env())
     one_line_error(failed, 'permission denied to create extension "file_fdw"', "is empty, as before")
     assert addon_sql(app, TABLES) == "0"
 
@@ -248,15 +266,15 @@ def test_a_push_that_fails_halfway_leaves_the_addon_empty(app: Path, local: Loca
 @pytest.mark.parametrize("addon_backend", ["native"], indirect=True)
 def test_bad_input_is_one_line_and_changes_nothing(app: Path, local: LocalPostgres) -> None:
     before = local.databases()
-    one_line_error(dynosim(app, "pg:pull", "NOPE", "newdb", env=local.env()), 'no add-on "NOPE"', "dynosim addons")
-    one_line_error(dynosim(app, "pg:pull", "DATABASE", "postgres://local@127.0.0.1:1/x"), "does not answer",
+    one_line_error(cli(app, "pg:pull", "NOPE", "newdb", env=local.env()), 'no add-on "NOPE"', "dynosim addons")
+    one_line_error(cli(app, "pg:pull", "DATABASE", "postgres://local@127.0.0.1:1/x"), "does not answer",
                    "Connection refused", "check the URL")  # fmt: skip
-    one_line_error(dynosim(app, "pg:push", "postgres://u:secret@127.0.0.1:1/x", "DATABASE"), "does not answer")
-    assert "secret" not in dynosim(app, "pg:push", "postgres://u:secret@127.0.0.1:1/x", "DATABASE").stderr
-    one_line_error(dynosim(app, "pg:push", "nosuchdb", "DATABASE", env=local.env()), '"nosuchdb" does not exist')
+    one_line_error(cli(app, "pg:push", "postgres://u:secret@127.0.0.1:1/x", "DATABASE"), "does not answer")
+    assert "secret" not in cli(app, "pg:push", "postgres://u:secret@127.0.0.1:1/x", "DATABASE").stderr
+    one_line_error(cli(app, "pg:push", "nosuchdb", "DATABASE", env=local.env()), '"nosuchdb" does not exist')
     nobody = local.url("postgres", user="nobody")
-    one_line_error(dynosim(app, "pg:push", nobody, "DATABASE"), "refused the connection", 'role "nobody" does not')
-    one_line_error(dynosim(app, "pg:pull", "DATABASE", "postgres://host:5432"), "is not a database URL")
-    one_line_error(dynosim(app, "pg:push", "x", "REDIS", env=local.env()), 'no add-on "REDIS"')
+    one_line_error(cli(app, "pg:push", nobody, "DATABASE"), "refused the connection", 'role "nobody" does not')
+    one_line_error(cli(app, "pg:pull", "DATABASE", "postgres://host:5432"), "is not a database URL")
+    one_line_error(cli(app, "pg:push", "x", "REDIS", env=local.env()), 'no add-on "REDIS"')
     assert local.databases() == before
     assert addon_sql(app, TABLES) == "0"
