@@ -356,6 +356,7 @@ class Run:
 
     def _start_planned_faults(self) -> asyncio.Task[None] | None:
         """--faults and --chaos: their faults on the board at their offsets, the report watching."""
+        self.witness.formation_started()
         planned: list[PlannedFault] | Iterator[PlannedFault] = list(self.options.faults)
         if self.options.chaos is not None:
             planned = self.options.chaos.schedule(run_targets(self.formation.quantities, self._fault_targets()))

@@ -244,3 +244,31 @@ def test_every_fault_was_cleared_after_the_test():
 
 def test_the_pytest_marker_switches_a_fault_on_and_the_fixture_clears_them(inner) -> None:  # noqa: F811
     inner("dynosim_addons = native\n", {"test_faulty": PLUGIN}).assert_outcomes(passed=3)
+
+
+def test_a_fault_added_while_it_runs_is_reported_and_a_crash_it_caused_is_no_mark_against_the_app(
+    tmp_path: Path, dynosim
+) -> None:
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    run = dynosim(app)
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", timeout=120)
+    added = run_dynosim(app, "faults:add", "dyno-crash", "--target", "web")
+    assert added.returncode == 0, added.stderr
+    run.wait_for(r"heroku\[web\.1\]: State changed from up to crashed")
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", after_last=True)
+    assert _get(run.port) == 200
+    assert run.stop() == 0
+    printed = _report(run)
+    assert printed[0] == "=== dynosim resilience report: 1 fault(s), 1 survived ===", printed
+    assert re.fullmatch(r"f1 dyno-crash on web \(at \+\d+\.\ds, \d+\.\ds\): survived", printed[1]), printed
+    assert printed[2:] == ["  requests failed: 0 during, 0 after", "  crashes: 1; errors logged: 0; jobs lost: 0"]
+
+
+def test_a_run_without_faults_prints_no_report_and_its_json_has_none(tmp_path: Path, dynosim) -> None:
+    app = make_app(tmp_path, procfile="web: python server.py\n")
+    run = dynosim(app, "--report-json", str(tmp_path / "report.json"))
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up", timeout=120)
+    assert _get(run.port) == 200
+    assert run.stop() == 0
+    assert "resilience report" not in run.output()
+    assert json.loads((tmp_path / "report.json").read_text())["faults"] == []

@@ -86,15 +86,17 @@ class Witness:
         self.lines: list[LogLine] = []  # dynos' state changes and the app's errors
         self.lost: list[LostJob] = []
         self.stopped: float | None = None
-        self.since = time.time()  # when it began watching: the report's offsets count from here
+        self.since = time.time()  # the report's offsets count from here: the formation's start
         self._jobs: dict[str, list[str]] = {}  # dyno -> jobs it is working on
         self._killed: set[str] = set()  # dynos past R12
         self._watching = False
 
+    def formation_started(self) -> None:
+        self.since = time.time()
+
     def watch(self) -> None:
         if not self._watching:
             self._watching = True
-            self.since = time.time()
             self.logs.subscribe(self._receive)
 
     def _receive(self, lines: Sequence[LogLine]) -> None:
