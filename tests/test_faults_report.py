@@ -272,3 +272,29 @@ def test_a_run_without_faults_prints_no_report_and_its_json_has_none(tmp_path: P
     assert run.stop() == 0
     assert "resilience report" not in run.output()
     assert json.loads((tmp_path / "report.json").read_text())["faults"] == []
+
+
+def test_jobs_lost_are_told_from_rq_and_celery_words_as_their_workers_log_them() -> None:
+    """The Witness on the words RQ and Celery print (no RQ or Celery on this machine to run): a job begun
+    and not ended when its dyno's process exits is lost, and how."""
+    from dynosim.faults.report import Witness
+    from dynosim.logs import LogStream
+
+    logs = LogStream()
+    witness = Witness(logs)
+    witness.watch()
+    rq, done, celery = "0c9e6d4e-6b8b-4c43-9a51-2f0d3f6f2c11", "5e1d3c2b-1a09-4f8e-8d7c-6b5a4f3e2d1c", "f3b2a1c0-aaaa"
+    logs.app_output("worker.1", [f"12:00:01 default: tasks.done() ({done})", f"12:00:02 default: Job OK ({done})"])
+    logs.app_output("worker.1", [f"12:00:03 default: tasks.slow(10) ({rq})"])
+    logs.app_output("worker.2", [f"[2026-12-04 12:00:03,001: INFO/MainProcess] Task tasks.add[{celery}] received"])
+    logs.app_output(
+        "worker.2", [f"[2026-12-04 12:00:03,101: INFO/ForkPoolWorker-1] Task tasks.add[{celery}] succeeded in 0.1s: 3"]
+    )
+    for dyno in ("worker.1", "worker.2"):
+        logs.heroku(dyno, "Stopping all processes with SIGTERM")
+    logs.heroku(
+        "worker.1", "Error R12 (Exit timeout) -> At least one process failed to exit within 30 seconds of SIGTERM"
+    )
+    for dyno in ("worker.1", "worker.2"):
+        logs.heroku(dyno, "Process exited with status 137")
+    assert [(job.dyno, job.job, job.how) for job in witness.lost] == [("worker.1", rq, "SIGKILL after SIGTERM (R12)")]

@@ -13,9 +13,9 @@ What it reads (a `Witness` subscribes at the run's first fault, so a run without
   is not counted apart from its exception's line).
 - jobs lost: a worker's job that began and had not finished, failed or been put back when its dyno's
   process exited (its SIGTERM ignored until the SIGKILL, R12, or an exit that left it). A job is seen in
-  the words RQ, Celery and the fixture apps log: RQ's `queue: func(…) (ID)` … `queue: Job OK (ID)`,
-  Celery's `Task name[ID] received` … `Task name[ID] succeeded|failed|raised|retry`, and
-  `job ID started` … `job ID done|failed|re-queued`.
+  the words RQ, Celery and the fixture apps log: RQ's `queue: func(…) (ID)` … `queue: Job OK (ID)`
+  or `[Job ID]: exception raised…`, Celery's `Task name[ID] received` … `Task name[ID]
+  succeeded|failed|raised|retry`, and `job ID started` … `job ID done|failed|re-queued`.
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ _EXITED = re.compile(r"Process exited with status")
 _R12 = "Error R12"
 _ERROR = re.compile(r"Traceback \(most recent call last\)|\w*(?:Error|Exception)\b")
 _STOPPING = "stopping all dynos"  # the supervisor's line when the run is asked to stop
+_UUID = r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}"
 _JOB_STARTS = (
-    re.compile(r"^\S+: (?!Job OK).*\((?P<id>[0-9a-f-]{32,36})\)$"),  # RQ
+    re.compile(rf"(?:^|\s)[\w.-]+: (?!Job OK)\S.*\((?P<id>{_UUID})\)$"),  # RQ, after its "12:00:01 "
     re.compile(r"Task \S+\[(?P<id>[\w-]+)\] received"),  # Celery
     re.compile(r"\bjob (?P<id>\S+) started\b"),
 )
 _JOB_ENDS = (
-    re.compile(r"^\S+: Job OK \((?P<id>[0-9a-f-]{32,36})\)"),
+    re.compile(rf"(?:^|\s)[\w.-]+: Job OK \((?P<id>{_UUID})\)"),
+    re.compile(rf"\[Job (?P<id>{_UUID})\]: exception raised"),
     re.compile(r"Task \S+\[(?P<id>[\w-]+)\] (?:succeeded|failed|raised|retry)"),
     re.compile(r"\bjob (?P<id>\S+) (?:done|failed|re-?queued)\b"),
 )
