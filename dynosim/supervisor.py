@@ -13,9 +13,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, TextIO
 
 from .addons import AddonRequest, Addons, Attachment, app_requests
@@ -600,13 +599,14 @@ class Run:
         """An add-on changed its config vars (a credential rotation): a new release with them, by the
         add-on, that restarts every dyno, as on Heroku. Processes that read the old values before keep them."""
         manager = self.running()
-        changed = self.addons.config_vars_of(name)
-        self.attachments = [
-            replace(a, config_vars=MappingProxyType(changed)) if a.name == name else a for a in self.attachments
-        ]
+        attachment = next((a for a in self.attachments if a.name == name), None)
+        if attachment is None:
+            raise DynosimError(f"the running app has no add-on {name}; see `dynosim addons`")
+        changed = self.addons.reattached(attachment)
+        self.attachments = [changed if a is attachment else a for a in self.attachments]
         release, created = self.history.create(
             manager.release.slug,
-            {**manager.release.config_vars, **changed},
+            {**manager.release.config_vars, **changed.config_vars},
             user,
             description,
             release_phase=manager.procfile.release is not None,

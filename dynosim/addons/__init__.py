@@ -22,6 +22,7 @@ import secrets
 import string
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -219,15 +220,22 @@ class Addons:
             endpoint=running.endpoint.address,
         )
 
-    def config_vars_of(self, name: str) -> dict[str, str]:
-        """The config vars of one started add-on as its record has them now: after a credential rotation
-        (`pg:credentials:rotate`, `redis:credentials --reset`) changed the record, what the app gets next."""
+    def reattached(self, attachment: Attachment) -> Attachment:
+        """A started add-on as its record has it now: after a credential rotation or a failover changed
+        the record (a password, a port), the config vars and endpoint the app gets next."""
         state = State.load(self.state_dir / STATE_FILE)
         for entry in self.resolved:
             record = state.record_of(entry)
-            if record is not None and record.get("name") == name:
-                return _vars_of(self.state_dir, entry, record)
-        raise AddonError(f"the running app has no add-on {name}; see `dynosim addons`")
+            if record is not None and record.get("name") == attachment.name:
+                from dynosim.addons.services import service_for
+
+                endpoint = service_for(entry.offering.service).endpoint(_spec(self.state_dir, entry, record))
+                return replace(
+                    attachment,
+                    config_vars=MappingProxyType(_vars_of(self.state_dir, entry, record)),
+                    endpoint=endpoint.address,
+                )
+        raise AddonError(f"the running app has no add-on {attachment.name}; see `dynosim addons`")
 
     def _watch(self, spec: ServiceSpec, backend: Any, running: Any, record: dict[str, Any]) -> None:
         """A Postgres add-on's storage, checked now against its plan (its status said when it is not
