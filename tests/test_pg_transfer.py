@@ -148,6 +148,9 @@ def test_pull_creates_the_local_database_and_refuses_one_that_exists(app: Path, 
 
     pulled = cli(app, "pg:pull", "DATABASE", target, env=local.env())
     assert ok(pulled).splitlines() == [f"Pulling {name} to {target}", "Pulling complete."]
+    verbose = pulled.stderr.splitlines()  # the tools' --verbose lines, as Heroku's CLI shows them
+    assert 'pg_dump: dumping contents of table "public.items"' in verbose
+    assert 'pg_restore: creating TABLE "public.items"' in verbose
     assert local.psql(target, COUNTS) == expected
     assert local.psql(target, OWNERS) == "events=true,items=true"  # --no-owner: the local user's tables
 

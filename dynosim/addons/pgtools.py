@@ -28,8 +28,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -247,19 +248,24 @@ def run(command: Command, script: str | None = None, timeout: float = 120) -> st
     return done.stdout
 
 
-def pipe(producer: Command | IO[bytes], consumer: Command | IO[bytes]) -> None:
+def pipe(
+    producer: Command | IO[bytes], consumer: Command | IO[bytes], echo: Callable[[str], None] | None = None
+) -> None:
     """producer | consumer, streamed (nothing is held in memory): a Command's stdout, or a binary file
     (a dump on disk, an HTTP response), into a Command's stdin, or a file. Both exit codes are checked;
     a failure is one AddonError with the first real error line of the side that failed first (a
-    consumer that stops early leaves its producer a broken pipe, which is not the news)."""
+    consumer that stops early leaves its producer a broken pipe, which is not the news). `echo`
+    also gets each line the tools write to stderr as they write it (pg:pull's --verbose output)."""
     if not isinstance(producer, Command) and not isinstance(consumer, Command):
         raise TypeError("pipe needs a Command on at least one side")
     with tempfile.TemporaryFile() as producer_err, tempfile.TemporaryFile() as consumer_err:
         first = second = None
+        tees: list[threading.Thread] = []
         try:
             if isinstance(producer, Command):
                 sink = consumer if not isinstance(consumer, Command) and _has_fd(consumer) else subprocess.PIPE
-                first = _start(producer, stdin=subprocess.DEVNULL, stdout=sink, stderr=producer_err)
+                first = _start(producer, stdin=subprocess.DEVNULL, stdout=sink, stderr=_err(producer_err, echo))
+                tees += _tee(first, producer_err, echo)
             if isinstance(consumer, Command):
                 if first is not None:
                     source: Any = first.stdout
@@ -267,7 +273,8 @@ def pipe(producer: Command | IO[bytes], consumer: Command | IO[bytes]) -> None:
                     source = producer
                 else:
                     source = subprocess.PIPE
-                second = _start(consumer, stdin=source, stdout=subprocess.DEVNULL, stderr=consumer_err)
+                second = _start(consumer, stdin=source, stdout=subprocess.DEVNULL, stderr=_err(consumer_err, echo))
+                tees += _tee(second, consumer_err, echo)
             if first is not None and second is not None:
                 assert first.stdout is not None
                 first.stdout.close()  # the consumer's now: its exit gives the producer SIGPIPE
@@ -283,6 +290,9 @@ def pipe(producer: Command | IO[bytes], consumer: Command | IO[bytes]) -> None:
                     process.kill()
                     process.wait()
             raise
+        finally:
+            for tee in tees:
+                tee.join()
         failed = [(p, code, err) for p, code, err in codes if code != 0]
         if not failed:
             return
@@ -292,6 +302,29 @@ def pipe(producer: Command | IO[bytes], consumer: Command | IO[bytes]) -> None:
         said_by = said[process]
         name = producer.name if process is first and isinstance(producer, Command) else consumer.name
         raise AddonError(f"{name} failed: {first_error(said_by) if said_by.strip() else f'exit status {code}'}")
+
+
+def _err(file: IO[bytes], echo: Callable[[str], None] | None) -> Any:
+    return subprocess.PIPE if echo is not None else file
+
+
+def _tee(
+    process: subprocess.Popen[bytes], file: IO[bytes], echo: Callable[[str], None] | None
+) -> list[threading.Thread]:
+    """With `echo`, a thread that copies the process's stderr into `file` and, line by line, to `echo`."""
+    if echo is None or process.stderr is None:
+        return []
+    stream = process.stderr
+
+    def copy() -> None:
+        with stream:
+            for line in stream:
+                file.write(line)
+                echo(line.decode("utf-8", "replace").rstrip("\n"))
+
+    thread = threading.Thread(target=copy, name="pipe stderr", daemon=True)
+    thread.start()
+    return [thread]
 
 
 def _read(err: IO[bytes]) -> str:

@@ -139,13 +139,16 @@ def exclusions(raw: str | None) -> list[str]:
     return [name.strip() for name in (raw or "").split(";") if name.strip()]
 
 
-def copy(source: Database, target: Database, excluded: Sequence[str], created: bool) -> None:
-    """pg_dump of `source` into pg_restore of `target`, streamed; on any failure (Ctrl-C too) a target
-    made by `prepare` is dropped again, and one that existed was left as it was by the transaction."""
+def copy(
+    source: Database, target: Database, excluded: Sequence[str], created: bool, echo: Callable[[str], None]
+) -> None:
+    """pg_dump of `source` into pg_restore of `target`, streamed, their --verbose lines to `echo` as
+    Heroku's CLI shows them; on any failure (Ctrl-C too) a target made by `prepare` is dropped again,
+    and one that existed was left as it was by the transaction."""
     dump = source.command("pg_dump", *DUMP_FLAGS, *(f"--exclude-table-data={name}" for name in excluded))
     restore = target.command("pg_restore", *RESTORE_FLAGS)
     try:
-        pipe(dump, restore)
+        pipe(dump, restore, echo)
     except BaseException as error:
         left = _drop(target) if created else f"nothing was restored: {target.label} is empty, as before"
         if isinstance(error, AddonError):
@@ -173,11 +176,17 @@ def extension_warning(source: Database, target: Database) -> list[str]:
 
 
 def transfer(
-    source: Database, target: Database, excluded: Sequence[str], not_empty: str, warn: Callable[[str], None]
+    source: Database,
+    target: Database,
+    excluded: Sequence[str],
+    not_empty: str,
+    echo: Callable[[str], None],
+    warn: Callable[[str], None],
 ) -> None:
-    """pg:pull and pg:push alike: the target's rule, the copy, the extensions' check."""
+    """pg:pull and pg:push alike: the target's rule, the copy (the tools' output to `echo`), the
+    extensions' check (to `warn`)."""
     created = prepare(target, not_empty)
-    copy(source, target, excluded, created)
+    copy(source, target, excluded, created, echo)
     for line in extension_warning(source, target):
         warn(line)
 

@@ -56,7 +56,8 @@ def pg_pull(app_dir: Path, addons_backend: str, exclude_table_data: str | None, 
     with _running(app, state, declared, addons_backend) as record:
         source_db = Database.addon(record)
         click.echo(f"Pulling {source_db.label} to {into.label}")
-        transfer(source_db, into, excluded, "Please create a new database (createdb) or empty this one", _warn)
+        not_empty = "Please create a new database (createdb) or empty this one"
+        transfer(source_db, into, excluded, not_empty, _err, _warn)
         click.echo("Pulling complete.")
 
 
@@ -87,7 +88,7 @@ def pg_push(app_dir: Path, addons_backend: str, exclude_table_data: str | None, 
         into = Database.addon(record)
         click.echo(f"Pushing {from_db.label} to {into.label}")
         reset = f"Please create a new database or use dynosim pg:reset {declared.entry.as_name} --confirm {app.name}"
-        transfer(from_db, into, excluded, reset, _warn)
+        transfer(from_db, into, excluded, reset, _err, _warn)
         click.echo("Pushing complete.")
 
 
@@ -111,8 +112,12 @@ def _running(app: AppDir, state: Path, declared: Declared, backend: str) -> Iter
     active = RunLock(app).active()
     run_vars = active.get("config_vars") if active else None
     with Session(state, declared, dict(run_vars) if isinstance(run_vars, dict) else None, backend,
-                 lambda line: click.echo(line, err=True)) as session:  # fmt: skip
+                 _err) as session:  # fmt: skip
         yield session.record()
+
+
+def _err(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def _warn(line: str) -> None:
