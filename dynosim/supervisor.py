@@ -338,6 +338,7 @@ class Run:
                 watching.cancel()
             if planned is not None:
                 planned.cancel()
+                await asyncio.wait([planned])  # a fault it is switching on is on before clear() below
             await control.stop()
             await self.faults.clear()  # what a fault changed is put back before the dynos stop
             await manager.stop()

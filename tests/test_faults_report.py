@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -298,3 +299,15 @@ def test_jobs_lost_are_told_from_rq_and_celery_words_as_their_workers_log_them()
     for dyno in ("worker.1", "worker.2"):
         logs.heroku(dyno, "Process exited with status 137")
     assert [(job.dyno, job.job, job.how) for job in witness.lost] == [("worker.1", rq, "SIGKILL after SIGTERM (R12)")]
+
+
+def test_a_run_stopped_while_a_planned_fault_switches_on_lets_it_finish(tmp_path: Path, dynosim) -> None:
+    app = _app(tmp_path, "faults/web", "web")
+    plan = _plan(tmp_path, {"at": "0s", "kind": "addon-restart", "target": "heroku-postgresql"})
+    run = dynosim(app, "--faults", str(plan))
+    run.wait_for(r"dynosim\[faults\]: f1 addon-restart on heroku-postgresql started", timeout=180)
+    run.supervisor().send_signal(signal.SIGINT)  # while the server is down, before it is started again
+    assert run.stop() == 0
+    output = run.output()
+    assert re.search(r"dynosim\[faults\]: f1: heroku-postgresql \(.*\) is up again on port \d+, same data", output)
+    assert "Traceback" not in output

@@ -180,10 +180,14 @@ async def run_plan(planned: Iterable[PlannedFault], board: FaultBoard, boot_time
         if entry.where.startswith("chaos"):
             on = f" on {entry.request.target}" if entry.request.target else ""
             logs.hint("faults", f"{entry.where}: {entry.request.kind}{on} at +{entry.at:g}s")
+        adding = asyncio.ensure_future(board.add(entry.request))
         try:
-            await board.add(entry.request)
+            await asyncio.shield(adding)
         except DynosimError as error:
             logs.hint("faults", f"{entry.where}: {error}")
+        except asyncio.CancelledError:  # the run is stopping: a fault half on would stay on, so it finishes
+            await asyncio.wait([adding])  # and the run's clear() puts it back
+            raise
 
 
 def run_targets(formation: Mapping[str, int], addons: Sequence[tuple[str, str, str]]) -> RunTargets:
