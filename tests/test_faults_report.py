@@ -165,6 +165,7 @@ BAD_PLANS = [
     ('{"faults": [{"at": "1s", "kind": "dyno-crash", "target": "clock"}]}', 'faults[0]: this run has no dyno or process type "clock"; its dynos: web.1, worker.1'),
     ('{"faults": [{"at": "1s", "kind": "dyno-crash", "target": "web.2"}]}', 'faults[0]: this run has no dyno or process type "web.2"'),
     ('{"faults": [{"at": "1s", "kind": "addon-outage", "target": "heroku-redis"}]}', 'faults[0]: this run has no add-on "heroku-redis"; its add-ons: none'),
+    ('{"faults": [{"at": "1s", "kind": "router-latency"}]}', 'faults[0]: router-latency needs a "latency", like "200ms"'),
 ]  # fmt: skip
 
 

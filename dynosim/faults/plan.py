@@ -56,6 +56,8 @@ class RunTargets:
     def check(self, planned: PlannedFault) -> None:
         """The planned fault's target is one this run will have (the board checks it again when it fires)."""
         kind, target = kind_of(planned.request.kind), planned.request.target
+        if kind.name.endswith("-latency") and not planned.request.latency:
+            raise FaultError(f'{planned.where}: {kind.name} needs a "latency", like "200ms"')
         if kind.target == "none":
             if target:
                 raise FaultError(f"{planned.where}: {kind.name} takes no target (it acts on the router)")
