@@ -18,6 +18,7 @@ import pytest
 import redis
 from conftest import make_app, run_dynosim
 from test_faults import one_line_error
+from test_pg_admin import _stop_one_offs as stop_one_offs
 from test_pytest_plugin import inner  # noqa: F401  (the inner pytest session's fixture)
 
 from dynosim import api
@@ -312,3 +313,30 @@ def test_a_run_stopped_while_a_planned_fault_switches_on_lets_it_finish(tmp_path
     output = run.output()
     assert re.search(r"dynosim\[faults\]: f1: heroku-postgresql \(.*\) is up again on port \d+, same data", output)
     assert "Traceback" not in output
+
+
+def test_a_failover_names_the_process_that_kept_the_old_database_url(tmp_path: Path, dynosim) -> None:
+    """fixtures/rotation's web and worker read DATABASE_URL at start, and the failover's restart gives them
+    the new one; a detached one-off took it before and keeps it, as nothing restarts it."""
+    app = make_app(tmp_path, "rotation")
+    plan = _plan(tmp_path, {"at": "3s", "kind": "addon-failover", "target": "heroku-postgresql"})
+    run = dynosim(app, "--faults", str(plan))
+    run.wait_for(r"app\[worker\.1\]: worker: database ok", timeout=180)
+    try:
+        detached = run_dynosim(app, "exec", "--detach", "python worker.py 20")
+        assert detached.returncode == 0, detached.stderr
+        one_off = re.search(r"done, (run\.\d{4})", detached.stdout).group(1)  # type: ignore[union-attr]
+        run.wait_for(rf"app\[{one_off}\]: worker: database ok")
+        run.wait_for(r"dynosim\[faults\]: f1 addon-failover on heroku-postgresql ended", timeout=60)
+        run.wait_for(r"app\[worker\.1\]: worker: database ok", after_last=True)  # restarted onto the new URL
+        run.wait_for(rf"app\[{one_off}\]: worker: database error: .*Connection refused")
+        assert _get(run.port) == 200
+        assert run.stop() == 0
+        printed = _report(run)
+        assert printed[1].endswith("): did not survive: do not cache DATABASE_URL"), printed
+        assert any(line.startswith(f"    {one_off}: worker: database error: connection failed") for line in printed)
+        assert any(
+            line.startswith("  fix: read DATABASE_URL from the environment when the process starts") for line in printed
+        )
+    finally:
+        stop_one_offs(app)  # a detached one-off outlives the run, as on Heroku

@@ -9,8 +9,8 @@ What it reads (a `Witness` subscribes at the run's first fault, so a run without
   it began after the fault ended and before the next fault began (or the run stopped).
 - time to recover: from the fault's end to the end of the first request after it that succeeded.
 - crashes: `State changed from … to crashed`; a dyno-crash's or memory-pressure's own are expected.
-- errors the app logged: its dynos' lines with an `…Error`/`…Exception` word (a traceback's heading
-  is not counted apart from its exception's line).
+- errors the app logged: its dynos' lines (one-offs' too) with an `…Error`/`…Exception` word, `ERROR`
+  or `error:` (a traceback's heading is not counted apart from its exception's line).
 - jobs lost: a worker's job that began and had not finished, failed or been put back when its dyno's
   process exited (its SIGTERM ignored until the SIGKILL, R12, or an exit that left it). A job is seen in
   the words RQ, Celery and the fixture apps log: RQ's `queue: func(…) (ID)` … `queue: Job OK (ID)`
@@ -39,7 +39,7 @@ _ROUTER = re.compile(r"\bat=(\w+)(?: code=(H\d+))?.* connect=(\d*)m?s? service=(
 _CRASHED = re.compile(r"State changed from \w+ to crashed")
 _EXITED = re.compile(r"Process exited with status")
 _R12 = "Error R12"
-_ERROR = re.compile(r"Traceback \(most recent call last\)|\w*(?:Error|Exception)\b")
+_ERROR = re.compile(r"Traceback \(most recent call last\)|\w*(?:Error|Exception)\b|\b(?:ERROR|[Ee]rror:)")
 _STOPPING = "stopping all dynos"  # the supervisor's line when the run is asked to stop
 _UUID = r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}"
 _JOB_STARTS = (
@@ -204,7 +204,8 @@ FIXES = {
     ),
     "do not cache DATABASE_URL": (
         "read DATABASE_URL from the environment when the process starts, never from a file or a copy "
-        "made elsewhere: a failover or credential rotation restarts the dynos with the new one"
+        "made elsewhere: a failover or credential rotation restarts the dynos with the new one (not a "
+        "long-running one-off: start it again)"
     ),
     "reconnect to Postgres": (
         "create the engine with pool_pre_ping=True (SQLAlchemy; Django: CONN_HEALTH_CHECKS = True) so a "
@@ -299,7 +300,8 @@ def _bug(
         return "handle SIGTERM in workers"
     if (unexpected_crash or app_failed_after) and on_redis and _REDIS.search(all_errors):
         return "retry on Redis errors"
-    if app_failed_after and (kind == "addon-failover" or _CREDENTIALS.search(later_errors)):
+    # a failover restarts the dynos onto the new URL: what still fails after it kept the old one
+    if (app_failed_after or later_errors) and (kind == "addon-failover" or _CREDENTIALS.search(later_errors)):
         return "do not cache DATABASE_URL"
     if app_failed_after and not on_redis and (_POSTGRES.search(later_errors) or kind.startswith("addon-")):
         return "reconnect to Postgres"
