@@ -340,3 +340,38 @@ def test_a_failover_names_the_process_that_kept_the_old_database_url(tmp_path: P
         )
     finally:
         stop_one_offs(app)  # a detached one-off outlives the run, as on Heroku
+
+
+def test_a_request_past_the_router_s_30_s_after_a_fault_names_the_30_s_limit() -> None:
+    """The verdict on the router's own lines (an H12 takes 30 s to happen, too long for this suite's real
+    runs): an H12 after a fault is the app's, one during router-timeout or dyno-hang is the fault's."""
+    import time
+
+    from dynosim.faults import Fault, FaultRequest
+    from dynosim.faults.board import Span
+    from dynosim.faults.report import Witness, outcomes
+    from dynosim.logs import LogLine, LogStream
+
+    def h12(at: float) -> LogLine:
+        text = (
+            'at=error code=H12 desc="Request timeout" method=GET path="/report" host=localhost request_id=x '
+            'fwd="127.0.0.1" dyno=web.1 connect=0ms service=30000ms status=503 bytes=0 protocol=http'
+        )
+        return LogLine(at, "heroku", "router", text)
+
+    now = time.time()
+    for kind, began, survived in (
+        ("addon-latency", now + 1, False),
+        ("router-timeout", now - 35, True),
+        ("dyno-hang", now - 35, True),
+    ):
+        logs = LogStream()
+        witness = Witness(logs)
+        witness.watch()
+        fault = Fault("f1", FaultRequest(kind, latency=1.0, duration=10.0), 1, now - 40, now - 30)
+        logs.publish([h12(began + 30)])  # began after the fault's end, or during it
+        [outcome] = outcomes([Span(fault, now - 30)], witness, now + 60)
+        assert outcome.survived is survived, (kind, outcome)
+        if not survived:
+            assert outcome.bug == "keep requests under 30 s" and outcome.failed_after == 1
+            assert outcome.fix is not None and outcome.fix.startswith("the router gives up after 30 s (H12)")

@@ -31,6 +31,7 @@ from dynosim.logs import LogLine, LogStream
 ROUTER_TIMEOUT_MS = 30000
 SAMPLES = 3  # errors quoted per fault
 EXPECTED_CRASHES = ("dyno-crash", "memory-pressure")  # the fault itself crashes the dyno
+EXPECTED_TIMEOUTS = ("router-timeout", "dyno-hang")  # the fault itself holds requests past 30 s
 # the router's own answers while no dyno can take a request: the platform's, not the app's
 PLATFORM_CODES = frozenset({"H10", "H19", "H20", "H21", "H24", "H80", "H99"})
 
@@ -303,10 +304,10 @@ def _bug(
     # a failover restarts the dynos onto the new URL: what still fails after it kept the old one
     if (app_failed_after or later_errors) and (kind == "addon-failover" or _CREDENTIALS.search(later_errors)):
         return "do not cache DATABASE_URL"
+    if any(r.slow for r in after) or (kind not in EXPECTED_TIMEOUTS and any(r.slow for r in during)):
+        return "keep requests under 30 s"
     if app_failed_after and not on_redis and (_POSTGRES.search(later_errors) or kind.startswith("addon-")):
         return "reconnect to Postgres"
-    if any(r.slow for r in after) or (kind != "router-timeout" and any(r.slow for r in during)):
-        return "keep requests under 30 s"
     if unexpected_crash:
         return "do not crash on an add-on's error"
     if app_failed_after:
