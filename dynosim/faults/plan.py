@@ -156,7 +156,7 @@ class Chaos:
             at += rng.expovariate(self.rate)
             name, target = rng.choice(pairs)
             kind = KINDS[name]
-            lasting = not kind.one_shot and name != "addon-failover"
+            lasting = not kind.one_shot
             latency = round(rng.uniform(*CHAOS_LATENCY), 1) if name.endswith("-latency") else None
             request = FaultRequest(
                 name,
