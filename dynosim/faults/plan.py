@@ -31,7 +31,6 @@ from dynosim.faults.board import FaultBoard
 from dynosim.faults.kinds import KINDS, kind_of
 from dynosim.faults.kinds.addon_server import AddonKind
 
-DEFAULT_RATE = "1/min"
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|sec|m|min|h|hour)")
 _RATE_UNITS = {"ms": "ms", "s": "s", "sec": "s", "m": "m", "min": "m", "h": "h", "hour": "h"}
 # what chaos gives the kinds that need a number: short enough for a run, long enough to be felt
@@ -100,7 +99,10 @@ def load_plan(path: Path) -> tuple[PlannedFault, ...]:
         if not isinstance(entry, dict):
             raise FaultError(f"{where}: each fault is an object, like {_EXAMPLE_ENTRY}")
         request = FaultRequest.from_json(entry, where)
-        kind_of_entry(request, where)
+        try:
+            kind_of(request.kind)
+        except FaultError as error:
+            raise FaultError(f"{where}: {error}") from None
         if "at" not in entry:
             raise FaultError(f'{where}: "at" is missing; say when it starts after the dynos are up, like "10s"')
         planned.append(PlannedFault(parse_duration(entry["at"], f"{where}: at"), request, where))
@@ -109,13 +111,6 @@ def load_plan(path: Path) -> tuple[PlannedFault, ...]:
 
 _EXAMPLE_ENTRY = '{"at": "10s", "kind": "addon-outage", "target": "heroku-postgresql", "for": "5s"}'
 _EXAMPLE = '{"faults": [' + _EXAMPLE_ENTRY + "]}"
-
-
-def kind_of_entry(request: FaultRequest, where: str) -> None:
-    try:
-        kind_of(request.kind)
-    except FaultError as error:
-        raise FaultError(f"{where}: {error}") from None
 
 
 def parse_rate(text: str, what: str = "--chaos-rate") -> float:
