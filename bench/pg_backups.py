@@ -286,15 +286,19 @@ class Peak:
 
 
 def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
+    """The RSS of dynosim's own processes in the tree: not the client tools, and not a child caught
+    between fork and exec (still a copy of dynosim, whose pages it shares: counted twice otherwise)."""
     try:
         family = [proc, *proc.children(recursive=True)]
+        own = proc.cmdline()
     except psutil.Error:
         return 0
+    total = 0
     for member in family:
         try:
-            if member.name() not in TOOLS:
-                total += member.memory_info().rss
+            if member.name() in TOOLS or (member.pid != proc.pid and member.cmdline() == own):
+                continue
+            total += member.memory_info().rss
         except psutil.Error:
             continue
     return total
