@@ -329,7 +329,7 @@ def test_a_failover_names_the_process_that_kept_the_old_database_url(tmp_path: P
         run.wait_for(rf"app\[{one_off}\]: worker: database ok")
         run.wait_for(r"dynosim\[faults\]: f1 addon-failover on heroku-postgresql ended", timeout=60)
         run.wait_for(r"app\[worker\.1\]: worker: database ok", after_last=True)  # restarted onto the new URL
-        run.wait_for(rf"app\[{one_off}\]: worker: database error: .*Connection refused")
+        run.wait_for(rf"app\[{one_off}\]: worker: database error: .*Connection refused", after_last=True)
         assert _get(run.port) == 200
         assert run.stop() == 0
         printed = _report(run)
