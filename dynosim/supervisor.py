@@ -582,19 +582,7 @@ class Run:
         store.change(changes, elsewhere=manager.release.config_vars)
         config_vars = resolve_config_vars(self.app.path, self.app.manifest, store, self.app.env_file)
         config_vars.update(self._addon_vars(config_vars, quiet=True))
-        user = self.app.user()
-        description = config_change_description(changes)
-        release, created = self.history.create(
-            manager.release.slug,
-            config_vars,
-            user,
-            description,
-            release_phase=manager.procfile.release is not None,
-            addons=self._addon_names,
-        )
-        self.logs.api(f"{description} by user {user}")
-        await self._roll_out(release, created, user)
-        return release
+        return await self._release_config(config_vars, config_change_description(changes), self.app.user())
 
     async def addon_changed(self, name: str, description: str, user: str) -> Release:
         """An add-on changed its config vars (a credential rotation): a new release with them, by the
@@ -605,9 +593,14 @@ class Run:
             raise DynosimError(f"the running app has no add-on {name}; see `dynosim addons`")
         changed = self.addons.reattached(attachment)
         self.attachments = [changed if a is attachment else a for a in self.attachments]
+        return await self._release_config({**manager.release.config_vars, **changed.config_vars}, description, user)
+
+    async def _release_config(self, config_vars: Mapping[str, str], description: str, user: str) -> Release:
+        """A new release of the running slug with these config vars, rolled onto every dyno."""
+        manager = self.running()
         release, created = self.history.create(
             manager.release.slug,
-            {**manager.release.config_vars, **changed.config_vars},
+            config_vars,
             user,
             description,
             release_phase=manager.procfile.release is not None,

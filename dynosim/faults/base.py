@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dynosim.logs import LogStream
     from dynosim.releases import Release
     from dynosim.router.state import RouterState
+    from dynosim.runtime.dyno import Dyno
     from dynosim.runtime.manager import DynoManager, DynoSlot
 
 
@@ -81,6 +82,19 @@ def dynos(platform: Platform, target: str | None) -> list[DynoSlot]:
         names = ", ".join(s.name for s in slots) or "none"
         raise FaultError(f'--target {target}: the app has no dyno or process type "{target}"; its dynos: {names}')
     return chosen
+
+
+def struck(fault: Fault, platform: Platform, rng: random.Random) -> list[Dyno]:
+    """The running dynos a fault acts on this time: of those its target names, each that is starting or
+    up, by its probability (one draw per such dyno, in formation order, so a seed repeats the choice)."""
+    hit = []
+    for slot in dynos(platform, fault.request.target):
+        dyno = slot.dyno
+        if dyno is None or dyno.state not in ("starting", "up") or dyno.process is None:
+            continue
+        if rng.random() < fault.request.probability:
+            hit.append(dyno)
+    return hit
 
 
 def addon(platform: Platform, target: str | None) -> Attachment:

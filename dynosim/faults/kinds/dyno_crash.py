@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from dynosim.faults import Fault
-from dynosim.faults.base import FaultKind, Platform, dynos
+from dynosim.faults.base import FaultKind, Platform, struck
 
 
 class DynoCrash(FaultKind):
@@ -16,11 +16,7 @@ class DynoCrash(FaultKind):
     one_shot = True
 
     async def strike(self, fault: Fault, platform: Platform, rng: random.Random) -> None:
-        for slot in dynos(platform, fault.request.target):
-            dyno = slot.dyno
-            if dyno is None or dyno.state not in ("starting", "up") or dyno.process is None:
-                continue
-            if rng.random() >= fault.request.probability:
-                continue
+        for dyno in struck(fault, platform, rng):
+            assert dyno.process is not None
             platform.logs.hint("faults", f"{fault.id}: SIGKILL to {dyno.name} (pid {dyno.process.pid})")
             dyno.kill()

@@ -12,7 +12,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from dynosim.faults import Fault
-from dynosim.faults.base import FaultKind, Platform, dynos
+from dynosim.faults.base import FaultKind, Platform, struck
 
 if TYPE_CHECKING:
     import psutil
@@ -28,12 +28,8 @@ class DynoHang(FaultKind):
 
     async def start(self, fault: Fault, platform: Platform, rng: random.Random) -> None:
         stopped = self._stopped.setdefault(fault.id, [])
-        for slot in dynos(platform, fault.request.target):
-            dyno = slot.dyno
-            if dyno is None or dyno.state not in ("starting", "up") or dyno.process is None:
-                continue
-            if rng.random() >= fault.request.probability:
-                continue
+        for dyno in struck(fault, platform, rng):
+            assert dyno.process is not None
             processes = dyno.process.processes()
             platform.logs.hint("faults", f"{fault.id}: SIGSTOP to {dyno.name} ({_count(processes)})")
             stopped.append((dyno.name, [p for p in processes if _signal(p, signal.SIGSTOP)]))

@@ -13,7 +13,7 @@ import random
 from typing import TYPE_CHECKING
 
 from dynosim.faults import Fault
-from dynosim.faults.base import FaultKind, Platform, dynos
+from dynosim.faults.base import FaultKind, Platform, struck
 from dynosim.runtime import memory
 
 if TYPE_CHECKING:
@@ -32,12 +32,7 @@ class MemoryPressure(FaultKind):
 
     async def start(self, fault: Fault, platform: Platform, rng: random.Random) -> None:
         pressed: list[Dyno] = []
-        for slot in dynos(platform, fault.request.target):
-            dyno = slot.dyno
-            if dyno is None or dyno.state not in ("starting", "up") or dyno.process is None:
-                continue
-            if rng.random() >= fault.request.probability:
-                continue
+        for dyno in struck(fault, platform, rng):
             if await _press(fault, platform, dyno, OVER):
                 pressed.append(dyno)
         rising = None
