@@ -234,3 +234,25 @@ def remove_app_containers(state: Path) -> None:
     for volume in client.volumes.list(filters={"label": label}):
         volume.remove(force=True)
     client.close()
+
+
+# --- what a user sees of a command -------------------------------------------------------------------
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """The output of a command that must succeed, without a traceback."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """A refusal as dynosim gives one: a non-zero exit, exactly one `dynosim: error:` line (after any
+    progress lines) holding each needle, and no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dynosim: error: ")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import CACHE_DIR, make_app, run_dynosim
+from conftest import CACHE_DIR, make_app, ok, one_line_error, run_dynosim
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -28,21 +28,6 @@ needs_redis_cli = pytest.mark.skipif(
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     return make_app(tmp_path)
-
-
-def ok(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.returncode == 0, result.stdout + result.stderr
-    return str(result.stdout)
-
-
-def one_line_error(result, *needles: str) -> str:  # type: ignore[no-untyped-def]
-    assert result.returncode != 0, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("dynosim: error: ")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def listing(app: Path) -> list[dict]:

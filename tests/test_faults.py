@@ -8,19 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import make_app, run_dynosim
+from conftest import make_app, one_line_error, run_dynosim
 
 from dynosim.errors import FaultError
 from dynosim.faults import FaultRequest, parse_duration, parse_probability
-
-
-def one_line_error(done, *needles: str) -> str:
-    assert done.returncode != 0, done.stdout
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("dynosim: error: "), done.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_dyno_crash_kills_the_dyno_and_herokus_crash_policy_restarts_it(tmp_path: Path, dynosim) -> None:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_app, run_dynosim
+from conftest import make_app, one_line_error, run_dynosim
 
 from dynosim.faults.client import AppFaults
 
@@ -35,14 +35,6 @@ def get(port: int, path: str) -> tuple[int, str, float]:
 
 def router_line(run, path: str) -> str:  # type: ignore[no-untyped-def]
     return run.wait_for(rf'heroku\[router\]: .*path="{re.escape(path)}" .*').group(0)
-
-
-def one_line_error(done, *needles: str) -> None:  # type: ignore[no-untyped-def]
-    assert done.returncode != 0, done.stdout
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("dynosim: error: "), done.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_router_faults_in_a_running_app(tmp_path: Path, dynosim) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from conftest import make_app, remove_app_containers, run_dynosim
+from conftest import make_app, ok, one_line_error, remove_app_containers, run_dynosim
 
 from dynosim.addons import STATE_FILE, AddonRequest, Addons
 
@@ -40,21 +40,6 @@ def app(tmp_path: Path, addon_backend: str) -> Iterator[Path]:
     yield app
     if addon_backend == "docker":
         remove_app_containers(app / ".dynosim")
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode != 0, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("dynosim: error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def info_fields(text: str) -> dict[str, str]:

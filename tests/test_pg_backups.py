@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import CACHE_DIR, make_app, remove_app_containers, run_dynosim
+from conftest import CACHE_DIR, make_app, ok, one_line_error, remove_app_containers, run_dynosim
 
 from dynosim.addons import AddonRequest, pgtools
 from dynosim.addons.manage import Declared, Session
@@ -36,22 +36,6 @@ def app(tmp_path: Path) -> Iterator[Path]:
     made = make_app(tmp_path, procfile="web: python server.py\n")
     yield made
     remove_app_containers(made / ".dynosim")
-
-
-def ok(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    return str(result.stdout)
-
-
-def one_line_error(result, *needles: str) -> str:  # type: ignore[no-untyped-def]
-    assert result.returncode != 0, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("dynosim: error: ")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def dyn(app: Path, *args: str):  # type: ignore[no-untyped-def]

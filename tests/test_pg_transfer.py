@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CACHE_DIR, DynosimRun, free_port, make_app, remove_app_containers
+from conftest import CACHE_DIR, DynosimRun, free_port, make_app, ok, one_line_error, remove_app_containers
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -104,22 +104,6 @@ def cli(app: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.
         [sys.executable, "-m", "dynosim", *args], cwd=app, env=full, capture_output=True, text=True, timeout=180,
         check=False,
     )  # fmt: skip
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode != 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("dynosim: error: ")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def addon_sql(app: Path, sql: str) -> str:

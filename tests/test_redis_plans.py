@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import make_app, remove_app_containers, run_dynosim
+from conftest import make_app, ok, one_line_error, remove_app_containers, run_dynosim
 
 from dynosim import api
 from dynosim.addons import STATE_FILE, Addons, app_requests
@@ -22,20 +22,6 @@ from dynosim.addons.plans import redis_plan
 from dynosim.app import load_app
 
 MB = 1024**2
-
-
-def ok(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.returncode == 0, result.stdout + result.stderr
-    return str(result.stdout)
-
-
-def one_line_error(result, *needles: str) -> str:  # type: ignore[no-untyped-def]
-    assert result.returncode != 0, result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("dynosim: error: ")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture
