@@ -224,3 +224,36 @@ def test_a_run_starts_declared_addons_and_the_clients_use_it(app: Path, dynosim)
     assert rows["SEARCHBOX"]["backend"] == ""
     assert run.stop() == 0
     assert servers_of(app) == []
+
+
+def test_a_second_session_uses_the_first_ones_server_and_leaves_it_running(app: Path) -> None:
+    """`pg:psql` open in one terminal, `pg:info` in another: the second uses the server the first
+    started, and does not stop it under it."""
+    import subprocess
+    import time
+
+    from dynosim.addons.processes import accepts
+
+    ok(run_dynosim(app, "addons:create", "heroku-postgresql", "--backend", "native"))
+    env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dynosim", "pg:psql", "--", "-X", "-A", "-t", "-c", "select pg_sleep(6), 'slept'"],
+        cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        port = 0
+        for _ in range(300):
+            records = json.loads((app / ".dynosim" / "addons.json").read_text())["addons"]
+            port = int(records[0].get("port") or 0) if records and records[0].get("backend") else 0
+            if port and accepts(port):
+                break
+            time.sleep(0.1)
+        time.sleep(1)  # psql is in its query
+        info = ok(run_dynosim(app, "pg:info"))
+        assert "Connections:" in info
+        out, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert out.strip().endswith("|slept")
+    assert servers_of(app) == []  # the first session stopped its server when it ended

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynosim.addons import STATE_FILE, AddonRequest, Addons, State
+from dynosim.addons import STATE_FILE, AddonRequest, Addons, State, provisioned_vars
 from dynosim.addons.catalogue import (
     Resolved,
     offering_for,
@@ -340,6 +340,12 @@ class Session:
                     "started; restart the run to attach it"
                 )
             self.vars = dict(self.run_vars)
+            return self
+        record = _load(self.state_dir).record_of(entry)
+        if record is not None and isinstance(record.get("port"), int) and accepts(record["port"]):
+            # another session's server (`pg:psql` in another terminal): used, and left running, not
+            # stopped under that session as starting our own would
+            self.vars = provisioned_vars(self.state_dir, [self.declared.request])
             return self
         self.say(f"Starting {entry.request.plan} for this session (no `dynosim run` is active)...")
         self.addons = Addons(self.state_dir, [self.declared.request], backend=self.backend, say=self.say)
