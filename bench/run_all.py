@@ -13,7 +13,20 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import addons, ci, control, cycle, logs, memory, pg_backups, router, router_faults, startup, tls
+from bench import (
+    addons,
+    ci,
+    control,
+    cycle,
+    faults_switch,
+    logs,
+    memory,
+    pg_backups,
+    router,
+    router_faults,
+    startup,
+    tls,
+)
 
 
 def main() -> int:
@@ -30,6 +43,7 @@ def main() -> int:
         ("router (sample app)", lambda: router.measure(2 if quick else 5, "sample")),
         ("router (stdlib server)", lambda: router.measure(2 if quick else 5, "stdlib")),
         ("router, faults off", lambda: router_faults.measure(4 if quick else 12, 5 if quick else 20)),
+        ("faults on and off", lambda: faults_switch.measure(3 if quick else 7)),
         ("Heroku CI", lambda: ci.measure(2 if quick else 5)),
         ("pg:backups", lambda: pg_backups.measure_backups(2 if quick else 3, 200 if quick else 1024)),
         ("pg:pull", lambda: pg_backups.measure_pull(2 if quick else 3, 200 if quick else 1024)),  # the same run
