@@ -375,3 +375,42 @@ def test_a_request_past_the_router_s_30_s_after_a_fault_names_the_30_s_limit() -
         if not survived:
             assert outcome.bug == "keep requests under 30 s" and outcome.failed_after == 1
             assert outcome.fix is not None and outcome.fix.startswith("the router gives up after 30 s (H12)")
+
+
+@pytest.mark.parametrize(
+    ("procfile", "survives"),
+    [("Procfile.default-worker", False), ("Procfile", True)],
+    ids=["rq-default-worker", "rq-heroku-worker"],
+)
+def test_a_cycle_mid_job_on_a_real_rq_worker_names_the_default_worker_and_passes_heroku_worker(
+    tmp_path: Path, dynosim, procfile: str, survives: bool
+) -> None:
+    """fixtures/faults/rq: `rq worker` itself. RQ's default Worker answers SIGTERM by waiting for its
+    12 s job, past the 8 s stop timeout (HerokuWorker's ShutDownImminentException comes 6 s after the
+    SIGTERM): the SIGKILL loses the job. HerokuWorker's job puts itself back and the next worker does it."""
+    app = _app(tmp_path, "faults/rq", "rq")
+    plan = _plan(tmp_path, {"at": "5s", "kind": "dyno-cycle", "target": "worker"})
+    report = tmp_path / "report.json"
+    run = dynosim(app, "-f", procfile, "--stop-timeout", "8", "--faults", str(plan), "--report-json", str(report))
+    run.wait_for(r"app\[worker\.1\]: \S+ \*\*\* Listening on default", timeout=180)
+    enqueued = run_dynosim(app, "exec", "python enqueue.py 1")
+    job = re.search(r"enqueued work 1: (\S+)", enqueued.stdout + enqueued.stderr)
+    assert job is not None, enqueued.stdout + enqueued.stderr
+    run.wait_for(rf"app\[worker\.1\]: .*: default: tasks\.work\(1\) \({job[1]}\)$")
+    run.wait_for(r"dynosim\[faults\]: f1 dyno-cycle on worker ended \(done", timeout=30)
+    if survives:
+        run.wait_for(r"app\[worker\.1\]: work 1 put back")
+        run.wait_for(r"app\[worker\.1\]: work 1 finished", timeout=30)  # the new worker.1 did it
+    assert run.stop() == 0
+    printed = _report(run)
+    data = json.loads(report.read_text())["faults"]
+    if survives:
+        assert printed[0] == "=== dynosim resilience report: 1 fault(s), 1 survived ===", printed
+        # RQ's own "raising ShutDownImminentException" warnings count as errors logged; no job is lost
+        assert re.fullmatch(r"  crashes: 0; errors logged: \d+; jobs lost: 0", printed[3]), printed
+        assert data[0]["jobs_lost"] == 0 and data[0]["survived"] is True
+    else:
+        assert "work 1 finished" not in run.output()
+        assert printed[1].endswith("): did not survive: handle SIGTERM in workers"), printed
+        assert f"    worker.1: job {job[1]} lost (its work horse killed by SIGTERM)" in printed, printed
+        assert data[0]["jobs_lost"] == 1 and data[0]["bug"] == "handle SIGTERM in workers"

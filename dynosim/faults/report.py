@@ -14,7 +14,8 @@ What it reads (a `Witness` subscribes at the run's first fault, so a run without
 - jobs lost: a worker's job that began and had not finished, failed or been put back when its dyno's
   process exited (its SIGTERM ignored until the SIGKILL, R12, or an exit that left it). A job is seen in
   the words RQ, Celery and the fixture apps log: RQ's `queue: func(…) (ID)` … `queue: Job OK (ID)`
-  or `[Job ID]: exception raised…`, Celery's `Task name[ID] received` … `Task name[ID]
+  or `[Job ID]: exception raised…` (but `job ID failed (Work-horse terminated unexpectedly…`, RQ's
+  default Worker on SIGTERM, is a job lost), Celery's `Task name[ID] received` … `Task name[ID]
   succeeded|failed|raised|retry`, and `job ID started` … `job ID done|failed|re-queued`.
 """
 
@@ -48,6 +49,9 @@ _JOB_STARTS = (
     re.compile(r"Task \S+\[(?P<id>[\w-]+)\] received"),  # Celery
     re.compile(r"\bjob (?P<id>\S+) started\b"),
 )
+# RQ's default Worker leaves its work horse to the SIGTERM Heroku sends every process, and marks the job
+# failed: a job the SIGTERM lost, not one its code failed
+_RQ_HORSE_KILLED = re.compile(rf"\bjob (?P<id>{_UUID}) failed \(Work-horse terminated unexpectedly")
 _JOB_ENDS = (
     re.compile(rf"(?:^|\s)[\w.-]+: Job OK \((?P<id>{_UUID})\)"),
     re.compile(rf"\[Job (?P<id>{_UUID})\]: exception raised"),
@@ -77,7 +81,7 @@ class LostJob:
     time: float
     dyno: str
     job: str
-    how: str  # "SIGKILL after SIGTERM (R12)" | "exited without finishing it"
+    how: str  # "SIGKILL after SIGTERM (R12)" | "exited without finishing it" | "its work horse killed by SIGTERM"
 
 
 class Witness:
@@ -135,6 +139,12 @@ class Witness:
             self._killed.discard(line.dyno)
 
     def _app(self, line: LogLine) -> None:
+        if (match := _RQ_HORSE_KILLED.search(line.text)) is not None:
+            jobs = self._jobs.get(line.dyno, [])
+            if match["id"] in jobs:
+                jobs.remove(match["id"])
+                self.lost.append(LostJob(line.time, line.dyno, match["id"], "its work horse killed by SIGTERM"))
+            return
         for pattern in _JOB_ENDS:
             if (match := pattern.search(line.text)) is not None:
                 jobs = self._jobs.get(line.dyno, [])
