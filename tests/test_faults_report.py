@@ -414,3 +414,31 @@ def test_a_cycle_mid_job_on_a_real_rq_worker_names_the_default_worker_and_passes
         assert printed[1].endswith("): did not survive: handle SIGTERM in workers"), printed
         assert f"    worker.1: job {job[1]} lost (its work horse killed by SIGTERM)" in printed, printed
         assert data[0]["jobs_lost"] == 1 and data[0]["bug"] == "handle SIGTERM in workers"
+
+
+def test_rq_s_work_horse_killed_by_the_sigterm_is_a_job_lost_and_a_job_its_code_failed_is_not() -> None:
+    """RQ 3's default Worker, cycled mid-job (as fixtures/faults/rq's real run prints it): the SIGTERM
+    that Heroku sends every process kills the work horse and RQ logs the job `failed`; that job is lost."""
+    from dynosim.faults.report import Witness
+    from dynosim.logs import LogStream
+
+    logs = LogStream()
+    witness = Witness(logs)
+    witness.watch()
+    killed, raised = "993c83ae-4165-45ae-abcf-eb1b6d1bbae2", "5e1d3c2b-1a09-4f8e-8d7c-6b5a4f3e2d1c"
+    worker = "Worker 4b3448247f8f47db9e93cab725609048"
+    logs.app_output("worker.1", [f"04:52:30 {worker}: default: tasks.work(0) ({raised})"])
+    logs.app_output("worker.1", [f"04:52:31 [Job {raised}]: exception raised while executing (tasks.work)"])
+    logs.app_output("worker.1", [f"04:52:32 {worker}: default: tasks.work(1) ({killed})"])
+    logs.heroku("worker.1", "Stopping all processes with SIGTERM")
+    logs.app_output(
+        "worker.1",
+        [
+            f"04:52:37 {worker} [PID 2]: warm shut down requested",
+            f"04:52:37 {worker}: job {killed} failed (Work-horse terminated unexpectedly; waitpid returned 15 "
+            "(signal 15); )",
+        ],
+    )
+    logs.heroku("worker.1", "Process exited with status 0")
+    lost = [(job.dyno, job.job, job.how) for job in witness.lost]
+    assert lost == [("worker.1", killed, "its work horse killed by SIGTERM")]
