@@ -34,7 +34,8 @@ def free_port() -> int:
 
 def make_app(tmp_path: Path, fixture: str = "dynolab", procfile: str | None = None, **files: str) -> Path:
     app = tmp_path / "app"
-    shutil.copytree(FIXTURES / fixture, app)
+    # not the state a `dynosim run -C fixtures/…` by hand left in the fixture (its ports, its add-ons' data)
+    shutil.copytree(FIXTURES / fixture, app, ignore=shutil.ignore_patterns(".dynosim"))
     if procfile is not None:
         (app / "Procfile").write_text(procfile)
     for name, text in files.items():
