@@ -278,8 +278,8 @@ def test_a_run_without_faults_prints_no_report_and_its_json_has_none(tmp_path: P
 
 
 def test_jobs_lost_are_told_from_rq_and_celery_words_as_their_workers_log_them() -> None:
-    """The Witness on the words RQ and Celery print (no RQ or Celery on this machine to run): a job begun
-    and not ended when its dyno's process exits is lost, and how."""
+    """The Witness on the words RQ and Celery print (Celery's as its docs show them; a real RQ worker runs in
+    the fixtures/faults/rq tests below): a job begun and not ended when its dyno's process exits is lost, and how."""
     from dynosim.faults.report import Witness
     from dynosim.logs import LogStream
 
