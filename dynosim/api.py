@@ -175,6 +175,12 @@ def logs(app_dir: Path, n: int = 100, dyno: str | None = None, source: str | Non
     return list(request(state_dir(app_dir.resolve()), "logs", n=n, dyno=dyno, source=source))
 
 
+def metrics(app_dir: Path, since: float | None = None, window: float | None = None) -> dict[str, Any]:
+    """`dynosim metrics --json`: the running app's 1-second points (memory per dyno, response time,
+    requests by status class, events) from `since` (a Unix time) or for the last `window` seconds."""
+    return dict(request(state_dir(app_dir.resolve()), "metrics", since=since, window=window))
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -360,6 +366,10 @@ class App:
     def releases(self) -> list[dict[str, object]]:
         """`dynosim releases --json`."""
         return releases(self.path)
+
+    def metrics(self, since: float | None = None, window: float | None = None) -> dict[str, Any]:
+        """`dynosim metrics --json`: the run's 1-second points."""
+        return metrics(self.path, since, window)
 
     # what a test does to it: the CLI's operations, by the CLI's path
     def restart(self, target: str | None = None, *, wait: bool = True) -> list[str]:

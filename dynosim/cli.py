@@ -185,6 +185,7 @@ def main() -> None:
 @click.option(
     "--runtime-metrics", is_flag=True, help="Log Heroku's sample#memory_… lines for every dyno (log-runtime-metrics)."
 )
+@click.option("--no-metrics", is_flag=True, help="Collect no 1-second metrics for `dynosim metrics` this run.")
 @click.option(
     "--addon",
     "addon",
@@ -228,6 +229,7 @@ def run(
     chaos_rate: str,
     watch: bool,
     runtime_metrics: bool,
+    no_metrics: bool,
     addon: tuple[str, ...],
     addons_backend: str,
 ) -> None:
@@ -287,6 +289,7 @@ def run(
             watch=watch,
             addons=tuple(AddonRequest(plan) for plan in addon),
             addons_backend=addons_backend,
+            metrics=not no_metrics,
         )
         sys.exit(Run(app_dir, options).run())
     except DynosimError as exc:
@@ -394,6 +397,7 @@ LazyGroup.lazy.update(
         "ps:restart": "dynosim.commands.ps:ps_restart",
         "restart": "dynosim.commands.ps:ps_restart",
         "logs": "dynosim.commands.logs:logs",
+        "metrics": "dynosim.commands.metrics:metrics",
         "config": "dynosim.commands.config:config",
         "config:get": "dynosim.commands.config:config_get",
         "config:set": "dynosim.commands.config:config_set",

@@ -36,12 +36,13 @@ from .formation import DEFAULT_SIZE, Formation, FormationStore, dyno_size, resol
 from .gitwatch import new_commits
 from .logs import LogLine, LogStream, TerminalPrinter
 from .logview import select
+from .metrics import Metrics
 from .privatefile import write_private
 from .procfile import Procfile, load_procfile
 from .releases import Release, ReleaseHistory, config_change_description, slug_from_record
 from .router import Router, RouterTimeouts, WebDyno
 from .runlock import RunLock
-from .runtime.dyno import Timeouts
+from .runtime.dyno import Dyno, Timeouts
 from .runtime.manager import AttachedDyno, CrashPolicy, CycleSchedule, DynoManager
 from .runtime.ports import claim_port
 from .runtime.sandbox import Sandbox, choose_sandbox, sweep_left_behind
@@ -78,6 +79,7 @@ class RunOptions:
     clock_speed: float = 1.0  # Scheduler jobs' clock: 3600 runs an hour in a second
     faults: tuple[PlannedFault, ...] = ()  # --faults plan.json: timed faults, after the formation is up
     chaos: Chaos | None = None  # --chaos SEED: seeded random faults
+    metrics: bool = True  # --no-metrics: no 1-second metrics (`dynosim metrics`), the benchmark's baseline
 
     def __post_init__(self) -> None:
         if self.forwarded_port not in FORWARDED_PORTS:
@@ -170,6 +172,9 @@ class Run:
         self._scheduler_error = ""
         self.faults = FaultBoard(self)
         self.witness = Witness(self.logs)  # what the resilience report reads, from the first fault on
+        self.metrics = Metrics(self._metered_dynos) if options.metrics else None
+        if self.metrics is not None:
+            self.logs.subscribe(self.metrics)
         self._check_planned_faults()
         postdeploy = self.app.manifest.postdeploy
         self._postdeploy_size = (
@@ -272,10 +277,19 @@ class Run:
         )
         await self.router.start()
         manager.on_web_stop = self.router.forget
+        if self.metrics is not None:
+            self.metrics.start()
         try:
             await self._serve(manager, release, stop, on_started)
         finally:
+            if self.metrics is not None:
+                self.metrics.stop()
             await self.router.stop()
+
+    def _metered_dynos(self) -> list[Dyno]:
+        """The formation's dynos up now, whose memory the metrics sample."""
+        slots = self.manager.slots if self.manager is not None else []
+        return [slot.dyno for slot in slots if slot.dyno is not None and slot.dyno.state == "up"]
 
     def _make_tls(self) -> None:
         try:
@@ -509,6 +523,14 @@ class Run:
         async def stop_dynos(request: Mapping[str, Any]) -> list[str]:
             return await self.stop_dynos(str(request.get("target", "")))
 
+        async def metrics(request: Mapping[str, Any]) -> dict[str, Any]:
+            if self.metrics is None:
+                raise DynosimError("this run has no metrics: it was started with --no-metrics")
+            since, window = request.get("since"), request.get("window")
+            return self.metrics.series(
+                float(since) if since is not None else None, float(window) if window is not None else None
+            )
+
         async def rollback(request: Mapping[str, Any]) -> int:
             version = request.get("version")
             return (await self.rollback(int(version) if version is not None else None)).version
@@ -533,6 +555,7 @@ class Run:
             "ps:stop": stop_dynos,
             "scheduler:run": scheduler_run,
             "scheduler:now": scheduler_now,
+            "metrics": metrics,
         }
 
     def _scheduler_jobs(self) -> list[Job]:
