@@ -185,11 +185,13 @@ class Metrics:
             now = time.time()
             dynos = [d for d in self._dynos() if d.process is not None]
             samples = await asyncio.to_thread(_samples, dynos)
-            bucket = self._bucket(now)
             for dyno, sample in zip(dynos, samples, strict=True):
                 if sample is not None:
-                    bucket.memory[dyno.name] = Memory(sample[0], sample[1], dyno.quota.mb)
+                    self.memory(now, dyno.name, Memory(sample[0], sample[1], dyno.quota.mb))
             self.close(int(now))
+
+    def memory(self, when: float, dyno: str, sample: Memory) -> None:
+        self._bucket(when).memory[dyno] = sample
 
     def close(self, before: int) -> None:
         """Seconds before `before` take no more lines: into the ring buffer with them."""

@@ -134,3 +134,13 @@ def test_router_lines_h_codes_and_late_lines_go_to_their_seconds():
     first, second = metrics.points
     assert first.requests == (2, 0, 1, 0) and first.response_ms == (20.0, 30.0, 30.0)
     assert second.requests == (0, 0, 0, 2) and [e.kind for e in second.events] == ["H12", "R14"]
+
+
+def test_a_run_with_no_metrics_says_so(tmp_path, dynosim):
+    app = make_app(tmp_path)
+    run = dynosim(app, "--no-metrics")
+    run.wait_for(UP)
+    result = run_dynosim(app, "metrics")
+    assert result.returncode == 1 and "--no-metrics" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert run.stop() == 0
