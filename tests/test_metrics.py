@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import make_app, run_dynosim
+from conftest import CACHE_DIR, FIXTURES, make_app, run_dynosim
 
 from dynosim.logs import LogLine
 from dynosim.metrics import Metrics
@@ -128,12 +128,14 @@ def test_router_lines_h_codes_and_late_lines_go_to_their_seconds():
 
     metrics([router(t, 200, "10ms"), router(t, 200, "30ms"), router(t, 404, "20ms"), router(t + 1, 503, "", "H12")])
     metrics([LogLine(t + 1, "heroku", "web.1", "Error R14 (Memory quota exceeded)")])
+    metrics([LogLine(t + 1, "heroku", "web.2", "Cycling"), LogLine(t + 1, "dynosim", "faults", "f1: dyno-crash on")])
+    metrics([LogLine(t + 1, "app", "web.1", "Error R14 (Memory quota exceeded)")])  # the app's own words: no event
     metrics.close(int(t) + 1)
     metrics([router(t, 500, "5ms")])  # late for a closed second: counted in the next
     metrics.close(int(t) + 2)
     first, second = metrics.points
     assert first.requests == (2, 0, 1, 0) and first.response_ms == (20.0, 30.0, 30.0)
-    assert second.requests == (0, 0, 0, 2) and [e.kind for e in second.events] == ["H12", "R14"]
+    assert second.requests == (0, 0, 0, 2) and [e.kind for e in second.events] == ["H12", "R14", "cycle", "fault"]
 
 
 def test_a_run_with_no_metrics_says_so(tmp_path, dynosim):
@@ -144,3 +146,17 @@ def test_a_run_with_no_metrics_says_so(tmp_path, dynosim):
     assert result.returncode == 1 and "--no-metrics" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     assert run.stop() == 0
+
+
+def test_app_metrics_has_the_runs_deploy_release_and_requests(dynosim_app):
+    app = dynosim_app(FIXTURES / "dynolab", formation="web=1,worker=0", cache_dir=CACHE_DIR)
+    started = time.time()
+    for _ in range(3):
+        assert app.get("/").status == 200
+    time.sleep(2.5)
+    points = app.metrics()["points"]
+    assert sum(p["requests"]["2xx"] for p in points) == 3
+    kinds = {e["kind"] for p in points for e in p["events"]}
+    assert {"deploy", "release"} <= kinds, kinds
+    assert app.metrics(since=time.time() + 60)["points"] == []
+    assert all(p["time"] >= int(started) for p in app.metrics(since=started)["points"])
