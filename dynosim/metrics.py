@@ -1,5 +1,6 @@
 """The run's metrics, as Heroku Metrics plots them: 1-second points in a ring buffer of an hour (memory
-per dyno, router response time p50/p95/p99, requests by status class, and events as markers).
+per dyno, router response time p50/p95/p99, requests by status class, and events as markers: H-codes,
+R14/R15, crashes, restarts, cycles, deploys, releases, rollbacks, config changes, scaling, faults).
 
 Everything but memory is read from the log stream, the way Heroku's own metrics come from its router
 and dyno lines: `heroku[router]` lines carry service= and status= (and code=H.. for errors),
@@ -37,7 +38,7 @@ class Memory:
 @dataclass(frozen=True, slots=True)
 class Event:
     dyno: str
-    kind: str  # H12, R14, R15, crash, restart, cycle, deploy, release, fault
+    kind: str  # H12, R14, R15, crash, restart, cycle, deploy, release, rollback, config, scale, fault
     text: str
 
 
@@ -166,6 +167,12 @@ class Metrics:
             self._event(line, "deploy")
         elif text.startswith("Release ") and " created by " in text:
             self._event(line, "release")
+        elif text.startswith("Rollback to v"):
+            self._event(line, "rollback")
+        elif " config vars by " in text:  # config:set and config:unset's releases
+            self._event(line, "config")
+        elif text.startswith("Scaled to "):
+            self._event(line, "scale")
 
     def _event(self, line: LogLine, kind: str) -> None:
         self._bucket(line.time).events.append(Event(line.dyno, kind, line.text))

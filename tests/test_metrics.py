@@ -130,12 +130,25 @@ def test_router_lines_h_codes_and_late_lines_go_to_their_seconds():
     metrics([LogLine(t + 1, "heroku", "web.1", "Error R14 (Memory quota exceeded)")])
     metrics([LogLine(t + 1, "heroku", "web.2", "Cycling"), LogLine(t + 1, "dynosim", "faults", "f1: dyno-crash on")])
     metrics([LogLine(t + 1, "app", "web.1", "Error R14 (Memory quota exceeded)")])  # the app's own words: no event
+    metrics(
+        [
+            LogLine(t + 1, "app", "api", f"{text} by user u@example.com")
+            for text in ("Set A config vars", "Rollback to v2")
+        ]
+    )
     metrics.close(int(t) + 1)
     metrics([router(t, 500, "5ms")])  # late for a closed second: counted in the next
     metrics.close(int(t) + 2)
     first, second = metrics.points
     assert first.requests == (2, 0, 1, 0) and first.response_ms == (20.0, 30.0, 30.0)
-    assert second.requests == (0, 0, 0, 2) and [e.kind for e in second.events] == ["H12", "R14", "cycle", "fault"]
+    assert second.requests == (0, 0, 0, 2) and [e.kind for e in second.events] == [
+        "H12",
+        "R14",
+        "cycle",
+        "fault",
+        "config",
+        "rollback",
+    ]
 
 
 def test_a_run_with_no_metrics_says_so(tmp_path, dynosim):
