@@ -7,8 +7,9 @@ and dyno lines: `heroku[router]` lines carry service= and status= (and code=H.. 
 `heroku[web.N]` lines the state changes and R-codes, `app[api]` the deploys and releases,
 `dynosim[faults]` the faults. A line costs a few `str.find`s: the router publishes one per request.
 
-Memory is sampled once a second with the memory monitor's own `sample`: the monitor's loop runs at
-Heroku's 20-second interval and its R14 lines follow that interval, so it cannot give 1-second points.
+Memory is read once a second with the memory monitor's own halves of a sample (`memory.processes`,
+`memory.usage`): the monitor's loop runs at Heroku's 20-second interval and its R14 lines follow that
+interval, so it cannot give 1-second points.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .logs import LogLine
 from .runtime import memory
 
+if TYPE_CHECKING:  # psutil is imported where it is used, as the memory monitor does
+    import psutil
+
 RING_SECONDS = 3600  # an hour of 1-second points
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+TREE_EVERY = 10.0  # seconds between listings of a dyno's processes; their memory is read every second
 _CLASS_INDEX = {"2": 0, "3": 1, "4": 2, "5": 3}
 
 
@@ -82,17 +87,30 @@ def percentile(ordered: Sequence[int], share: float) -> float:
     return float(ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))])
 
 
-def _sample(dyno: memory.Dyno) -> tuple[float, float] | None:
-    import psutil
+class _Trees:
+    """Each dyno's processes, listed again every TREE_EVERY seconds or when its process changed:
+    listing them scans /proc (in copy mode every process's environment too), which once a second for
+    10 dynos cost the router's requests 10 % more CPU (bench/metrics.py); reading their memory is a
+    file or two each."""
 
-    try:
-        return memory.sample(dyno)
-    except (psutil.Error, OSError, AssertionError):  # a dyno gone between the listing and the sample
-        return None
+    def __init__(self) -> None:
+        self._listed: dict[str, tuple[object, float, list[psutil.Process]]] = {}
 
+    def sample(self, dynos: Sequence[memory.Dyno], now: float) -> list[tuple[float, float] | None]:
+        import psutil
 
-def _samples(dynos: Sequence[memory.Dyno]) -> list[tuple[float, float] | None]:
-    return [_sample(dyno) for dyno in dynos]
+        samples: list[tuple[float, float] | None] = []
+        for dyno in dynos:
+            listed = self._listed.get(dyno.name)
+            try:
+                if listed is None or listed[0] is not dyno.process or now - listed[1] >= TREE_EVERY:
+                    listed = self._listed[dyno.name] = (dyno.process, now, memory.processes(dyno))
+                samples.append(memory.usage(listed[2]))
+            except (psutil.Error, OSError, AssertionError):  # a dyno gone between the listing and the sample
+                samples.append(None)
+        for name in set(self._listed) - {dyno.name for dyno in dynos}:
+            del self._listed[name]
+        return samples
 
 
 Sampled = Callable[[], Iterable[memory.Dyno]]  # the dynos up now, whose memory is sampled
@@ -107,6 +125,7 @@ class Metrics:
         self._open: dict[int, _Open] = {}
         self._closed = 0  # the last second in `points`
         self._task: asyncio.Task[None] | None = None
+        self._trees = _Trees()
 
     # the log stream's lines
     def __call__(self, lines: Sequence[LogLine]) -> None:
@@ -191,7 +210,7 @@ class Metrics:
             await asyncio.sleep(1 - time.time() % 1)
             now = time.time()
             dynos = [d for d in self._dynos() if d.process is not None]
-            samples = await asyncio.to_thread(_samples, dynos)
+            samples = await asyncio.to_thread(self._trees.sample, dynos, now)
             for dyno, sample in zip(dynos, samples, strict=True):
                 if sample is not None:
                     self.memory(now, dyno.name, Memory(sample[0], sample[1], dyno.quota.mb))

@@ -61,16 +61,25 @@ class Dyno(Protocol):
 
 def sample(dyno: Dyno) -> tuple[float, float]:
     """(rss, swap) in MB of every process of the dyno, leaving out dynosim's own init."""
-    import psutil
+    return usage(processes(dyno))
 
+
+def processes(dyno: Dyno) -> list[psutil.Process]:
+    """The dyno's processes but dynosim's own init: the costly half of a sample (a scan of /proc), which
+    the metrics' once-a-second samples make only now and then."""
     assert dyno.process is not None
     own = {dyno.process.pid}
     if dyno.sandbox.mode == "namespaces":
         own.update(p.pid for p in _children(dyno.process.pid))
+    return [process for process in dyno.process.processes() if process.pid not in own]
+
+
+def usage(processes: list[psutil.Process]) -> tuple[float, float]:
+    """(rss, swap) in MB of these processes, those gone since left out."""
+    import psutil
+
     rss = swap = 0
-    for process in dyno.process.processes():
-        if process.pid in own:
-            continue
+    for process in processes:
         try:
             rss += process.memory_info().rss
             swap += _swap(process.pid)
