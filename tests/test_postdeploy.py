@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -41,6 +42,10 @@ def test_postdeploy_runs_once_after_the_first_release_and_never_again(tmp_path, 
     run.wait_for(rf"heroku\[{re.escape(name)}\]: State changed from up to complete")
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     record = app / ".dynosim" / "postdeploy.json"
+    for _ in range(100):  # written once the dyno's exit is collected, a moment after its "complete" line
+        if record.exists():
+            break
+        time.sleep(0.05)
     assert json.loads(record.read_text()) == {"release": 1, "dyno": name, "status": 0}
     assert record.stat().st_mode & 0o777 == 0o600
 
