@@ -40,10 +40,13 @@ HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
 
 
 def get(port: int, path: str) -> int:
+    """The status, once the body is read: a client that closes before the body arrives is, rightly, an H27."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            response.read()
             return response.status
     except urllib.error.HTTPError as error:
+        error.read()
         return error.code
     except (urllib.error.URLError, ConnectionError):  # /crash: the dyno died mid-request
         return 0
