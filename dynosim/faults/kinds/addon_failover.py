@@ -13,8 +13,8 @@ import asyncio
 import random
 
 from dynosim.faults import Fault
-from dynosim.faults.base import Platform, addon
-from dynosim.faults.kinds.addon_server import AddonKind, label, start_server, stop_server
+from dynosim.faults.base import Platform
+from dynosim.faults.kinds.addon_server import AddonKind, label, start_server, struck_down
 
 
 class AddonFailover(AddonKind):
@@ -23,12 +23,9 @@ class AddonFailover(AddonKind):
     one_shot = True
 
     async def strike(self, fault: Fault, platform: Platform, rng: random.Random) -> None:
-        if rng.random() >= fault.request.probability:
+        attachment = await struck_down(fault, platform, rng)
+        if attachment is None:
             return
-        attachment = addon(platform, fault.request.target)
-        if platform.addons.away(attachment.name) is not None:  # another fault has it down now
-            return
-        await stop_server(fault, platform, attachment)
         port = await asyncio.to_thread(platform.addons.move_server, attachment.name)
         platform.logs.hint("faults", f"{fault.id}: {label(attachment)}: a standby is promoted, on port {port}")
         await start_server(fault, platform, attachment)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import random
 
 from dynosim.faults import Fault
-from dynosim.faults.base import Platform, addon
-from dynosim.faults.kinds.addon_server import AddonKind, start_server, stop_server
+from dynosim.faults.base import Platform
+from dynosim.faults.kinds.addon_server import AddonKind, start_server, struck_down
 
 
 class AddonRestart(AddonKind):
@@ -17,10 +17,6 @@ class AddonRestart(AddonKind):
     one_shot = True
 
     async def strike(self, fault: Fault, platform: Platform, rng: random.Random) -> None:
-        if rng.random() >= fault.request.probability:
-            return
-        attachment = addon(platform, fault.request.target)
-        if platform.addons.away(attachment.name) is not None:  # another fault has it down now
-            return
-        await stop_server(fault, platform, attachment)
-        await start_server(fault, platform, attachment)
+        attachment = await struck_down(fault, platform, rng)
+        if attachment is not None:
+            await start_server(fault, platform, attachment)

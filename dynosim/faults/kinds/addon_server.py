@@ -5,6 +5,7 @@ off the event loop (`Addons` blocks), each with a line on the log stream."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, ClassVar
@@ -57,6 +58,18 @@ def address(attachment: Attachment) -> tuple[int, str, bool]:
 
 def label(attachment: Attachment) -> str:
     return f"{attachment.plan.partition(':')[0]} ({attachment.name})"
+
+
+async def struck_down(fault: Fault, platform: Platform, rng: random.Random) -> Attachment | None:
+    """A one-shot strike's opening: by its probability, unless another fault has the add-on now, its
+    server stopped cleanly; the add-on, or None when this strike passes it by."""
+    if rng.random() >= fault.request.probability:
+        return None
+    attachment = addon(platform, fault.request.target)
+    if platform.addons.away(attachment.name) is not None:  # another fault has it down now
+        return None
+    await stop_server(fault, platform, attachment)
+    return attachment
 
 
 async def stop_server(fault: Fault, platform: Platform, attachment: Attachment) -> None:
