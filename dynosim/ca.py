@@ -7,14 +7,16 @@ trust it. A server certificate close to its end is renewed, and that is said onc
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import json
 import os
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +69,28 @@ class LocalCA:
     def load_or_create(cls, folder: Path | None = None, say: Callable[[str], None] = lambda _: None) -> LocalCA:
         ca = cls(folder or default_ca_dir())
         if not ca.cert_path.exists() and not ca.key_path.exists():
-            ca._create()
-            say(f"dynosim: made a local certificate authority in {ca.folder} (see `dynosim certs` to trust it)")
+            with ca._lock():
+                if not ca.cert_path.exists() and not ca.key_path.exists():
+                    ca._create()
+                    say(f"dynosim: made a local certificate authority in {ca.folder} (see `dynosim certs` to trust it)")
         ca._check()
         return ca
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Held while the CA or a certificate is made: two first runs at once (or two test workers)
+        would otherwise each write a CA, and a server would send a certificate signed by the one that
+        lost."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise self._fail(f"cannot write in it ({error.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _fail(self, what: str) -> TLSError:
         return TLSError(
@@ -84,10 +104,6 @@ class LocalCA:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as error:
-            raise self._fail(f"cannot create it ({error.strerror})") from None
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
@@ -160,10 +176,12 @@ class LocalCA:
         """A certificate for loopback servers (the router, Postgres, Redis), renewed when it is near its end."""
         cert_path, key_path = self.folder / f"{name}.pem", self.folder / f"{name}-key.pem"
         if not self._usable(cert_path, key_path, hosts):
-            renewing = cert_path.exists()
-            self._issue(cert_path, key_path, hosts)
-            if renewing:
-                say(f"dynosim: renewed the certificate {cert_path} (it was about to expire or did not match)")
+            with self._lock():
+                if not self._usable(cert_path, key_path, hosts):
+                    renewing = cert_path.exists()
+                    self._issue(cert_path, key_path, hosts)
+                    if renewing:
+                        say(f"dynosim: renewed the certificate {cert_path} (it was about to expire or did not match)")
         return ServerCert(cert_path, key_path)
 
     def _usable(self, cert_path: Path, key_path: Path, hosts: Sequence[str]) -> bool:

@@ -58,6 +58,27 @@ def test_the_ca_is_made_once_and_reused(tmp_path):
     assert again.server_cert().cert.read_bytes() == cert.cert.read_bytes()
 
 
+def test_first_runs_at_once_share_one_ca_and_its_certificates_verify(tmp_path):
+    # real processes, started together on a folder with no CA yet, as parallel test workers or two
+    # terminals' first `dynosim run` are: without a lock each wrote its own CA over the others'
+    script = (
+        "import sys; from pathlib import Path; from dynosim.ca import LocalCA; "
+        "LocalCA.load_or_create(Path(sys.argv[1])).server_cert()"
+    )
+    for trial in range(3):
+        folder = tmp_path / f"ca{trial}"
+        racers = [subprocess.Popen([sys.executable, "-c", script, str(folder)]) for _ in range(4)]
+        assert [racer.wait() for racer in racers] == [0] * 4
+        ca = LocalCA.load_or_create(folder)
+        port = serve_once(ca.server_cert().context())
+        client = ssl.create_default_context(cafile=str(ca.cert_path))
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            client.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            assert tls.recv(100) == b"hello over tls"
+
+
 def test_a_certificate_about_to_expire_is_renewed_and_said_once(tmp_path):
     ca = LocalCA.load_or_create(tmp_path / "ca")
     server = ca.server_cert()
