@@ -219,7 +219,22 @@ class Ledger:
                     self._observer.unschedule(handle)
                 except (KeyError, OSError):
                     pass
-        candidates = set(watch.touched)
+        losses = self._losses(watch)
+        with self._lock:
+            self.losses.extend(loss for loss in losses if loss.kind != "scratch")
+            self.scratch.extend(loss for loss in losses if loss.kind == "scratch")
+        return losses
+
+    def pending(self) -> list[Loss]:
+        """What a restart of each dyno watched now would lose, as `unwatch` would report it (the
+        dashboard's "a restart would lose"); nothing is unwatched or recorded."""
+        with self._lock:
+            watches = list(self._watches.values())
+        return [loss for watch in watches for loss in self._losses(watch)]
+
+    def _losses(self, watch: _Watch) -> list[Loss]:
+        with self._lock:
+            candidates = set(watch.touched)
         for layer in watch.fs.layers:
             if layer.exact:  # it holds only what the dyno wrote: every file in it is a loss
                 candidates.update(_files(layer.host))
@@ -227,16 +242,16 @@ class Ledger:
         now = time.time()
         for host in sorted(candidates):
             seen = _seen_as(watch.fs.layers, host)
-            if seen is None or self._ignored(watch.fs, seen) or not os.path.lexists(host) or host.is_dir():
+            try:
+                if seen is None or self._ignored(watch.fs, seen) or not os.path.lexists(host) or host.is_dir():
+                    continue
+                kind = classify(seen, host)
+                if kind != "sqlite" and _in_tmp(watch.fs, seen):
+                    kind = "scratch"
+                size = 0 if kind == "deleted" else host.lstat().st_size
+            except FileNotFoundError:  # removed by the running dyno between the listing and the look
                 continue
-            kind = classify(seen, host)
-            if kind != "sqlite" and _in_tmp(watch.fs, seen):
-                kind = "scratch"
-            size = 0 if kind == "deleted" else host.lstat().st_size
             losses.append(Loss(watch.dyno, _display(watch.fs, seen), kind, size, now))
-        with self._lock:
-            self.losses.extend(loss for loss in losses if loss.kind != "scratch")
-            self.scratch.extend(loss for loss in losses if loss.kind == "scratch")
         return losses
 
     def report(self, dyno: str, losses: Sequence[Loss], why: str) -> None:

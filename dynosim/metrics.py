@@ -15,6 +15,8 @@ interval, so it cannot give 1-second points.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -240,3 +242,34 @@ class Metrics:
             "status_classes": list(STATUS_CLASSES),
             "points": [point.as_json() for point in self.points if point.second >= start],
         }
+
+
+def to_csv(points: Sequence[dict[str, Any]]) -> str:
+    """`series()`'s points as CSV, one row a second (`dynosim metrics --csv`, the dashboard's export)."""
+    dynos = sorted({name for point in points for name in point["memory"]})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            "time",
+            *(f"requests_{c}" for c in STATUS_CLASSES),
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            *(f"{dyno}_{what}_mb" for dyno in dynos for what in ("rss", "swap", "quota")),
+            "events",
+        ]
+    )
+    for point in points:
+        response = point["response_ms"] or {}
+        memory = point["memory"]
+        writer.writerow(
+            [
+                point["time"],
+                *(point["requests"][c] for c in STATUS_CLASSES),
+                *(response.get(p, "") for p in ("p50", "p95", "p99")),
+                *(memory.get(dyno, {}).get(f"{what}_mb", "") for dyno in dynos for what in ("rss", "swap", "quota")),
+                " ".join(f"{e['dyno']}:{e['kind']}" for e in point["events"]),
+            ]
+        )
+    return out.getvalue()

@@ -3,7 +3,6 @@ per dyno against its quota, response time, requests by status class, and the eve
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 import time
@@ -13,8 +12,7 @@ from typing import Any
 import click
 
 from ..clikit import app_dir_option, app_state, json_option, operate, print_json, print_table
-
-STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+from ..metrics import STATUS_CLASSES, to_csv
 
 
 @click.command("metrics")
@@ -35,37 +33,9 @@ def metrics(app_dir: Path, window: str, as_json: bool, as_csv: bool) -> None:
     if as_json:
         print_json(series)
     elif as_csv:
-        _csv(points)
+        sys.stdout.write(to_csv(points))
     else:
         _tables(points, window)
-
-
-def _csv(points: list[dict[str, Any]]) -> None:
-    dynos = sorted({name for point in points for name in point["memory"]})
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(
-        [
-            "time",
-            *(f"requests_{c}" for c in STATUS_CLASSES),
-            "p50_ms",
-            "p95_ms",
-            "p99_ms",
-            *(f"{dyno}_{what}_mb" for dyno in dynos for what in ("rss", "swap", "quota")),
-            "events",
-        ]
-    )
-    for point in points:
-        response = point["response_ms"] or {}
-        memory = point["memory"]
-        writer.writerow(
-            [
-                point["time"],
-                *(point["requests"][c] for c in STATUS_CLASSES),
-                *(response.get(p, "") for p in ("p50", "p95", "p99")),
-                *(memory.get(dyno, {}).get(f"{what}_mb", "") for dyno in dynos for what in ("rss", "swap", "quota")),
-                " ".join(f"{e['dyno']}:{e['kind']}" for e in point["events"]),
-            ]
-        )
 
 
 def _tables(points: list[dict[str, Any]], window: str) -> None:

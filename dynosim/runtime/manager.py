@@ -80,6 +80,7 @@ class DynoSlot:
         self.retired = False  # scaled away or the run is stopping
         self.prebooted: Dyno | None = None  # preboot's successor, up before the old dyno stops
         self._restart_reason: str | None = None
+        self.last_exit: tuple[int, float] | None = None  # its last dyno's exit status, and when
         self._wake = asyncio.Event()
         self._cycling: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
 
@@ -107,6 +108,7 @@ class DynoSlot:
             loop = asyncio.get_running_loop()
             cycle = loop.call_later(m.cycle.next_delay(), self._cycle) if m.cycle else None
             status = await dyno.wait()
+            self.last_exit = (status, time.time())
             if cycle is not None:
                 cycle.cancel()
             if m.stopping or self.retired:
@@ -420,7 +422,9 @@ class DynoManager:
         return True
 
     def ps(self) -> list[dict[str, object]]:
-        """What `heroku ps` shows, dyno by dyno."""
+        """What `heroku ps` shows, dyno by dyno: the formation's, then the release phase's, one-offs and
+        Scheduler jobs' while they run."""
+        sandbox = self.sandbox.mode
         rows: list[dict[str, object]] = []
         for slot in self.slots:
             dyno = slot.dyno
@@ -433,8 +437,13 @@ class DynoManager:
                     "command": slot.process.command,
                     "size": self.formation.sizes[slot.process.name].name,
                     "memory_mb": dyno.memory_mb if dyno else None,
+                    "sandbox": sandbox,
+                    "last_exit": {"status": slot.last_exit[0], "at": slot.last_exit[1]} if slot.last_exit else None,
                 }
             )
+        release = self._release_dyno
+        if release is not None and release.state in ("starting", "up"):
+            rows.append(self._running_row(release.spec.name, release))
         for one_off in self.attached.values():
             rows.append(
                 {
@@ -445,21 +454,26 @@ class DynoManager:
                     "command": one_off.command,
                     "size": one_off.size.name,
                     "memory_mb": one_off.memory_mb,
+                    "sandbox": sandbox,
+                    "last_exit": None,
                 }
             )
         for name, dyno in self.scheduled.items():
-            rows.append(
-                {
-                    "type": dyno.spec.process_type,
-                    "name": name,
-                    "state": dyno.state,
-                    "since": dyno.since,
-                    "command": dyno.spec.command,
-                    "size": dyno.spec.size.name,
-                    "memory_mb": dyno.memory_mb,
-                }
-            )
+            rows.append(self._running_row(name, dyno))
         return rows
+
+    def _running_row(self, name: str, dyno: Dyno) -> dict[str, object]:
+        return {
+            "type": dyno.spec.process_type,
+            "name": name,
+            "state": dyno.state,
+            "since": dyno.since,
+            "command": dyno.spec.command,
+            "size": dyno.spec.size.name,
+            "memory_mb": dyno.memory_mb,
+            "sandbox": self.sandbox.mode,
+            "last_exit": None,
+        }
 
     async def scale(self, counts: dict[str, int]) -> Formation:
         """`heroku ps:scale web=2 worker=0`: start the dynos that are missing, stop the extra ones."""
