@@ -1,7 +1,7 @@
 """Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory), of issues 3, 4, 5, 6 and 8
 (add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci), of issue 18
 (pg:backups and pg:pull of a 1 GB database; 200 MB with --quick) and of issue 19 (the router with no fault on,
-faults switched on and off) and of issue 20 (the router with 1-second metrics on, an hour of them held), each against its baseline measured side by side, and prints a summary table.
+faults switched on and off) and of issue 20 (the router with 1-second metrics on, an hour of them held; idle CPU with the dashboard open), each against its baseline measured side by side, and prints a summary table.
 `--quick` runs fewer rounds."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from bench import (
     ci,
     control,
     cycle,
+    dashboard,
     faults_switch,
     logs,
     memory,
@@ -46,6 +47,7 @@ def main() -> int:
         ("router, faults off", lambda: router_faults.measure(4 if quick else 12, 5 if quick else 20)),
         ("faults on and off", lambda: faults_switch.measure(3 if quick else 7)),
         ("metrics", lambda: metrics.measure(4 if quick else 12)),
+        ("dashboard open", lambda: dashboard.measure(1 if quick else 3, 10.0 if quick else 20.0)),
         ("Heroku CI", lambda: ci.measure(2 if quick else 5)),
         ("pg:backups", lambda: pg_backups.measure_backups(2 if quick else 3, 200 if quick else 1024)),
         ("pg:pull", lambda: pg_backups.measure_pull(2 if quick else 3, 200 if quick else 1024)),  # the same run

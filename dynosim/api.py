@@ -181,6 +181,12 @@ def metrics(app_dir: Path, since: float | None = None, window: float | None = No
     return dict(request(state_dir(app_dir.resolve()), "metrics", since=since, window=window))
 
 
+def dashboard_url(app_dir: Path) -> str:
+    """`dynosim dashboard --url`: a new one-time link to the running app's dashboard."""
+    url: str = request(state_dir(app_dir.resolve()), "dashboard:url")
+    return url
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -224,6 +230,7 @@ class App:
         cache_dir: str | os.PathLike[str] | None = None,
         ready_timeout: float = 300.0,
         echo: TextIO | None = None,
+        dashboard: bool = False,
     ) -> None:
         if isinstance(formation, str):
             formation = parse_formation(formation, "formation")
@@ -241,6 +248,8 @@ class App:
             cache_dir=Path(cache_dir) if cache_dir else None,
             addons=tuple(AddonRequest(plan) for plan in addons),
             addons_backend=addons_backend,
+            dashboard=dashboard,
+            dashboard_port=0,  # a harness runs many apps side by side: any free port
         )
         self._build_output = io.StringIO()
         self._out = echo or self._build_output
@@ -312,6 +321,10 @@ class App:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def dashboard_url(self) -> str:
+        """A new one-time link to this app's dashboard (`App(..., dashboard=True)`)."""
+        return dashboard_url(self.path)
 
     @property
     def ephemeral(self) -> Ledger:

@@ -187,6 +187,14 @@ def main() -> None:
 )
 @click.option("--no-metrics", is_flag=True, help="Collect no 1-second metrics for `dynosim metrics` this run.")
 @click.option(
+    "--dashboard-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve the dashboard on 127.0.0.1:PORT (default: the router's port + 1; 0: any free port).",
+)
+@click.option("--no-dashboard", is_flag=True, help="Serve no dashboard this run.")
+@click.option(
     "--addon",
     "addon",
     multiple=True,
@@ -230,6 +238,8 @@ def run(
     watch: bool,
     runtime_metrics: bool,
     no_metrics: bool,
+    dashboard_port: int | None,
+    no_dashboard: bool,
     addon: tuple[str, ...],
     addons_backend: str,
 ) -> None:
@@ -290,6 +300,8 @@ def run(
             addons=tuple(AddonRequest(plan) for plan in addon),
             addons_backend=addons_backend,
             metrics=not no_metrics,
+            dashboard=not no_dashboard,
+            dashboard_port=dashboard_port,
         )
         sys.exit(Run(app_dir, options).run())
     except DynosimError as exc:
@@ -398,6 +410,7 @@ LazyGroup.lazy.update(
         "restart": "dynosim.commands.ps:ps_restart",
         "logs": "dynosim.commands.logs:logs",
         "metrics": "dynosim.commands.metrics:metrics",
+        "dashboard": "dynosim.commands.dashboard:dashboard",
         "config": "dynosim.commands.config:config",
         "config:get": "dynosim.commands.config:config_get",
         "config:set": "dynosim.commands.config:config_set",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import ssl
@@ -17,15 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .addons import AddonRequest, Addons, Attachment, app_requests
+from .addons import AddonRequest, Addons, Attachment, app_requests, manifest_requests
 from .addons.backups import run_schedules
 from .addons.capacity import CHECK_EVERY
 from .addons.hints import watch_for_addon_failures
+from .addons.manage import inventory
 from .app import load_app
 from .buildpack import Slug, build_slug, default_cache_dir
 from .ca import LocalCA, TLSError
 from .config import ConfigStore, resolve_config_vars
 from .control import ControlServer, Handler
+from .dashboard import Dashboard
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .errors import DynosimError, ReleaseError
 from .faults import FaultRequest
@@ -80,6 +83,8 @@ class RunOptions:
     faults: tuple[PlannedFault, ...] = ()  # --faults plan.json: timed faults, after the formation is up
     chaos: Chaos | None = None  # --chaos SEED: seeded random faults
     metrics: bool = True  # --no-metrics: no 1-second metrics (`dynosim metrics`), the benchmark's baseline
+    dashboard: bool = True  # --no-dashboard
+    dashboard_port: int | None = None  # None: the router's port + 1; 0: any free port
 
     def __post_init__(self) -> None:
         if self.forwarded_port not in FORWARDED_PORTS:
@@ -89,6 +94,7 @@ class RunOptions:
 EXIT_EPHEMERAL = 3
 ONE_OFF_NAME = re.compile(r"run\.\d+")
 LINE_SOURCES = ("app", "heroku", "dynosim")
+LEDGER_WRITES = 500  # the ledger's latest writes the dashboard is sent; their count is sent too
 
 
 class WebDynos:
@@ -183,6 +189,7 @@ class Run:
             else None
         )
         self._postdeploy_task: asyncio.Task[None] | None = None
+        self.dashboard: Dashboard | None = None
 
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -335,8 +342,10 @@ class Run:
         # the router's certificate is made while the dynos boot: a run's start never waits for it
         self._tls_maker = threading.Thread(target=self._make_tls, daemon=True)
         self._tls_maker.start()
-        control = ControlServer(self.app.state_dir, self._handlers(), self._tail, {"one-off": self._one_off})
+        handlers = self._handlers()
+        control = ControlServer(self.app.state_dir, handlers, self._tail, {"one-off": self._one_off})
         await control.start()
+        await self._start_dashboard(handlers)
         watching = asyncio.ensure_future(self._watch_commits()) if self.options.watch else None
         planned = self._start_planned_faults()
         if watching is not None:
@@ -354,10 +363,31 @@ class Run:
                 planned.cancel()
                 await asyncio.wait([planned])  # a fault it is switching on is on before clear() below
             await control.stop()
+            if self.dashboard is not None:
+                await self.dashboard.stop()
             await self.faults.clear()  # what a fault changed is put back before the dynos stop
             await manager.stop()
             if self._postdeploy_task is not None:  # its dyno stopped with the others: its record is written
                 await self._postdeploy_task
+
+    async def _start_dashboard(self, handlers: Mapping[str, Handler]) -> None:
+        """The dashboard, through the control socket's handlers; a port taken is one line and the app
+        runs on without it."""
+        if not self.options.dashboard:
+            return
+        port = self.options.port + 1 if self.options.dashboard_port is None else self.options.dashboard_port
+        dashboard = Dashboard(handlers, self._tail, port)
+        try:
+            await dashboard.start()
+        except OSError as error:
+            why = os.strerror(error.errno).lower() if error.errno else str(error)
+            self.say(
+                f" !     dashboard: cannot listen on 127.0.0.1:{port} ({why}); the app runs without it. Give it "
+                "another port with --dashboard-port N, or turn it off with --no-dashboard"
+            )
+            return
+        self.dashboard = dashboard
+        self.say(f"dashboard: {dashboard.login_url()} (a one-time link; `dynosim dashboard` opens a new one)")
 
     def _fault_targets(self) -> list[tuple[str, str, str]]:
         return [(e.offering.addon, e.as_name, e.offering.service) for e in self.addons.resolved]
@@ -531,6 +561,33 @@ class Run:
                 float(since) if since is not None else None, float(window) if window is not None else None
             )
 
+        async def releases(_: Mapping[str, Any]) -> list[dict[str, object]]:
+            return self.history.listing()
+
+        async def addons(_: Mapping[str, Any]) -> list[dict[str, Any]]:
+            # sizes are read off the disk (or the engine): never on the loop the router shares
+            rows = await asyncio.to_thread(inventory, self.app.state_dir, manifest_requests(self.app.manifest.addons))
+            return [row.as_json() for row in rows]
+
+        async def ledger(_: Mapping[str, Any]) -> dict[str, object]:
+            pending = await asyncio.to_thread(self.ledger.pending)
+            record = self.ledger.as_json()
+            writes = list(record["writes"])  # type: ignore[call-overload]  # a list of dicts
+            return {
+                **record,
+                "writes": writes[-LEDGER_WRITES:],
+                "writes_total": len(writes),
+                "pending": [loss.as_dict() for loss in pending],
+            }
+
+        async def dashboard_url(_: Mapping[str, Any]) -> str:
+            if self.dashboard is None:
+                raise DynosimError(
+                    "this run has no dashboard (started with --no-dashboard, or its port was taken: see the "
+                    "run's output); run again with --dashboard-port N"
+                )
+            return self.dashboard.login_url()
+
         async def rollback(request: Mapping[str, Any]) -> int:
             version = request.get("version")
             return (await self.rollback(int(version) if version is not None else None)).version
@@ -556,6 +613,10 @@ class Run:
             "scheduler:run": scheduler_run,
             "scheduler:now": scheduler_now,
             "metrics": metrics,
+            "releases": releases,
+            "addons": addons,
+            "ledger": ledger,
+            "dashboard:url": dashboard_url,
         }
 
     def _scheduler_jobs(self) -> list[Job]:

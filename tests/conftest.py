@@ -60,6 +60,8 @@ class DynosimRun:
         self._queue: queue.Queue[str | None] = queue.Queue()
         full_env = {**os.environ, "DYNOSIM_CACHE_DIR": str(CACHE_DIR), **(env or {})}
         full_env.pop("PORT", None)
+        if "--dashboard-port" not in args:  # the router's port + 1 may be another test's router
+            args = (*args, "--no-dashboard")
         self.proc = subprocess.Popen(
             [*(python or [sys.executable]), "-m", "dynosim", "run", "-C", str(app), "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
