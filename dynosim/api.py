@@ -181,6 +181,12 @@ def metrics(app_dir: Path, since: float | None = None, window: float | None = No
     return dict(request(state_dir(app_dir.resolve()), "metrics", since=since, window=window))
 
 
+def reset(app_dir: Path) -> dict[str, str]:
+    """The running app's add-ons back to their state right after the release phase (see `App.reset`)."""
+    done: dict[str, str] = request(state_dir(app_dir.resolve()), "reset")
+    return done
+
+
 def dashboard_url(app_dir: Path) -> str:
     """`dynosim dashboard --url`: a new one-time link to the running app's dashboard."""
     url: str = request(state_dir(app_dir.resolve()), "dashboard:url")
@@ -321,6 +327,13 @@ class App:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> dict[str, str]:
+        """Every add-on back to its state right after the release phase, in milliseconds: Postgres's
+        tables as the migrations left them (their seeded rows kept, sequences rewound; the dynos'
+        connections stay open), Redis, search and captured mail empty. What was done, by add-on."""
+        done: dict[str, str] = self._call(self._run.reset())
+        return done
 
     def dashboard_url(self) -> str:
         """A new one-time link to this app's dashboard (`App(..., dashboard=True)`)."""

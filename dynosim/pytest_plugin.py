@@ -14,7 +14,16 @@ Each test gets its own copy of the app (so its own `.dynosim/` state and add-on 
 own ports, which keeps tests independent under pytest-xdist. `share_state=True` runs the app
 folder itself, so its add-ons and their data are shared by the tests that ask for it.
 `dynosim_app_session` starts one run per app and options for the whole session (per xdist
-worker), shared by every test that asks for it, and stops it when the session ends.
+worker), shared by every test that asks for it, and stops it when the session ends; `dynosim_clean`
+resets those apps' add-ons before a test (`App.reset()`: Postgres as the release phase left it, in
+milliseconds, the app's connections kept; Redis, search and mail empty):
+
+    @pytest.fixture(scope="session")
+    def app(dynosim_app_session):
+        return dynosim_app_session("path/to/app", addons=["heroku-postgresql"])
+
+    def test_signup(app, dynosim_clean):
+        assert app.post("/signup", {"email": "a@example.com"}).status == 302
 
 Faults (dynosim/faults): `dynosim_faults` is the marked app's `App.faults`, every fault cleared after
 the test; `@pytest.mark.dynosim_fault(kind, target, seconds=…, probability=…, …)` switches one on as
@@ -178,20 +187,37 @@ def dynosim_faults(dynosim_marked_app: App) -> Iterator[AppFaults]:
         pass
 
 
+class SessionApps:
+    """`dynosim_app_session`: one run per app and options, started at first use, for the whole session."""
+
+    def __init__(self, config: pytest.Config, folder_for: Callable[[], Path]) -> None:
+        self.config = config
+        self.folder_for = folder_for
+        self.runs: dict[tuple[Path, bool, str], App] = {}
+
+    def __call__(self, path: str | Path | None = None, *, share_state: bool = False, **given: Any) -> App:
+        folder, options = _options(self.config, {}, path, given)
+        key = (folder.resolve(), share_state, repr(sorted(options.items())))
+        if key not in self.runs:
+            self.runs[key] = _start(self.folder_for, folder, share_state, options)
+        return self.runs[key]
+
+
 @pytest.fixture(scope="session")
 def dynosim_app_session(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AppFactory]:
+) -> Iterator[SessionApps]:
     """Like dynosim_app, but one run per app and options for the session, shared by the tests that ask."""
-    runs: dict[tuple[Path, bool, str], App] = {}
-
-    def factory(path: str | Path | None = None, *, share_state: bool = False, **given: Any) -> App:
-        folder, options = _options(request.config, {}, path, given)
-        key = (folder.resolve(), share_state, repr(sorted(options.items())))
-        if key not in runs:
-            runs[key] = _start(lambda: tmp_path_factory.mktemp("dynosim-session-app"), folder, share_state, options)
-        return runs[key]
-
-    yield factory
-    for app in reversed(list(runs.values())):
+    apps = SessionApps(request.config, lambda: tmp_path_factory.mktemp("dynosim-session-app"))
+    yield apps
+    for app in reversed(list(apps.runs.values())):
         app.stop()
+
+
+@pytest.fixture
+def dynosim_clean(dynosim_app_session: SessionApps) -> None:
+    """Clean data for this test: every app dynosim_app_session has started is reset (`App.reset()`:
+    Postgres back to its state after the release phase, Redis, search and mail empty) before it runs.
+    An app started later in the test is fresh anyway."""
+    for app in dynosim_app_session.runs.values():
+        app.reset()

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from .addons import AddonRequest, Addons, Attachment, app_requests, manifest_requests
 from .addons.backups import run_schedules
 from .addons.capacity import CHECK_EVERY
+from .addons.data import Context, capture_baselines, context, reset_all
 from .addons.hints import watch_for_addon_failures
 from .addons.manage import inventory
 from .app import load_app
@@ -332,6 +333,7 @@ class Run:
             raise ReleaseError(f"{error}; no dyno was started{advice}") from None
         if self._new_release:
             self.history.settle(release, succeeded=True)
+        await self._capture_baselines()
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
         manager.start()
         self._start_postdeploy(manager, release)
@@ -480,6 +482,40 @@ class Run:
         )
         return [slot.name for slot in chosen]
 
+    def _data(self) -> list[Context]:
+        """Each add-on's data, as a reset or a snapshot works on it."""
+        return [
+            context(self.app.state_dir, attachment, self._restart_addon(attachment.name))
+            for attachment in self.attachments
+        ]
+
+    def _restart_addon(self, name: str) -> Callable[[Callable[[], None]], None]:
+        def restart(between: Callable[[], None]) -> None:
+            self.addons.stop_server(name)
+            try:
+                between()
+            finally:
+                self.addons.start_server(name)
+
+        return restart
+
+    async def _capture_baselines(self) -> None:
+        """What `reset()` returns the add-ons to, read after a release phase, before dynos connect; a
+        database it cannot read is said once, and the run goes on without a reset for it."""
+        try:
+            await asyncio.to_thread(capture_baselines, self._data())
+        except DynosimError as error:
+            self.logs.hint("reset", f"no reset this run: {error}")
+
+    async def reset(self) -> dict[str, str]:
+        """`App.reset()`: every add-on back to its state after the release phase (Postgres's tables
+        and sequences, Redis, search and mail empty), the dynos and their connections left running."""
+        self.running()
+        done = await asyncio.to_thread(reset_all, self._data())
+        for name, what in done.items():
+            self.logs.hint("reset", f"{name}: {what}")
+        return done
+
     def maintenance(self, on: bool | None = None) -> bool:
         """`maintenance:on`/`off` (the router answers H80), or only whether it is on."""
         self.running()
@@ -561,6 +597,9 @@ class Run:
                 float(since) if since is not None else None, float(window) if window is not None else None
             )
 
+        async def reset(_: Mapping[str, Any]) -> dict[str, str]:
+            return await self.reset()
+
         async def releases(_: Mapping[str, Any]) -> list[dict[str, object]]:
             return self.history.listing()
 
@@ -614,6 +653,7 @@ class Run:
             "scheduler:now": scheduler_now,
             "metrics": metrics,
             "releases": releases,
+            "reset": reset,
             "addons": addons,
             "ledger": ledger,
             "dashboard:url": dashboard_url,
@@ -752,6 +792,8 @@ class Run:
             self.history.settle(release, succeeded=True)
         if manager.procfile.release is None:
             self.logs.api(f"Release {release.name} created by user {user}")
+        else:  # its release phase may have migrated: resets return to what it made
+            await self._capture_baselines()
         self.lock.record(release=release.version, config_vars=dict(release.config_vars))
         await manager.deploy(release)
 

@@ -83,7 +83,7 @@ def activity(record: Mapping[str, Any], psql: str, verbose: bool) -> str:
     """pg:ps: the Heroku CLI's own query, as the app's role (so other roles' sessions are hidden from it,
     as on Heroku), in psql's table. Servers since 9.6 have wait_event, not `waiting`."""
     idle = "" if verbose else "AND state <> 'idle'"
-    return _psql(record, psql, f"""SELECT pid,
+    return psql_script(record, psql, f"""SELECT pid,
        state,
        application_name AS source,
        usename AS username,
@@ -131,10 +131,10 @@ SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {_
 
 def _query(record: Mapping[str, Any], psql: str, sql: str, database: str = "postgres") -> str:
     """One value (or one tab-separated row) a superuser's query returns."""
-    return _psql(record, psql, sql, database=database).strip()
+    return psql_script(record, psql, sql, database=database).strip()
 
 
-def _psql(
+def psql_script(
     record: Mapping[str, Any], psql: str, sql: str, *, database: str = "postgres", as_app: bool = False,
     table: bool = False,
 ) -> str:  # fmt: skip

@@ -1,0 +1,37 @@
+"""The shape every service's data module has (`__init__.py` says what each part does): `Context`,
+what each is handed, and `Kind`, the parts it gives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynosim.addons.catalogue import Attachment
+
+
+@dataclass(frozen=True)
+class Context:
+    state_dir: Path
+    attachment: Attachment
+    record: Mapping[str, Any]
+    # the add-on's server stopped, `between` run, started again (on its port): for a load that
+    # must replace what a server reads only at start
+    restart: Callable[[Callable[[], None]], None]
+
+    @property
+    def name(self) -> str:
+        return self.attachment.name
+
+    def url(self) -> str:
+        """The add-on's first config var: DATABASE_URL, REDIS_URL, SEARCHBOX_URL…"""
+        return next(iter(self.attachment.config_vars.values()))
+
+
+@dataclass(frozen=True)
+class Kind:
+    reset: Callable[[Context], str]
+    save: Callable[[Context, Path], dict[str, Any]] | None = None  # None: no snapshots of it yet
+    load: Callable[[Context, Path, Mapping[str, Any]], str] | None = None
+    capture: Callable[[Context], None] | None = None
