@@ -6,7 +6,8 @@ add-on's folder holds `redis.conf` (mode 0600: it has the password), `data/` (th
 data survives a SIGKILL), `redis.pid` and `redis.log`. The parent-death signal is SIGTERM, on which
 Redis writes what it has and exits. Docker: the official redis image, the append-only file in /data.
 Either way the server starts with its plan's limits (maxmemory, maxclients, timeout, maxmemory-policy:
-`ServiceSpec.server_config`), and `call` is how dynosim itself changes them on a running server.
+`ServiceSpec.server_config`), and `call` is how dynosim itself changes them on a running server;
+`Session`, bytes-safe and pipelined, how snapshots DUMP and RESTORE its keys (addons/data/redis.py).
 """
 
 from __future__ import annotations
@@ -228,35 +229,85 @@ def call(port: int, password: str, commands: Sequence[Sequence[str]], tls: bool 
     """Sends AUTH `password` then each command on one connection, as the add-on's owner; their replies in
     order (strings, ints, None, lists). An error reply raises ReplyError with the server's words; a server
     that does not answer is an AddonError."""
+    conn = _connect(port, tls, timeout=10)
     try:
-        conn = socket.create_connection((HOST, port), timeout=10)
-    except OSError as error:
-        raise AddonError(f"the Redis server on {HOST}:{port} does not answer ({error.strerror or error})") from None
-    try:
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE  # its certificate is one no client trusts, as on Heroku
-            conn = context.wrap_socket(conn)
-        conn.sendall(b"".join(_command(*words) for words in [("AUTH", password), *commands]))
-        reader = conn.makefile("rb")
-        replies = [_reply(reader) for _ in range(len(commands) + 1)]
-    except (OSError, ValueError) as error:
-        # over TLS, a server at its maxclients drops a new client before the handshake, saying nothing
-        raise AddonError(
-            f"the Redis server on {HOST}:{port} broke off ({error}); if the app holds all of its plan's "
-            "connections, close some and try again"
-        ) from None
+        return _exchange(conn, conn.makefile("rb"), port, [("AUTH", password), *commands], binary=False)[1:]
     finally:
         conn.close()
+
+
+class Session:
+    """One connection, as the add-on's owner, for many commands in few round trips (`send` writes a whole
+    batch, then reads its replies); bulk replies are bytes, and words may be, for DUMP and RESTORE."""
+
+    def __init__(self, port: int, password: str, tls: bool = False, timeout: float = 60) -> None:
+        self.port = port
+        self._conn = _connect(port, tls, timeout)
+        self._reader = self._conn.makefile("rb")
+        try:
+            self.send([("AUTH", password)])
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, commands: Sequence[Sequence[str | bytes]]) -> list[object]:
+        """Each command's reply, in order; the first error reply raised (ReplyError) once all are read.
+        Replies within an EXEC's are left for the caller to look at."""
+        return _exchange(self._conn, self._reader, self.port, commands, binary=True)
+
+    def close(self) -> None:
+        self._reader.close()
+        self._conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connect(port: int, tls: bool, timeout: float) -> socket.socket:
+    try:
+        conn = socket.create_connection((HOST, port), timeout=timeout)
+    except OSError as error:
+        raise AddonError(f"the Redis server on {HOST}:{port} does not answer ({error.strerror or error})") from None
+    if not tls:
+        return conn
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # its certificate is one no client trusts, as on Heroku
+    try:
+        return context.wrap_socket(conn)
+    except OSError as error:
+        conn.close()
+        raise _broke_off(port, error) from None
+
+
+def _exchange(
+    conn: socket.socket, reader: BinaryIO, port: int, commands: Sequence[Sequence[str | bytes]], binary: bool
+) -> list[object]:
+    try:
+        conn.sendall(b"".join(_command(*words) for words in commands))
+        replies = [_reply(reader, binary) for _ in range(len(commands))]
+    except (OSError, ValueError) as error:
+        raise _broke_off(port, error) from None
     for reply in replies:
         if isinstance(reply, ReplyError):
             raise reply
-    return replies[1:]
+    return replies
 
 
-def _reply(reader: BinaryIO) -> object:
-    """One RESP2 reply; an error reply is returned as a ReplyError, for the caller to raise in order."""
+def _broke_off(port: int, error: Exception) -> AddonError:
+    # over TLS, a server at its maxclients drops a new client before the handshake, saying nothing
+    return AddonError(
+        f"the Redis server on {HOST}:{port} broke off ({error}); if the app holds all of its plan's "
+        "connections, close some and try again"
+    )
+
+
+def _reply(reader: BinaryIO, binary: bool = False) -> object:
+    """One RESP2 reply; an error reply is returned as a ReplyError, for the caller to raise in order.
+    Bulk strings are str, or bytes with `binary`."""
     line = reader.readline()
     if not line.endswith(b"\r\n"):
         raise ValueError("the connection closed mid-reply")
@@ -269,17 +320,22 @@ def _reply(reader: BinaryIO) -> object:
         return int(body)
     if kind == b"$":
         size = int(body)
-        return None if size < 0 else reader.read(size + 2)[:-2].decode()
+        if size < 0:
+            return None
+        raw = reader.read(size + 2)
+        if len(raw) != size + 2:
+            raise ValueError("the connection closed mid-reply")
+        return raw[:-2] if binary else raw[:-2].decode()
     if kind == b"*":
         count = int(body)
-        return None if count < 0 else [_reply(reader) for _ in range(count)]
+        return None if count < 0 else [_reply(reader, binary) for _ in range(count)]
     raise ValueError(f"not a Redis reply: {line[:40]!r}")
 
 
-def _command(*words: str) -> bytes:
+def _command(*words: str | bytes) -> bytes:
     parts = [f"*{len(words)}\r\n".encode()]
     for word in words:
-        raw = word.encode()
+        raw = word if isinstance(word, bytes) else word.encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(parts)
 
