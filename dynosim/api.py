@@ -36,6 +36,7 @@ from .runtime.manager import CrashPolicy, CycleSchedule
 from .runtime.memory import MemoryPolicy
 from .runtime.ports import free_port
 from .runtime.sandbox import Sandbox
+from .snapshots import listing as snapshot_listing
 from .supervisor import Run, RunOptions
 
 T = TypeVar("T")
@@ -187,6 +188,25 @@ def reset(app_dir: Path) -> dict[str, str]:
     return done
 
 
+def snapshot_save(app_dir: Path, name: str) -> dict[str, Any]:
+    """`snapshot:save NAME`: the running app's add-ons' data, config vars and releases."""
+    return dict(request(state_dir(app_dir.resolve()), "snapshot:save", name=name))
+
+
+def snapshot_load(app_dir: Path, name: str) -> dict[str, str]:
+    """`snapshot:load NAME`: what was done, by add-on, and the release it made."""
+    return dict(request(state_dir(app_dir.resolve()), "snapshot:load", name=name))
+
+
+def snapshot_delete(app_dir: Path, name: str) -> dict[str, Any]:
+    return dict(request(state_dir(app_dir.resolve()), "snapshot:delete", name=name))
+
+
+def snapshots(app_dir: Path) -> list[dict[str, Any]]:
+    """`dynosim snapshots --json`: the app's snapshots, oldest first (no run needed)."""
+    return [snapshot.as_json() for snapshot in snapshot_listing(state_dir(app_dir.resolve()))]
+
+
 def dashboard_url(app_dir: Path) -> str:
     """`dynosim dashboard --url`: a new one-time link to the running app's dashboard."""
     url: str = request(state_dir(app_dir.resolve()), "dashboard:url")
@@ -334,6 +354,20 @@ class App:
         connections stay open), Redis, search and captured mail empty. What was done, by add-on."""
         done: dict[str, str] = self._call(self._run.reset())
         return done
+
+    def snapshot_save(self, name: str) -> dict[str, Any]:
+        """Every add-on's data, the config vars and the releases, saved as snapshot `name`."""
+        snapshot: dict[str, Any] = self._call(self._run.snapshot_save(name)).as_json()
+        return snapshot
+
+    def snapshot_load(self, name: str) -> dict[str, str]:
+        """Snapshot `name` loaded: the add-ons' data swapped in (the app's database connections end, as a
+        restore ends them), its config vars and releases back; what was done."""
+        done: dict[str, str] = self._call(self._run.snapshot_load(name))
+        return done
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return snapshots(self.path)
 
     def dashboard_url(self) -> str:
         """A new one-time link to this app's dashboard (`App(..., dashboard=True)`)."""

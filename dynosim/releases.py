@@ -319,5 +319,9 @@ class ReleaseHistory:
             "addons": self.addons(version),
         }
 
+    def replace(self, entries: list[dict[str, object]]) -> None:
+        """The whole history, as `snapshot:load` puts back a snapshot's."""
+        self._write(entries)
+
     def _write(self, entries: list[dict[str, object]]) -> None:
         write_private(self.path, json.dumps(entries, indent=1))

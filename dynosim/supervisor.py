@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import snapshots
 from .addons import AddonRequest, Addons, Attachment, app_requests, manifest_requests
 from .addons.backups import run_schedules
 from .addons.capacity import CHECK_EVERY
@@ -516,6 +517,55 @@ class Run:
             self.logs.hint("reset", f"{name}: {what}")
         return done
 
+    async def snapshot_save(self, name: str) -> snapshots.Snapshot:
+        """`snapshot:save NAME`: every add-on's data, the config vars and the releases, the app running on."""
+        self.running()
+        snapshots.check_name(name)
+        config, releases = ConfigStore(self.app.state_dir).load(), self.history.entries()
+        snapshot = await asyncio.to_thread(snapshots.save, self.app.state_dir, name, self._data(), config, releases)
+        self.logs.hint(
+            "snapshots", f"saved {name}: {len(snapshot.addons)} add-on(s), {len(snapshot.releases)} release(s)"
+        )
+        return snapshot
+
+    async def snapshot_load(self, name: str) -> dict[str, str]:
+        """`snapshot:load NAME`: the add-ons' data swapped in (each checked first, its connections ended as
+        a restore ends them), then its config vars and releases, and a release when they change what the
+        dynos run (which restarts them, as a config change does)."""
+        before = self.running().release
+        snapshot = snapshots.read(self.app.state_dir, name)
+        data = self._data()
+        snapshots.check(snapshot, data)
+        done = await asyncio.to_thread(snapshots.load_addons, self.app.state_dir, snapshot, data)
+        for addon, what in done.items():
+            self.logs.hint("snapshots", f"{name}: {addon} {what}")
+        self.history.replace([dict(entry) for entry in snapshot.releases])
+        store = ConfigStore(self.app.state_dir)
+        store.save(snapshot.config)
+        config_vars = resolve_config_vars(self.app.path, self.app.manifest, store, self.app.env_file)
+        config_vars.update(self._addon_vars(config_vars, quiet=True))
+        user = self.app.user()
+        manager = self.running()
+        release, created = self.history.create(
+            manager.release.slug,
+            config_vars,
+            user,
+            f"Load snapshot {name}",
+            release_phase=manager.procfile.release is not None,
+            addons=self._addon_names,
+        )
+        if created or release.version != before.version:  # the dynos run something else now
+            self.logs.api(f"Load snapshot {name} by user {user}")
+            await self._roll_out(release, created, user)
+            done["release"] = f"{release.name}, every dyno restarted onto it"
+        else:
+            done["release"] = f"{release.name}, as running: no dyno restarted"
+        return done
+
+    async def snapshot_delete(self, name: str) -> snapshots.Snapshot:
+        self.running()
+        return await asyncio.to_thread(snapshots.delete, self.app.state_dir, name, self._data())
+
     def maintenance(self, on: bool | None = None) -> bool:
         """`maintenance:on`/`off` (the router answers H80), or only whether it is on."""
         self.running()
@@ -600,6 +650,15 @@ class Run:
         async def reset(_: Mapping[str, Any]) -> dict[str, str]:
             return await self.reset()
 
+        async def snapshot_save(request: Mapping[str, Any]) -> dict[str, Any]:
+            return (await self.snapshot_save(str(request.get("name", "")))).as_json()
+
+        async def snapshot_load(request: Mapping[str, Any]) -> dict[str, str]:
+            return await self.snapshot_load(str(request.get("name", "")))
+
+        async def snapshot_delete(request: Mapping[str, Any]) -> dict[str, Any]:
+            return (await self.snapshot_delete(str(request.get("name", "")))).as_json()
+
         async def releases(_: Mapping[str, Any]) -> list[dict[str, object]]:
             return self.history.listing()
 
@@ -654,6 +713,9 @@ class Run:
             "metrics": metrics,
             "releases": releases,
             "reset": reset,
+            "snapshot:save": snapshot_save,
+            "snapshot:load": snapshot_load,
+            "snapshot:delete": snapshot_delete,
             "addons": addons,
             "ledger": ledger,
             "dashboard:url": dashboard_url,

@@ -51,7 +51,7 @@ def test_reset_returns_the_add_ons_to_after_the_release_phase_and_the_dyno_keeps
 ) -> None:
     app = started(app_dir, addon_backend)
     try:
-        assert notes(app) == {"notes": [], "plans": ["free", "pro"], "hits": 0}
+        assert notes(app) == {"notes": [], "plans": ["free", "pro"], "hits": 0, "connections": 1}
         for body in ("one", "two", "three"):
             assert app.get(f"/add?body={body}").status == 200
         with psycopg.connect(app.config()["DATABASE_URL"], autocommit=True) as conn:  # a table the test made
@@ -66,8 +66,8 @@ def test_reset_returns_the_add_ons_to_after_the_release_phase_and_the_dyno_keeps
         assert sorted(name.split("-")[0] for name in done) == ["postgresql", "redis"]
         postgres = next(what for name, what in done.items() if name.startswith("postgresql-"))
         assert postgres == "3 table(s) emptied, 1 given back their rows from after the release phase"
-        # the same web.1, its connections opened at boot still working: nothing restarted
-        assert notes(app) == {"notes": [], "plans": ["free", "pro"], "hits": 0}
+        # the same web.1, its one database connection still working: nothing restarted or reconnected
+        assert notes(app) == {"notes": [], "plans": ["free", "pro"], "hits": 0, "connections": 1}
         assert {row["name"]: row["since"] for row in app.ps()} == pid_before
         assert app.get("/add?body=again").json() == {"id": 1, "hits": 1}  # the sequence rewound
         with psycopg.connect(app.config()["DATABASE_URL"]) as conn:
@@ -104,7 +104,7 @@ def app(dynosim_app_session):
 @pytest.mark.parametrize("body", ["a", "b", "c", "d", "e", "f"])
 def test_each_test_sees_only_its_own_note(app, dynosim_clean, body):
     assert app.get(f"/add?body={body}").json() == {"id": 1, "hits": 1}
-    assert app.get("/").json() == {"notes": [body], "plans": ["free", "pro"], "hits": 1}
+    assert app.get("/").json() == {"notes": [body], "plans": ["free", "pro"], "hits": 1, "connections": 1}
 """
 
 

@@ -256,23 +256,11 @@ def start(state_dir: Path, record: Mapping[str, Any], as_name: str, *, scheduled
 def capture(state_dir: Path, record: Mapping[str, Any], transfer: Transfer) -> Transfer:
     """pg_dump -Fc of the add-on's database into the backup's file (a scratch name, renamed when whole),
     then the plan's retention; the finished transfer. A failure is recorded, and raised."""
-    # as dynosim's superuser, as Heroku's own credentials back up: the app's pool may hold all of its
-    # role's connections, and a database over its plan's storage has its role's privileges cut
-    target = pgtools.superuser_target(record, str(record["database"]))
-    tools = pgtools.tools_for(record)
     final = dump_path(state_dir, transfer)
-    scratch = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     logs = [(time.time(), f"pg_dump -Fc of {transfer.from_name} ({transfer.addon}) started")]
     try:
-        size = pgtools.run(tools.command("psql", target, "-XAtc", "SELECT pg_database_size(current_database())"))
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            pgtools.pipe(tools.command("pg_dump", target, "--format=custom"), out)
-            os.fsync(out.fileno())
-        os.replace(scratch, final)
+        size = dump(record, final)
     except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            scratch.unlink()
         failed = replace(transfer, finished_at=time.time(), error=_said(error), pid=0,
                          logs=(*logs, (time.time(), f"failed: {_said(error)}")))  # fmt: skip
         with _ledger(state_dir) as ledger:
@@ -280,7 +268,7 @@ def capture(state_dir: Path, record: Mapping[str, Any], transfer: Transfer) -> T
         raise
     dumped = final.stat().st_size
     done = replace(
-        transfer, finished_at=time.time(), succeeded=True, pid=0, source_bytes=int(size.strip() or 0),
+        transfer, finished_at=time.time(), succeeded=True, pid=0, source_bytes=size,
         processed_bytes=dumped, logs=(*logs, (time.time(), f"finished: {dumped} bytes")),
     )  # fmt: skip
     with _ledger(state_dir) as ledger:
@@ -290,6 +278,28 @@ def capture(state_dir: Path, record: Mapping[str, Any], transfer: Transfer) -> T
             with contextlib.suppress(FileNotFoundError):
                 dump_path(state_dir, gone).unlink()
     return done
+
+
+def dump(record: Mapping[str, Any], final: Path) -> int:
+    """pg_dump -Fc of the add-on's database into `final` (a scratch name beside it, renamed when whole,
+    removed on failure); the database's size, as pg:backups reports it."""
+    # as dynosim's superuser, as Heroku's own credentials back up: the app's pool may hold all of its
+    # role's connections, and a database over its plan's storage has its role's privileges cut
+    target = pgtools.superuser_target(record, str(record["database"]))
+    tools = pgtools.tools_for(record)
+    scratch = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        size = pgtools.run(tools.command("psql", target, "-XAtc", "SELECT pg_database_size(current_database())"))
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            pgtools.pipe(tools.command("pg_dump", target, "--format=custom"), out)
+            os.fsync(out.fileno())
+        os.replace(scratch, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            scratch.unlink()
+        raise
+    return int(size.strip() or 0)
 
 
 def expired(every: list[Transfer], done: Transfer, plan: str) -> list[Transfer]:
@@ -378,7 +388,7 @@ def restore(state_dir: Path, record: Mapping[str, Any], as_name: str, src: Sourc
         ledger.next_num += 1
         ledger.put(transfer)
     try:
-        restored = _restore_and_swap(record, src)
+        restored = restore_and_swap(record, src)
     except BaseException as error:
         with _ledger(state_dir) as ledger:
             ledger.put(replace(transfer, finished_at=time.time(), error=_said(error), pid=0))
@@ -389,16 +399,17 @@ def restore(state_dir: Path, record: Mapping[str, Any], as_name: str, src: Sourc
     return done
 
 
-def _restore_and_swap(record: Mapping[str, Any], src: Source) -> int:
+def restore_and_swap(record: Mapping[str, Any], src: Source) -> int:
+    """`src` restored into a new database (a failure drops it, the app's untouched), then swapped in;
+    the bytes read."""
     tools = pgtools.tools_for(record)
     database, user = str(record["database"]), str(record["user"])
-    tag = secrets.token_hex(4)
-    scratch, aside = f"{database}_restore_{tag}", f"{database}_old_{tag}"
+    scratch = f"{database}_restore_{secrets.token_hex(4)}"
     admin = pgtools.superuser_target(record)
     with src.open() as stream:  # a URL that does not answer fails here, before anything is made
         counted = _Counted(stream)
         pgtools.run(tools.command("psql", admin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"),
-                    _create_sql(scratch, user))  # fmt: skip
+                    create_sql(scratch, user))  # fmt: skip
         try:
             restore = tools.command(
                 "pg_restore", admin.on(scratch), f"--role={user}", "--no-owner", "--no-acl", "--exit-on-error"
@@ -406,23 +417,33 @@ def _restore_and_swap(record: Mapping[str, Any], src: Source) -> int:
             feed: Any = stream if src.path is not None else counted  # a file: pg_restore reads it itself
             pgtools.pipe(feed, restore)
         except BaseException as error:
-            _drop(tools, admin, scratch)
+            drop(tools, admin, scratch)
             if isinstance(error, AddonError):
                 raise AddonError(
                     f"restoring {src.label} failed and the app's database is untouched: {error}{_advice(str(error))}"
                 ) from None
             raise
     size = src.path.stat().st_size if src.path is not None else counted.bytes
+    swap_in(record, scratch)
+    return size
+
+
+def swap_in(record: Mapping[str, Any], scratch: str) -> None:
+    """The database `scratch`, whole, becomes the app's (its sessions ended); the old one is dropped.
+    A failed swap puts the app's database back and drops `scratch`."""
+    tools = pgtools.tools_for(record)
+    admin = pgtools.superuser_target(record)
+    database = str(record["database"])
+    aside = f"{database}_old_{secrets.token_hex(4)}"
     try:
         pgtools.run(tools.command("psql", admin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"),
                     _swap_sql(database, scratch, aside))  # fmt: skip
     except BaseException:
         with contextlib.suppress(AddonError):
             pgtools.run(tools.command("psql", admin, "-X", "-q", "-f", "-"), _unswap_sql(database, scratch, aside))
-        _drop(tools, admin, scratch)
+        drop(tools, admin, scratch)
         raise
-    _drop(tools, admin, aside)
-    return size
+    drop(tools, admin, aside)
 
 
 def _advice(error: str) -> str:
@@ -447,7 +468,8 @@ class _Counted:
         return chunk
 
 
-def _create_sql(scratch: str, user: str) -> str:
+def create_sql(scratch: str, user: str) -> str:
+    """A new, empty database for the app's role: what a restore fills."""
     db, role = _ident(scratch), _ident(user)
     return f"""CREATE DATABASE {db} OWNER {role};
 REVOKE ALL ON DATABASE {db} FROM PUBLIC;
@@ -486,7 +508,7 @@ ALTER DATABASE {_ident(database)} WITH ALLOW_CONNECTIONS true;
 """
 
 
-def _drop(tools: pgtools.Tools, admin: pgtools.Target, database: str) -> None:
+def drop(tools: pgtools.Tools, admin: pgtools.Target, database: str) -> None:
     with contextlib.suppress(AddonError):  # nothing to drop when CREATE DATABASE itself failed
         pgtools.run(
             tools.command("psql", admin, "-X", "-q", "-c", f"DROP DATABASE IF EXISTS {_ident(database)} WITH (FORCE)")

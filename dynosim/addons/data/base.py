@@ -35,3 +35,8 @@ class Kind:
     save: Callable[[Context, Path], dict[str, Any]] | None = None  # None: no snapshots of it yet
     load: Callable[[Context, Path, Mapping[str, Any]], str] | None = None
     capture: Callable[[Context], None] | None = None
+    # the snapshot's files checked against the add-on (whole, its server's version) before any add-on
+    # loads: a snapshot that fails one add-on's check loads none
+    verify: Callable[[Context, Path, Mapping[str, Any]], None] | None = None
+    # what a deleted snapshot leaves on the server besides its files (Postgres's template database)
+    discard: Callable[[Context, Mapping[str, Any]], None] | None = None

@@ -1,4 +1,4 @@
-"""Postgres's data: its baseline (its database right after the release phase: migrations applied, the
+"""Postgres's data: snapshots, and its baseline (its database right after the release phase: migrations applied, the
 rows they seed) and the reset back to it, in milliseconds and without dropping the app's connections.
 
 The baseline is read once a release phase has run, before any dyno connects: which tables there are,
@@ -14,17 +14,26 @@ which makes and syncs a new file per table and index; past about a megabyte TRUN
 and triggers are not fired meanwhile (session_replication_role = replica): every table ends as the
 baseline had it, so order does not matter. The app's connections stay open: a pool notices nothing.
 Schema changes made after the baseline are not undone (`snapshot:load` does that).
+
+A snapshot is a `pg_dump -Fc` file (the portable copy, as pg:backups makes) and, on the same server, a
+template database restored from it at save time (`dynosim_snapshot_…`, closed to connections). A load
+copies the template into a new database (CREATE DATABASE … TEMPLATE: a file copy, not a restore that
+rebuilds every index) and swaps it in as pg:backups:restore does; with the template gone (a new server),
+the file is restored instead. Either way the app's database is untouched until the swap.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import secrets
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dynosim.addons import backups, pgtools
 from dynosim.addons.data.base import Context, Kind
 from dynosim.addons.manage import psql_binary
 from dynosim.addons.pg_admin import psql_script
@@ -170,4 +179,116 @@ def reset(ctx: Context) -> str:
     return f"{emptied} table(s) emptied, {refilled} given back their rows from after the release phase"
 
 
-KIND = Kind(reset=reset, capture=capture)
+def save(ctx: Context, folder: Path) -> dict[str, Any]:
+    """The dump, and the template a load copies (restored from the dump: the app's database itself can be
+    no template while the app is connected to it)."""
+    record = ctx.record
+    dump = folder / f"{ctx.name}.dump"
+    backups.dump(record, dump)
+    template = f"dynosim_snapshot_{secrets.token_hex(6)}"
+    tools, admin = pgtools.tools_for(record), pgtools.superuser_target(record)
+    pgtools.run(tools.command("psql", admin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"),
+                backups.create_sql(template, str(record["user"])))  # fmt: skip
+    try:
+        with open(dump, "rb") as stream:
+            restore = tools.command(
+                "pg_restore",
+                admin.on(template),
+                f"--role={record['user']}",
+                "--no-owner",
+                "--no-acl",
+                "--exit-on-error",
+            )
+            pgtools.pipe(stream, restore)
+        pgtools.run(
+            tools.command(
+                "psql",
+                admin,
+                "-X",
+                "-q",
+                "-c",
+                f"ALTER DATABASE {_ident(template)} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true",
+            )
+        )
+    except BaseException:
+        _drop_template(ctx, template)
+        raise
+    return {"file": dump.name, "pg_major": _major(ctx), "template": template}
+
+
+def verify(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> None:
+    dump = folder / str(meta.get("file", ""))
+    if not dump.is_file():
+        raise AddonError(f"{dump}: missing from the snapshot; it cannot be loaded (delete it with snapshot:delete)")
+    server = _major(ctx)
+    if meta.get("pg_major") != server:
+        raise AddonError(
+            f"{dump.name}: made by PostgreSQL {meta.get('pg_major')}, and {ctx.name} runs {server}; load it into an "
+            "app whose add-on runs the same major version, or make a new snapshot"
+        )
+    _check_dump(pgtools.tools_for(ctx.record), dump)
+
+
+def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
+    verify(ctx, folder, meta)
+    record = ctx.record
+    dump = folder / str(meta["file"])
+    tools, admin = pgtools.tools_for(record), pgtools.superuser_target(record)
+    template = str(meta.get("template", ""))
+    exists = pgtools.run(
+        tools.command("psql", admin, "-XAtc", f"SELECT 1 FROM pg_database WHERE datname = {_literal(template)}")
+    )
+    if exists.strip() != "1":
+        backups.restore_and_swap(record, backups.Source(dump.name, path=dump))
+        return f"restored from {dump.name} (its template database was gone)"
+    scratch = f"{record['database']}_load_{secrets.token_hex(4)}"
+    pgtools.run(tools.command(
+        "psql", admin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+        f"CREATE DATABASE {_ident(scratch)} TEMPLATE {_ident(template)} OWNER {_ident(str(record['user']))} STRATEGY FILE_COPY",
+    ))  # fmt: skip
+    backups.swap_in(record, scratch)
+    return "loaded (a copy of its template database swapped in)"
+
+
+def _check_dump(tools: pgtools.Tools, dump: Path) -> None:
+    """That the file is a whole pg_dump -Fc archive (`pg_restore --list` reads its table of contents), before
+    anything changes; pg_restore of the add-on's own version reads it (inside its container, from stdin)."""
+    if tools.container is None:
+        assert tools.bindir is not None
+        argv, stdin = [str(tools.bindir / "pg_restore"), "--list", str(dump)], None
+    else:
+        argv, stdin = [tools.docker, "exec", "-i", tools.container, "pg_restore", "--list"], dump
+    with open(stdin or os.devnull, "rb") as feed:
+        listed = subprocess.run(argv, stdin=feed, capture_output=True, check=False, timeout=120)
+    if listed.returncode != 0:
+        why = pgtools.first_error(listed.stderr.decode(errors="replace"))
+        raise AddonError(f"{dump}: not a whole pg_dump -Fc file ({why}); make a new snapshot")
+
+
+def discard(ctx: Context, meta: Mapping[str, Any]) -> None:
+    """A deleted snapshot's template database dropped."""
+    _drop_template(ctx, str(meta.get("template", "")))
+
+
+def _drop_template(ctx: Context, template: str) -> None:
+    if not template.startswith("dynosim_snapshot_"):
+        return
+    tools, admin = pgtools.tools_for(ctx.record), pgtools.superuser_target(ctx.record)
+    pgtools.run(tools.command("psql", admin, "-X", "-q", "-c", f"ALTER DATABASE {_ident(template)} IS_TEMPLATE false"))
+    backups.drop(tools, admin, template)
+
+
+def _major(ctx: Context) -> int:
+    tools, admin = pgtools.tools_for(ctx.record), pgtools.superuser_target(ctx.record)
+    return int(pgtools.run(tools.command("psql", admin, "-XAtc", "SHOW server_version_num")).strip()) // 10000
+
+
+def _ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+KIND = Kind(reset=reset, capture=capture, save=save, load=load, verify=verify, discard=discard)

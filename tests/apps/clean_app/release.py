@@ -1,4 +1,5 @@
 """The release phase: the app's migrations, and the rows they seed (a reset must keep those)."""
+
 import os
 
 import psycopg
