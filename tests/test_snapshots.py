@@ -151,3 +151,32 @@ def test_bad_snapshots_are_refused_in_one_line_and_nothing_changes(app: dynosim.
 
     assert state(app)["notes"] == ["current"]  # through all of it
     assert [s["name"] for s in app.snapshots()] == ["other"]  # the corrupt one is not listed
+
+
+def test_a_snapshot_whose_template_database_is_gone_is_restored_from_its_dump(app_dir: Path) -> None:
+    from dynosim.addons.services.postgres_native import SUPERUSER
+
+    app = dynosim.App(
+        app_dir, addons=["heroku-postgresql", "heroku-redis"], addons_backend="native", cache_dir=CACHE_DIR
+    )
+    app.start()
+    try:
+        app.get("/add?body=saved")
+        app.snapshot_save("portable")
+        record = next(
+            r
+            for r in json.loads((app_dir / ".dynosim" / "addons.json").read_text())["addons"]
+            if r["service"] == "postgres"
+        )
+        admin = f"postgresql://{SUPERUSER}:{record['admin_password']}@127.0.0.1:{record['port']}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:  # as a new server would be: no template on it
+            [(template,)] = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'dynosim_snapshot_%'")
+            conn.execute(f'ALTER DATABASE "{template}" IS_TEMPLATE false')
+            conn.execute(f'DROP DATABASE "{template}"')
+        app.get("/add?body=after")
+        done = app.snapshot_load("portable")
+        postgres = next(what for name, what in done.items() if name.startswith("postgresql-"))
+        assert postgres.startswith("restored from postgresql-") and "template database was gone" in postgres
+        assert state(app)["notes"] == ["saved"]
+    finally:
+        app.stop()

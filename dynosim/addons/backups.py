@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -428,22 +429,27 @@ def restore_and_swap(record: Mapping[str, Any], src: Source) -> int:
     return size
 
 
-def swap_in(record: Mapping[str, Any], scratch: str) -> None:
-    """The database `scratch`, whole, becomes the app's (its sessions ended); the old one is dropped.
-    A failed swap puts the app's database back and drops `scratch`."""
+def swap_in(record: Mapping[str, Any], scratch: str, *, make: str = "", drop_later: bool = False) -> None:
+    """The database `scratch`, whole, becomes the app's (its sessions ended); the old one is dropped,
+    on a thread of its own with `drop_later` (DROP DATABASE waits for a checkpoint: the app need not).
+    `make`: SQL that makes `scratch`, run first in the same session. A failed swap puts the app's
+    database back and drops `scratch`."""
     tools = pgtools.tools_for(record)
     admin = pgtools.superuser_target(record)
     database = str(record["database"])
     aside = f"{database}_old_{secrets.token_hex(4)}"
     try:
         pgtools.run(tools.command("psql", admin, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"),
-                    _swap_sql(database, scratch, aside))  # fmt: skip
+                    make + _swap_sql(database, scratch, aside))  # fmt: skip
     except BaseException:
         with contextlib.suppress(AddonError):
             pgtools.run(tools.command("psql", admin, "-X", "-q", "-f", "-"), _unswap_sql(database, scratch, aside))
         drop(tools, admin, scratch)
         raise
-    drop(tools, admin, aside)
+    if drop_later:
+        threading.Thread(target=drop, args=(tools, admin, aside), name=f"drop {aside}", daemon=True).start()
+    else:
+        drop(tools, admin, aside)
 
 
 def _advice(error: str) -> str:
