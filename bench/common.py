@@ -15,6 +15,8 @@ import socket
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -178,3 +180,125 @@ def mad(values: list[float]) -> float:
 
 def spread(values: list[float]) -> str:
     return f"{min(values):.3g}–{max(values):.3g}"
+
+
+# --- what the benchmarks need from the machine --------------------------------------------------
+
+
+class Unavailable(RuntimeError):
+    """A benchmark, or one of its baselines, cannot run on this machine; the message says what is
+    missing and how to get it."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A command a benchmark runs (any of `commands`), the Debian packages that provide it, in the
+    order to try them, and how a user gets it otherwise."""
+
+    commands: tuple[str, ...]
+    packages: tuple[str, ...]
+    hint: str
+
+    @property
+    def name(self) -> str:
+        return self.commands[0]
+
+
+NGINX = Requirement(("nginx",), ("nginx-light", "nginx"), "apt-get install nginx-light")
+WRK = Requirement(("wrk",), ("wrk",), "apt-get install wrk")
+CHROMIUM = Requirement(("chromium", "chromium-browser"), ("chromium",), "apt-get install chromium")
+HONCHO = Requirement(("honcho",), (), "pip install -e '.[test]', as `make install` does")
+# nginx lives in /usr/sbin, which a user's PATH may lack.
+SBIN = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))
+DOCKER_IMAGE = "dynosim-test/postgres:15"  # what bench/addons.py runs unless DYNOSIM_POSTGRES_IMAGE says otherwise
+
+
+def find(requirement: Requirement) -> str | None:
+    """The command's path: next to this interpreter, on PATH or in an sbin folder; None if nowhere."""
+    for command in requirement.commands:
+        if (BIN / command).exists():
+            return str(BIN / command)
+        found = shutil.which(command) or shutil.which(command, path=SBIN)
+        if found:
+            return found
+    return None
+
+
+def missing(requirement: Requirement) -> str:
+    return f"{requirement.name} not found ({requirement.hint})"
+
+
+def require(requirement: Requirement) -> str:
+    found = find(requirement)
+    if found is None:
+        raise Unavailable(missing(requirement))
+    return found
+
+
+def can_install() -> bool:
+    """Root on a machine with apt-get: the benchmarks may install what they need."""
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def provide(requirements: Iterable[Requirement], why: str) -> None:
+    """Installs with apt-get those of `requirements` that are missing, when we may (see can_install),
+    saying so in one line; a package that will not install is named in one more. Whatever is still
+    missing afterwards, the benchmark needing it skips with a line of its own."""
+    wanted = list(dict.fromkeys(r for r in requirements if r.packages and find(r) is None))
+    if not wanted or not can_install():
+        return
+    names = ", ".join(r.packages[0] for r in wanted)
+    print(f"bench: installing {names} with apt-get ({why})", file=sys.stderr, flush=True)
+    updated = False
+    for requirement in wanted:
+        error = ""
+        for package in requirement.packages:
+            error = _apt_install(package)
+            if error and not updated:  # a fresh machine's package lists may be stale or absent
+                updated = True
+                _apt(["update", "-qq"])
+                error = _apt_install(package)
+            if not error and find(requirement):
+                break
+        else:
+            print(f"bench: could not install {requirement.name}: {error or 'not found after install'}", file=sys.stderr)
+
+
+def _apt(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(
+        ["apt-get", *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=900
+    )
+
+
+def _apt_install(package: str) -> str:
+    """Empty if `apt-get install package` succeeded, else its last line of complaint."""
+    done = _apt(["install", "-y", "-qq", package])
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return "" if done.returncode == 0 else (lines[-1] if lines else f"apt-get exited with {done.returncode}")
+
+
+def provide_docker_images() -> None:
+    """Builds the docker add-on's local images with .ci/docker-images.sh (which also installs and
+    starts the engine) when they are missing and we may; bench/addons.py notes docker skipped otherwise."""
+    script = REPO / ".ci" / "docker-images.sh"
+    image = os.environ.get("DYNOSIM_POSTGRES_IMAGE", DOCKER_IMAGE)
+    if not can_install() or not script.exists() or _docker_has(image):
+        return
+    print(f"bench: building the docker test images with {script.relative_to(REPO)}", file=sys.stderr, flush=True)
+    done = subprocess.run([str(script)], cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        print(
+            f"bench: {script.relative_to(REPO)} failed ({done.returncode}); docker runs will be skipped",
+            file=sys.stderr,
+        )
+
+
+def _docker_has(image: str) -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        inspect = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False, timeout=20)
+    except subprocess.TimeoutExpired:
+        return False
+    return inspect.returncode == 0
