@@ -14,7 +14,7 @@ import sqlite3
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,12 @@ pytestmark = pytest.mark.timeout(180)
 REDIS = AddonRequest("heroku-redis")
 SEARCH = AddonRequest("searchbox")
 MAILGUN = AddonRequest("mailgun")
+
+
+def verified_load(data: Any, ctx: Any, folder: Path, meta: Mapping[str, Any]) -> str:
+    """As snapshot:load calls a service's module: `verify` (before any add-on loads), then `load`."""
+    data.verify(ctx, folder, meta)
+    return str(data.load(ctx, folder, meta))
 
 
 @pytest.fixture
@@ -158,7 +164,7 @@ def test_redis_keys_come_back_exactly_with_their_ttls(addon_backend: str, state_
         r0.set("new:key", "gone after the load")
         r2.set("db2:key", "gone too")
         time.sleep(0.5)  # the TTLs come back as they were saved, not as they are now
-        said = redis_data.load(ctx, folder, meta)
+        said = verified_load(redis_data, ctx, folder, meta)
         assert said.startswith("10 key(s) loaded into 2 database(s)"), said
 
         same_but_ttls(before[0], redis_contents(r0))
@@ -184,7 +190,7 @@ def test_redis_refuses_a_damaged_file_or_another_version_and_changes_nothing(
 
         def refused(*words: str, meta: dict[str, Any] = meta) -> None:
             with pytest.raises(AddonError) as error:
-                redis_data.load(ctx, folder, meta)
+                verified_load(redis_data, ctx, folder, meta)
             one_line(error, *words)
             assert r0.keys("*") == [b"current"] and redis_client(kvs, 1).dbsize() == 0
 
@@ -210,7 +216,7 @@ def test_redis_refuses_a_damaged_file_or_another_version_and_changes_nothing(
 
         # a patch release of the same minor version takes it
         path.write_bytes(whole)
-        assert "10 key(s)" in redis_data.load(ctx, folder, {**meta, "redis_version": f"{major}.{minor}.0"})
+        assert "10 key(s)" in verified_load(redis_data, ctx, folder, {**meta, "redis_version": f"{major}.{minor}.0"})
 
 
 def test_redis_refuses_keys_in_a_database_the_server_lacks(state_dir: Path, folder: Path) -> None:
@@ -230,7 +236,7 @@ def test_redis_refuses_keys_in_a_database_the_server_lacks(state_dir: Path, fold
         rewritten += redis_data.RECORD.pack(redis_data.END, len(keys), 0, 0)
         path.write_bytes(rewritten + hashlib.sha256(rewritten).digest())
         with pytest.raises(AddonError) as error:
-            redis_data.load(ctx, folder, meta)
+            verified_load(redis_data, ctx, folder, meta)
         one_line(error, str(path), "database 16", "databases 17")
         assert sorted(r15.keys("*")) == [b"current", b"last"]
 
@@ -249,7 +255,7 @@ def test_redis_10000_keys_save_and_load_well_under_a_second(state_dir: Path, fol
         saved = time.monotonic() - started
         r0.flushall()
         started = time.monotonic()
-        redis_data.load(ctx, folder, meta)
+        verified_load(redis_data, ctx, folder, meta)
         loaded = time.monotonic() - started
         assert meta["keys"] == 10_000 and r0.dbsize() == 10_000
         assert r0.get("key:9999") == b"value 9999" * 4 and 3598_000 < r0.pttl("key:9999") <= 3600_000
@@ -270,7 +276,7 @@ def test_redis_near_its_plans_maxmemory_loads_back_and_keeps_its_limit(state_dir
         assert r0.info("memory")["used_memory"] > limit * 0.8
         meta = redis_data.save(ctx, folder)
         r0.set("key:0", "changed")
-        redis_data.load(ctx, folder, meta)
+        verified_load(redis_data, ctx, folder, meta)
         assert r0.dbsize() == meta["keys"] and r0.get("key:0") == b"x" * 1000
         assert int(r0.config_get("maxmemory")["maxmemory"]) == limit
         assert r0.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
@@ -318,7 +324,7 @@ def test_search_indices_and_documents_come_back(state_dir: Path, folder: Path) -
         es(box, "PUT", "other/_doc/1?refresh=true", {"title": "made after the snapshot"})
         es(box, "PUT", "logs/_doc/2?refresh=true", {"title": "another log line"})
 
-        said = search_data.load(ctx, folder, meta)
+        said = verified_load(search_data, ctx, folder, meta)
         assert said.startswith("2 index(es), 4 document(s) loaded"), said
         assert restarts == [box.name]
         indices = sorted(row["index"] for row in es(box, "GET", "_cat/indices?format=json"))
@@ -344,7 +350,7 @@ def test_search_refuses_what_is_not_its_database_and_keeps_serving(state_dir: Pa
 
         def refused(*words: str, meta: dict[str, Any] = meta) -> None:
             with pytest.raises(AddonError) as error:
-                search_data.load(ctx, folder, meta)
+                verified_load(search_data, ctx, folder, meta)
             one_line(error, *words)
             assert titles(box, "articles", "kept") == ["also kept", "kept"] and restarts == []
             leftovers = [p.name for p in (state_dir / "addons" / box.name / "data").iterdir() if ".load" in p.name]
@@ -371,7 +377,7 @@ def test_search_refuses_what_is_not_its_database_and_keeps_serving(state_dir: Pa
         path.write_bytes(whole)
         refused("format 2", meta={**meta, "format": 2})
 
-        assert search_data.load(ctx, folder, meta).startswith("1 index(es), 1 document(s)")
+        assert verified_load(search_data, ctx, folder, meta).startswith("1 index(es), 1 document(s)")
         assert titles(box, "articles", "kept") == ["kept"]
 
 
@@ -423,7 +429,7 @@ def test_mail_comes_back_and_the_sink_keeps_taking_it(state_dir: Path, folder: P
 
         send(mailgun, "After the snapshot")
         (state_dir / "addons" / mailgun.name / "mail" / sorted(before)[0]).unlink()
-        said = smtp_data.load(ctx, folder, meta)
+        said = verified_load(smtp_data, ctx, folder, meta)
         assert said == "2 message(s) loaded in place of the 2 it held", said
         assert mailbox(state_dir, mailgun) == before and restarts == []
         assert [p.name for p in (state_dir / "addons" / mailgun.name).iterdir() if p.name.startswith(".mail")] == []
@@ -451,7 +457,7 @@ def test_mail_the_sink_takes_during_a_load_is_kept(
             return copy(source, target)
 
         monkeypatch.setattr(shutil, "copy2", copy_while_mail_arrives)
-        said = smtp_data.load(ctx, folder, meta)
+        said = verified_load(smtp_data, ctx, folder, meta)
         assert said.endswith(", 1 captured during the load kept"), said
         subjects = sorted(m.subject for m in list_mail(state_dir))
         assert subjects == ["In the snapshot", "Sent during the load"]
@@ -468,11 +474,11 @@ def test_mail_refuses_a_snapshot_folder_of_other_files(state_dir: Path, folder: 
         stray = folder / meta["folder"] / "notes.txt"
         stray.write_text("not mail")
         with pytest.raises(AddonError) as error:
-            smtp_data.load(ctx, folder, meta)
+            verified_load(smtp_data, ctx, folder, meta)
         one_line(error, str(stray), "not a message dynosim captured")
         stray.unlink()
         shutil.rmtree(folder / meta["folder"])
         with pytest.raises(AddonError) as error:
-            smtp_data.load(ctx, folder, meta)
+            verified_load(smtp_data, ctx, folder, meta)
         one_line(error, str(folder / meta["folder"]), "missing")
         assert mailbox(state_dir, mailgun) == before

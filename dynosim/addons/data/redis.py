@@ -94,9 +94,9 @@ def save(ctx: Context, folder: Path) -> dict[str, Any]:
     return meta
 
 
-def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
-    """The add-on's keys replaced by the snapshot's, in one transaction; AddonError, nothing changed, when
-    the file is missing or damaged or this server cannot take its payloads."""
+def verify(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> None:
+    """That the snapshot's keys can be loaded here (format, the whole file and its checksum, this server's
+    version and databases), before any add-on of the snapshot loads."""
     path = _snapshot_file(folder, meta)
     if meta.get("format") != FORMAT:
         raise AddonError(
@@ -104,16 +104,23 @@ def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
             "load it with the dynosim that saved it, or save it again"
         )
     keys = read_keys(path)
-    address = _address(ctx)
-    with Session(*address) as redis:
+    with Session(*_address(ctx)) as redis:
         _check_version(path, str(meta.get("redis_version")), _info(redis, "server")["redis_version"])
         databases = int(_config(redis, "databases"))
-        beyond = sorted({key.db for key in keys if key.db >= databases})
-        if beyond:
-            raise AddonError(
-                f"{path}: has keys in database {beyond[0]}, and this Redis has {databases} (0 to {databases - 1}); "
-                f"load it into a Redis configured with `databases {beyond[-1] + 1}` or more"
-            )
+    beyond = sorted({key.db for key in keys if key.db >= databases})
+    if beyond:
+        raise AddonError(
+            f"{path}: has keys in database {beyond[0]}, and this Redis has {databases} (0 to {databases - 1}); "
+            f"load it into a Redis configured with `databases {beyond[-1] + 1}` or more"
+        )
+
+
+def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
+    """(After `verify`.) The add-on's keys replaced by the snapshot's, in one transaction."""
+    path = _snapshot_file(folder, meta)
+    keys = read_keys(path)
+    address = _address(ctx)
+    with Session(*address) as redis:
         commands: list[tuple[str | bytes, ...]] = [("MULTI",), ("FLUSHALL",)]
         selected = None
         for key in sorted(keys, key=lambda k: k.db):
@@ -282,4 +289,4 @@ def _private(path: Path) -> Iterator[BinaryIO]:
         os.fsync(out.fileno())
 
 
-KIND = Kind(reset=reset, save=save, load=load)
+KIND = Kind(reset=reset, save=save, load=load, verify=verify)

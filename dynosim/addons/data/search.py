@@ -64,14 +64,10 @@ def save(ctx: Context, folder: Path) -> dict[str, Any]:
     }
 
 
-def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
-    """The stand-in's database replaced by the snapshot's (its server restarted); AddonError, nothing
-    changed, when the snapshot's file is missing or not the stand-in's database."""
-    current = _database(ctx)
-    name = meta.get("file")
-    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
-        raise AddonError(f"{folder}: its search entry names no file ({name!r}); save the snapshot again")
-    snapshot = folder / name
+def verify(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> None:
+    """That the snapshot's file is there and is the stand-in's database (read in place, read-only)."""
+    _database(ctx)  # the docker backend's Elasticsearch is refused here, before any add-on loads
+    snapshot = _file(folder, meta)
     if meta.get("format") != FORMAT:
         raise AddonError(
             f"{snapshot}: a search snapshot of format {meta.get('format')!r}, this dynosim reads format {FORMAT}; "
@@ -79,6 +75,27 @@ def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
         )
     if not snapshot.is_file():
         raise AddonError(f"{snapshot}: missing from the snapshot; save the snapshot again")
+    try:
+        with _open(snapshot.absolute().as_uri() + "?mode=ro", uri=True) as db:
+            problem = _not_the_stand_ins(db)
+    except sqlite3.DatabaseError as error:
+        raise AddonError(f"{snapshot}: not a readable SQLite database ({error}); save the snapshot again") from None
+    if problem:
+        raise AddonError(f"{snapshot}: not a search stand-in's database ({problem}); save the snapshot again")
+
+
+def _file(folder: Path, meta: Mapping[str, Any]) -> Path:
+    name = meta.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise AddonError(f"{folder}: its search entry names no file ({name!r}); save the snapshot again")
+    return folder / name
+
+
+def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
+    """(After `verify`.) The stand-in's database replaced by the snapshot's (its server restarted); the copy
+    is checked again where it lands, beside the server's, before the swap."""
+    current = _database(ctx)
+    snapshot = _file(folder, meta)
     current.parent.mkdir(parents=True, exist_ok=True)
     scratch = current.with_name(f".{current.name}.{secrets.token_hex(4)}.load")
     try:
@@ -170,4 +187,4 @@ def _http(ctx: Context, method: str, path: str) -> bytes:
         raise AddonError(f"{ctx.name}: the search add-on did not answer ({error})") from None
 
 
-KIND = Kind(reset=reset, save=save, load=load)
+KIND = Kind(reset=reset, save=save, load=load, verify=verify)

@@ -47,13 +47,9 @@ def save(ctx: Context, folder: Path) -> dict[str, Any]:
     return {"format": FORMAT, "folder": target.name, "messages": copied}
 
 
-def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
-    """The add-on's messages replaced by the snapshot's, the sink kept running; AddonError, nothing changed,
-    when the snapshot's folder is missing or holds what the sink did not capture."""
-    name = meta.get("folder")
-    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
-        raise AddonError(f"{folder}: its mail entry names no folder ({name!r}); save the snapshot again")
-    source = folder / name
+def verify(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> None:
+    """That the snapshot's folder is there and holds only messages the sink captured."""
+    source = _source(folder, meta)
     if meta.get("format") != FORMAT:
         raise AddonError(
             f"{source}: a mail snapshot of format {meta.get('format')!r}, this dynosim reads format {FORMAT}; "
@@ -61,14 +57,25 @@ def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
         )
     if not source.is_dir():
         raise AddonError(f"{source}: missing from the snapshot; save the snapshot again")
-    snapshot = sorted(source.iterdir())
-    for path in snapshot:
+    for path in sorted(source.iterdir()):
         try:
             read_mail(path)
         except (AddonError, OSError, ValueError):
             raise AddonError(
                 f"{path}: not a message dynosim captured; remove it from the snapshot, or save it again"
             ) from None
+
+
+def _source(folder: Path, meta: Mapping[str, Any]) -> Path:
+    name = meta.get("folder")
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise AddonError(f"{folder}: its mail entry names no folder ({name!r}); save the snapshot again")
+    return folder / name
+
+
+def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
+    """(After `verify`.) The add-on's messages replaced by the snapshot's, the sink kept running."""
+    snapshot = sorted(_source(folder, meta).iterdir())
     mail = ctx.state_dir / "addons" / ctx.name / MAIL
     mail.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     before = {path.name for path in mail.glob("*.eml")}  # what the load replaces; any other is mail meanwhile
@@ -109,4 +116,4 @@ def _messages(ctx: Context) -> list[Path]:
     return [path for path in mail_files(ctx.state_dir) if path.parent.parent.name == ctx.name]
 
 
-KIND = Kind(reset=reset, save=save, load=load)
+KIND = Kind(reset=reset, save=save, load=load, verify=verify)
