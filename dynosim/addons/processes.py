@@ -144,8 +144,9 @@ class Child:
                 raise AddonError(f"{label}: cannot run {args[0]}: {error.strerror}") from None
         return cls(proc, what, label, log, stop_signal)
 
-    def wait_ready(self, probe: Callable[[], bool], timeout: float = READY_TIMEOUT) -> float:
-        """Polls `probe` until it says yes; returns the seconds it took. The server's exit is an error."""
+    def wait_ready(self, probe: Callable[[], bool], timeout: float = READY_TIMEOUT, interval: float = POLL) -> float:
+        """Polls `probe` every `interval` until it says yes; returns the seconds it took. The server's
+        exit is an error."""
         started = time.monotonic()
         while True:
             ready = probe()
@@ -162,7 +163,7 @@ class Child:
                 raise AddonError(
                     f"{self.label}: {self.what} did not accept connections within {timeout:g} s; see {self.log}"
                 )
-            time.sleep(POLL)
+            time.sleep(interval)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         if self.proc.poll() is not None:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 _SOCKET_DIR_MAX = 90  # sun_path is 108 bytes, and Postgres appends "/.s.PGSQL.NNNNN"
+READY_POLL = 0.001  # seconds between looks at a starting server's postmaster.pid
 ADMIN_CONNECTIONS = 10  # dynosim's own, beside the plan's: psql, pg:backups, pg:info
 
 # The whole pg_hba.conf, rewritten at every start when it differs: over TCP only SSL connections have an
@@ -156,7 +157,12 @@ class Postgres(Service):
             user=run_as.uid if run_as else None,
             group=run_as.gid if run_as else None,
         )  # the parent-death signal set for `unshare` reaches postgres: unshare execs it in place
-        took = child.wait_ready(lambda: self.probe(spec))
+        # the status line pg_ctl -w reads, every millisecond: a file read, where a probe of the port
+        # would make the server fork a backend to answer it
+        if bins.major >= 10:
+            took = child.wait_ready(lambda: started(data, child.proc.pid), interval=READY_POLL)
+        else:
+            took = child.wait_ready(lambda: self.probe(spec))
         try:
             if not marker.exists():
                 provision(spec, bins, sockets)
@@ -397,6 +403,16 @@ def _ident(text: str) -> str:
 
 
 # --- readiness ------------------------------------------------------------------------------------
+
+
+def started(data: Path, pid: int) -> bool:
+    """True once the postmaster `pid` says in its postmaster.pid that it accepts connections (its eighth
+    line, PM_STATUS, "ready" since Postgres 10), as `pg_ctl start -w` waits for it."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False  # not written yet, or being rewritten
+    return len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() == "ready"
 
 
 def accepting(port: int) -> bool:
