@@ -22,7 +22,7 @@ from . import snapshots
 from .addons import AddonRequest, Addons, Attachment, app_requests, manifest_requests
 from .addons.backups import run_schedules
 from .addons.capacity import CHECK_EVERY
-from .addons.data import Context, capture_baselines, context, reset_all
+from .addons.data import Context, capture_baselines, close_sessions, context, reset_all
 from .addons.hints import watch_for_addon_failures
 from .addons.manage import inventory
 from .app import load_app
@@ -293,6 +293,7 @@ class Run:
         finally:
             if self.metrics is not None:
                 self.metrics.stop()
+            close_sessions(self.attachments)  # the kept psql of resets, before the add-ons' servers stop
             await self.router.stop()
 
     def _metered_dynos(self) -> list[Dyno]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from conftest import CACHE_DIR, remove_app_containers
@@ -73,8 +75,19 @@ def test_reset_returns_the_add_ons_to_after_the_release_phase_and_the_dyno_keeps
         with psycopg.connect(app.config()["DATABASE_URL"]) as conn:
             assert conn.execute("SELECT count(*) FROM scratch").fetchone() == (0,)
         app.logs.wait_for(r"dynosim\[reset\]: postgresql-\S+: 3 table\(s\) emptied")
+        # the run's kept psql session outlives a restart of the server (Heroku Postgres maintenance)
+        app.faults.addon_restart("heroku-postgresql")
+        app.logs.wait_for(r"dynosim\[faults\]: .*addon-restart", timeout=30)
+        deadline = time.monotonic() + 30
+        while app.get("/add?body=after-maintenance").status != 200:  # the server back, the app reconnected
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        app.reset()
+        assert notes(app)["notes"] == []
     finally:
         app.stop()
+    # nothing of the run is left: its kept psql session ended with it
+    assert not [child for child in psutil.Process().children(recursive=True) if child.name() == "psql"]
 
 
 def test_a_reset_without_its_baseline_says_so_and_changes_nothing(app_dir: Path) -> None:

@@ -47,3 +47,8 @@ def capture_baselines(contexts: Sequence[Context]) -> None:
 def reset_all(contexts: Sequence[Context]) -> dict[str, str]:
     """Every add-on reset, by name: what was done to it."""
     return {ctx.name: KINDS[ctx.attachment.service].reset(ctx) for ctx in contexts}
+
+
+def close_sessions(attachments: Sequence[Attachment]) -> None:
+    """What the data modules keep open for a run's add-ons (Postgres's psql sessions), closed as it stops."""
+    postgres.close_sessions(a.name for a in attachments)
