@@ -1,7 +1,7 @@
 """Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory), of issues 3, 4, 5, 6 and 8
 (add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci), of issue 18
 (pg:backups and pg:pull of a 1 GB database; 200 MB with --quick) and of issue 19 (the router with no fault on,
-faults switched on and off) and of issue 20 (the router with 1-second metrics on, an hour of them held; idle CPU with the dashboard open), each against its baseline measured side by side, and prints a summary table.
+faults switched on and off) and of issue 20 (the router with 1-second metrics on, an hour of them held; idle CPU with the dashboard open) and of issue 21 (reset, snapshot:load, a clean-data pytest suite), each against its baseline measured side by side, and prints a summary table.
 `--quick` runs fewer rounds.
 
 First it installs what the benchmarks and their baselines run when it may (bench.common.provide: root with
@@ -31,6 +31,7 @@ if __package__ in (None, ""):
 from bench import (
     addons,
     ci,
+    clean_suite,
     control,
     cycle,
     dashboard,
@@ -39,8 +40,10 @@ from bench import (
     memory,
     metrics,
     pg_backups,
+    reset,
     router,
     router_faults,
+    snapshots,
     startup,
     tls,
 )
@@ -121,6 +124,9 @@ BENCHMARKS = (
         python_modules=("playwright",),
     ),
     Benchmark("Heroku CI", "ci", lambda q: ci.measure(2 if q else 5)),
+    Benchmark("reset", "reset", lambda q: reset.measure(3 if q else 7)),
+    Benchmark("snapshot:load", "snapshots", lambda q: snapshots.measure(2 if q else 5)),
+    Benchmark("clean-data suite", "clean_suite", lambda q: clean_suite.measure(1 if q else 3)),
     Benchmark("pg:backups", "pg_backups", lambda q: pg_backups.measure_backups(2 if q else 3, 200 if q else 1024)),
     Benchmark("pg:pull", "pg_backups", lambda q: pg_backups.measure_pull(2 if q else 3, 200 if q else 1024)),
     Benchmark(
