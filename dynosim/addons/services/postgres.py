@@ -46,11 +46,13 @@ from dynosim.addons.services.postgres_native import (
 )
 from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
 from dynosim.errors import AddonError
+from dynosim.privatefile import write_private
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
 _SOCKET_DIR_MAX = 90  # sun_path is 108 bytes, and Postgres appends "/.s.PGSQL.NNNNN"
+APPLIED = "start.sql"  # in the add-on's folder: the start script last run in its server, unrestricted
 READY_POLL = 0.001  # seconds between looks at a starting server's postmaster.pid
 ADMIN_CONNECTIONS = 10  # dynosim's own, beside the plan's: psql, pg:backups, pg:info
 
@@ -129,6 +131,7 @@ class Postgres(Service):
         marker = spec.folder / "provisioned"  # the app's role and database exist
         if not data.exists():
             marker.unlink(missing_ok=True)
+            (spec.folder / APPLIED).unlink(missing_ok=True)
             initdb(spec, data, bins, launch)
         ssl = ssl_settings(spec, data, host, run_as)  # also for a data folder made before dynosim had SSL
 
@@ -167,7 +170,7 @@ class Postgres(Service):
             if not marker.exists():
                 provision(spec, bins, sockets)
                 marker.touch()
-            _superuser_sql(spec, bins, sockets, spec.database or "", _start_sql(spec))
+            _apply_start_sql(spec, bins, sockets)
         except BaseException:
             child.stop()
             raise
@@ -233,7 +236,13 @@ class Postgres(Service):
             return lambda database, script: _container_psql(container, spec, database, script)
         bins = find_binaries(backend)
         sockets = _socket_dir(spec)
-        return lambda database, script: _superuser_sql(spec, bins, sockets, database, script)
+
+        def run(database: str, script: str) -> str:
+            if _several(script) or not script.lstrip().upper().startswith("SELECT"):
+                (spec.folder / APPLIED).unlink(missing_ok=True)  # it may change the role: the next start sets it again
+            return _superuser_sql(spec, bins, sockets, database, script)
+
+        return run
 
 
 # --- SSL only, as Heroku Postgres ----------------------------------------------------------------
@@ -324,6 +333,25 @@ def _start_sql(spec: ServiceSpec) -> str:
     return start_sql(spec.user or "", spec.database or "", postgres_plan(spec.plan), spec.restricted)
 
 
+def _apply_start_sql(spec: ServiceSpec, bins: Binaries, sockets: Path | None) -> None:
+    """The start script, run when it would change something: the plan's connection limit is the role's,
+    which only this, a restriction and its end set (admin() forgets APPLIED before those), so it is run
+    again only when it differs from the one last run; a restriction's, which reaches into the database
+    (a restored one has its grants back), is run at every start."""
+    script, applied = _start_sql(spec), spec.folder / APPLIED
+    if spec.restricted:
+        applied.unlink(missing_ok=True)
+    else:
+        try:
+            if applied.read_text() == script:
+                return
+        except OSError:
+            pass
+    _superuser_sql(spec, bins, sockets, spec.database or "", script)
+    if not spec.restricted:
+        write_private(applied, script)
+
+
 def _max_connections(spec: ServiceSpec) -> list[str]:
     """Room on the server for the plan's connections and dynosim's own, where Postgres' default (100) has
     none; below that the default stays, and so does a container made before plans had limits."""
@@ -344,13 +372,18 @@ def _superuser_sql(spec: ServiceSpec, bins: Binaries, sockets: Path | None, data
     script of several goes to psql, which commits each statement by itself (one query of several would
     be one transaction: a restriction's pg_terminate_backend would end sessions before its lower
     connection limit is committed) and knows its backslash commands."""
-    if sockets is None or ";" in script.strip().rstrip(";") or "\\" in script:
+    if sockets is None or _several(script):
         return _host_psql(spec, bins, sockets, database, script)
     try:
         with _Session(sockets / f".s.PGSQL.{spec.port}", SUPERUSER, spec.admin_password or "", database) as session:
             return session.run(script)
     except OSError as error:
         raise AddonError(f"{spec.label}: cannot reach its server on {sockets}: {error.strerror or error}") from None
+
+
+def _several(script: str) -> bool:
+    """Whether `script` may hold more than one statement, or a psql backslash command."""
+    return ";" in script.strip().rstrip(";") or "\\" in script
 
 
 def _host_psql(spec: ServiceSpec, bins: Binaries, sockets: Path | None, database: str, script: str) -> str:
