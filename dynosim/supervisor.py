@@ -335,9 +335,13 @@ class Run:
             raise ReleaseError(f"{error}; no dyno was started{advice}") from None
         if self._new_release:
             self.history.settle(release, succeeded=True)
-        await self._capture_baselines()
+        if self.attachments:  # no add-on, no baseline: not even a thread to start and wait for
+            await self._capture_baselines()
         self.logs.api(f"Scaled to {self.formation.describe()} by user {user}")
         manager.start()
+        # the dynos' boots are what the first request waits for: each is spawned in its task's first step,
+        # let run here, before the run's own services (certificate, control socket, dashboard) take the loop
+        await asyncio.sleep(0)
         self._start_postdeploy(manager, release)
         scheduling = asyncio.ensure_future(manager.run_scheduler(self._scheduler_jobs, self.clock))
         # pg:backups:schedule's daily backups, on the same clock
