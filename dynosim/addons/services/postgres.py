@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dynosim.addons import certs
 from dynosim.addons.capacity import Admin, start_sql
 from dynosim.addons.plans import postgres_plan
-from dynosim.addons.processes import HOST, Child, Host, Server, check_port
+from dynosim.addons.processes import HOST, Child, Host, Server, check_port, last_line
 from dynosim.addons.services.base import TLS_DIR, TLS_MOUNT, Service, with_tls
 from dynosim.addons.services.postgres_native import (
     SUPERUSER,
@@ -40,6 +40,7 @@ from dynosim.addons.services.postgres_native import (
     initdb,
     is_tool,
     own,
+    refused_user_namespace,
     server_env,
     server_launch,
     settle_leftover,
@@ -162,10 +163,17 @@ class Postgres(Service):
         )  # the parent-death signal set for `unshare` reaches postgres: unshare execs it in place
         # the status line pg_ctl -w reads, every millisecond: a file read, where a probe of the port
         # would make the server fork a backend to answer it
-        if bins.major >= 10:
-            took = child.wait_ready(lambda: started(data, child.proc.pid), interval=READY_POLL)
-        else:
-            took = child.wait_ready(lambda: self.probe(spec))
+        try:
+            if bins.major >= 10:
+                took = child.wait_ready(lambda: started(data, child.proc.pid), interval=READY_POLL)
+            else:
+                took = child.wait_ready(lambda: self.probe(spec))
+        except AddonError:
+            if refused_user_namespace(host, launch, last_line(child.log)):
+                return self.start_native(spec, host)  # as the system user, now
+            raise
+        if launch.wrap:
+            host.found.setdefault("userns", (launch.wrap, ""))  # it works: an assumed namespace is known now
         try:
             if not marker.exists():
                 provision(spec, bins, sockets)

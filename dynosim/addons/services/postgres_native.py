@@ -213,7 +213,7 @@ def server_launch(spec: ServiceSpec, data: Path, backend: Host) -> Launch:
                 f"{spec.folder} but cannot reach it ({_describe(blocked)}); {advice}or `chmod o+x {blocked}`"
             )
         return Launch(user=run_as)
-    wrap, unavailable = user_namespace(backend)
+    wrap, unavailable = user_namespace(backend, assumed=data.exists())
     if wrap:
         blocked = _blocking_parent(spec.folder, 0, {os.getegid()})  # unshare drops supplementary groups
         if blocked is not None:
@@ -238,21 +238,38 @@ def server_launch(spec: ServiceSpec, data: Path, backend: Host) -> Launch:
     return Launch(user=run_as)
 
 
-def user_namespace(backend: Host) -> tuple[tuple[str, ...], str]:
+def user_namespace(backend: Host, *, assumed: bool = False) -> tuple[tuple[str, ...], str]:
     """The `unshare` command that runs a program in a user namespace, as NAMESPACE_UID; or () and why
-    not. Tried once per run."""
+    not. Tried once per run; `assumed` (root's data folder exists: its server ran in one before), not
+    tried but taken to work, as the server's start tells (`refused_user_namespace`): a process fewer."""
     found = backend.found.get("userns")
-    if not isinstance(found, tuple):
-        found = _probe_user_namespace()
-        backend.found["userns"] = found
+    if isinstance(found, tuple):
+        return found
+    unshare = shutil.which("unshare")
+    if assumed and unshare is not None:
+        return _unshare(unshare), ""
+    found = backend.found["userns"] = _probe_user_namespace()
     return found
+
+
+def refused_user_namespace(backend: Host, launch: Launch, said: str) -> bool:
+    """Whether a server that `launch` ran in an assumed user namespace exited because `unshare` could not
+    make one (`said`: its last line); if so, that is what user_namespace() answers from now on."""
+    if not launch.wrap or "userns" in backend.found or not said.startswith("unshare: "):
+        return False
+    backend.found["userns"] = ((), said)
+    return True
+
+
+def _unshare(unshare: str) -> tuple[str, ...]:
+    return (unshare, "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}", "--")
 
 
 def _probe_user_namespace() -> tuple[tuple[str, ...], str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         return (), "no unshare command"
-    wrap = (unshare, "--user", f"--map-user={NAMESPACE_UID}", f"--map-group={NAMESPACE_UID}", "--")
+    wrap = _unshare(unshare)
     try:
         done = subprocess.run([*wrap, "true"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError) as error:
