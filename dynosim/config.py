@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dynosim.errors import ConfigError
-from dynosim.manifest import ENV_NAME, Manifest
+from dynosim.manifest import ENV_NAME, NUL, NUL_VALUE, Manifest
 from dynosim.privatefile import write_private
 
 _NAME_RULE = "use letters, digits and _, not starting with a digit"
@@ -58,6 +58,8 @@ def load_dotenv(path: Path) -> dict[str, str]:
             raise ConfigError(f"{where}: {binding.key!r} is not a valid variable name; {_NAME_RULE}")
         if binding.value is None:
             raise ConfigError(f"{where}: {binding.key} has no value; write {binding.key}= for an empty value")
+        if NUL in binding.value:
+            raise ConfigError(NUL_VALUE.format(where=f"{where}: {binding.key}'s value"))
     values = dotenv_values(stream=io.StringIO(text), interpolate=True)
     return {key: value for key, value in values.items() if value is not None}
 
@@ -91,6 +93,9 @@ class ConfigStore:
         for name in changes:  # before anything changes, a name to unset included
             if not ENV_NAME.match(name):
                 raise ConfigError(f"{name!r} is not a valid config var name; {_NAME_RULE}")
+        for name, value in changes.items():
+            if value is not None and NUL in value:
+                raise ConfigError(NUL_VALUE.format(where=f"config:set {name}'s value"))
         stored = self.load()
         for name, value in changes.items():
             if value is not None:

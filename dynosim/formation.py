@@ -168,7 +168,39 @@ def resolve_formation(
     for kind, count in (requested or {}).items():
         _check_type(kind, procfile, "--formation")
         quantities[kind] = count
+    check_limits(quantities, sizes, "--formation" if requested else "the formation")
     return Formation(quantities, sizes)
+
+
+# Heroku's default scaling limits (Dev Center, "Dyno Scaling and Process Limits"): 100 dynos an app,
+# 10 a process type of performance dynos, 1 a process type of eco or basic
+APP_LIMIT = 100
+PERFORMANCE_LIMIT = 10
+SINGLE_SIZES = ("eco", "basic")
+
+
+def check_limits(quantities: Mapping[str, int], sizes: Mapping[str, DynoSize], where: str) -> None:
+    """FormationError past Heroku's scaling limits, before a dyno starts: a formation of thousands would
+    take the machine down with it."""
+    for kind, count in quantities.items():
+        if kind not in sizes:  # not a process type: the caller's own check names it
+            continue
+        size = sizes[kind].name
+        if size in SINGLE_SIZES and count > 1:
+            raise FormationError(
+                f"{where}: {kind}={count}: {_title(size)} dynos run one per process type on Heroku; scale to 1, "
+                f"or resize it first (ps:resize {kind}=standard-1x)"
+            )
+        if size.startswith("performance") and count > PERFORMANCE_LIMIT:
+            raise FormationError(
+                f"{where}: {kind}={count}: Heroku scales a process type of performance dynos to {PERFORMANCE_LIMIT} "
+                "at most; scale to 10 or fewer"
+            )
+    total = sum(quantities.values())
+    if total > APP_LIMIT:
+        raise FormationError(
+            f"{where}: {total} dynos in all: Heroku limits an app to {APP_LIMIT} dynos; scale to {APP_LIMIT} or fewer"
+        )
 
 
 def _check_type(kind: str, procfile: Procfile, where: str) -> None:

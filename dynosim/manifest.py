@@ -146,6 +146,11 @@ def _postdeploy_spec(fail: _Failer, raw: object) -> PostdeploySpec | None:
     return PostdeploySpec(command=command, size=size)
 
 
+NUL = "\x00"
+# no process's environment can carry one: the dyno would not start, as on Heroku its slug would not run
+NUL_VALUE = "{where} holds a NUL byte, which no environment variable can carry; remove it"
+
+
 def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
     where = f"env.{name}"
     if not ENV_NAME.match(name):
@@ -155,8 +160,13 @@ def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
         )
     # Scalars go through string() so that a number gets the "quote it" hint.
     if isinstance(raw, (str, int, float)):
-        return EnvSpec(name=name, value=fail.string(raw, where), required=False, generator=None, description=None)
+        value = fail.string(raw, where)
+        if NUL in value:
+            fail(NUL_VALUE.format(where=where))
+        return EnvSpec(name=name, value=value, required=False, generator=None, description=None)
     spec = fail.mapping(raw, where, 'a string or an object like {"value": "...", "required": true}')
+    if NUL in str(spec.get("value", "")):
+        fail(NUL_VALUE.format(where=f"{where}.value"))
     generator = fail.optional_string(spec, "generator", where)
     if generator not in (None, "secret"):
         fail(f'{where}.generator must be "secret" (the only generator Heroku has), got {json.dumps(generator)}')

@@ -37,7 +37,7 @@ from .faults import FaultRequest
 from .faults.board import FaultBoard
 from .faults.plan import Chaos, PlannedFault, run_plan, run_targets
 from .faults.report import Witness, describe, outcomes
-from .formation import DEFAULT_SIZE, Formation, FormationStore, dyno_size, resolve_formation
+from .formation import DEFAULT_SIZE, Formation, FormationStore, check_limits, dyno_size, resolve_formation
 from .gitwatch import new_commits
 from .logs import LogLine, LogStream, TerminalPrinter
 from .logview import select
@@ -456,6 +456,7 @@ class Run:
     async def scale(self, counts: Mapping[str, int]) -> Formation:
         """`ps:scale`: now, and for the next runs too (the formation belongs to the app)."""
         manager = self.running()
+        check_limits({**manager.formation.quantities, **counts}, manager.formation.sizes, "ps:scale")
         formation = await manager.scale(dict(counts))
         self.formations.scale(manager.procfile, counts)
         self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")
@@ -464,6 +465,8 @@ class Run:
     async def resize(self, sizes: Mapping[str, str]) -> Formation:
         """`ps:resize`: a restart of the resized types, and their size for the next runs too."""
         manager = self.running()
+        resized = {**manager.formation.sizes, **{kind: dyno_size(size, "ps:resize") for kind, size in sizes.items()}}
+        check_limits(manager.formation.quantities, resized, "ps:resize")
         formation = await manager.resize(dict(sizes))
         self.formations.resize(manager.procfile, sizes)
         self.logs.api(f"Scaled to {formation.describe()} by user {self.app.user()}")

@@ -106,3 +106,21 @@ def test_a_second_run_in_the_same_app_is_refused(tmp_path, dynosim):
     first.wait_for(r"app\[worker\.1\]: worker started")
     assert_one_line_error(run(app), "another dynosim run", "stop it first")
     assert first.stop() == 0
+
+
+def test_a_nul_byte_in_a_config_value_is_refused_with_its_file_and_line(tmp_path):
+    # no environment variable can carry one: it was a traceback from the dyno's spawn (issue 22)
+    app = make_app(tmp_path, __env="GOOD=1\nBAD=a\x00b\n")
+    assert_one_line_error(run(app), ".env:2: BAD's value holds a NUL byte", "remove it")
+    (app / ".env").unlink()
+    (app / "app.json").write_text('{"env": {"SECRET": {"value": "x\\u0000y"}}}')
+    assert_one_line_error(run(app), "app.json: env.SECRET.value holds a NUL byte")
+    assert_nothing_left(app)
+
+
+def test_a_formation_past_herokus_scaling_limits_is_refused_before_a_dyno_starts(tmp_path):
+    app = make_app(tmp_path, procfile="web: python server.py\nworker: python worker.py\n")
+    assert_one_line_error(run(app, "--formation", "web=99999"), "100000 dynos in all", "limits an app to 100 dynos")
+    assert_one_line_error(run(app, "--formation", "worker=11", "--size", "performance-m"), "worker=11", "to 10 at most")
+    assert_one_line_error(run(app, "--formation", "web=2", "--size", "eco"), "web=2", "one per process type")
+    assert_nothing_left(app)

@@ -53,3 +53,19 @@ def test_scaling_with_no_run_is_kept_and_a_runs_formation_overrides_it_for_that_
     again.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     assert "worker.1" not in again.output() and "formation for this run" not in again.output()
     assert again.stop() == 0
+
+
+def test_a_live_ps_scale_past_herokus_limits_is_refused_and_the_run_stays_as_it_was(tmp_path, dynosim):
+    app = make_app(tmp_path, procfile="web: python server.py\nworker: python worker.py\n")
+    run = dynosim(app)
+    run.wait_for(r"heroku\[worker\.1\]: State changed from starting to up")
+    refused = run_dynosim(app, "ps:scale", "web=99999")
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+    assert "ps:scale: 100000 dynos in all: Heroku limits an app to 100 dynos" in refused.stderr
+    ps = json.loads(run_dynosim(app, "ps", "--json").stdout)
+    assert sorted(row["name"] for row in ps) == ["web.1", "worker.1"]
+    resized = run_dynosim(app, "ps:scale", "worker=2")
+    assert resized.returncode == 0
+    eco = run_dynosim(app, "ps:resize", "worker=eco")
+    assert eco.returncode == 1 and "worker=2: Eco dynos run one per process type" in eco.stderr
+    assert run.stop() == 0
