@@ -8,13 +8,22 @@ that forked the child exits, so servers are forked from a thread of ours that li
 stopped (`Spawner`), not from whichever worker thread called `start()`. Each server gets its own
 session, so a Ctrl-C meant for dynosim does not reach it: the runtime stops add-ons after the last
 dyno, in order.
+
+The signal is set by util-linux's `setpriv --pdeathsig`, exec'd in front of the server, where it is
+found and the server runs as us: a preexec_fn would set it in Python, but makes subprocess fork where
+it could vfork, and a fork copies dynosim's page tables (3 ms of every start, 10 under load). A dynosim
+killed in the half millisecond before setpriv sets it leaves that server running (a preexec_fn checks
+for that; setpriv cannot), which the next start of its add-on finds (Postgres: settle_leftover).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import queue
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -97,6 +106,20 @@ def deathsig_preexec(sig: int) -> Callable[[], None] | None:
     return preexec
 
 
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv, when it can set a parent-death signal (Linux; 2.33 and newer have --pdeathsig)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    found = shutil.which("setpriv")
+    if found is None:
+        return None
+    try:  # its option's name is in the binary: no `setpriv --help` process
+        return found if b"pdeathsig" in Path(found).read_bytes() else None
+    except OSError:
+        return None
+
+
 class Child:
     """A server process of ours: its log, and how to stop it."""
 
@@ -128,16 +151,19 @@ class Child:
             ids: dict[str, Any] = {}
             if user is not None:
                 ids = {"user": user, "group": group, "extra_groups": []}
+            setpriv = _setpriv() if user is None and os.path.isabs(args[0]) and os.access(args[0], os.X_OK) else None
             try:
                 proc = spawner.popen(
-                    args,
+                    [setpriv, f"--pdeathsig={signal.Signals(death_signal).name.removeprefix('SIG')}", "--", *args]
+                    if setpriv
+                    else args,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,
                     cwd=cwd,
                     start_new_session=True,
-                    preexec_fn=deathsig_preexec(death_signal),
+                    preexec_fn=None if setpriv else deathsig_preexec(death_signal),
                     **ids,
                 )
             except OSError as error:
