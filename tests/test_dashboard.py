@@ -220,6 +220,7 @@ def test_a_person_sees_the_app_live_in_chromium(running: tuple[DynosimRun, str],
         expect(pending).to_contain_text("web.1")
         expect(pending).to_contain_text("uploaded file")
         expect(pending).to_contain_text("object storage")
+        expect(page.locator("#ledger-writes-count")).not_to_have_text("0")  # every write since boot, counted
 
         screenshot = tmp_path / "dashboard.png"  # CI keeps the test's folder as an artefact
         page.screenshot(path=str(screenshot), full_page=True)

@@ -281,6 +281,9 @@ async function refreshLedger() {
   const pending = ledger.pending.filter((loss) => loss.kind !== "scratch");
   fill(document.querySelector("#ledger-pending tbody"), pending.length ? pending.map((loss) => lossRow(loss, false))
     : [el("tr", {}, el("td", { colspan: "5" }, "nothing: every dyno's writes since boot are in /tmp or ignored"))]);
+  document.getElementById("ledger-writes-count").textContent = String(ledger.writes_total);
+  fill(document.querySelector("#ledger-writes tbody"), [...ledger.writes].reverse().slice(0, 100).map((w) => el("tr", {},
+    el("td", {}, when(w.time)), el("td", {}, w.dyno), el("td", { class: "path" }, w.path), el("td", {}, w.action))));
   const history = [...ledger.losses].reverse();
   fill(document.querySelector("#ledger-history tbody"), history.length ? history.map((loss) => lossRow(loss, true))
     : [el("tr", {}, el("td", { colspan: "6" }, "no restart has discarded a file yet"))]);
