@@ -6,12 +6,15 @@ import os
 import shutil
 import stat
 import subprocess
-import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynosim.errors import BuildError
+
+if TYPE_CHECKING:  # tarfile is imported where a commit is extracted: a plain folder's start goes without it
+    import tarfile
 
 WARN = " !     "
 SHOWN_CHANGES = 5  # uncommitted files named in the warning; the rest are counted
@@ -196,6 +199,8 @@ def _extract_head(app_dir: Path, repo: _Repo, dest: Path) -> None:
         stderr=subprocess.PIPE,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    import tarfile
+
     with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
         # "tar" keeps symlinks as they are (even absolute ones) but refuses paths leaving dest.
         archive.extractall(dest, members=_skip_state_dir(archive), filter="tar")
