@@ -1,7 +1,7 @@
 """Snapshots of Redis's, the search stand-in's and the SMTP sink's data (dynosim/addons/data/): saved
 while the add-on serves, changed, loaded back, and the data is as it was; a damaged file or a server
 that cannot take it is refused in one line, the data left as it is. Real servers, official clients:
-redis-py (on both backends), plain HTTP for the search stand-in, smtplib for the sink."""
+redis-py and plain HTTP for search (on both backends), smtplib for the sink."""
 
 from __future__ import annotations
 
@@ -282,17 +282,17 @@ def test_redis_near_its_plans_maxmemory_loads_back_and_keeps_its_limit(state_dir
         assert r0.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
 
 
-# --- the search stand-in: its SQLite file ---------------------------------------------------------------
+# --- search: the stand-in's SQLite file (native), its indices over the REST API (docker) ----------------
 
 
-def es(attachment: Attachment, method: str, path: str, body: Any = None) -> Any:
+def es(attachment: Attachment, method: str, path: str, body: Any = None, ndjson: bytes | None = None) -> Any:
     url = attachment.config_vars["SEARCHBOX_URL"]
     login, _, address = url.removeprefix("http://").rpartition("@")
     request = urllib.request.Request(
         f"http://{address}/{path}",
         method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        data=ndjson if ndjson is not None else None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/x-ndjson" if ndjson is not None else "application/json"},
     )
     if login:
         request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
@@ -300,42 +300,110 @@ def es(attachment: Attachment, method: str, path: str, body: Any = None) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def titles(attachment: Attachment, index: str, query: str) -> list[str]:
-    found = es(attachment, "POST", f"{index}/_search", {"query": {"match": {"title": query}}})
+def titles(attachment: Attachment, index: str, query: str, field: str = "title") -> list[str]:
+    found = es(attachment, "POST", f"{index}/_search", {"query": {"match": {field: query}}, "size": 100})
     return sorted(hit["_source"]["title"] for hit in found["hits"]["hits"])
 
 
-def test_search_indices_and_documents_come_back(state_dir: Path, folder: Path) -> None:
-    with Addons(state_dir, [SEARCH], backend="native", say=quiet) as addons:
+def tagged(attachment: Attachment, index: str, tag: str) -> list[str]:
+    """A keyword field's exact value, not its words."""
+    found = es(attachment, "POST", f"{index}/_search", {"query": {"term": {"tag": tag}}, "size": 100})
+    return sorted(hit["_source"]["title"] for hit in found["hits"]["hits"])
+
+
+def index_names(attachment: Attachment) -> list[str]:
+    return sorted(row["index"] for row in es(attachment, "GET", "_cat/indices?format=json"))
+
+
+ARTICLES = {"properties": {"title": {"type": "text"}, "tag": {"type": "keyword"}, "n": {"type": "integer"}}}
+LOGS = {"properties": {"title": {"type": "text"}, "tag": {"type": "keyword"}}}
+LOG_LINES = 1500  # more than a page of the save's search and one _bulk request of the load
+
+
+def snapshot_file(backend: str, attachment: Attachment) -> str:
+    return f"{attachment.name}.ndjson" if backend == "docker" else f"{attachment.name}.sqlite3"
+
+
+def test_search_indices_and_documents_come_back(addon_backend: str, state_dir: Path, folder: Path) -> None:
+    with Addons(state_dir, [SEARCH], backend=addon_backend, say=quiet) as addons:
         [box] = addons.start()
         ctx, restarts = context_of(addons, state_dir, box)
-        es(box, "PUT", "articles", {"mappings": {"properties": {"title": {"type": "text"}}}})
-        for n, title in enumerate(["Dyno sleeping", "Scaling dynos", "Postgres backups"]):
-            es(box, "PUT", f"articles/_doc/{n}?refresh=true", {"title": title, "n": n})
-        es(box, "PUT", "logs/_doc/1?refresh=true", {"title": "a log line"})
-        mapping = es(box, "GET", "articles/_mapping")
+        es(box, "PUT", "articles", {"mappings": ARTICLES})
+        es(box, "PUT", "logs", {"mappings": LOGS})
+        for n, (title, tag) in enumerate(
+            [("Dyno sleeping", "dynos"), ("Scaling dynos", "Ops Team"), ("Postgres backups", "data")]
+        ):
+            es(box, "PUT", f"articles/_doc/{n}?refresh=true", {"title": title, "tag": tag, "n": n})
+        lines = b"".join(
+            json.dumps({"index": {"_index": "logs", "_id": f"line-{n}"}}).encode()
+            + b"\n"
+            + json.dumps({"title": f"log line {n} été", "tag": "error" if n % 100 == 0 else "info"}).encode()
+            + b"\n"
+            for n in range(LOG_LINES)
+        )
+        assert not es(box, "POST", "_bulk?refresh=true", ndjson=lines)["errors"]
+        mappings = es(box, "GET", "_mapping")
 
         meta = search_data.save(ctx, folder)
-        assert [p.name for p in folder.iterdir()] == [f"{box.name}.sqlite3"]
-        assert (folder / meta["file"]).stat().st_mode & 0o777 == 0o600
-        assert (meta["format"], meta["indices"], meta["documents"]) == (1, 2, 4)
+        name = snapshot_file(addon_backend, box)
+        assert [p.name for p in folder.iterdir()] == [name] and meta["file"] == name
+        assert (folder / name).stat().st_mode & 0o777 == 0o600
+        assert (meta["format"], meta["indices"], meta["documents"]) == (1, 2, 3 + LOG_LINES)
+        json.dumps(meta)
 
         es(box, "DELETE", "articles")
         es(box, "PUT", "other/_doc/1?refresh=true", {"title": "made after the snapshot"})
-        es(box, "PUT", "logs/_doc/2?refresh=true", {"title": "another log line"})
+        es(box, "PUT", "logs/_doc/extra?refresh=true", {"title": "another log line", "tag": "error"})
 
         said = verified_load(search_data, ctx, folder, meta)
-        assert said.startswith("2 index(es), 4 document(s) loaded"), said
-        assert restarts == [box.name]
-        indices = sorted(row["index"] for row in es(box, "GET", "_cat/indices?format=json"))
-        assert indices == ["articles", "logs"]
+        assert said.startswith(f"2 index(es), {3 + LOG_LINES} document(s) loaded"), said
+        assert restarts == ([box.name] if addon_backend == "native" else [])  # docker: over REST, no restart
+        assert index_names(box) == ["articles", "logs"]
         assert titles(box, "articles", "postgres dynos") == ["Postgres backups", "Scaling dynos"]  # full text too
-        assert titles(box, "logs", "line") == ["a log line"]
-        assert es(box, "GET", "articles/_doc/2")["_source"] == {"title": "Postgres backups", "n": 2}
-        assert es(box, "GET", "articles/_mapping") == mapping
+        assert tagged(box, "articles", "Ops Team") == ["Scaling dynos"] and tagged(box, "articles", "ops") == []
+        assert len(tagged(box, "logs", "error")) == LOG_LINES // 100
+        found = es(
+            box, "POST", "logs/_search", {"query": {"match": {"title": {"query": "été 1499", "operator": "and"}}}}
+        )
+        assert [hit["_id"] for hit in found["hits"]["hits"]] == ["line-1499"]
+        assert es(box, "GET", "logs/_count")["count"] == LOG_LINES
+        assert es(box, "GET", "articles/_doc/2")["_source"] == {"title": "Postgres backups", "tag": "data", "n": 2}
+        assert es(box, "GET", "_mapping") == mappings
         # and it goes on taking writes
-        es(box, "PUT", "articles/_doc/9?refresh=true", {"title": "Dynos after the load"})
+        es(box, "PUT", "articles/_doc/9?refresh=true", {"title": "Dynos after the load", "tag": "dynos"})
         assert "Dynos after the load" in titles(box, "articles", "dynos")
+
+
+def test_search_refuses_a_damaged_snapshot_and_changes_nothing(
+    addon_backend: str, state_dir: Path, folder: Path
+) -> None:
+    with Addons(state_dir, [SEARCH], backend=addon_backend, say=quiet) as addons:
+        [box] = addons.start()
+        ctx, restarts = context_of(addons, state_dir, box)
+        es(box, "PUT", "articles", {"mappings": ARTICLES})
+        es(box, "PUT", "articles/_doc/1?refresh=true", {"title": "kept", "tag": "a", "n": 1})
+        meta = search_data.save(ctx, folder)
+        path = folder / meta["file"]
+        whole = path.read_bytes()
+        es(box, "PUT", "articles/_doc/2?refresh=true", {"title": "also kept", "tag": "b", "n": 2})
+
+        def refused(*words: str) -> None:
+            with pytest.raises(AddonError) as error:
+                verified_load(search_data, ctx, folder, meta)
+            one_line(error, str(path), *words)
+            assert titles(box, "articles", "kept") == ["also kept", "kept"] and restarts == []
+            assert index_names(box) == ["articles"]
+
+        path.write_bytes(whole[: len(whole) // 2])
+        refused("save")
+        path.write_bytes(b"not a snapshot at all\n" * 100)
+        refused("save the snapshot again")
+        path.unlink()
+        refused("missing")
+
+        path.write_bytes(whole)
+        assert verified_load(search_data, ctx, folder, meta).startswith("1 index(es), 1 document(s)")
+        assert titles(box, "articles", "kept") == ["kept"]
 
 
 def test_search_refuses_what_is_not_its_database_and_keeps_serving(state_dir: Path, folder: Path) -> None:
@@ -381,17 +449,59 @@ def test_search_refuses_what_is_not_its_database_and_keeps_serving(state_dir: Pa
         assert titles(box, "articles", "kept") == ["kept"]
 
 
-def test_search_on_docker_is_refused_in_one_line(
+def rewritten(path: Path, change: Callable[[list[dict[str, Any]]], None]) -> None:
+    """The dump's lines changed and its checksum made right again: a whole file of other content."""
+    *lines, _ = [json.loads(line) for line in path.read_bytes().splitlines()]
+    change(lines)
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    counts = {"indices": sum("index" in line for line in lines), "documents": sum("doc" in line for line in lines)}
+    end = {"end": {**counts, "sha256": hashlib.sha256(body).hexdigest()}}
+    path.write_bytes(body + json.dumps(end).encode() + b"\n")
+
+
+def test_search_on_docker_checks_the_snapshot_on_the_server_before_replacing_anything(
     state_dir: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     need_docker(monkeypatch)
     with Addons(state_dir, [SEARCH], backend="docker", say=quiet) as addons:
         [box] = addons.start()
         ctx, _ = context_of(addons, state_dir, box)
-        with pytest.raises(AddonError) as error:
-            search_data.save(ctx, folder)
-        one_line(error, box.name, "docker", "native")
-        assert list(folder.iterdir()) == []
+        es(box, "PUT", "articles", {"mappings": ARTICLES})
+        es(box, "PUT", "articles/_doc/1?refresh=true", {"title": "kept", "tag": "a", "n": 1})
+        meta = search_data.save(ctx, folder)
+        path = folder / meta["file"]
+        whole = path.read_bytes()
+        header = json.loads(whole.splitlines()[0])
+        assert header == {"dynosim-search-dump": 1, "version": es(box, "GET", "")["version"]["number"]}
+        assert meta["server_version"] == header["version"] and meta["backend"] == "docker"
+        es(box, "PUT", "articles/_doc/2?refresh=true", {"title": "also kept", "tag": "b", "n": 2})
+
+        def refused(*words: str, meta: dict[str, Any] = meta) -> None:
+            with pytest.raises(AddonError) as error:
+                verified_load(search_data, ctx, folder, meta)
+            one_line(error, *words)
+            assert titles(box, "articles", "kept") == ["also kept", "kept"]
+            assert index_names(box) == ["articles"]  # no index of the load left behind
+
+        flipped = bytearray(whole)
+        flipped[whole.index(b"kept")] ^= 0x20  # "Kept": still JSON, no longer its checksum's
+        path.write_bytes(bytes(flipped))
+        refused(str(path), "damaged", "checksum")
+        path.write_bytes(whole)
+        refused("format 2", meta={**meta, "format": 2})
+        refused("native backend", meta={**{k: v for k, v in meta.items() if k != "backend"}, "format": 1})
+
+        rewritten(path, lambda lines: lines[0].update(version="7.17.0"))
+        refused(str(path), "7.17.0", "major version")
+        # a whole file the server refuses as it loads (the stand-in has no aliases): refused while the
+        # snapshot's indices are still the temporary copies, the add-on's own untouched
+        path.write_bytes(whole)
+        rewritten(path, lambda lines: lines[1]["aliases"].update({"current": {}}))
+        refused(str(path), "not loaded", f"{box.name} unchanged", "dynosim_unsupported", "aliases")
+
+        path.write_bytes(whole)
+        assert verified_load(search_data, ctx, folder, meta).startswith("1 index(es), 1 document(s)")
+        assert titles(box, "articles", "kept") == ["kept"] and tagged(box, "articles", "a") == ["kept"]
 
 
 # --- the SMTP sink: its messages ------------------------------------------------------------------------
