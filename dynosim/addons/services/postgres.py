@@ -5,8 +5,10 @@ role gets its plan's connection limit, so the (n+1)th connection gets Postgres' 
 connections for role`, or the restriction of a database over its plan's storage (addons/capacity.py);
 dynosim's own connections are its superuser's, which the limit does not count.
 
-Native: this machine's server binaries (postgres_native.py), as dynosim's child. Docker: the official
-postgres image, POSTGRES_USER as our superuser.
+Native: this machine's server binaries (postgres_native.py), as dynosim's child, ready when its
+postmaster.pid says so; dynosim's own SQL goes over its unix socket in the wire protocol (`_Session`),
+or through psql for scripts of several statements. Docker: the official postgres image, POSTGRES_USER
+as our superuser.
 """
 
 from __future__ import annotations
