@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 _SOCKET_DIR_MAX = 90  # sun_path is 108 bytes, and Postgres appends "/.s.PGSQL.NNNNN"
+SALTED = "superuser.scram"  # in the add-on's folder: our superuser's salted password (_Scram)
 APPLIED = "start.sql"  # in the add-on's folder: the start script last run in its server, unrestricted
 READY_POLL = 0.001  # seconds between looks at a starting server's postmaster.pid
 ADMIN_CONNECTIONS = 10  # dynosim's own, beside the plan's: psql, pg:backups, pg:info
@@ -385,7 +386,8 @@ def _superuser_sql(spec: ServiceSpec, bins: Binaries, sockets: Path | None, data
     if sockets is None or _several(script):
         return _host_psql(spec, bins, sockets, database, script)
     try:
-        with _Session(sockets / f".s.PGSQL.{spec.port}", SUPERUSER, spec.admin_password or "", database) as session:
+        socket_path, password = sockets / f".s.PGSQL.{spec.port}", spec.admin_password or ""
+        with _Session(socket_path, SUPERUSER, password, database, spec.folder / SALTED) as session:
             return session.run(script)
     except OSError as error:
         raise AddonError(f"{spec.label}: cannot reach its server on {sockets}: {error.strerror or error}") from None
@@ -485,7 +487,8 @@ class _Session:
     startup packet, SCRAM-SHA-256 (or MD5, or none) as pg_hba.conf asks, and simple queries. The
     socket is the server's own, so there is no TLS to negotiate."""
 
-    def __init__(self, path: Path, user: str, password: str, database: str) -> None:
+    def __init__(self, path: Path, user: str, password: str, database: str, salted: Path | None = None) -> None:
+        self.salted = salted
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.conn.settimeout(60)  # as psql's run
         try:
@@ -541,7 +544,7 @@ class _Session:
                 inner = hashlib.md5((password + user).encode()).hexdigest().encode()
                 self._send(b"p", b"md5" + hashlib.md5(inner + body[4:8]).hexdigest().encode() + b"\0")
             elif code == 10 and b"SCRAM-SHA-256\0" in body[4:]:
-                scram = _Scram(password)
+                scram = _Scram(password, self.salted)
                 first = scram.first.encode()
                 self._send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
             elif code == 11 and scram is not None:
@@ -578,10 +581,12 @@ class _Session:
 
 class _Scram:
     """SCRAM-SHA-256's client side (RFC 5802, 7677), as Postgres runs it: no channel binding, the user
-    named in the startup packet, not here."""
+    named in the startup packet, not here. `kept`: a file (0600) for the salted password, which is
+    1 ms of PBKDF2 and the same for as long as the server keeps its salt."""
 
-    def __init__(self, password: str) -> None:
+    def __init__(self, password: str, kept: Path | None = None) -> None:
         self.password = password.encode()
+        self.kept = kept
         self.bare = f"n=,r={base64.b64encode(secrets.token_bytes(18)).decode()}"
         self.first = "n,," + self.bare
         self.server_key = b""
@@ -592,7 +597,7 @@ class _Scram:
         nonce = fields["r"]
         if not nonce.startswith(self.bare[5:]):
             raise AddonError("the server's SCRAM nonce does not extend ours")
-        salted = hashlib.pbkdf2_hmac("sha256", self.password, base64.b64decode(fields["s"]), int(fields["i"]))
+        salted = self._salted(fields["s"], int(fields["i"]))
         client_key = hmac.digest(salted, b"Client Key", "sha256")
         without_proof = f"c=biws,r={nonce}"
         self.auth = f"{self.bare},{server_first},{without_proof}".encode()
@@ -600,6 +605,24 @@ class _Scram:
         proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         self.server_key = hmac.digest(salted, b"Server Key", "sha256")
         return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+    def _salted(self, salt: str, iterations: int) -> bytes:
+        # the password's digest too: a salt the server kept is no proof that our password is the same
+        tag = f"{salt}:{iterations}:{hashlib.sha256(self.password).hexdigest()}:"
+        if self.kept is not None:
+            try:
+                kept = self.kept.read_text()
+                if kept.startswith(tag):
+                    return base64.b64decode(kept[len(tag) :], validate=True)
+            except (OSError, ValueError):
+                pass
+        salted = hashlib.pbkdf2_hmac("sha256", self.password, base64.b64decode(salt), iterations)
+        if self.kept is not None:
+            try:
+                write_private(self.kept, tag + base64.b64encode(salted).decode())
+            except OSError:
+                pass  # computed again next time
+        return salted
 
     def verify(self, server_final: str) -> None:
         expected = base64.b64encode(hmac.digest(self.server_key, self.auth, "sha256")).decode()
