@@ -656,7 +656,7 @@ class Trial:
         return records
 
     def records_of(self, prefix: str) -> list[dict[str, object]]:
-        return [r for r in self.seen() if _path_of(str(r["path"])).startswith(prefix + "/")]
+        return [r for r in self.seen() if _belongs(r, prefix)]
 
     def play(self, index: int, case: Case) -> list[str]:
         """Play `case` as the `index`th of the trial: the problems found, none when it passed."""
@@ -742,21 +742,45 @@ class Trial:
         )
         out.expect(client.quiet(), "bytes arrived after the next request's response")
 
-    def _check_seen(self, case: Case, prefix: str, out: Outcome) -> None:
-        """The dyno saw exactly the requests it should have, whole (and no cut-short one as whole)."""
+    def _check_seen(
+        self, case: Case, prefix: str, out: Outcome, records: list[dict[str, object]] | None = None
+    ) -> None:
+        """The dyno saw exactly the requests it should have, whole (and no cut-short one as whole);
+        with `records`, in those, at once (the sweep at the end, for requests that came late)."""
         want = [(s.method, prefix + s.path, s.body) for s in case.seen]
         if case.keep:
             want.append(("GET", prefix + "/next", 0))
         deadline = time.monotonic() + WAIT
         while True:
-            records = self.records_of(prefix)
-            whole = [(str(r["method"]), _path_of(str(r["path"])), r["body"]) for r in records if r["whole"]]
-            cut = [r for r in records if not r["whole"]]
-            if len(whole) >= len(want) or time.monotonic() > deadline:
+            mine = self.records_of(prefix) if records is None else [r for r in records if _belongs(r, prefix)]
+            whole = [(str(r["method"]), _path_of(str(r["path"])), r["body"]) for r in mine if r["whole"]]
+            cut = [r for r in mine if not r["whole"]]
+            if records is not None or len(whole) >= len(want) or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
         out.expect(whole == want, f"the dyno saw {whole} whole, not {want}")
         out.expect(case.cut_short or not cut, f"the dyno saw the start of a request it should not: {cut}")
+
+    def sweep(self, played: list[tuple[int, Case]]) -> list[tuple[str, list[str]]]:
+        """After the corpus: (case, problems) for requests that reached the dyno late, or belong to no case."""
+        records = self.seen()
+        found: list[tuple[str, list[str]]] = []
+        prefixes = []
+        for index, case in played:
+            prefix = f"/c{index}-{case.name}"
+            prefixes.append(prefix)
+            out = Outcome()
+            self._check_seen(case, prefix, out, records)
+            if out.problems:
+                found.append((f"case {index} {case.name} (at the end)", out.problems))
+        stray = [r for r in records if not any(_belongs(r, p) for p in prefixes)]
+        if stray:
+            found.append(("the dyno's record", [f"requests of no case reached the dyno: {stray[:5]}"]))
+        return found
+
+
+def _belongs(record: dict[str, object], prefix: str) -> bool:
+    return _path_of(str(record["path"])).startswith(prefix + "/")
 
 
 def _background(path: str) -> bool:
@@ -975,27 +999,33 @@ def run(count: int, seed: int, only: str | None = None) -> Result:
     if only:
         replay = f"python -m trials.http --count {count} --seed {seed} --case {only}"
     failures: list[Failure] = []
+    passing: list[tuple[int, Case]] = []
     passed = 0
     with running() as dynosim:
         trial = Trial(dynosim)
         trial._other.start()
-        slow: list[tuple[int, Slowloris]] = []
+        # slowloris first: its 30 seconds pass while the rest of the corpus is played
+        slow = [(index, Slowloris(trial.port, index)) for index, case in enumerate(cases) if case is SLOWLORIS]
         try:
             for index, case in enumerate(cases):
-                if case is SLOWLORIS or case.name == SLOWLORIS.name:
-                    slow.append((index, Slowloris(trial.port, index)))
+                if case is SLOWLORIS:
                     continue
                 problems = trial.play(index, case)
                 if problems:
                     failures.append(Failure(f"case {index} {case.name}: " + "; ".join(problems), replay))
                 else:
-                    passed += 1
+                    passing.append((index, case))
             for index, loris in slow:
                 problems = loris.result(dynosim)
                 if problems:
                     failures.append(Failure(f"case {index} slowloris: " + "; ".join(problems), replay))
                 else:
-                    passed += 1
+                    passing.append((index, SLOWLORIS))
+            late = trial.sweep(list(enumerate(cases)))
+            for what, problems in late:
+                failures.append(Failure(f"{what}: " + "; ".join(problems), replay))
+            failed_late = {what.split(" (")[0] for what, _ in late}
+            passed = sum(1 for index, case in passing if f"case {index} {case.name}" not in failed_late)
         finally:
             trial._stop.set()
             trial._other.join(WAIT)
