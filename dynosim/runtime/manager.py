@@ -83,6 +83,7 @@ class DynoSlot:
         self.last_exit: tuple[int, float] | None = None  # its last dyno's exit status, and when
         self._wake = asyncio.Event()
         self._cycling: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
+        self.booted = asyncio.Event()  # its first dyno's boot returned, or its task ended without one
 
     def _spec(self) -> DynoSpec:
         m = self.manager  # every boot a new private port, as on Heroku; the router owns the public one
@@ -105,6 +106,7 @@ class DynoSlot:
             else:
                 self.dyno = dyno = m.new_dyno(self._spec())
                 await dyno.boot(previous)
+                self.booted.set()
             loop = asyncio.get_running_loop()
             cycle = loop.call_later(m.cycle.next_delay(), self._cycle) if m.cycle else None
             status = await dyno.wait()
@@ -335,6 +337,7 @@ class DynoManager:
         self.slots.append(slot)
         task = asyncio.get_running_loop().create_task(slot.supervise())
         task.add_done_callback(lambda done: self._supervisor_failed(slot, done))
+        task.add_done_callback(lambda _: slot.booted.set())
         self._tasks.append(task)
 
     def _supervisor_failed(self, slot: DynoSlot, task: asyncio.Task[None]) -> None:
@@ -374,6 +377,10 @@ class DynoManager:
             dyno.kill()
         for slot in self.slots:
             slot.kill()
+
+    async def wait_booted(self) -> None:
+        """Until every formation dyno's command runs and its writes are watched (not until it is up)."""
+        await asyncio.gather(*(slot.booted.wait() for slot in self.slots))
 
     async def wait_up(self, timeout: float) -> list[str]:
         """Wait until every formation dyno is up; the names of those that are not, at the deadline."""
