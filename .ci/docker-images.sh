@@ -8,12 +8,15 @@
 #                                                   is built with TLS, as the official image's is (rediss://)
 #   dynosim-test/search:8      like elasticsearch:8 dynosim's search stand-in on 9200, data in
 #                                                   /usr/share/elasticsearch/data
+#   dynosim-test/python:3.11   like python:3.11-slim Debian's python3 (3.11) and python3-venv: the base of
+#                                                   `dynosim image` in tests (DYNOSIM_IMAGE_BASE)
 #
 # Idempotent and quick on a rerun: the rootfs tarball is cached in /var/cache/dynosim-images, the base
 # image is imported once, and `docker build` reuses its layer cache. Installs docker.io and debootstrap
 # when they are missing and starts dockerd when no engine answers. Root only (apt, debootstrap).
 # Then: DYNOSIM_POSTGRES_IMAGE=dynosim-test/postgres:15 DYNOSIM_REDIS_IMAGE=dynosim-test/redis:7
-#       DYNOSIM_SEARCH_IMAGE=dynosim-test/search:8 (the tests set these themselves).
+#       DYNOSIM_SEARCH_IMAGE=dynosim-test/search:8 DYNOSIM_IMAGE_BASE=dynosim-test/python:3.11
+#       (the tests set these themselves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -192,3 +195,15 @@ EXPOSE 9200
 CMD ["python3", "-m", "dynosim_search", "--data", "/usr/share/elasticsearch/data", "--host", "0.0.0.0", "--port", "9200"]
 EOF
 build dynosim-test/search:8 "$ctx/search"
+
+# Python: the base `dynosim image` builds an app's image on in tests (DYNOSIM_IMAGE_BASE), in place of
+# python:3.11-slim; bookworm's python3 is 3.11, the minor version dynosim's own slugs are built with,
+# and python3-venv gives the image's virtualenv its pip when the slug's packages must be installed.
+mkdir -p "$ctx/python"
+cat > "$ctx/python/Dockerfile" <<EOF
+FROM $BASE
+RUN apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null && rm -rf /var/lib/apt/lists/*
+RUN python3 -c 'import sys, venv, ensurepip; assert sys.version_info[:2] == (3, 11), sys.version'
+CMD ["python3"]
+EOF
+build dynosim-test/python:3.11 "$ctx/python"
