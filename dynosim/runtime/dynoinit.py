@@ -26,16 +26,18 @@ from __future__ import annotations
 import ctypes
 import marshal
 import os
-import signal
 import sys
 import time
 
 TYPE_CHECKING = False  # typing's import would cost every boot a few milliseconds
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable
     from typing import Any
 
     Spec = dict[str, Any]  # what DYNOSIM_DYNO_SPEC holds (see runtime/sandbox.py)
+else:  # the same functions and numbers, without signal's enums: enum's import cost every boot 2-4 ms
+    import _signal as signal
 
 MS_RDONLY = 1
 MS_NOSUID = 2
