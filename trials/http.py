@@ -1,19 +1,23 @@
 """The HTTP trial (issue 22): malformed, oversized and ambiguous requests through a real `dynosim run`'s router.
 
-Each case is raw bytes over a socket to the router's port, with its expected outcome: the status the router
-answers (400 for what Heroku's router refuses: conflicting or obfuscated framing, obs-fold, NUL, lines past
-8192 bytes, a request line without a version), the H-code of its `heroku[router]` line, and no desync:
-on a connection that should stay open the next request gets exactly its own response, one that should
-close is closed, and the dyno (a stdlib server that records every request it receives, complete or cut
-short, at `/__seen`) sees exactly the requests that should reach it, whole. Meanwhile another client asks
-the router every 50 ms, and its slowest answer must stay under OTHERS_MAX: a slowloris case holds a
-connection open the whole time, which the router must cut off after Heroku's 30 seconds (H28).
+Each case is raw bytes over a socket to the router's port, with its expected outcome: the status the
+router answers, the H-code of its `heroku[router]` line, and no desync. The status is 400 (H26) for
+what Heroku's router refuses (lines past 8192 bytes, names past 1000, more than 1000 headers, two Host
+headers, HTTP/0.9) and for what RFC 9112 says a server must refuse or may (conflicting or obfuscated
+framing, obs-fold, bare CR or LF, NUL, a bad chunk): refused strictly, as a proxy in front of servers
+that may read it otherwise must. No desync: on a connection that should stay open the next request
+gets exactly its own response, one that should close is closed with nothing more sent, and the dyno
+(a stdlib server that records every request it receives, whole or cut short, at `/__seen`) sees
+exactly the requests that should reach it, whole, and nothing of the requests refused at their head.
+Meanwhile another client asks the router every 50 ms and must be answered within OTHERS_MAX each time,
+while slowloris (a head trickled a byte every half second) holds a connection until the router cuts it
+off at Heroku's 30 seconds (H28).
 
 A case fails when any of that differs. The wrong-client checks send garbage to the native Postgres and
 Redis add-ons' ports and to the control socket: each must refuse or close, and answer a proper client
 (and the router its requests) afterwards.
 
-Run alone: `python -m trials.http --count 30 --seed 1 [--case NAME]`.
+Run alone: `python -m trials.http --count 54 --seed 1 [--case NAME,NAME]`.
 """
 
 from __future__ import annotations
@@ -557,6 +561,30 @@ def corpus() -> list[Case]:
         _ok("http10-close", b"GET {p}/a HTTP/1.0\r\n\r\n", Seen("GET", "/a"), keep=False),
         _ok("http10-keep-alive", b"GET {p}/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Seen("GET", "/a")),
         _ok("http11-connection-close", _req(b"GET {p}/a HTTP/1.1\r\nConnection: close"), Seen("GET", "/a"), keep=False),
+        # a bad request behind a good one: the good one is answered, then the connection closes
+        Case(
+            "pipelined-then-bad",
+            _req(b"GET {p}/one HTTP/1.1") + b"GET {p}/two HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n",
+            (200,),
+            ("H26", None),  # refused as it is read, while the first is served: it is never answered
+            keep=False,
+            seen=(Seen("GET", "/one"),),
+        ),
+        _ok("leading-empty-line", b"\r\n" + _req(b"GET {p}/a HTTP/1.1"), Seen("GET", "/a")),
+        _ok(
+            "h2c-upgrade",
+            _req(
+                b"GET {p}/a HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"
+            ),
+            Seen("GET", "/a"),
+            keep=False,
+        ),
+        _ok(
+            "http10-chunked",
+            b"POST {p}/a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            Seen("POST", "/a", 5),
+            keep=False,
+        ),
         # Expect
         Case(
             "expect-100-continue",
