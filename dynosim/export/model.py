@@ -15,6 +15,7 @@ Which config vars are secret: every one but the few plain names in `PLAIN` (and 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ class AddonModel:
     command: tuple[str, ...] | None  # None: the image's own
     healthcheck: tuple[str, ...]  # a command run in the container that succeeds once it answers
     volume_path: str  # where the image keeps its data: the named volume or claim goes there
+    storage_mb: int  # how much the volume should hold: the plan's storage, else 1 GB
     config_vars: Mapping[str, str]  # Heroku's vars for the app, pointing at `name`; {} when external
     var_names: tuple[str, ...]  # the vars it sets, known even when external
     external: bool  # runs elsewhere (--external-addons, or a mail add-on: no image): the user sets its vars
@@ -249,10 +251,9 @@ def _addon(entry: Any, record: dict[str, Any], *, external: bool) -> AddonModel:
         endpoint = Endpoint(name, port, user, password, database)
     elif service.name == "redis":
         directives = redis_plan(entry.request.plan).directives(record)
-        command = (
-            "redis-server", "--requirepass", password, "--appendonly", "yes",
-            *(word for key, value in directives for word in (f"--{key}", value)),
-        )  # fmt: skip
+        # the password from the environment, not the command line: the command is in files anyone may read
+        limits = " ".join(f"--{key} {shlex.quote(value)}" for key, value in directives)
+        command = ("sh", "-c", f'exec redis-server --requirepass "$REDIS_PASSWORD" --appendonly yes {limits}')
         healthcheck = ("sh", "-c", 'redis-cli --no-auth-warning -a "$REDIS_PASSWORD" ping | grep -q PONG')
         environment = {"REDIS_PASSWORD": password}
         endpoint = Endpoint(name, port, password=password, tls=False)
@@ -278,10 +279,21 @@ def _addon(entry: Any, record: dict[str, Any], *, external: bool) -> AddonModel:
         command=command,
         healthcheck=healthcheck,
         volume_path=service.data_path(image) if not service.embedded else "",
+        storage_mb=_storage_mb(entry),
         config_vars=MappingProxyType(values),
         var_names=names,
         external=external,
     )
+
+
+def _storage_mb(entry: Any) -> int:
+    from dynosim.addons.plans import postgres_plan
+
+    if entry.offering.service == "postgres":
+        storage = postgres_plan(entry.request.plan).storage
+        if storage > 0:
+            return max(storage // 2**20, 1)
+    return 1024
 
 
 def _keys(record: Mapping[str, Any]) -> dict[str, str]:
