@@ -43,7 +43,6 @@ import requests
 from dynosim.addons import certs
 from dynosim.addons.processes import (
     HOST,
-    POLL,
     Child,
     Spawner,
     accepts,
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
 
     from dynosim.addons.services.base import Service
 
+READY_POLL = 0.002  # seconds between probes of a starting container (it is found up half of one late)
 STATUS_EVERY = 0.25  # seconds between looks at the container's state while waiting
 STOP_TIMEOUT = 30  # seconds `docker stop` waits before SIGKILL (Postgres checkpoints on the way out)
 PROBE_TIMEOUT = 10  # seconds for the engine to answer the first call
@@ -341,7 +341,7 @@ def wait_ready(container: Any, answers: Callable[[], bool], timeout: float, labe
                 f"{label}: container {wrapped.name} did not accept connections within {timeout:g} s "
                 f"(last log line: {last_log_line(wrapped)}); see `docker logs {wrapped.name}`"
             )
-        time.sleep(POLL)
+        time.sleep(READY_POLL)
 
 
 def last_log_line(container: Container) -> str:

@@ -24,7 +24,8 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
-from dynosim.addons.processes import HOST, POLL
+from dynosim.addons.backends.docker import READY_POLL
+from dynosim.addons.processes import HOST
 from dynosim.addons.spec import ServiceSpec
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Answers(WaitStrategy):
     def __init__(self, ready: Callable[[WaitStrategyTarget], object], timeout: float) -> None:
         super().__init__()
         self.ready = ready
-        self.with_startup_timeout(timedelta(seconds=timeout)).with_poll_interval(POLL)
+        self.with_startup_timeout(timedelta(seconds=timeout)).with_poll_interval(READY_POLL)
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
         self.ready(container)
