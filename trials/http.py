@@ -446,6 +446,9 @@ def corpus() -> list[Case]:
         _bad("cl-list", _req(b"POST {p}/a HTTP/1.1\r\nContent-Length: 5, 6", b"hello" + smuggled)),
         _bad("cl-plus", _req(b"POST {p}/a HTTP/1.1\r\nContent-Length: +5", b"hello")),
         _bad("cl-hex", _req(b"POST {p}/a HTTP/1.1\r\nContent-Length: 0x5", b"hello")),
+        _bad("cl-overflow", _req(b"POST {p}/a HTTP/1.1\r\nContent-Length: 184467440737095516160", b"hello")),
+        _bad("cl-negative", _req(b"POST {p}/a HTTP/1.1\r\nContent-Length: -5", b"hello")),
+        _bad("cl-space-before-colon", _req(b"POST {p}/a HTTP/1.1\r\nContent-Length : 5", b"hello")),
         # Transfer-Encoding obfuscated: chunked must be the last coding, and named exactly
         _ok(
             "te-trailing-space",
@@ -492,6 +495,7 @@ def corpus() -> list[Case]:
         _bad("bare-cr", _req(b"GET {p}/a HTTP/1.1\r\nX-A: b\rX-B: c")),
         _bad("nul-in-header", _req(b"GET {p}/a HTTP/1.1\r\nX-A: b\x00c")),
         _bad("nul-in-name", _req(b"GET {p}/a HTTP/1.1\r\nX-\x00A: b")),
+        _bad("empty-header-name", _req(b"GET {p}/a HTTP/1.1\r\n: v")),
         _bad("two-hosts", _req(b"GET {p}/a HTTP/1.1\r\nHost: other.localhost")),
         _bad("space-in-target", _req(b"GET {p}/a b HTTP/1.1")),
         # oversized: Heroku's router takes lines of 8192 bytes at most, names of 1000, 1000 headers (400)
@@ -523,6 +527,11 @@ def corpus() -> list[Case]:
             _req(b"POST {p}/a HTTP/1.1\r\nTransfer-Encoding: chunked", b"5;name=value\r\nhello\r\n0\r\n\r\n"),
             Seen("POST", "/a", 5),
         ),
+        _ok(
+            "chunk-leading-zeros",
+            _req(b"POST {p}/a HTTP/1.1\r\nTransfer-Encoding: chunked", b"0005\r\nhello\r\n000\r\n\r\n"),
+            Seen("POST", "/a", 5),
+        ),
         _body_bad("chunk-size-overflow", b"fffffffffffffffff1\r\nhello\r\n0\r\n\r\n"),
         _body_bad("chunk-size-negative", b"-5\r\nhello\r\n0\r\n\r\n"),
         _body_bad("chunk-missing-crlf", b"5\r\nhelloXX0\r\n\r\n"),
@@ -537,6 +546,23 @@ def corpus() -> list[Case]:
             (None, None, None),
             keep=True,
             seen=(Seen("GET", "/one"), Seen("POST", "/two", 5), Seen("GET", "/three")),
+        ),
+        Case(
+            "pipelined-20",
+            b"".join(_req(b"GET {p}/%d HTTP/1.1" % i) for i in range(20)),
+            (200,) * 20,
+            (None,) * 20,
+            keep=True,
+            seen=tuple(Seen("GET", f"/{i}") for i in range(20)),
+        ),
+        # Connection: close ends the connection: what follows it in the same packet is never read
+        Case(
+            "close-then-pipelined",
+            _req(b"GET {p}/one HTTP/1.1\r\nConnection: close") + _req(b"GET {p}/two HTTP/1.1"),
+            (200,),
+            (None,),
+            keep=False,
+            seen=(Seen("GET", "/one"),),
         ),
         _ok("get-with-body", _req(b"GET {p}/a HTTP/1.1\r\nContent-Length: 5", b"hello"), Seen("GET", "/a", 5)),
         Case(
