@@ -272,20 +272,25 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, gu
             container = None
 
     begun = time.monotonic()
+    identity: str | None = None  # the data volume's, once looked up
     if container is None:
         how = f"new container {name}"
         if local_image is None:
             pull(backend, spec, recipe, image)
-        ensure_volume(client, volume, labels, spec)
-        _check_name_free(client, name, spec)
+        identity = ensure_volume(client, volume, labels, spec)
         check_port(spec)
         begun = time.monotonic()
         from dynosim.addons.backends.docker_tc import create
 
-        container = create(
-            client, spec, recipe, image=image, name=name, volume=volume, labels=labels, settings=settings,
-            ready=lambda made: wait_ready(made, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label),
-        )  # fmt: skip
+        try:
+            container = create(
+                client, spec, recipe, image=image, name=name, volume=volume, labels=labels, settings=settings,
+                ready=lambda made: wait_ready(made, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label),
+            )  # fmt: skip
+        except docker.errors.APIError as error:
+            if error.status_code == 409:  # the name is taken (looked up only then: one call fewer per create)
+                _check_name_free(client, name, spec)
+            raise
     elif container.status == "running":
         how = f"container {name} was running"
         backend.say(f"{spec.label}: container {name} from an earlier run still runs; reusing it")
@@ -301,7 +306,7 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, gu
     took = time.monotonic() - begun
 
     try:
-        recipe.provision_container(container, spec, volume_identity(client, volume))
+        recipe.provision_container(container, spec, identity or volume_identity(client, volume))
     except BaseException:
         container.stop(timeout=STOP_TIMEOUT)
         raise
@@ -413,19 +418,25 @@ def pull(backend: DockerBackend, spec: ServiceSpec, recipe: Service, image: str)
         ) from None
 
 
-def ensure_volume(client: docker.DockerClient, name: str, labels: dict[str, str], spec: ServiceSpec) -> None:
+def ensure_volume(client: docker.DockerClient, name: str, labels: dict[str, str], spec: ServiceSpec) -> str:
+    """The add-on's data volume, made when missing; its identity (see volume_identity). Docker's engine
+    answers a create of a name in use with that volume as it is (its labels unchanged): one call where a
+    look-up first would be two; Podman refuses it (409), and is then asked for the volume."""
+    keep = {k: labels[k] for k in (LABEL_APP, LABEL_ADDON, LABEL_SERVICE, LABEL_STATE)}
     try:
-        existing = client.volumes.get(name)
-    except docker.errors.NotFound:
-        keep = {k: labels[k] for k in (LABEL_APP, LABEL_ADDON, LABEL_SERVICE, LABEL_STATE)}
-        client.volumes.create(name, labels={**keep, LABEL_VOLUME: uuid.uuid4().hex})
-        return
-    owner = (existing.attrs.get("Labels") or {}).get(LABEL_APP)
+        volume = client.volumes.create(name, labels={**keep, LABEL_VOLUME: uuid.uuid4().hex})
+    except docker.errors.APIError as error:
+        if error.status_code != 409:
+            raise
+        volume = client.volumes.get(name)
+    found = volume.attrs.get("Labels") or {}
+    owner = found.get(LABEL_APP)
     if owner not in (None, labels[LABEL_APP]):
         raise AddonError(
             f"{spec.label}: the volume {name} holds another app's data ({LABEL_APP}={owner}); nothing was "
             f"changed. Delete this add-on's record from {spec.folder.parent.parent / 'addons.json'} to get a new name"
         )
+    return _identity(name, found)
 
 
 def volume_identity(client: docker.DockerClient, name: str) -> str:
@@ -436,6 +447,10 @@ def volume_identity(client: docker.DockerClient, name: str) -> str:
         labels = client.volumes.get(name).attrs.get("Labels") or {}
     except docker.errors.NotFound:
         labels = {}
+    return _identity(name, labels)
+
+
+def _identity(name: str, labels: dict[str, str]) -> str:
     return f"{name}@{labels.get(LABEL_VOLUME) or uuid.uuid4().hex}"
 
 

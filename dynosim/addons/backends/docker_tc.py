@@ -64,6 +64,8 @@ def create(
     """Creates, starts and waits for the add-on's container; returns it as docker-py's object."""
     tc = DockerContainer(
         image,
+        # the engine's API version, known already: testcontainers' client would ask /version for it (≈ 10 ms)
+        docker_client_kw={"version": client.api.api_version},
         command=settings["command"],
         env=dict(settings["env"]),
         name=name,
@@ -78,7 +80,9 @@ def create(
     try:
         with _ryuk_off():
             tc.start()
-        return client.containers.get(tc.get_container_id())
+        # docker-py's object on our client, from what testcontainers' create read (no look-up more);
+        # its status says "created", and only its id and name are used from here
+        return client.containers.prepare_model(tc.get_wrapped_container().attrs)
     finally:
         tc.get_docker_client().client.close()
 
