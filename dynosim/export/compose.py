@@ -7,7 +7,8 @@ service every process type waits for (`service_completed_successfully`); the con
 beside the Compose file (0600, single-quoted: Compose reads them literally); each add-on as a service of
 the image its docker backend runs, its data on a named volume, healthy before the release phase starts,
 and Heroku's vars pointing at it by its service name (with --external-addons, each var a
-`${VAR:?…}` that Compose refuses to start without); Heroku's stop (SIGTERM, 30 s, SIGKILL), memory limit
+`${VAR:?…}` that Compose refuses to start without); DYNO_TYPE for the image's entrypoint (Compose numbers
+no replica: every one is <type>.1); Heroku's stop (SIGTERM, 30 s, SIGKILL), memory limit
 (the dyno size's hard limit, its quota reserved) and crash policy (restart, always).
 """
 
@@ -49,7 +50,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
         services[process.name] = _process(model, process, env_path.name, inline)
     for addon in running:
         services[addon.name] = {**stackfile.addon_service(addon, addon_envs[addon.name].name), "restart": "always"}
-    document: dict[str, Any] = {"name": model.slug, "services": services}
+    document: dict[str, Any] = {"name": model.project, "services": services}
     if running:
         document["volumes"] = {addon.name: {} for addon in running}
     notes = [f"Run it with `docker compose -f {path.name} up`; the config vars are in {env_path.name}."]

@@ -7,7 +7,8 @@ StatefulSet with a PersistentVolumeClaim; none with --external-addons: every pod
 `<app>-addons` of their vars, which the user creates), `20-release.yaml` (the release phase: a Job, run
 once, never retried, named after the release as Jobs cannot change), `30-<type>.yaml` (a Deployment per
 process type with the formation's replicas, Heroku's 30 s stop, the dyno size's quota requested and its
-hard limit enforced, and for web a readiness probe on $PORT, Heroku's boot check, and a Service),
+hard limit enforced, DYNO_TYPE and the pod's name as DYNO_REPLICA for the image's entrypoint (a Deployment
+numbers no replica: DYNO is web.<pod name>), and for web a readiness probe on $PORT, Heroku's boot check, and a Service),
 `40-scheduler-<id>.yaml` (a CronJob per Scheduler job, in UTC). Every object is labelled with the app and
 its release.
 
@@ -189,6 +190,7 @@ def _container(
     container: dict[str, Any] = {
         "name": dns_label(process_type),
         "image": model.image,
+        "imagePullPolicy": "IfNotPresent",  # an image `dynosim image` built is on the node, in no registry
         "args": list(argv),  # the image's entrypoint stays: Heroku's environment, then .profile.d
         "env": [
             {"name": "DYNO_TYPE", "value": process_type},
@@ -236,6 +238,7 @@ def _process(model: AppModel, names: _Names, process: ProcessModel) -> list[dict
 
 
 def _release_job(model: AppModel, names: _Names, argv: tuple[str, ...]) -> dict[str, Any]:
+    # the release dyno is of the web dyno's size (else the first type's), as Heroku sizes it
     size = next((p for p in model.processes if p.web), model.processes[0] if model.processes else None)
     memory, limit = (size.memory_mb, size.memory_limit_mb) if size else (512, 1024)
     return {

@@ -20,9 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynosim.errors import DynosimError
+
+if TYPE_CHECKING:
+    from dynosim.addons.catalogue import Resolved
 
 APP_ROOT = "/app"  # the slug's place in a dyno, and HOME, as on Heroku
 ROUTER_PORT = 5000  # the router's default port: where web listens and is published
@@ -110,6 +113,11 @@ class AppModel:
     @property
     def slug(self) -> str:
         return app_slug(self.app)
+
+    @property
+    def project(self) -> str:
+        """The name of a Compose project or Swarm stack, which take no '.'."""
+        return self.slug.replace(".", "-")
 
     @property
     def release_label(self) -> str:
@@ -223,7 +231,7 @@ def _slug_commit(entries: list[dict[str, object]], version: int | None) -> str |
     return str(commit) if commit else None
 
 
-def _addon(entry: Any, record: dict[str, Any], *, external: bool) -> AddonModel:
+def _addon(entry: Resolved, record: dict[str, Any], *, external: bool) -> AddonModel:
     """An add-on's service in a cluster: the docker backend's image and data path, without its local extras
     (no TLS certificates to mount, no `docker exec` to provision): the image makes the app's role itself."""
     from dynosim.addons.catalogue import config_vars, var_names
@@ -286,7 +294,7 @@ def _addon(entry: Any, record: dict[str, Any], *, external: bool) -> AddonModel:
     )
 
 
-def _storage_mb(entry: Any) -> int:
+def _storage_mb(entry: Resolved) -> int:
     from dynosim.addons.plans import postgres_plan
 
     if entry.offering.service == "postgres":

@@ -90,7 +90,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
     if secrets:
         document["secrets"] = secrets
     notes = [
-        f"Deploy it with `docker stack deploy -c {path.name} {model.slug}` on a Swarm manager; run `release` first:",
+        f"Deploy it with `docker stack deploy -c {path.name} {model.project}` on a Swarm manager; run `release` first:",
         "`docker stack deploy` starts every service at once (`dynosim deploy --to swarm` waits for it to complete).",
     ]
     for name in model.required_vars:

@@ -20,6 +20,7 @@ UNIT_DIR = "/etc/systemd/system"
 
 
 def write(model: AppModel, path: Path) -> list[Path]:
+    from honcho.export.base import dashrepl
     from honcho.export.systemd import Export
 
     environment = host.environment(model)
@@ -40,7 +41,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
     for unit in Export().render(processes, context):
         written.append(files.write(path / unit.name, files.header(model, FORMAT) + unit.content))
     for process in processes:
-        unit = f"{model.slug}-{process.name.replace('.', '-')}.service"
+        unit = f"{model.slug}-{dashrepl(process.name)}.service"  # as honcho names it
         size = sizes[process.name.rsplit(".", 1)[0]]
         lines = []
         if release_unit:
