@@ -2,7 +2,8 @@
 
 A container is found again by its labels (`dynosim.app` = a hash of the app's state folder,
 `dynosim.addon` = the add-on's name) and is named `dynosim-<add-on name>`; its data lives in the named
-volume `dynosim-<add-on name>`, so it outlives the container. A later run starts the stopped container
+volume `dynosim-<add-on name>`, so it outlives the container (which carries the volume's id label too,
+`dynosim.volume-id`, so that a warm start need not look the volume up). A later run starts the stopped container
 (or adopts one still running) instead of creating another: that is the warm start. A container whose
 settings changed (image, port, password, command) is replaced, its volume kept. Stopping is a graceful
 `docker stop`; nothing here ever removes a volume.
@@ -236,7 +237,7 @@ class RunningContainer:
             pass  # removed behind our back: nothing left to stop
         except ENGINE_ERRORS as error:
             raise AddonError(
-                f"{self.label}: stopping container {self.container.name} failed: {_explain(error)}"
+                f"{self.label}: stopping container {_name(self.container)} failed: {_explain(error)}"
             ) from None
 
 
@@ -272,41 +273,42 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, gu
             container = None
 
     begun = time.monotonic()
-    identity: str | None = None  # the data volume's, once looked up
     if container is None:
         how = f"new container {name}"
         if local_image is None:
             pull(backend, spec, recipe, image)
-        identity = ensure_volume(client, volume, labels, spec)
+        volume_id = ensure_volume(client, volume, labels, spec)
         check_port(spec)
         begun = time.monotonic()
         from dynosim.addons.backends.docker_tc import create
 
         try:
             container = create(
-                client, spec, recipe, image=image, name=name, volume=volume, labels=labels, settings=settings,
+                client, spec, recipe, image=image, name=name, volume=volume, settings=settings,
+                labels={**labels, LABEL_VOLUME: volume_id} if volume_id else labels,
                 ready=lambda made: wait_ready(made, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label),
             )  # fmt: skip
         except docker.errors.APIError as error:
             if error.status_code == 409:  # the name is taken (looked up only then: one call fewer per create)
                 _check_name_free(client, name, spec)
             raise
-    elif container.status == "running":
-        how = f"container {name} was running"
-        backend.say(f"{spec.label}: container {name} from an earlier run still runs; reusing it")
-        wait_ready(container, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label)
     else:
-        how = f"container {name} started"
-        check_port(spec)
-        try:
-            container.start()
-        except docker.errors.APIError as error:
-            raise AddonError(f"{spec.label}: starting container {name} failed: {_explain(error)}") from None
+        volume_id = _labels(container).get(LABEL_VOLUME)
+        if container.status == "running":
+            how = f"container {name} was running"
+            backend.say(f"{spec.label}: container {name} from an earlier run still runs; reusing it")
+        else:
+            how = f"container {name} started"
+            check_port(spec)
+            try:
+                container.start()
+            except docker.errors.APIError as error:
+                raise AddonError(f"{spec.label}: starting container {name} failed: {_explain(error)}") from None
         wait_ready(container, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label)
     took = time.monotonic() - begun
 
     try:
-        recipe.provision_container(container, spec, identity or volume_identity(client, volume))
+        recipe.provision_container(container, spec, volume_identity(client, volume, volume_id))
     except BaseException:
         container.stop(timeout=STOP_TIMEOUT)
         raise
@@ -334,17 +336,17 @@ def wait_ready(container: Any, answers: Callable[[], bool], timeout: float, labe
             if container.status in ("exited", "dead"):
                 wrapped = getattr(container, "get_wrapped_container", lambda: container)()
                 raise AddonError(
-                    f"{label}: container {wrapped.name} exited while starting "
+                    f"{label}: container {_name(wrapped)} exited while starting "
                     f"(status {wrapped.attrs.get('State', {}).get('ExitCode', '?')}): {last_log_line(wrapped)}; "
-                    f"see `docker logs {wrapped.name}`"
+                    f"see `docker logs {_name(wrapped)}`"
                 )
             look = now + STATUS_EVERY
         if now - started > timeout:
             wrapped = getattr(container, "get_wrapped_container", lambda: container)()
             wrapped.stop(timeout=STOP_TIMEOUT)
             raise AddonError(
-                f"{label}: container {wrapped.name} did not accept connections within {timeout:g} s "
-                f"(last log line: {last_log_line(wrapped)}); see `docker logs {wrapped.name}`"
+                f"{label}: container {_name(wrapped)} did not accept connections within {timeout:g} s "
+                f"(last log line: {last_log_line(wrapped)}); see `docker logs {_name(wrapped)}`"
             )
         time.sleep(READY_POLL)
 
@@ -371,20 +373,33 @@ def fingerprint(image: str, port: int, settings: dict[str, Any]) -> str:
 
 
 def find(client: docker.DockerClient, labels: dict[str, str]) -> Container | None:
-    """This add-on's container, running or not (the newest, should there be several)."""
+    """This add-on's container, running or not (the newest, should there be several), as the list
+    describes it (sparse: no inspect of each; its Labels, ImageID, State and Names are all that is read)."""
     found = client.containers.list(
-        all=True, filters={"label": [f"{LABEL_APP}={labels[LABEL_APP]}", f"{LABEL_ADDON}={labels[LABEL_ADDON]}"]}
+        all=True,
+        sparse=True,
+        filters={"label": [f"{LABEL_APP}={labels[LABEL_APP]}", f"{LABEL_ADDON}={labels[LABEL_ADDON]}"]},
     )
     if not found:
         return None
-    found.sort(key=lambda c: c.attrs.get("Created", ""), reverse=True)
+    found.sort(key=lambda c: c.attrs.get("Created", 0), reverse=True)
     return found[0]
 
 
+def _labels(container: Container) -> dict[str, str]:
+    """A container's labels, from a list's description of it (sparse) or an inspect's."""
+    return container.attrs.get("Labels") or container.attrs.get("Config", {}).get("Labels") or {}
+
+
+def _name(container: Container) -> str:
+    """A container's name, from an inspect's description of it or a list's (sparse)."""
+    return str(container.name or (container.attrs.get("Names") or ["?"])[0].lstrip("/"))
+
+
 def _changed(container: Container, labels: dict[str, str], local_image: str | None) -> str | None:
-    if container.labels.get(LABEL_CONFIG) != labels[LABEL_CONFIG]:
+    if _labels(container).get(LABEL_CONFIG) != labels[LABEL_CONFIG]:
         return "its settings (image, port, password or command) changed"
-    if local_image is not None and container.attrs.get("Image") != local_image:
+    if local_image is not None and container.attrs.get("ImageID", container.attrs.get("Image")) != local_image:
         return "its image was updated"
     return None
 
@@ -418,8 +433,8 @@ def pull(backend: DockerBackend, spec: ServiceSpec, recipe: Service, image: str)
         ) from None
 
 
-def ensure_volume(client: docker.DockerClient, name: str, labels: dict[str, str], spec: ServiceSpec) -> str:
-    """The add-on's data volume, made when missing; its identity (see volume_identity). Docker's engine
+def ensure_volume(client: docker.DockerClient, name: str, labels: dict[str, str], spec: ServiceSpec) -> str | None:
+    """The add-on's data volume, made when missing; its id label (see volume_identity). Docker's engine
     answers a create of a name in use with that volume as it is (its labels unchanged): one call where a
     look-up first would be two; Podman refuses it (409), and is then asked for the volume."""
     keep = {k: labels[k] for k in (LABEL_APP, LABEL_ADDON, LABEL_SERVICE, LABEL_STATE)}
@@ -436,22 +451,21 @@ def ensure_volume(client: docker.DockerClient, name: str, labels: dict[str, str]
             f"{spec.label}: the volume {name} holds another app's data ({LABEL_APP}={owner}); nothing was "
             f"changed. Delete this add-on's record from {spec.folder.parent.parent / 'addons.json'} to get a new name"
         )
-    return _identity(name, found)
+    return found.get(LABEL_VOLUME)
 
 
-def volume_identity(client: docker.DockerClient, name: str) -> str:
+def volume_identity(client: docker.DockerClient, name: str, known: str | None = None) -> str:
     """What tells this data volume from another of the same name (one made after a `docker volume rm`):
     the id label it was created with. (Its CreatedAt will not do: the local driver reports the
-    folder's mtime.) A volume made by hand has none, and is then provisioned on every start."""
-    try:
-        labels = client.volumes.get(name).attrs.get("Labels") or {}
-    except docker.errors.NotFound:
-        labels = {}
-    return _identity(name, labels)
-
-
-def _identity(name: str, labels: dict[str, str]) -> str:
-    return f"{name}@{labels.get(LABEL_VOLUME) or uuid.uuid4().hex}"
+    folder's mtime.) A volume made by hand has none, and is then provisioned on every start. `known`:
+    the label as the add-on's container has it (dynosim.volume-id, set when it was made): a volume in
+    use cannot be removed, so a container's is still the one it was made on. Looked up without it."""
+    if known is None:
+        try:
+            known = (client.volumes.get(name).attrs.get("Labels") or {}).get(LABEL_VOLUME)
+        except docker.errors.NotFound:
+            pass
+    return f"{name}@{known or uuid.uuid4().hex}"
 
 
 def _explain(error: BaseException) -> str:
