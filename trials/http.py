@@ -300,7 +300,7 @@ class Client:
                 size_line = self._line()
                 if size_line is None:
                     return None
-                size = int(size_line.split(b";")[0], 16)
+                size = _number(size_line.split(b";")[0], 16)
                 data = self._exactly(size + 2)
                 if data is None:
                     return None
@@ -309,7 +309,7 @@ class Client:
                 body += data[:-2]
             return Response(status, headers, body)
         if "content-length" in headers:
-            data = self._exactly(int(headers["content-length"]))
+            data = self._exactly(_number(headers["content-length"].encode(), 10))
             return None if data is None else Response(status, headers, data)
         while self._fill():
             pass
@@ -339,6 +339,13 @@ class Client:
 
 class ProtocolMismatch(Exception):
     """The router's bytes are not HTTP where a response was due."""
+
+
+def _number(text: bytes, base: int) -> int:
+    try:
+        return int(text, base)
+    except ValueError:
+        raise ProtocolMismatch(f"not a length in a response: {text[:40]!r}") from None
 
 
 # -- the corpus
