@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dynosim.errors import ConfigError
-from dynosim.manifest import ENV_NAME, NUL, NUL_VALUE, Manifest
+from dynosim.manifest import ENV_NAME, LONG_VALUE, MAX_ARG_STRLEN, NUL, NUL_VALUE, Manifest, variable_size
 from dynosim.privatefile import write_private
 
 _NAME_RULE = "use letters, digits and _, not starting with a digit"
@@ -24,7 +24,7 @@ def state_dir(app_dir: Path) -> Path:
         path.mkdir(mode=0o700, exist_ok=True)
         ignore = path / ".gitignore"
         if not ignore.exists():
-            ignore.write_text("*\n")
+            write_private(ignore, "*\n")  # 0600 as every file in the state folder
     except OSError as error:
         raise ConfigError(
             f"{path}: cannot create dynosim's state folder ({error.strerror}). Check its permissions"
@@ -47,21 +47,35 @@ def load_dotenv(path: Path) -> dict[str, str]:
 
     # python-dotenv only logs a line it cannot parse and skips it; a skipped line would be a
     # missing config var at run time, so find those lines first and refuse them.
+    lines: dict[str, str] = {}  # each name's last line: the value dotenv_values keeps
     for binding in parse_stream(io.StringIO(text)):
         where = f"{path.name}:{_line_of(binding)}"
         if binding.error:
             statement = binding.original.string.strip()
-            raise ConfigError(f"{where}: cannot parse {statement!r}. Write KEY=VALUE (quote values with spaces)")
+            raise ConfigError(
+                f"{where}: cannot parse {_cut(statement)!r}. Write KEY=VALUE (quote values with spaces)"
+            )
         if binding.key is None:
             continue
         if not ENV_NAME.match(binding.key):
-            raise ConfigError(f"{where}: {binding.key!r} is not a valid variable name; {_NAME_RULE}")
+            raise ConfigError(f"{where}: {_cut(binding.key)!r} is not a valid variable name; {_NAME_RULE}")
         if binding.value is None:
             raise ConfigError(f"{where}: {binding.key} has no value; write {binding.key}= for an empty value")
         if NUL in binding.value:
             raise ConfigError(NUL_VALUE.format(where=f"{where}: {binding.key}'s value"))
-    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
-    return {key: value for key, value in values.items() if value is not None}
+        lines[binding.key] = where
+    parsed = dotenv_values(stream=io.StringIO(text), interpolate=True)
+    values = {key: value for key, value in parsed.items() if value is not None}
+    for key, value in values.items():  # after interpolation, which can make a value grow
+        if variable_size(key, value) > MAX_ARG_STRLEN:
+            where = f"{lines.get(key, path.name)}: {key}'s value"
+            raise ConfigError(LONG_VALUE.format(where=where, size=variable_size(key, value)))
+    return values
+
+
+def _cut(text: str) -> str:
+    """What a message quotes of a line or a name: its start, so the message stays readable."""
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _line_of(binding: Any) -> int:  # a dotenv.parser.Binding
@@ -84,7 +98,7 @@ class ConfigStore:
     def save(self, values: Mapping[str, str]) -> None:
         for name in values:
             if not ENV_NAME.match(name):
-                raise ConfigError(f"{name!r} is not a valid config var name; {_NAME_RULE}")
+                raise ConfigError(f"{_cut(name)!r} is not a valid config var name; {_NAME_RULE}")
         self._write({**self._read(), "vars": dict(values)})
 
     def change(self, changes: Mapping[str, str | None], elsewhere: Container[str] = ()) -> None:
@@ -92,10 +106,13 @@ class ConfigStore:
         The one change of config vars: the CLI's, with or without a run active, and the supervisor's."""
         for name in changes:  # before anything changes, a name to unset included
             if not ENV_NAME.match(name):
-                raise ConfigError(f"{name!r} is not a valid config var name; {_NAME_RULE}")
+                raise ConfigError(f"{_cut(name)!r} is not a valid config var name; {_NAME_RULE}")
         for name, value in changes.items():
             if value is not None and NUL in value:
                 raise ConfigError(NUL_VALUE.format(where=f"config:set {name}'s value"))
+            if value is not None and variable_size(name, value) > MAX_ARG_STRLEN:
+                where = f"config:set {name}'s value"
+                raise ConfigError(LONG_VALUE.format(where=where, size=variable_size(name, value)))
         stored = self.load()
         for name, value in changes.items():
             if value is not None:

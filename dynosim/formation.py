@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FormationError
-from .manifest import Manifest
+from .manifest import Manifest, quoted
 from .privatefile import write_private
 from .procfile import Procfile
 
@@ -50,7 +50,7 @@ _ALIASES = {
 def dyno_size(name: str, where: str) -> DynoSize:
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in SIZES:
-        raise FormationError(f'{where}: unknown dyno size "{name}"; sizes: {", ".join(SIZES)}')
+        raise FormationError(f"{where}: unknown dyno size {quoted(name)}; sizes: {', '.join(SIZES)}")
     return SIZES[key]
 
 
@@ -68,7 +68,7 @@ def _title(size: str) -> str:
     return "-".join(part.upper() if part[-1:] == "x" else part.capitalize() for part in size.split("-"))
 
 
-_ENTRY = re.compile(r"^([A-Za-z0-9_-]+)=(-?\d+)$")
+_ENTRY = re.compile(r"^([A-Za-z0-9_-]+)=(-?[0-9]+)$")
 
 
 def parse_formation(text: str, where: str = "--formation") -> dict[str, int]:
@@ -79,11 +79,15 @@ def parse_formation(text: str, where: str = "--formation") -> dict[str, int]:
             continue
         match = _ENTRY.match(item)
         if not match:
-            raise FormationError(f'{where}: "{item}" is not TYPE=COUNT (for example web=2,worker=1)')
-        count = int(match.group(2))
-        if count < 0:
-            raise FormationError(f'{where}: "{item}": a dyno count cannot be negative')
-        result[match.group(1)] = count
+            raise FormationError(f"{where}: {quoted(item)} is not TYPE=COUNT (for example web=2,worker=1)")
+        kind, digits = match.groups()
+        if digits.startswith("-"):
+            raise FormationError(f"{where}: {quoted(item)}: a dyno count cannot be negative")
+        if len(digits.lstrip("0")) > 9:  # far past any limit, and int() of thousands of digits raises
+            raise FormationError(
+                f"{where}: {quoted(item)}: Heroku limits an app to {APP_LIMIT} dynos; scale to {APP_LIMIT} or fewer"
+            )
+        result[kind] = int(digits)
     return result
 
 
@@ -125,9 +129,11 @@ class FormationStore:
         for kind, count in counts.items():
             _check_type(kind, procfile, "ps:scale")
             if count < 0:
-                raise FormationError(f"ps:scale: {kind}={count}: a dyno count cannot be negative")
+                raise FormationError(f"ps:scale: {quoted(kind)}={count}: a dyno count cannot be negative")
         stored = self.load()
-        return self._save(AppFormation({**stored.quantities, **counts}, stored.sizes))
+        return self._save(
+            _within_limits(procfile, AppFormation({**stored.quantities, **counts}, stored.sizes), "ps:scale")
+        )
 
     def resize(self, procfile: Procfile, sizes: Mapping[str, str]) -> AppFormation:
         named = {}
@@ -135,7 +141,9 @@ class FormationStore:
             _check_type(kind, procfile, "ps:resize")
             named[kind] = dyno_size(size, f"ps:resize {kind}").name
         stored = self.load()
-        return self._save(AppFormation(stored.quantities, {**stored.sizes, **named}))
+        return self._save(
+            _within_limits(procfile, AppFormation(stored.quantities, {**stored.sizes, **named}), "ps:resize")
+        )
 
     def _save(self, formation: AppFormation) -> AppFormation:
         write_private(
@@ -203,12 +211,22 @@ def check_limits(quantities: Mapping[str, int], sizes: Mapping[str, DynoSize], w
         )
 
 
+def _within_limits(procfile: Procfile, formation: AppFormation, where: str) -> AppFormation:
+    """`formation` when the Procfile's types under it stay within Heroku's scaling limits (a type not
+    scaled yet counts as one dyno of the default size, as a run would start it)."""
+    types = procfile.formation_types
+    quantities = {kind: formation.quantities.get(kind, 1) for kind in types}
+    sizes = {kind: dyno_size(formation.sizes.get(kind, DEFAULT_SIZE), f"{kind}'s size") for kind in types}
+    check_limits(quantities, sizes, where)
+    return formation
+
+
 def _check_type(kind: str, procfile: Procfile, where: str) -> None:
     if kind == "release" and procfile.release is not None:
         raise FormationError(f'{where}: "release" runs once in the release phase and cannot be scaled')
     if kind not in procfile.formation_types:
         known = ", ".join(procfile.formation_types) or "none"
         raise FormationError(
-            f'{where}: no process type "{kind}" in {procfile.path.name} (types: {known}); '
+            f"{where}: no process type {quoted(kind)} in {procfile.path.name} (types: {known}); "
             f"add it to the Procfile or fix the name"
         )

@@ -10,11 +10,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar, Literal, NoReturn
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from dynosim.errors import ManifestError
 
@@ -149,6 +150,18 @@ def _postdeploy_spec(fail: _Failer, raw: object) -> PostdeploySpec | None:
 NUL = "\x00"
 # no process's environment can carry one: the dyno would not start, as on Heroku its slug would not run
 NUL_VALUE = "{where} holds a NUL byte, which no environment variable can carry; remove it"
+# Linux's MAX_ARG_STRLEN: the most one NAME=value of a process's environment can be, its final NUL included;
+# past it exec fails with E2BIG and the dyno would never start
+MAX_ARG_STRLEN = 131072
+LONG_VALUE = (
+    "{where} is {size:,} bytes with its name, and a variable of a process's environment (NAME=value) can be "
+    f"{MAX_ARG_STRLEN - 1:,} at most; keep large data in a file or an add-on"
+)
+
+
+def variable_size(name: str, value: str) -> int:
+    """The bytes NAME=value takes in a process's environment, its final NUL included."""
+    return len(name.encode()) + 1 + len(value.encode("utf-8", "surrogateescape")) + 1
 
 
 def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
@@ -163,10 +176,14 @@ def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
         value = fail.string(raw, where)
         if NUL in value:
             fail(NUL_VALUE.format(where=where))
+        if variable_size(name, value) > MAX_ARG_STRLEN:
+            fail(LONG_VALUE.format(where=where, size=variable_size(name, value)))
         return EnvSpec(name=name, value=value, required=False, generator=None, description=None)
     spec = fail.mapping(raw, where, 'a string or an object like {"value": "...", "required": true}')
     if NUL in str(spec.get("value", "")):
         fail(NUL_VALUE.format(where=f"{where}.value"))
+    if variable_size(name, str(spec.get("value", ""))) > MAX_ARG_STRLEN:
+        fail(LONG_VALUE.format(where=f"{where}.value", size=variable_size(name, str(spec.get("value", "")))))
     generator = fail.optional_string(spec, "generator", where)
     if generator not in (None, "secret"):
         fail(f'{where}.generator must be "secret" (the only generator Heroku has), got {json.dumps(generator)}')
@@ -227,10 +244,14 @@ def _cron_spec(fail: _Failer, index: int, raw: object) -> CronSpec:
             f"{where}.schedule {json.dumps(schedule)} is not a cron schedule;"
             ' write 5 fields like "*/10 * * * *" or a macro like "@hourly" or "@daily"'
         )
+    try:
+        croniter(schedule, datetime.now(UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        fail(f"{where}.schedule {json.dumps(schedule)} never comes (no such date); fix its day and month")
     given = spec.get("concurrency_policy", "allow")
     policy = next((known for known in CONCURRENCY_POLICIES if known == given), None)
     if policy is None:
-        fail(f"{where}.concurrency_policy must be one of allow, forbid, replace, got {_show(given)}")
+        fail(f"{where}.concurrency_policy must be one of allow, forbid, replace, got {quoted(given)}")
     return CronSpec(command=command, schedule=schedule, concurrency_policy=policy)
 
 
@@ -245,7 +266,7 @@ class _Failer:
 
     def mapping(self, value: object, where: str, example: str = "an object") -> dict[str, object]:
         if not isinstance(value, dict):
-            self(f"{where} must be {example}, got {_show(value)}")
+            self(f"{where} must be {example}, got {quoted(value)}")
         return value
 
     def mapping_at(self, parent: dict[str, object], key: str, where: str = "") -> dict[str, object]:
@@ -254,13 +275,13 @@ class _Failer:
     def list_at(self, parent: dict[str, object], key: str) -> list[object]:
         value = parent.get(key, [])
         if not isinstance(value, list):
-            self(f"{key} must be a list, got {_show(value)}")
+            self(f"{key} must be a list, got {quoted(value)}")
         return value
 
     def string(self, value: object, where: str) -> str:
         if not isinstance(value, str):
             quote = f"; quote it: {json.dumps(json.dumps(value))}" if isinstance(value, (int, float)) else ""
-            self(f"{where} must be a string, got {_show(value)}{quote}")
+            self(f"{where} must be a string, got {quoted(value)}{quote}")
         return value
 
     def optional_string(self, parent: dict[str, object], key: str, where: str) -> str | None:
@@ -280,9 +301,11 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _show(value: object) -> str:
-    shown = json.dumps(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
+def quoted(value: object, limit: int = 40) -> str:
+    """How a message quotes what the user wrote: as JSON (control characters and line breaks escaped, so
+    the message stays one line), cut short past `limit` characters."""
+    shown = json.dumps(value, default=str)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -313,7 +336,7 @@ def load_environment(app_dir: Path, name: str) -> Environment:
     addons = base.addons
     if "addons" in overrides:
         if not isinstance(overrides["addons"], list):
-            fail(f"{where}.addons must be a list, got {_show(overrides['addons'])}")
+            fail(f"{where}.addons must be a list, got {quoted(overrides['addons'])}")
         addons = tuple(_addon_spec(fail, index, raw, f"{where}.") for index, raw in enumerate(overrides["addons"]))
     formation = {
         key: _formation_spec(fail, key, raw) for key, raw in fail.mapping_at(overrides, "formation", where).items()

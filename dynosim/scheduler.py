@@ -74,7 +74,7 @@ def parse_at(every: str, at: str | None) -> int:
         return 0
     if every == "10m":
         raise SchedulerError("--at: a 10-minute job runs at :00, :10 ... :50; drop --at or use --every 1h or 1d")
-    match = re.fullmatch(r"(\d{1,2})?:(\d{2})", at.strip())
+    match = re.fullmatch(r"([0-9]{1,2})?:([0-9]{2})", at.strip())
     if every == "1h":
         if match is None or match[1] is not None or int(match[2]) % 10 or int(match[2]) > 50:
             raise SchedulerError(f"--at {at!r}: an hourly job runs at a minute :00, :10 ... :50; write it like :30")

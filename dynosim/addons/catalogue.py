@@ -15,6 +15,7 @@ from types import MappingProxyType
 from dynosim.addons.plans import postgres_plan, redis_plan
 from dynosim.addons.spec import Attached, Endpoint
 from dynosim.errors import AddonError
+from dynosim.manifest import quoted
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def offering_for(plan: str) -> Offering:
     addon = plan.split(":", 1)[0]
     offering = CATALOGUE.get(addon)
     if offering is None:
-        raise AddonError(f'unknown add-on "{addon}"; known: {known()}')
+        raise AddonError(f"unknown add-on {quoted(addon)}; known: {known()}")
     return offering
 
 
@@ -140,13 +141,13 @@ def resolve(requests: Sequence[AddonRequest]) -> list[Resolved]:
     for request in requests:
         if not re.fullmatch(r"[^\s:]+(:[^\s:]+)?", request.plan):
             raise AddonError(
-                f'add-on "{request.plan}" must look like "heroku-postgresql" or "heroku-postgresql:essential-0"'
+                f'add-on {quoted(request.plan)} must look like "heroku-postgresql" or "heroku-postgresql:essential-0"'
             )
         offering = offering_for(request.plan)
         _check_plan(request.plan, offering)
         if request.as_name is not None and not _AS_NAME.fullmatch(request.as_name):
             raise AddonError(
-                f'{request.plan}: attachment name "{request.as_name}" must be letters, digits and _ '
+                f"{request.plan}: attachment name {quoted(request.as_name)} must be letters, digits and _ "
                 "starting with a letter, like DATABASE or CACHE"
             )
         if "tls" in request.options:

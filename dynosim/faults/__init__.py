@@ -6,15 +6,18 @@ the Python API). What each kind does is its own module in `kinds/`; `board.py` k
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dynosim.errors import FaultError
+from dynosim.manifest import quoted
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION = 366 * 86400.0
 
 
 def parse_duration(text: str | float, what: str) -> float:
@@ -25,10 +28,16 @@ def parse_duration(text: str | float, what: str) -> float:
     else:
         match = _DURATION.fullmatch(str(text).strip())
         if match is None:
-            raise FaultError(f'{what}: "{text}" is not a duration; write it like 10s, 200ms or 2m')
+            raise FaultError(f"{what}: {quoted(str(text))} is not a duration; write it like 10s, 200ms or 2m")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if math.isnan(seconds):
+        raise FaultError(f"{what}: {text} is not a duration; write it like 10s, 200ms or 2m")
     if seconds < 0:
         raise FaultError(f"{what}: a duration cannot be negative")
+    if seconds > MAX_DURATION:  # a deadline past what time.time() and asyncio's timers can hold
+        raise FaultError(
+            f"{what}: {quoted(str(text))} is longer than a year; leave it out for a fault on until removed"
+        )
     return seconds
 
 
@@ -36,9 +45,11 @@ def parse_probability(value: str | float, what: str) -> float:
     try:
         probability = float(value)
     except (TypeError, ValueError):
-        raise FaultError(f'{what}: "{value}" is not a probability; give a number from 0 to 1, like 0.25') from None
+        raise FaultError(
+            f"{what}: {quoted(str(value))} is not a probability; give a number from 0 to 1, like 0.25"
+        ) from None
     if not 0.0 <= probability <= 1.0:
-        raise FaultError(f"{what}: {value} is outside 0..1; give a number from 0 to 1, like 0.25")
+        raise FaultError(f"{what}: {probability:g} is outside 0..1; give a number from 0 to 1, like 0.25")
     return probability
 
 
@@ -73,7 +84,7 @@ class FaultRequest:
         known = {"kind", "target", "probability", "for", "latency", "status", "code", "seed", "at"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise FaultError(f'{where}: unknown field "{unknown[0]}"; fields are {", ".join(sorted(known))}')
+            raise FaultError(f"{where}: unknown field {quoted(unknown[0])}; fields are {', '.join(sorted(known))}")
         kind = data.get("kind")
         if not isinstance(kind, str) or not kind:
             raise FaultError(

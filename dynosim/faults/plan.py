@@ -30,6 +30,7 @@ from dynosim.faults import FaultRequest, parse_duration
 from dynosim.faults.board import FaultBoard
 from dynosim.faults.kinds import KINDS, kind_of
 from dynosim.faults.kinds.addon_server import AddonKind
+from dynosim.manifest import quoted
 
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|sec|m|min|h|hour)")
 _RATE_UNITS = {"ms": "ms", "s": "s", "sec": "s", "m": "m", "min": "m", "h": "h", "hour": "h"}
@@ -117,10 +118,10 @@ def parse_rate(text: str, what: str = "--chaos-rate") -> float:
     """Faults a second from "1/min", "2/30s", "6/h"."""
     match = _RATE.fullmatch(text.strip())
     if match is None or float(match.group(1)) <= 0:
-        raise FaultError(f'{what}: "{text}" is not a rate; write it like 1/min, 2/30s or 6/h')
+        raise FaultError(f"{what}: {quoted(text)} is not a rate; write it like 1/min, 2/30s or 6/h")
     per = parse_duration(f"{match.group(2) or 1}{_RATE_UNITS[match.group(3)]}", what)
     if per <= 0:
-        raise FaultError(f'{what}: "{text}" is not a rate; write it like 1/min, 2/30s or 6/h')
+        raise FaultError(f"{what}: {quoted(text)} is not a rate; write it like 1/min, 2/30s or 6/h")
     return float(match.group(1)) / per
 
 
