@@ -62,13 +62,16 @@ def write(model: AppModel, path: Path) -> list[Path]:
         documents.append((f"30-{names.process(process.name)}.yaml", _process(model, names, process), False))
     for job in model.jobs:
         documents.append((f"40-scheduler-{dns_label(job.id)}.yaml", [_cronjob(model, names, job)], False))
-    notes = [
-        "Apply the files in order, the release Job complete before the rest:",
-        f"  kubectl apply -f {path.name}/00-config.yaml -f {path.name}/10-*.yaml  (those there are)",
-        f"  kubectl apply -f {path.name}/20-release.yaml && kubectl wait --for=condition=complete "
-        f"job/{names.release_job} --timeout=10m",
-        f"  kubectl apply -f {path.name}/",
-    ]
+    notes = [f"Apply it with `kubectl apply -f {path.name}/`."]
+    if model.release_argv is not None:
+        first = " ".join(f"-f {path.name}/{name}" for name, objects, _ in documents if objects and name < "20")
+        notes = [
+            "Apply the files in order, the release Job complete before the process types start:",
+            *([f"  kubectl apply {first}"] if first else []),
+            f"  kubectl apply -f {path.name}/20-release.yaml && kubectl wait --for=condition=complete "
+            f"job/{names.release_job} --timeout=10m",
+            f"  kubectl apply -f {path.name}/",
+        ]
     if model.required_vars:
         notes.append(
             f"Create the Secret {names.external_secret} first (the add-ons run elsewhere): kubectl create secret "
