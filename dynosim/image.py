@@ -229,7 +229,9 @@ def _dependencies_image(
         for path in _walk(site):
             files[f"site-packages/{path.relative_to(site).as_posix()}"] = (path, path.lstat().st_mode & 0o777)
         files.update(_scripts(slug.venv))
-        steps += [f"COPY site-packages/ {lib}/", f"COPY bin/ {PYTHON_HOME}/bin/"]
+        for folder, target in (("site-packages", lib), ("bin", f"{PYTHON_HOME}/bin")):
+            if any(name.startswith(f"{folder}/") for name in files):  # COPY of a folder the context lacks fails
+                steps.append(f"COPY {folder}/ {target}/")
         how = "copied"
     else:
         say(f"-----> Installing the slug's packages in the image: {reason}")

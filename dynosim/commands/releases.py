@@ -51,14 +51,47 @@ def releases(app_dir: Path, num: int | None, as_json: bool) -> None:
 
 @click.command("deploy")
 @app_dir_option
+@click.option("--to", "target", type=click.Choice(["swarm"]), help="Deploy on the Docker engine's Swarm mode instead.")
+@click.option("--init", is_flag=True, help="With --to swarm: `docker swarm init` a single node when it is in no swarm.")
+@click.option("--external-addons", is_flag=True, help="With --to swarm: no add-on services; set their vars yourself.")
 @operate
-def deploy(app_dir: Path) -> None:
-    """Build HEAD and roll the running app onto it, as `git push heroku main` would."""
+def deploy(app_dir: Path, target: str | None, init: bool, external_addons: bool) -> None:
+    """Build HEAD and roll the running app onto it, as `git push heroku main` would (or the swarm, with --to swarm)."""
     from .. import api
 
     app_state(app_dir)
+    if target == "swarm":
+        from ..swarm import deploy_swarm
+
+        deployed = deploy_swarm(app_dir, init=init, external_addons=external_addons, say=click.echo)
+        first = (
+            f" (first answer {deployed.first_response:.1f}s after the deploy began)" if deployed.first_response else ""
+        )
+        click.echo(
+            f"       Released v{deployed.version} on the swarm" + (f": {deployed.url}{first}" if deployed.url else "")
+        )
+        return
+    if init or external_addons:
+        raise click.UsageError("--init and --external-addons go with --to swarm")
     version = api.deploy(app_dir, say=click.echo)
     click.echo(f"       Released v{version}")
+
+
+@click.command("destroy")
+@app_dir_option
+@click.option("--to", "target", type=click.Choice(["swarm"]), required=True, help="Where the app was deployed.")
+@click.option("--confirm", metavar="APP", help="The app's name, to go ahead without being asked.")
+@operate
+def destroy(app_dir: Path, target: str, confirm: str | None) -> None:
+    """Remove the app's every service, network, secret and volume (its add-ons' data) from the swarm."""
+    from ..app import load_app
+    from ..clikit import confirm_destructive
+    from ..swarm import destroy_swarm
+
+    app_state(app_dir)
+    name = load_app(app_dir.resolve()).name
+    confirm_destructive(name, confirm, f"This removes {name} from the swarm, with its add-ons' volumes and their data.")
+    destroy_swarm(name, say=click.echo)
 
 
 def _version(value: str | None) -> int | None:

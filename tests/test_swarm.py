@@ -1,0 +1,226 @@
+"""`dynosim deploy --to swarm` and `dynosim destroy --to swarm` on the real engine as a single-node swarm.
+
+The swarm is left as it was found: one these tests initialise (`--init`) is left again at the end
+(`docker swarm leave --force`). Images build on the local dynosim-test/python:3.11 and add-ons run on
+dynosim-test/postgres:15 (.ci/docker-images.sh makes both; no registry can be reached here). Where the
+kernel has no IPVS (this CI's), the routing mesh cannot route and dynosim publishes web through its
+router service instead; the requests below go through whichever the deploy said it used.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, free_port, ok, one_line_error, run_dynosim
+
+docker = pytest.importorskip("docker")
+
+BASE = "dynosim-test/python:3.11"
+POSTGRES = "dynosim-test/postgres:15"
+LABEL = "dynosim.swarm.app"
+WEB = '''\
+"""Names its dyno and its release's version.txt; on SIGTERM, ends the requests it has, then exits."""
+import os
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+VERSION = Path("version.txt").read_text().strip()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"{os.environ['DYNO']} {VERSION}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+server = ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler)
+server.daemon_threads = False
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever()
+server.server_close()
+'''
+RELEASE = """\
+import os, sys
+from pathlib import Path
+
+print(f"release phase in {os.environ['DYNO']}", flush=True)
+sys.exit(int(Path("release_exit.txt").read_text()) if Path("release_exit.txt").exists() else 0)
+"""
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[docker.DockerClient]:
+    """The engine, left in the swarm state it had: one initialised here is left at the end."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as error:  # docker-py raises its own errors, requests' and OSError
+        pytest.skip(f"no Docker engine answers ({error})")
+    missing = [image for image in (BASE, POSTGRES) if not client.images.list(name=image)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} missing; run .ci/docker-images.sh")
+    was = (client.info().get("Swarm") or {}).get("LocalNodeState")
+    yield client
+    if was != "active" and (client.info().get("Swarm") or {}).get("LocalNodeState") == "active":
+        client.swarm.leave(force=True)
+    client.close()
+
+
+@pytest.fixture
+def swarm_env(engine: docker.DockerClient, monkeypatch: pytest.MonkeyPatch) -> int:
+    port = free_port()
+    monkeypatch.setenv("PORT", str(port))  # where web is published
+    monkeypatch.setenv("DYNOSIM_IMAGE_BASE", BASE)
+    monkeypatch.setenv("DYNOSIM_POSTGRES_IMAGE", POSTGRES)
+    return port
+
+
+def commit(app: Path, message: str, **files: str) -> None:
+    for name, text in files.items():
+        (app / name).write_text(text)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "add", "-A"], cwd=app, check=True)
+    subprocess.run([*git, "commit", "-qm", message], cwd=app, check=True)
+
+
+def stdlib_app(folder: Path, name: str) -> Path:
+    folder.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    files = {
+        "Procfile": "release: python release.py\nweb: python web.py\n",
+        "requirements.txt": "",
+        "app.json": json.dumps({"name": name}),
+        "web.py": WEB,
+        "release.py": RELEASE,
+        "version.txt": "1\n",
+    }
+    commit(folder, "first", **files)
+    return folder
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return str(response.read().decode())
+
+
+def labelled(client: docker.DockerClient, name: str) -> dict[str, int]:
+    label = f"{LABEL}={name}"
+    return {
+        "services": len(client.api.services(filters={"label": label})),
+        "networks": len(client.api.networks(filters={"label": label})),
+        "volumes": len(client.api.volumes(filters={"label": label}).get("Volumes") or []),
+        "secrets": len(client.api.secrets(filters={"label": label})),
+        "configs": len(client.api.configs(filters={"label": label})),
+        "containers": len(client.api.containers(all=True, filters={"label": label})),
+    }
+
+
+def destroy(app: Path, name: str) -> None:
+    run_dynosim(app, "destroy", "--to", "swarm", "--confirm", name, timeout=180)
+
+
+class ClientLoop(threading.Thread):
+    """Requests one after another, each on a new connection, until stopped: every answer or failure kept."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers: list[str] = []
+        self.failures: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.answers.append(get(self.url))
+            except Exception as error:  # any failed request counts
+                self.failures.append(repr(error))
+            time.sleep(0.01)
+
+
+def test_not_a_manager_is_one_line(tmp_path: Path, engine: docker.DockerClient, swarm_env: int) -> None:
+    if (engine.info().get("Swarm") or {}).get("LocalNodeState") == "active":
+        pytest.skip("the engine is a swarm manager already")
+    app = stdlib_app(tmp_path / "app", "swarm-refused")
+    one_line_error(run_dynosim(app, "deploy", "--to", "swarm"), "docker swarm init", "--init")
+    assert (engine.info().get("Swarm") or {}).get("LocalNodeState") != "active"  # asked, not done
+
+
+def test_deploy_spreads_rolls_refuses_a_failed_release_and_tears_down(
+    tmp_path: Path, engine: docker.DockerClient, swarm_env: int
+) -> None:
+    name = "swarm-test"
+    app = stdlib_app(tmp_path / "app", name)
+    url = f"http://127.0.0.1:{swarm_env}/"
+    try:
+        ok(run_dynosim(app, "ps:scale", "web=2"))
+        out = ok(run_dynosim(app, "deploy", "--to", "swarm", "--init", timeout=600))
+        assert "release phase in release.1" in out and f"Released v1 on the swarm: {url}" in out, out
+
+        seen = {get(url) for _ in range(20)}
+        assert seen == {"web.1 1", "web.2 1"}  # both replicas answer, each with its own DYNO
+
+        loop = ClientLoop(url)
+        loop.start()
+        time.sleep(0.5)
+        commit(app, "second", **{"version.txt": "2\n"})
+        out = ok(run_dynosim(app, "deploy", "--to", "swarm", timeout=600))
+        time.sleep(0.5)
+        loop.done.set()
+        loop.join(30)
+        assert "Released v2 on the swarm" in out, out
+        assert loop.failures == [], f"{len(loop.failures)} failed of {len(loop.answers) + len(loop.failures)}"
+        assert {"web.1 1", "web.2 1"} & set(loop.answers) and {"web.1 2", "web.2 2"} & set(loop.answers)
+        assert {get(url) for _ in range(10)} == {"web.1 2", "web.2 2"}
+
+        commit(app, "third", **{"version.txt": "3\n", "release_exit.txt": "1\n"})
+        refused = run_dynosim(app, "deploy", "--to", "swarm", timeout=600)
+        one_line_error(refused, "release command of v3 failed", "previous release")
+        assert {get(url) for _ in range(10)} == {"web.1 2", "web.2 2"}  # v2 still serving, untouched
+        releases = json.loads(ok(run_dynosim(app, "releases", "--json")))
+        assert [(r["version"], r["status"], r["current"]) for r in releases[:2]] == [
+            (3, "failed", False),
+            (2, "succeeded", True),
+        ]
+    finally:
+        destroy(app, name)
+    assert labelled(engine, name) == dict.fromkeys(labelled(engine, name), 0)
+
+
+def test_sample_app_with_its_postgres(tmp_path: Path, engine: docker.DockerClient, swarm_env: int) -> None:
+    """fixtures/sample: its release phase migrates the Postgres add-on's service, its page counts visits there."""
+    import shutil
+
+    app = tmp_path / "sample"
+    shutil.copytree(FIXTURES / "sample", app, ignore=shutil.ignore_patterns(".dynosim"))
+    subprocess.run(["git", "init", "-q"], cwd=app, check=True)
+    commit(app, "sample")
+    name = "dynosim-sample"
+    url = f"http://127.0.0.1:{swarm_env}/"
+    try:
+        out = ok(run_dynosim(app, "deploy", "--to", "swarm", "--init", timeout=900))
+        assert "database migrated" in out, out
+        first, second = get(url), get(url)
+        assert "Hello from web.1" in first
+        count = int(first.split("id=visits>")[1].split("<")[0])
+        assert f"id=visits>{count + 1}<" in second
+        assert labelled(engine, name)["volumes"] == 1  # the add-on's data
+    finally:
+        destroy(app, name)
+    assert labelled(engine, name) == dict.fromkeys(labelled(engine, name), 0)
