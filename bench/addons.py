@@ -155,7 +155,21 @@ def docker_answers() -> str | None:
 
 
 def fresh_state(name: str) -> Path:
+    """An empty state folder; the containers and volumes an earlier run of the docker case made for it go
+    too (the backend keeps them: they are the add-on's data)."""
     state = ROOT / name
+    if name.startswith("docker-") and state.exists() and docker_answers() is None:
+        import docker
+
+        from dynosim.addons.backends.docker import LABEL_APP, app_id
+
+        client = docker.from_env(timeout=30)
+        label = f"{LABEL_APP}={app_id(state)}"
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True, v=True)
+        for volume in client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
+        client.close()
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     return state
