@@ -5,7 +5,10 @@ sourced at start and an entrypoint that gives each process Heroku's environment.
 Two images, each built once: the dependencies image (the base, the slug's packages, the entrypoint),
 named by the slug's dependency environment and the base's id, and on it the app image (the slug's
 files and the labels), named by the slug id. A one-file change rebuilds only the second, whose context
-is the slug's files; an unchanged release builds nothing.
+is the slug's files; an unchanged release builds nothing (its image is found by its labels: app, release,
+slug, commit, base as named, in one call to the engine). A base pulled again under the same name serves
+from the next release on (the dependencies image is keyed by the base's id), as on Heroku a stack update
+reaches an app at its next build.
 
 The dependencies are the slug's own when they can be: its virtualenv's site-packages are copied when the
 base's Python has the slug's minor version and every package is pure Python or a manylinux wheel that
@@ -48,8 +51,10 @@ LABEL_APP = "dynosim.app"
 LABEL_RELEASE = "dynosim.release"
 LABEL_SLUG = "dynosim.slug"
 LABEL_COMMIT = "dynosim.slug_commit"
-LABEL_BASE = "dynosim.base"  # the base image's id: another base is another image
+LABEL_BASE = "dynosim.base"  # the base image as named (--base): another base is another image
+LABEL_BASE_ID = "dynosim.base_id"  # the dependencies image's base, by id: a base pulled again is another
 LABEL_DEPENDENCIES = "dynosim.dependencies"
+DEPENDENCIES_REPOSITORY = "dynosim/dependencies"
 BASE_VAR = "DYNOSIM_IMAGE_BASE"
 BUILD_TIMEOUT = 900  # seconds the engine may take over one build (a pip install of many wheels)
 GLIBC_MAX = 36  # Debian bookworm's glibc 2.36, the python:*-slim images' and the test base's
@@ -140,13 +145,12 @@ def release_image(
     """The image of `slug` as release `version` of `app_name`, built unless an image of it is there."""
     tag = image_tag(app_name, version)
     base = base or default_base(slug.python_version)
-    base_id = _base_id(client, base)
     labels = {
         LABEL_APP: app_name,
         LABEL_RELEASE: f"v{version}" if version is not None else "",
         LABEL_SLUG: slug.id,
         LABEL_COMMIT: slug.commit or "",
-        LABEL_BASE: base_id,
+        LABEL_BASE: base,
     }
     # the engine's image list, not images.list(): that one inspects every image it finds, one call each
     wanted = [f"{key}={value}" for key, value in labels.items() if value]
@@ -157,7 +161,7 @@ def release_image(
             say(f"-----> Using cached image {_short(found['Id'])} ({tag})")
             return Image(str(found["Id"]), tag, slug.id, False, "cached")
     started = time.monotonic()
-    dependencies, how = _dependencies_image(client, slug, base, base_id, say)
+    dependencies, how = _dependencies_image(client, slug, base, _base_id(client, base), say)
     say(f"-----> Building image {tag} from slug {slug.id[:12]}")
     image_id = _commit_layer(client, dependencies, _archive(_slug_files(slug.path)), tag, labels)
     say(f"       Built {_short(image_id)} in {time.monotonic() - started:.1f}s")
@@ -251,7 +255,10 @@ def _dependencies_image(
         how = "installed"
     steps += [f"WORKDIR {APP_HOME}", f'ENTRYPOINT ["{ENTRYPOINT}"]', "CMD []"]
     context = _context("\n".join(steps) + "\n", files)
-    image = _build(client, context, None, {LABEL_DEPENDENCIES: key, LABEL_BASE: base_id}, base)
+    # tagged: an untagged image with children is hidden from the image list (and `docker image prune` takes it)
+    image = _build(
+        client, context, f"{DEPENDENCIES_REPOSITORY}:{key}", {LABEL_DEPENDENCIES: key, LABEL_BASE_ID: base_id}, base
+    )
     return str(image.id), how
 
 
@@ -383,25 +390,34 @@ def _scripts(venv: Path) -> dict[str, tuple[bytes | Path, int]]:
 
 def _base_python(client: docker.DockerClient, base: str, base_id: str) -> str:
     """The base's Python version: its PYTHON_VERSION (the official images set it), else asked of it."""
-    from docker.errors import APIError, ContainerError
+    from docker.errors import APIError
 
     env = client.images.get(base_id).attrs.get("Config", {}).get("Env") or []
     declared = next((item.split("=", 1)[1] for item in env if item.startswith("PYTHON_VERSION=")), None)
     if declared and re.match(r"^3\.\d+", declared):
         return declared
+    # created, started and removed step by step: run(remove=True) leaves the container when it cannot start
+    container = client.api.create_container(
+        base_id, ["python3", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"], entrypoint=[]
+    )
     try:
-        output = client.containers.run(
-            base_id,
-            ["python3", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-            entrypoint=[],
-            remove=True,
-            network_disabled=True,
-        )
-    except (ContainerError, APIError) as error:
+        client.api.start(container["Id"])
+        code = client.api.wait(container["Id"], timeout=60).get("StatusCode")
+        output = client.api.logs(container["Id"], stdout=True, stderr=False)
+    except APIError as error:
+        reason = _api_reason(error)
+        why = "not on its PATH" if "executable file not found" in reason else reason
         raise BuildError(
-            f"base image {base} has no python3 to run ({_api_reason(error)}): pass a Python image with --base "
+            f"base image {base} has no python3 to run ({why}): pass a Python image with --base "
             f"(python:3.X-slim) or set {BASE_VAR}"
         ) from None
+    finally:
+        client.api.remove_container(container["Id"], force=True)
+    if code != 0 or not re.match(rb"^3\.\d+\.\d+", output.strip()):
+        raise BuildError(
+            f"base image {base}: its python3 did not say its version (exit {code}): pass a Python image with --base "
+            f"(python:3.X-slim) or set {BASE_VAR}"
+        )
     return output.decode().strip()
 
 

@@ -129,7 +129,10 @@ def test_unchanged_release_builds_nothing(tmp_path: Path, engine: docker.DockerC
     assert engine.images.get(str(first["id"])).labels["dynosim.release"] == f"v{release.version}"
     # one DYNO per replica from what an orchestrator sets: the type and its replica number
     out = engine.containers.run(
-        str(first["id"]), ["bash", "-c", "echo $DYNO"], environment={"DYNO_TYPE": "web", "DYNO_REPLICA": "3"}
+        str(first["id"]),
+        ["bash", "-c", "echo $DYNO"],
+        environment={"DYNO_TYPE": "web", "DYNO_REPLICA": "3"},
+        remove=True,
     )
     assert out.decode().strip() == "web.3"
 

@@ -131,8 +131,11 @@ def labelled(client: docker.DockerClient, name: str) -> dict[str, int]:
     }
 
 
-def destroy(app: Path, name: str) -> None:
+def destroy(app: Path, name: str, client: docker.DockerClient) -> None:
+    """The test's teardown: the app off the swarm, and its images (which destroy keeps, as a cache) gone."""
     run_dynosim(app, "destroy", "--to", "swarm", "--confirm", name, timeout=180)
+    for image in client.api.images(filters={"label": f"dynosim.app={name}"}):
+        client.api.remove_image(image["Id"], force=True)
 
 
 class ClientLoop(threading.Thread):
@@ -199,7 +202,7 @@ def test_deploy_spreads_rolls_refuses_a_failed_release_and_tears_down(
             (2, "succeeded", True),
         ]
     finally:
-        destroy(app, name)
+        destroy(app, name, engine)
     assert labelled(engine, name) == dict.fromkeys(labelled(engine, name), 0)
 
 
@@ -222,5 +225,5 @@ def test_sample_app_with_its_postgres(tmp_path: Path, engine: docker.DockerClien
         assert f"id=visits>{count + 1}<" in second
         assert labelled(engine, name)["volumes"] == 1  # the add-on's data
     finally:
-        destroy(app, name)
+        destroy(app, name, engine)
     assert labelled(engine, name) == dict.fromkeys(labelled(engine, name), 0)
