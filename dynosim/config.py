@@ -52,23 +52,22 @@ def load_dotenv(path: Path) -> dict[str, str]:
         where = f"{path.name}:{_line_of(binding)}"
         if binding.error:
             statement = binding.original.string.strip()
-            raise ConfigError(
-                f"{where}: cannot parse {_cut(statement)!r}. Write KEY=VALUE (quote values with spaces)"
-            )
+            raise ConfigError(f"{where}: cannot parse {_cut(statement)!r}. Write KEY=VALUE (quote values with spaces)")
         if binding.key is None:
             continue
         if not ENV_NAME.match(binding.key):
             raise ConfigError(f"{where}: {_cut(binding.key)!r} is not a valid variable name; {_NAME_RULE}")
         if binding.value is None:
-            raise ConfigError(f"{where}: {binding.key} has no value; write {binding.key}= for an empty value")
+            name = _cut(binding.key)
+            raise ConfigError(f"{where}: {name} has no value; write {name}= for an empty value")
         if NUL in binding.value:
-            raise ConfigError(NUL_VALUE.format(where=f"{where}: {binding.key}'s value"))
+            raise ConfigError(NUL_VALUE.format(where=f"{where}: {_cut(binding.key)}'s value"))
         lines[binding.key] = where
     parsed = dotenv_values(stream=io.StringIO(text), interpolate=True)
     values = {key: value for key, value in parsed.items() if value is not None}
     for key, value in values.items():  # after interpolation, which can make a value grow
         if variable_size(key, value) > MAX_ARG_STRLEN:
-            where = f"{lines.get(key, path.name)}: {key}'s value"
+            where = f"{lines.get(key, path.name)}: {_cut(key)}'s value"
             raise ConfigError(LONG_VALUE.format(where=where, size=variable_size(key, value)))
     return values
 
@@ -109,9 +108,9 @@ class ConfigStore:
                 raise ConfigError(f"{_cut(name)!r} is not a valid config var name; {_NAME_RULE}")
         for name, value in changes.items():
             if value is not None and NUL in value:
-                raise ConfigError(NUL_VALUE.format(where=f"config:set {name}'s value"))
+                raise ConfigError(NUL_VALUE.format(where=f"config:set {_cut(name)}'s value"))
             if value is not None and variable_size(name, value) > MAX_ARG_STRLEN:
-                where = f"config:set {name}'s value"
+                where = f"config:set {_cut(name)}'s value"
                 raise ConfigError(LONG_VALUE.format(where=where, size=variable_size(name, value)))
         stored = self.load()
         for name, value in changes.items():

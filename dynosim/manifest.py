@@ -19,7 +19,7 @@ from croniter import CroniterBadDateError, croniter
 
 from dynosim.errors import ManifestError
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a name end in a line break
 # Heroku upper-cases an attachment name, so lowercase letters are fine here.
 _ATTACHMENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -120,7 +120,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
                 # postdeploy's object form is read by _postdeploy_spec; here it is its command
                 key: postdeploy.command
                 if postdeploy is not None and key == "postdeploy"
-                else fail.string(raw, f"scripts.{key}")
+                else fail.string(raw, f"scripts.{_key(key)}")
                 for key, raw in fail.mapping_at(top, "scripts").items()
             }
         ),
@@ -165,10 +165,10 @@ def variable_size(name: str, value: str) -> int:
 
 
 def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
-    where = f"env.{name}"
+    where = f"env.{_key(name)}"
     if not ENV_NAME.match(name):
         fail(
-            f"env name {json.dumps(name)} is not a valid variable name;"
+            f"env name {quoted(name)} is not a valid variable name;"
             " use letters, digits and _, not starting with a digit"
         )
     # Scalars go through string() so that a number gets the "quote it" hint.
@@ -200,7 +200,7 @@ def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
 
 
 def _formation_spec(fail: _Failer, process_type: str, raw: object) -> FormationSpec:
-    where = f"formation.{process_type}"
+    where = f"formation.{_key(process_type)}"
     spec = fail.mapping(raw, where, 'an object like {"quantity": 1}')
     quantity = spec.get("quantity")
     # bool is an int in Python, but `true` is not a dyno count.
@@ -297,6 +297,14 @@ class _Failer:
         return plan
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def _key(key: str) -> str:
+    """A key of app.json as a message's path names it: as written when plain, else quoted (one line, short)."""
+    return key if _PLAIN_KEY.fullmatch(key) else quoted(key)
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
@@ -329,7 +337,7 @@ def load_environment(app_dir: Path, name: str) -> Environment:
     where = f"environments.{name}"
     overrides = fail.mapping_at(fail.mapping_at(top, "environments"), name, "environments")
     scripts = {
-        key: fail.string(raw, f"{where}.scripts.{key}")
+        key: fail.string(raw, f"{where}.scripts.{_key(key)}")
         for key, raw in fail.mapping_at(overrides, "scripts", where).items()
     }
     env = {key: _env_spec(fail, key, raw) for key, raw in fail.mapping_at(overrides, "env", where).items()}

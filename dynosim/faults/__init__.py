@@ -97,9 +97,9 @@ class FaultRequest:
         status, seed, code = data.get("status"), data.get("seed"), data.get("code")
         for name, value in (("status", status), ("seed", seed)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise FaultError(f'{where}: "{name}" must be a whole number, got {value!r}')
+                raise FaultError(f'{where}: "{name}" must be a whole number, got {quoted(value)}')
         if code is not None and not isinstance(code, str):
-            raise FaultError(f'{where}: "code" must be an H-code like "H13", got {code!r}')
+            raise FaultError(f'{where}: "code" must be an H-code like "H13", got {quoted(code)}')
         return cls(
             kind=kind,
             target=target,
