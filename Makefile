@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install lint test run bench
+.PHONY: install lint test run bench trials trials-short
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -20,3 +20,11 @@ run: install
 
 bench: install
 	$(PYTHON) bench/run_all.py
+
+# Issue 22's reliability trials: one table and trials.json at the repo root; a failure prints its seed and replay.
+trials: install
+	$(PYTHON) trials/run_all.py
+
+# A few cases of each trial, under 3 minutes in all: what CI runs.
+trials-short: install
+	$(PYTHON) trials/run_all.py --short
