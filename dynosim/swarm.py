@@ -153,14 +153,20 @@ def deploy_swarm(
         say(f"-----> Launching {label} on the swarm...")
         port = _router_port()
         mesh = _routing_mesh(client, say)
-        services = [
-            _process_service(client, model, process, image.tag, label, network, port if mesh else None)
-            for process in model.processes
-        ]
-        if not mesh and any(process.web for process in model.processes):
-            services.append(_router_service(client, model, base or default_base(slug.python_version), network, port))
+        before = _formation_specs(client, model)
+        try:
+            services = [
+                _process_service(client, model, process, image.tag, label, network, port if mesh else None)
+                for process in model.processes
+            ]
+            if not mesh and any(process.web for process in model.processes):
+                router_base = base or default_base(slug.python_version)
+                services.append(_router_service(client, model, router_base, network, port))
+            _converge(client, services, label)
+        except DynosimError:
+            _restore(client, model, before)
+            raise
         _remove_gone(client, model)
-        _converge(client, services, label)
     except DynosimError:
         if new:
             history.settle(release, False)
@@ -462,6 +468,38 @@ def _router_service(client: docker.DockerClient, model: AppModel, base: str, net
     return str(current["ID"])
 
 
+def _formation_specs(client: docker.DockerClient, model: AppModel) -> dict[str, dict[str, Any]]:
+    """The process and router services' specs before a deploy changes them, by service id."""
+    return {
+        service["ID"]: service["Spec"]
+        for service in client.api.services(filters={"label": f"{LABEL_APP}={model.slug}"})
+        if (service["Spec"].get("Labels") or {}).get(LABEL_ROLE) in ("process", "router")
+    }
+
+
+def _restore(client: docker.DockerClient, model: AppModel, before: Mapping[str, Mapping[str, Any]]) -> None:
+    """A formation that did not come up put back as it was: the services this deploy made removed, the
+    ones it changed given their spec of before (the swarm rolls them back, start-first)."""
+    for service in client.api.services(filters={"label": f"{LABEL_APP}={model.slug}"}):
+        spec = before.get(service["ID"])
+        if (service["Spec"].get("Labels") or {}).get(LABEL_ROLE) not in ("process", "router"):
+            continue
+        if spec is None:
+            client.api.remove_service(service["ID"])
+        elif service["Spec"] != spec:
+            client.api.update_service(
+                service["ID"],
+                service["Version"]["Index"],
+                task_template=spec["TaskTemplate"],
+                name=spec["Name"],
+                labels=spec.get("Labels"),
+                mode=spec.get("Mode"),
+                update_config=spec.get("UpdateConfig"),
+                rollback_config=spec.get("RollbackConfig"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            )
+
+
 def _remove_gone(client: docker.DockerClient, model: AppModel) -> None:
     """A process type no longer in the Procfile leaves the formation, as on Heroku."""
     kept = {process.name for process in model.processes}
@@ -493,7 +531,10 @@ def _wait_running(
         update = (service.get("UpdateStatus") or {}).get("State")
         if update in ("rollback_started", "rollback_completed", "rollback_paused", "paused"):
             message = (service.get("UpdateStatus") or {}).get("Message", update)
-            raise DynosimError(f"{what} did not start on the new release ({message}); the swarm rolled it back")
+            raise DynosimError(
+                f"{what} did not start on the new release ({message}): the swarm rolled it back and the previous "
+                f"release keeps serving; see `docker service logs {service['Spec']['Name']}`"
+            )
         tasks = client.api.tasks(filters={"service": service_id, "desired-state": "running"})
         running = [t for t in tasks if t["Status"]["State"] == "running" and _task_release(t) in (label, None)]
         if len(running) >= replicas and update in (None, "completed"):
@@ -501,8 +542,8 @@ def _wait_running(
         stuck = next((t["Status"].get("Err", "") for t in tasks if t["Status"]["State"] == "pending"), "")
         if any(needle in stuck for needle in UNPLACEABLE):
             raise DynosimError(
-                f"the swarm cannot place {what} ({stuck}): scale it down or use smaller dyno sizes "
-                "(dynosim ps:scale, ps:resize)"
+                f"the swarm cannot place {what} ({stuck}): the previous release keeps serving; scale it "
+                "down or use smaller dyno sizes (dynosim ps:scale, ps:resize) and deploy again"
             )
         if time.monotonic() > deadline:
             failed = next((t["Status"].get("Err") for t in tasks if t["Status"].get("Err")), None)

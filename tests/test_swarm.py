@@ -201,6 +201,13 @@ def test_deploy_spreads_rolls_refuses_a_failed_release_and_tears_down(
             (3, "failed", False),
             (2, "succeeded", True),
         ]
+
+        # a formation the swarm cannot place (30 GB dynos) is refused, the previous one put back
+        commit(app, "fourth", **{"release_exit.txt": "0\n"})
+        ok(run_dynosim(app, "ps:resize", "web=performance-l-ram"))
+        unplaced = run_dynosim(app, "deploy", "--to", "swarm", timeout=600)
+        one_line_error(unplaced, "cannot place", "previous release keeps serving")
+        assert {get(url) for _ in range(10)} == {"web.1 2", "web.2 2"}
     finally:
         destroy(app, name, engine)
     assert labelled(engine, name) == dict.fromkeys(labelled(engine, name), 0)
