@@ -19,7 +19,9 @@ rediss://), polled every millisecond once start() returns. Cases:
   temporary server to create it, which dynosim's does not). Their own readiness waits
   are replaced by the client poll above (PostgresContainer's runs psql in the container once a second,
   RedisContainer's asks the engine for the port at every poll): the same wait as dynosim's side. The
-  image runs as it is: no TLS, no role or database beyond the image's own.
+  image runs as it is: no TLS, no role or database beyond the image's own. So dynosim's figures hold
+  what its TLS costs the client too (redis-py builds an SSL context for each rediss:// client, ≈ 25 ms
+  here; libpq's handshake), as an app on Heroku pays it.
 
 testcontainers has no second start: every start() creates a new container (and initdb in it), so
 its one figure is the baseline of both. Two ratios each: cold vs testcontainers is like for like
