@@ -44,6 +44,7 @@ import requests
 from dynosim.addons import certs
 from dynosim.addons.processes import (
     HOST,
+    POLL,
     Child,
     Spawner,
     accepts,
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 
     from dynosim.addons.services.base import Service
 
-READY_POLL = 0.002  # seconds between probes of a starting container (it is found up half of one late)
+READY_POLL = 0.002  # seconds between the first probes of a starting container
+READY_LATE = 0.05  # later, at most this share of the wait so far between two (up to POLL): the lag a probe adds
 STATUS_EVERY = 0.25  # seconds between looks at the container's state while waiting
 STOP_TIMEOUT = 30  # seconds `docker stop` waits before SIGKILL (Postgres checkpoints on the way out)
 PROBE_TIMEOUT = 10  # seconds for the engine to answer the first call
@@ -348,7 +350,7 @@ def wait_ready(container: Any, answers: Callable[[], bool], timeout: float, labe
                 f"{label}: container {_name(wrapped)} did not accept connections within {timeout:g} s "
                 f"(last log line: {last_log_line(wrapped)}); see `docker logs {_name(wrapped)}`"
             )
-        time.sleep(READY_POLL)
+        time.sleep(min(max((now - started) * READY_LATE, READY_POLL), POLL))
 
 
 def last_log_line(container: Container) -> str:
