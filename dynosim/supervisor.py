@@ -16,21 +16,17 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from . import snapshots
 from .addons import AddonRequest, Addons, Attachment, app_requests, manifest_requests
 from .addons.backups import run_schedules
 from .addons.capacity import CHECK_EVERY
-from .addons.data import Context, capture_baselines, close_sessions, context, reset_all
 from .addons.hints import watch_for_addon_failures
-from .addons.manage import inventory
 from .app import load_app
 from .buildpack import Slug, build_slug, default_cache_dir
 from .ca import LocalCA, TLSError
 from .config import ConfigStore, resolve_config_vars
 from .control import ControlServer, Handler
-from .dashboard import Dashboard
 from .ephemeral import DEFAULT_IGNORE, Ledger
 from .errors import DynosimError, ReleaseError
 from .faults import FaultRequest
@@ -52,6 +48,11 @@ from .runtime.manager import AttachedDyno, CrashPolicy, CycleSchedule, DynoManag
 from .runtime.ports import claim_port
 from .runtime.sandbox import Sandbox, choose_sandbox, sweep_left_behind
 from .scheduler import Job, SchedulerClock, SchedulerJobs
+
+if TYPE_CHECKING:  # imported where they are used: a run's start does not wait for them (50-140 ms)
+    from . import snapshots
+    from .addons.data import Context
+    from .dashboard import Dashboard
 
 DEFAULT_PORT = 5000
 SAME_SIGNAL = 0.1  # seconds within which a repeated stop signal is one request, not a second Ctrl-C
@@ -293,7 +294,10 @@ class Run:
         finally:
             if self.metrics is not None:
                 self.metrics.stop()
-            close_sessions(self.attachments)  # the kept psql of resets, before the add-ons' servers stop
+            if self.attachments:  # the kept psql of resets, before the add-ons' servers stop
+                from .addons.data import close_sessions
+
+                close_sessions(self.attachments)
             await self.router.stop()
 
     def _metered_dynos(self) -> list[Dyno]:
@@ -386,6 +390,8 @@ class Run:
         if not self.options.dashboard:
             return
         port = self.options.port + 1 if self.options.dashboard_port is None else self.options.dashboard_port
+        from .dashboard import Dashboard
+
         dashboard = Dashboard(handlers, self._tail, port)
         try:
             await dashboard.start()
@@ -495,6 +501,8 @@ class Run:
 
     def _data(self) -> list[Context]:
         """Each add-on's data, as a reset or a snapshot works on it."""
+        from .addons.data import context
+
         return [
             context(self.app.state_dir, attachment, self._restart_addon(attachment.name))
             for attachment in self.attachments
@@ -514,6 +522,8 @@ class Run:
         """What `reset()` returns the add-ons to, read after a release phase, before dynos connect; a
         database it cannot read is said once, and the run goes on without a reset for it."""
         try:
+            from .addons.data import capture_baselines
+
             await asyncio.to_thread(capture_baselines, self._data())
         except DynosimError as error:
             self.logs.hint("reset", f"no reset this run: {error}")
@@ -522,6 +532,8 @@ class Run:
         """`App.reset()`: every add-on back to its state after the release phase (Postgres's tables
         and sequences, Redis, search and mail empty), the dynos and their connections left running."""
         self.running()
+        from .addons.data import reset_all
+
         done = await asyncio.to_thread(reset_all, self._data())
         for name, what in done.items():
             self.logs.hint("reset", f"{name}: {what}")
@@ -529,6 +541,8 @@ class Run:
 
     async def snapshot_save(self, name: str) -> snapshots.Snapshot:
         """`snapshot:save NAME`: every add-on's data, the config vars and the releases, the app running on."""
+        from . import snapshots
+
         self.running()
         snapshots.check_name(name)
         config, releases = ConfigStore(self.app.state_dir).load(), self.history.entries()
@@ -543,6 +557,8 @@ class Run:
         a restore ends them), then its config vars and releases, and a release when they change what the
         dynos run (which restarts them, as a config change does)."""
         before = self.running().release
+        from . import snapshots
+
         snapshot = snapshots.read(self.app.state_dir, name)
         data = self._data()
         snapshots.check(snapshot, data)
@@ -574,6 +590,8 @@ class Run:
 
     async def snapshot_delete(self, name: str) -> snapshots.Snapshot:
         self.running()
+        from . import snapshots
+
         return await asyncio.to_thread(snapshots.delete, self.app.state_dir, name, self._data())
 
     def maintenance(self, on: bool | None = None) -> bool:
@@ -674,6 +692,8 @@ class Run:
 
         async def addons(_: Mapping[str, Any]) -> list[dict[str, Any]]:
             # sizes are read off the disk (or the engine): never on the loop the router shares
+            from .addons.manage import inventory
+
             rows = await asyncio.to_thread(inventory, self.app.state_dir, manifest_requests(self.app.manifest.addons))
             return [row.as_json() for row in rows]
 
