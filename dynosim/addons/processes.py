@@ -39,6 +39,7 @@ from dynosim.errors import AddonError
 
 HOST = "127.0.0.1"
 POLL = 0.02  # seconds between readiness probes (measured: Postgres accepts ≈ 50 ms after exec)
+READY_POLL = 0.002  # seconds between the first probes of a starting container (the docker backend's)
 READY_TIMEOUT = 60.0  # crash recovery of a big WAL can take a while
 STOP_TIMEOUT = 30.0
 LOG_KEEP = 5 * 1024 * 1024  # a server's log is rotated once past this size, at start

@@ -45,6 +45,7 @@ from dynosim.addons import certs
 from dynosim.addons.processes import (
     HOST,
     POLL,
+    READY_POLL,
     Child,
     Spawner,
     accepts,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
     from dynosim.addons.services.base import Service
 
-READY_POLL = 0.002  # seconds between the first probes of a starting container
 READY_LATE = 0.05  # later, at most this share of the wait so far between two (up to POLL): the lag a probe adds
 STATUS_EVERY = 0.25  # seconds between looks at the container's state while waiting
 STOP_TIMEOUT = 30  # seconds `docker stop` waits before SIGKILL (Postgres checkpoints on the way out)

@@ -24,8 +24,7 @@ from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
-from dynosim.addons.backends.docker import READY_POLL
-from dynosim.addons.processes import HOST
+from dynosim.addons.processes import HOST, READY_POLL
 from dynosim.addons.spec import ServiceSpec
 
 if TYPE_CHECKING:
