@@ -109,6 +109,8 @@ def connect() -> docker.DockerClient:
             f"no Docker engine answers ({error.reason}): start one (dockerd, Docker Desktop) or set DOCKER_HOST"
         ) from None
     client.api.timeout = BUILD_TIMEOUT
+    if client.api.base_url.startswith("http+docker://"):  # a unix socket, which no proxy serves
+        client.api.trust_env = False  # requests would read every proxy variable at every call
     return client
 
 
@@ -299,13 +301,15 @@ def _context(dockerfile: str, files: Mapping[str, tuple[bytes | Path, int]]) -> 
 
 
 def _archive(files: Mapping[str, tuple[bytes | Path, int]]) -> bytes:
-    """One tar in memory of each file at its name. Times are zeroed so that the same files make the same layers."""
+    """One tar in memory of each file at its name, with its mode and modification time (a .pyc holds its
+    source's: with another time Python compiles it again, at every dyno's start)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, (content, mode) in files.items():
             info = tarfile.TarInfo(name)
             info.mode = mode
             if isinstance(content, Path):
+                info.mtime = int(content.lstat().st_mtime)
                 if content.is_symlink():
                     info.type, info.linkname = tarfile.SYMTYPE, os.readlink(content)
                     tar.addfile(info)
@@ -344,6 +348,8 @@ def _installed(site: Path) -> list[tuple[str, str]]:
 
 def _copy_refusal(site: Path, slug_python: str, base_python: str) -> str | None:
     """Why the slug's site-packages cannot run on the base's Python, or None when they can."""
+    if not any(site.glob("*.dist-info")) and not any(site.glob("*.egg-info")):
+        return None  # no packages: nothing to copy, whatever the versions
     if _minor(slug_python) != _minor(base_python):
         return f"the slug's Python is {_minor(slug_python)}, the base's {_minor(base_python)}"
     for wheel_file in sorted(site.glob("*.dist-info/WHEEL")):

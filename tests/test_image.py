@@ -153,3 +153,26 @@ def test_no_engine_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     app = image_app(tmp_path / "app")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     one_line_error(run_dynosim(app, "image"), "no Docker engine answers", "DOCKER_HOST")
+
+
+@pytest.mark.parametrize(
+    ("tags", "slug_python", "copied"),
+    [
+        (["py3-none-any"], "3.11.7", True),
+        (["cp311-cp311-manylinux_2_17_x86_64", "cp311-cp311-manylinux2014_x86_64"], "3.11.7", True),
+        (["cp311-cp311-manylinux_2_39_x86_64"], "3.11.7", False),  # newer than the base's glibc (bookworm: 2.36)
+        (["cp311-cp311-linux_x86_64"], "3.11.7", False),  # built here from source: this machine's libraries
+        (["cp311-cp311-musllinux_1_2_x86_64"], "3.11.7", False),
+        (["py3-none-any"], "3.12.1", False),  # another minor version: pip installs for the base's
+        ([], "3.12.1", True),  # no packages: nothing to copy, whatever the versions
+    ],
+)
+def test_when_the_slugs_packages_are_copied(tmp_path: Path, tags: list[str], slug_python: str, copied: bool) -> None:
+    from dynosim.image import _copy_refusal
+
+    if tags:
+        info = tmp_path / "example-1.0.dist-info"
+        info.mkdir()
+        (info / "WHEEL").write_text("Wheel-Version: 1.0\n" + "".join(f"Tag: {tag}\n" for tag in tags))
+    reason = _copy_refusal(tmp_path, slug_python, "3.11.2")
+    assert (reason is None) == copied, reason
