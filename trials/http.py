@@ -1112,14 +1112,14 @@ def run(count: int, seed: int, only: str | None = None) -> Result:
             if answered is None or answered.status != 200:
                 failures.append(Failure("the router did not answer after the wrong clients", replay))
     figure = (
-        f"{passed}/{len(cases)} corpus cases passed; wrong clients {refused}/{len(wrong)} refused, run kept answering; "
-        f"others served meanwhile in ≤{slowest * 1000:.0f} ms"
+        f"{passed:,} of {len(cases):,} cases passed; {refused} of {len(wrong)} wrong clients refused, the run unhurt; "
+        f"another client answered within {slowest * 1000:.0f} ms meanwhile"
     )
     return Result(
         runs=len(cases) + len(wrong),
         failures=tuple(failures),
         figure=figure,
-        goal="every case: its status, H-code, no desync",
+        goal="all (the right status and H-code, no desync)",
     )
 
 
