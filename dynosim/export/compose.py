@@ -40,7 +40,12 @@ def write(model: AppModel, path: Path) -> list[Path]:
             "image": model.image,
             "command": stackfile.escaped(model.release_argv),
             "env_file": [env_path.name],
-            "environment": {**inline, "DYNO_TYPE": "release", "PORT": str(ROUTER_PORT)},
+            "environment": {
+                **inline,
+                **model.size_env(model.release_size),
+                "DYNO_TYPE": "release",
+                "PORT": str(ROUTER_PORT),
+            },
             "restart": "no",
             "stop_grace_period": f"{STOP_GRACE_SECONDS}s",
         }
@@ -69,7 +74,7 @@ def _process(model: AppModel, process: ProcessModel, env_file: str, inline: dict
         "image": model.image,
         "command": stackfile.escaped(process.argv),
         "env_file": [env_file],
-        "environment": {**inline, "DYNO_TYPE": process.name, "PORT": str(ROUTER_PORT)},
+        "environment": {**inline, **model.size_env(process.size), "DYNO_TYPE": process.name, "PORT": str(ROUTER_PORT)},
     }
     if process.web:
         last = ROUTER_PORT + max(process.quantity, 1) - 1

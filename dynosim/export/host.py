@@ -34,7 +34,10 @@ def processes(model: AppModel, fmt: str, env: dict[str, str]) -> list[Any]:
         env=env,
         port=ROUTER_PORT,
     )
-    return [p._replace(env={**p.env, "DYNO": p.name}) for p in expanded]
+    sizes = {p.name: p.size for p in model.processes}
+    return [
+        p._replace(env={**p.env, **model.size_env(sizes[p.name.rsplit(".", 1)[0]]), "DYNO": p.name}) for p in expanded
+    ]
 
 
 def environment(model: AppModel) -> dict[str, str]:

@@ -33,6 +33,7 @@ from dynosim.export.model import (
     JobModel,
     ProcessModel,
 )
+from dynosim.formation import SIZES
 
 FORMAT = "kubernetes"
 DEFAULT_PATH = "k8s"
@@ -188,7 +189,7 @@ def _env_from(model: AppModel, names: _Names) -> list[dict[str, Any]]:
 
 
 def _container(
-    model: AppModel, names: _Names, process_type: str, argv: tuple[str, ...], memory_mb: int, limit_mb: int
+    model: AppModel, names: _Names, process_type: str, argv: tuple[str, ...], size: str, memory_mb: int, limit_mb: int
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": dns_label(process_type),
@@ -199,6 +200,7 @@ def _container(
             {"name": "DYNO_TYPE", "value": process_type},
             {"name": "DYNO_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "PORT", "value": str(ROUTER_PORT)},
+            *({"name": name, "value": value} for name, value in model.size_env(size).items()),
         ],
     }
     if env_from := _env_from(model, names):
@@ -209,7 +211,9 @@ def _container(
 
 def _process(model: AppModel, names: _Names, process: ProcessModel) -> list[dict[str, Any]]:
     component = names.process(process.name)
-    container = _container(model, names, process.name, process.argv, process.memory_mb, process.memory_limit_mb)
+    container = _container(
+        model, names, process.name, process.argv, process.size, process.memory_mb, process.memory_limit_mb
+    )
     if process.web:
         container["ports"] = [{"name": "http", "containerPort": ROUTER_PORT}]
         container["readinessProbe"] = {"tcpSocket": {"port": ROUTER_PORT}, "periodSeconds": 2, "failureThreshold": 3}
@@ -241,9 +245,8 @@ def _process(model: AppModel, names: _Names, process: ProcessModel) -> list[dict
 
 
 def _release_job(model: AppModel, names: _Names, argv: tuple[str, ...]) -> dict[str, Any]:
-    # the release dyno is of the web dyno's size (else the first type's), as Heroku sizes it
-    size = next((p for p in model.processes if p.web), model.processes[0] if model.processes else None)
-    memory, limit = (size.memory_mb, size.memory_limit_mb) if size else (512, 1024)
+    size = SIZES[model.release_size]
+    memory, limit = size.memory_mb, int(size.memory_mb * size.kill_factor)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -255,7 +258,7 @@ def _release_job(model: AppModel, names: _Names, argv: tuple[str, ...]) -> dict[
                 "spec": {
                     "restartPolicy": "Never",
                     "terminationGracePeriodSeconds": STOP_GRACE_SECONDS,
-                    "containers": [_container(model, names, "release", argv, memory, limit)],
+                    "containers": [_container(model, names, "release", argv, size.name, memory, limit)],
                 },
             },
         },
@@ -266,7 +269,7 @@ _POLICIES = {"allow": "Allow", "forbid": "Forbid", "replace": "Replace"}
 
 
 def _cronjob(model: AppModel, names: _Names, job: JobModel) -> dict[str, Any]:
-    container = _container(model, names, "scheduler", job.argv, job.memory_mb, job.memory_limit_mb)
+    container = _container(model, names, "scheduler", job.argv, job.size, job.memory_mb, job.memory_limit_mb)
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

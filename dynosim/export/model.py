@@ -5,7 +5,8 @@ and its Scheduler jobs. Read from the app folder and its state, without a run.
 
 How a process runs in the image: `bash -c COMMAND` (`ProcessModel.argv`) as the image's entrypoint's
 arguments, as Heroku runs a Procfile line; the entrypoint sources `.profile.d` and execs them, with the
-slug at `/app` (HOME).
+slug at `/app` (HOME). Each writer gives a dyno DYNO_TYPE, PORT and its size's DYNO_RAM and WEB_CONCURRENCY
+(`size_env`), as dynosim's own dynos get them.
 
 Which config vars are secret: every one but the few plain names in `PLAIN` (and names ending in one of
 `PLAIN_SUFFIXES`), unless its value holds a login (`scheme://user:password@`); every add-on var is secret
@@ -138,6 +139,22 @@ class AppModel:
     def environment(self) -> dict[str, str]:
         """What every dyno gets from the app: its config vars, with the add-ons' winning, as on Heroku."""
         return {**self.config_vars, **self.addon_vars}
+
+    def size_env(self, size: str) -> dict[str, str]:
+        """What a dyno of `size` gets from the Python buildpack's profile as dynosim's dynos do (runtime/dyno.py):
+        DYNO_RAM, and WEB_CONCURRENCY unless a config var sets it."""
+        from dynosim.formation import SIZES
+
+        env = {"DYNO_RAM": str(SIZES[size].memory_mb)}
+        if "WEB_CONCURRENCY" not in self.config_vars:
+            env |= {"WEB_CONCURRENCY": str(SIZES[size].web_concurrency), "WEB_CONCURRENCY_SET_BY": "heroku/python"}
+        return env
+
+    @property
+    def release_size(self) -> str:
+        """The release dyno's size: the web dyno's (else the first type's), as Heroku sizes it."""
+        sized = next((p for p in self.processes if p.web), self.processes[0] if self.processes else None)
+        return sized.size if sized is not None else "standard-1x"
 
     @property
     def release_argv(self) -> tuple[str, ...] | None:

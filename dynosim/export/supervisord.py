@@ -39,7 +39,12 @@ def write(model: AppModel, path: Path) -> list[Path]:
             if model.release_command is not None:
                 config[section]["autostart"] = "false"  # the release program starts them
     if model.release_command is not None:
-        environment = {**host.environment(model), "DYNO": "release.1", "PORT": str(ROUTER_PORT)}
+        environment = {
+            **host.environment(model),
+            **model.size_env(model.release_size),
+            "DYNO": "release.1",
+            "PORT": str(ROUTER_PORT),
+        }
         env = ",".join(f"{k}={_quote(v)}" for k, v in environment.items())
         command = f"{host.PROFILE}{model.release_command} && supervisorctl start {model.slug}:*"
         config[release] = {

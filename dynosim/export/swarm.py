@@ -51,7 +51,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
     uses = [{"source": name, "target": name, "mode": 0o400} for name in secrets]
     labels = {"dynosim.app": model.app, "dynosim.release": model.release_label}
 
-    def dyno(argv: tuple[str, ...], process_type: str) -> dict[str, Any]:
+    def dyno(argv: tuple[str, ...], process_type: str, size: str) -> dict[str, Any]:
         command = ("bash", "-c", _LOAD_SECRETS, "dyno", argv[2]) if uses else argv
         return {
             "image": model.image,
@@ -59,6 +59,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
             "env_file": [env_path.name],
             "environment": {
                 **inline,
+                **model.size_env(size),
                 "DYNO_TYPE": process_type,
                 "DYNO_REPLICA": "{{.Task.Slot}}",
                 "PORT": str(ROUTER_PORT),
@@ -70,7 +71,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
 
     services: dict[str, Any] = {}
     if model.release_argv is not None:
-        services["release"] = dyno(model.release_argv, "release") | {
+        services["release"] = dyno(model.release_argv, "release", model.release_size) | {
             "deploy": {
                 "replicas": 1,
                 "restart_policy": {"condition": "none"},
@@ -78,7 +79,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
             }
         }
     for process in model.processes:
-        services[process.name] = dyno(process.argv, process.name) | _deploy(process, labels)
+        services[process.name] = dyno(process.argv, process.name, process.size) | _deploy(process, labels)
     running = stackfile.running_addons(model)
     for addon in running:
         services[addon.name] = stackfile.addon_service(addon, addon_envs[addon.name].name) | {

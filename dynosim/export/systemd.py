@@ -68,7 +68,7 @@ def write(model: AppModel, path: Path) -> list[Path]:
 
 def _release(model: AppModel, plain: dict[str, str], env_file: str) -> str:
     """The release phase as honcho would write a dyno, run once before the formation."""
-    env = {**plain, "DYNO": "release.1", "PORT": str(ROUTER_PORT)}
+    env = {**plain, **model.size_env(model.release_size), "DYNO": "release.1", "PORT": str(ROUTER_PORT)}
     command = (host.PROFILE + (model.release_command or "")).replace("%", "%%")
     lines = [
         "[Unit]",
