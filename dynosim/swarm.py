@@ -27,8 +27,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .app import load_app
@@ -127,10 +128,10 @@ def deploy_swarm(
     """HEAD as a new release of the app on the swarm: its add-ons, its release phase, then its formation."""
     began = time.monotonic()
     folder = app_dir.resolve()
+    app = load_app(folder)
+    model = _with_external_vars(app_model(folder, external_addons=external_addons), app.config_vars)
     client = connect()
     _ensure_manager(client, init, say)
-    model = app_model(folder, external_addons=external_addons)
-    app = load_app(folder)
     slug = build_slug(folder, cache_dir=cache_dir or default_cache_dir(), config_vars=app.config_vars, say=say)
     history = ReleaseHistory(app.state_dir)
     release, new = history.create(
@@ -211,6 +212,20 @@ def destroy_swarm(app_name: str, *, say: Callable[[str], None] = print) -> dict[
     parts = [f"{count} {kind if count != 1 else kind[:-1]}" for kind, count in removed.items() if count]
     say(f"Destroying {app_name} on the swarm... done ({', '.join(parts) or 'nothing of it was there'})")
     return removed
+
+
+def _with_external_vars(model: AppModel, config_vars: Mapping[str, str]) -> AppModel:
+    """The vars of the add-ons that run elsewhere (--external-addons, a mail add-on), as the user set them
+    (config:set, .env): each add-on's first var (DATABASE_URL, REDIS_URL) is needed, the others pass along."""
+    external = [addon for addon in model.addons if addon.external]
+    missing = [addon.var_names[0] for addon in external if addon.var_names and addon.var_names[0] not in config_vars]
+    if missing:
+        raise DynosimError(
+            f"{', '.join(missing)} must say where the add-ons that run elsewhere are: "
+            f"dynosim config:set {missing[0]}=... (or drop --external-addons)"
+        )
+    given = {name: config_vars[name] for addon in external for name in addon.var_names if name in config_vars}
+    return replace(model, config_vars=MappingProxyType({**model.config_vars, **given})) if given else model
 
 
 # --- the swarm ----------------------------------------------------------------------------------------

@@ -165,6 +165,17 @@ def test_not_a_manager_is_one_line(tmp_path: Path, engine: docker.DockerClient, 
     assert (engine.info().get("Swarm") or {}).get("LocalNodeState") != "active"  # asked, not done
 
 
+def test_external_addons_need_their_vars(tmp_path: Path, engine: docker.DockerClient, swarm_env: int) -> None:
+    import shutil
+
+    app = tmp_path / "sample"
+    shutil.copytree(FIXTURES / "sample", app, ignore=shutil.ignore_patterns(".dynosim"))
+    was = (engine.info().get("Swarm") or {}).get("LocalNodeState")
+    refused = run_dynosim(app, "deploy", "--to", "swarm", "--init", "--external-addons")
+    one_line_error(refused, "DATABASE_URL", "config:set")
+    assert (engine.info().get("Swarm") or {}).get("LocalNodeState") == was  # refused before the engine was touched
+
+
 def test_deploy_spreads_rolls_refuses_a_failed_release_and_tears_down(
     tmp_path: Path, engine: docker.DockerClient, swarm_env: int
 ) -> None:
