@@ -35,6 +35,7 @@ from bench import (
     control,
     cycle,
     dashboard,
+    docker_addons,
     faults_switch,
     logs,
     memory,
@@ -93,6 +94,7 @@ BENCHMARKS = (
     Benchmark("log throughput", "logs", lambda q: logs.measure(2 if q else 5, 200_000), needs=(HONCHO,)),
     Benchmark("memory", "memory", lambda q: memory.measure(1 if q else 3, 2.0), needs=(HONCHO,)),
     Benchmark("add-on start", "addons", lambda q: addons.measure(3 if q else 9, 1 if q else 3), docker=True),
+    Benchmark("docker add-on start", "docker_addons", lambda q: docker_addons.measure(3 if q else 7), docker=True),
     Benchmark("cycle", "cycle", lambda q: cycle.measure(3 if q else 7, 1 if q else 3)),
     Benchmark(
         "router (sample app)",
