@@ -328,23 +328,32 @@ def _release_phase(
     client: docker.DockerClient, model: AppModel, image: str, label: str, network: str, say: Callable[[str], None]
 ) -> None:
     """The release command once, in its own one-shot service; ReleaseError unless its task exits 0."""
-    from docker.types import ContainerSpec, RestartPolicy, ServiceMode, TaskTemplate
+    from docker.types import ContainerSpec, Resources, RestartPolicy, ServiceMode, TaskTemplate
 
     assert model.release_argv is not None
     name = f"{_dns(model.slug)}-release"
     for stale in client.api.services(filters={"name": name}):  # a deploy killed during its release phase
         client.api.remove_service(stale["ID"])
     version = label.removeprefix("v")
+    size = SIZES[model.release_size]
     spec = ContainerSpec(
         image,
         args=list(model.release_argv),
-        env=_env(model, {"DYNO": f"release.{version}", "PORT": DEFAULT_PORT}),
+        env=_env(
+            model,
+            {"DYNO": f"release.{version}", "DYNO_TYPE": "release", "PORT": DEFAULT_PORT, **model.size_env(size.name)},
+        ),
         labels={**_labels(model, "release"), LABEL_RELEASE: label},
         init=True,
     )
     say(f"-----> Running release command for {label}: {model.release_command}")
     service_id = client.api.create_service(
-        TaskTemplate(spec, restart_policy=RestartPolicy("none"), networks=[network]),
+        TaskTemplate(
+            spec,
+            resources=Resources(mem_limit=int(size.memory_mb * size.kill_factor) * MB),
+            restart_policy=RestartPolicy("none"),
+            networks=[network],
+        ),
         name=name,
         labels={**_labels(model, "release"), LABEL_RELEASE: label},
         mode=ServiceMode("replicated", replicas=1),
@@ -393,10 +402,12 @@ def _process_service(
     )
 
     labels = {**_labels(model, "process"), LABEL_PROCESS: process.name, LABEL_RELEASE: label}
-    size = SIZES[process.size]
-    dyno = {"DYNO": f"{process.name}.{{{{.Task.Slot}}}}", "PORT": DEFAULT_PORT}
-    if "WEB_CONCURRENCY" not in model.environment:
-        dyno["WEB_CONCURRENCY"] = str(size.web_concurrency)  # what the Python buildpack sets for the size
+    dyno = {
+        "DYNO": f"{process.name}.{{{{.Task.Slot}}}}",
+        "DYNO_TYPE": process.name,
+        "PORT": DEFAULT_PORT,
+        **model.size_env(process.size),  # DYNO_RAM, WEB_CONCURRENCY, as the Python buildpack sets them
+    }
     spec = ContainerSpec(
         image,
         args=list(process.argv),
