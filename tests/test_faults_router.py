@@ -114,8 +114,16 @@ def test_router_faults_in_a_running_app(tmp_path: Path, dynosim) -> None:
     rng = random.Random(42)  # one draw of the fault's seeded rng per request
     assert patterns[0] == [503 if rng.random() < 0.5 else 200 for _ in range(16)]
 
-    # bad input: one line each, nothing switched on
-    before = len([line for line in run.drain() if "dynosim[faults]" in line])
+    # bad input: one line each, nothing switched on (counted once every fault above has said it ended:
+    # the last one's line can reach the pipe after its `with` returns)
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in run.drain() if "dynosim[faults]" in line]
+        if sum(" started" in line for line in lines) == sum(" ended" in line for line in lines):
+            break
+        assert time.monotonic() < deadline, lines[-4:]
+        time.sleep(0.05)
+    before = len(lines)
     one_line_error(run_dynosim(app, "faults:add", "router-error", "--status", "200"), "--status 200", "400..599")
     one_line_error(run_dynosim(app, "faults:add", "router-error", "--code", "H99"), "--code H99", "H13")
     one_line_error(run_dynosim(app, "faults:add", "router-latency"), "needs --latency")
