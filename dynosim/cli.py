@@ -472,5 +472,7 @@ LazyGroup.lazy.update(
         "redis:maxmemory": "dynosim.commands.redis:redis_maxmemory",
         "redis:timeout": "dynosim.commands.redis:redis_timeout",
         "redis:credentials": "dynosim.commands.redis:redis_credentials",
+        "image": "dynosim.commands.image:image",
+        "destroy": "dynosim.commands.releases:destroy",
     }
 )
