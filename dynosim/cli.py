@@ -474,5 +474,6 @@ LazyGroup.lazy.update(
         "redis:credentials": "dynosim.commands.redis:redis_credentials",
         "image": "dynosim.commands.image:image",
         "destroy": "dynosim.commands.releases:destroy",
+        "export": "dynosim.commands.export:export",
     }
 )
