@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal, NoReturn
 
 from dynosim.errors import ManifestError
+from dynosim.procfile import MAX_ARG_STRLEN, command_problem
 
 ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")  # \Z: "$" would let a name end in a line break
 # Heroku upper-cases an attachment name, so lowercase letters are fine here.
@@ -142,15 +143,15 @@ def _postdeploy_spec(fail: _Failer, raw: object) -> PostdeploySpec | None:
         command, size = fail.string(spec["command"], f"{where}.command"), fail.optional_string(spec, "size", where)
     if not command.strip():
         fail(f"{where} is empty; give the command to run once after the app's first release")
+    problem = command_problem(command)
+    if problem:
+        fail(f"{where}'s command {problem}")
     return PostdeploySpec(command=command, size=size)
 
 
 NUL = "\x00"
 # no process's environment can carry one: the dyno would not start, as on Heroku its slug would not run
 NUL_VALUE = "{where} holds a NUL byte, which no environment variable can carry; remove it"
-# Linux's MAX_ARG_STRLEN: the most one NAME=value of a process's environment can be, its final NUL included;
-# past it exec fails with E2BIG and the dyno would never start
-MAX_ARG_STRLEN = 131072
 LONG_VALUE = (
     "{where} is {size:,} bytes with its name, and a variable of a process's environment (NAME=value) can be "
     f"{MAX_ARG_STRLEN - 1:,} at most; keep large data in a file or an add-on"
@@ -234,6 +235,9 @@ def _cron_spec(fail: _Failer, index: int, raw: object) -> CronSpec:
     command = fail.string(spec["command"], f"{where}.command")
     if not command.strip():
         fail(f"{where}.command is empty; give the command the job runs")
+    problem = command_problem(command)
+    if problem:
+        fail(f"{where}.command {problem}")
     schedule = fail.string(spec["schedule"], f"{where}.schedule").strip()
     # imported here, for an app.json with a cron: croniter's import runs `file -b` (5-12 ms of every start)
     from croniter import CroniterBadDateError, croniter

@@ -23,6 +23,10 @@ _NAME_COLON_REST = re.compile(r"^[ \t\f\v]*([^\s:]*):(.*)$")
 # Cloud Native Buildpacks accept only lowercase DNS labels and rewrite other names.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EXAMPLE = "'web: python app.py'"
+# Linux's MAX_ARG_STRLEN: the most one argument (or NAME=value of the environment) can be, its final NUL
+# included. A dyno's command reaches exec as one (bash -c), after the lines dynosim sources before it.
+MAX_ARG_STRLEN = 131072
+MAX_COMMAND = MAX_ARG_STRLEN - 1024
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ def parse_procfile(text: str, path: Path) -> Procfile:
                 f"{where}: type {_quote(name)} is not a lowercase DNS label; Heroku accepts it but Cloud Native"
                 f" Buildpacks rename it {_quote(fixed)}. Use lowercase letters, digits and -"
             )
+        problem = command_problem(command)
+        if problem:
+            raise ProcfileError(f"{where}: {_cut(name)}'s command {problem}")
         previous = processes.pop(name, None)
         if previous is not None:
             warnings.append(
@@ -115,6 +122,19 @@ def parse_procfile(text: str, path: Path) -> Procfile:
         hint = f" ({warnings[0]})" if warnings else ""
         raise ProcfileError(f"{path}: no process type found{hint}. Add a line like {_EXAMPLE}")
     return Procfile(path=path, processes=MappingProxyType(processes), warnings=tuple(warnings))
+
+
+def command_problem(command: str) -> str | None:
+    """Why no dyno could run `command`, said to follow "<where>'s command", or None."""
+    if "\x00" in command:
+        return "holds a NUL byte, which no command can carry; remove it"
+    size = len(command.encode("utf-8", "surrogateescape"))
+    if size > MAX_COMMAND:
+        return (
+            f"is {size:,} bytes, past the {MAX_COMMAND:,} a dyno's command can be (exec takes {MAX_ARG_STRLEN:,} "
+            "an argument); put it in a script and run that"
+        )
+    return None
 
 
 def _why_dropped(raw: str) -> str:
@@ -135,4 +155,10 @@ def _why_dropped(raw: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return f'"{text}"'
+    """A line or a part of one, quoted in a message: what would break the message's line escaped, cut short."""
+    shown = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in _cut(text, 100))
+    return f'"{shown}"'
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -23,6 +23,7 @@ from .errors import DynosimError
 from .formation import dyno_size
 from .manifest import ConcurrencyPolicy, Manifest
 from .privatefile import write_private
+from .procfile import command_problem
 
 # Heroku Scheduler's three frequencies, in its API's minutes, by the --every words
 EVERY = {"10m": 10, "1h": 60, "1d": 1440}
@@ -133,6 +134,9 @@ class SchedulerJobs:
     def add(self, command: str, every: str, at: str | None, size: str | None = None) -> Job:
         if not command.strip():
             raise SchedulerError('the job\'s command is empty; give the command to run, like "python task.py"')
+        problem = command_problem(command)
+        if problem:
+            raise SchedulerError(f"the job's command {problem}")
         minutes = parse_at(every, at)
         size = dyno_size(size, "--size").name if size is not None else None
         data = self._load()

@@ -16,7 +16,8 @@ non-root user in a user namespace of its own (Heroku's dynos are never root), wi
 of its own (Heroku's is a UUID).
 
 The spec comes in the DYNOSIM_DYNO_SPEC environment variable, never on the command line, as
-hex of `marshal` (built in and made by the same interpreter: json's import cost 7 ms a boot).
+hex of `marshal` (built in and made by the same interpreter: json's import cost 7 ms a boot); the
+command's script in DYNOSIM_DYNO_SCRIPT as it is, so a command up to what exec takes fits.
 With `probe` set, it only tries each part and prints the parts the kernel refused, one
 "part<TAB>reason" line each.
 """
@@ -291,6 +292,7 @@ def probe(spec: Spec) -> int:
 
 def main() -> int:
     spec = marshal.loads(bytes.fromhex(os.environ.pop("DYNOSIM_DYNO_SPEC")))
+    spec["script"] = os.environ.pop("DYNOSIM_DYNO_SCRIPT", spec.get("script", ""))
     if spec.get("probe"):
         return probe(spec)
     try:

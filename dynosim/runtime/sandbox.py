@@ -310,7 +310,7 @@ class NamespaceSandbox(Sandbox):
             layers.append(Layer(scratch / name / "upper", seen_as, lower=lower))
         return DynoFilesystem(home, slug.venv, scratch, tuple(layers), None)
 
-    def _spec(self, fs: DynoFilesystem, script: str) -> str:
+    def _spec(self, fs: DynoFilesystem) -> str:
         overlays = [
             {
                 "lower": str(layer.lower),
@@ -334,7 +334,6 @@ class NamespaceSandbox(Sandbox):
             "readonly": readonly,
             "tmp": str(fs.scratch / "tmp"),
             "cwd": str(fs.home),
-            "script": script,
         }
         if "root" not in self.refused:
             spec["root"] = str(fs.scratch / "root")
@@ -351,7 +350,8 @@ class NamespaceSandbox(Sandbox):
         return _unshare_argv()
 
     def _extra_env(self, fs: DynoFilesystem, script: str) -> dict[str, str]:
-        return {"DYNOSIM_DYNO_SPEC": self._spec(fs, script)}
+        # the script as it is, beside the spec: hex would double it past what exec takes for one variable
+        return {"DYNOSIM_DYNO_SPEC": self._spec(fs), "DYNOSIM_DYNO_SCRIPT": script}
 
 
 def dyno_uid() -> int:
