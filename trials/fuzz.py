@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from dynosim.errors import DynosimError
+from dynosim.procfile import MAX_COMMAND
 from trials.base import Failure, Result, replay_command
 
 # Linux's limit on one argument or one NAME=value of the environment, its final NUL included
@@ -535,10 +537,9 @@ def _check_cli(case: tuple[str, list[str]], scratch: Path) -> str | None:
 
     from dynosim.cli import main
 
-    command, args = case
+    command, raw = case
     app = _fresh(scratch)
-    if any("\x00" in arg for arg in args):  # no argv can hold one: the kernel would refuse the exec
-        return None
+    args = [arg.replace("\x00", "") for arg in raw]  # no argv can hold one: the kernel would refuse the exec
     runner = CliRunner()
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         result = runner.invoke(main, [command, "-C", str(app), *args], catch_exceptions=True)
@@ -547,21 +548,26 @@ def _check_cli(case: tuple[str, list[str]], scratch: Path) -> str | None:
         return f"traceback: {type(error).__name__}: {str(error)[:160]}"
     if result.exit_code == 0:
         return None
-    return cli_fault(result.stderr, command)
+    return cli_fault(result.stderr, [command, *args])
 
 
-def cli_fault(stderr: str, command: str) -> str | None:
-    """What is wrong with a failed command's stderr, or None: one `dynosim: error:` line (or click's
-    usage error, which names the argument), no traceback."""
+def cli_fault(stderr: str, argv: list[str], usage: bool = True) -> str | None:
+    """What is wrong with a failed command's stderr, or None: one `dynosim: error:` line naming the
+    command, one of its arguments (or a part of one) or a file, or with `usage` click's usage error (which
+    names the argument); no traceback."""
     if "Traceback" in stderr:
         return f"a traceback: {stderr.strip().splitlines()[-1][:160]!r}"
-    if "Usage:" in stderr and "Error:" in stderr:
+    if usage and "Usage:" in stderr and "Error:" in stderr:
         return None
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("dynosim: error:")]
     if len(errors) != 1:
-        return f"{len(errors)} `dynosim: error:` lines in {len(lines)}: {stderr[-200:]!r}"
-    return message_fault(errors[0], (command, "-", ":", "Procfile", ".env", "app.json"))
+        return f"{len(errors)} `dynosim: error:` lines (one wanted): {stderr[-200:]!r}"
+    parts = tuple(part for arg in argv for part in re.split(r"[:=,\s]+", arg) if part)
+    return message_fault(errors[0].removeprefix("dynosim: error:"), (*argv, *parts, *FILES))
+
+
+FILES = ("Procfile", ".env", "app.json", ".dynosim")
 
 
 TARGETS = (
@@ -617,16 +623,25 @@ class EndToEnd:
     name: str
     files: Mapping[str, bytes]
     args: tuple[str, ...]
+    comes_up: bool = False  # the run must bring web.1 up (what the loader accepted spawns), not refuse
 
 
 def end_to_end_cases(rng: random.Random) -> list[EndToEnd]:
     nul = rng.randrange(1, 12)
-    big = rng.choice([200_000, 2_000_000])
+    big = rng.choice([MAX_COMMAND + 1, 200_000, 2_000_000])
+    longest = b"web: python -m http.server $PORT # "
+    longest += b"x" * (MAX_COMMAND - len(longest) + len(b"web: "))
     return [
         EndToEnd(
             "a NUL byte in a Procfile command", {"Procfile": b"web: python server.py" + b"\x00" * nul + b"\n"}, ("run",)
         ),
         EndToEnd(f"a {big:,}-byte Procfile command", {"Procfile": b"web: echo " + b"x" * big + b"\n"}, ("run",)),
+        EndToEnd(
+            f"the longest Procfile command dynosim takes ({MAX_COMMAND:,} bytes)",
+            {"Procfile": longest + b"\n"},
+            ("run",),
+            comes_up=True,
+        ),
         EndToEnd("a NUL byte in a .env value", {".env": b"SECRET=a\x00b\n"}, ("run",)),
         EndToEnd("an app.json that is not JSON", {"app.json": b'{"env": {'}, ("run",)),
         EndToEnd(
@@ -658,11 +673,13 @@ def run_end_to_end(case: EndToEnd, scratch: Path) -> str | None:
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT if case.comes_up else subprocess.PIPE,
         text=True,
         errors="replace",
         start_new_session=True,  # a run that did start is stopped whole, its dynos with it
     )
+    if case.comes_up:
+        return came_up(process)
     try:
         stdout, stderr = process.communicate(timeout=E2E_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -672,26 +689,46 @@ def run_end_to_end(case: EndToEnd, scratch: Path) -> str | None:
         return f"`dynosim {' '.join(case.args)[:80]}` exited 0"
     if "Traceback" in stdout + stderr:
         return f"a traceback: {(stdout + stderr).strip().splitlines()[-1][:160]!r}"
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("dynosim: error:")]
-    if len(errors) != 1:
-        return f"{len(errors)} `dynosim: error:` lines (one wanted): {stderr[-200:]!r}"
-    named = tuple(part for arg in case.args for part in re.split("[:=]", arg) if part)
-    return message_fault(errors[0], (*named, "Procfile", ".env", "app.json"))
+    return cli_fault(stderr, list(case.args), usage=False)
 
 
-def stop_group(process: subprocess.Popen[str]) -> None:
-    """SIGINT to the run's session, as Ctrl-C would; SIGKILL to all of it if it is not gone in 40 s."""
+def came_up(process: subprocess.Popen[str]) -> str | None:
+    """None once the run says web.1 is up (then it is stopped), else what it said instead."""
+    up = threading.Event()
+    seen: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            seen.append(line[:200])
+            if re.search(r"heroku\[web\.1\]: State changed from starting to up", line):
+                up.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    up.wait(E2E_TIMEOUT)
+    stop_group(process, drained=True)
+    reader.join(10)
+    if up.is_set() and not any("Traceback" in line for line in seen):
+        return None
+    said = next((line.strip() for line in seen if "Error" in line or "error" in line), "nothing")
+    return f"web.1 did not come up in {E2E_TIMEOUT:.0f} s; it said {said[:160]!r}"
+
+
+def stop_group(process: subprocess.Popen[str], drained: bool = False) -> None:
+    """SIGINT to the run's session, as Ctrl-C would; SIGKILL to all of it if it is not gone in 40 s.
+    `drained`: another thread reads its output (else it is read here, so a full pipe cannot stall it)."""
+    wait = process.wait if drained else process.communicate
     try:
         os.killpg(process.pid, signal.SIGINT)
-        process.communicate(timeout=40)
+        wait(timeout=40)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    process.communicate()
+    process.wait()
 
 
 def free_port() -> int:

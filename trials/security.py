@@ -5,8 +5,8 @@ and a count of checks on it.
   reset baselines, the add-ons' data, the control socket) is mode 0600 (no bit for group or others) and
   every folder 0700, as ARCHITECTURE.md says of an app's state; `snapshot:save` makes a snapshot first,
   so its files are among them.
-- Every socket the run's process tree listens on (psutil) is bound to 127.0.0.1 or is a unix socket,
-  but for the app's own web server on $PORT, which Heroku requires to listen on all interfaces (issue 22
+- Every socket the run's process tree listens on (psutil: the router, the dashboard, the add-ons' servers
+  and proxies) is bound to 127.0.0.1 or is a unix socket, but for the app's own web server on $PORT, which Heroku requires to listen on all interfaces (issue 22
   tracks giving dynos a network of their own).
 - Each add-on refuses a connection without its password and with a wrong one, through the official
   clients (psycopg, redis-py), and takes one with it; each password is random (16 characters or more,
@@ -95,7 +95,8 @@ class Run:
     def __init__(self, app: Path, port: int, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        argv = [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(port), "--no-dashboard"]
+        argv = [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(port)]
+        argv += ["--dashboard-port", str(free_port())]  # its listener is among those checked
         argv += ["--addons", "native", "--addon", "heroku-postgresql", "--addon", "heroku-redis"]
         self.proc = subprocess.Popen(
             argv,
