@@ -493,11 +493,13 @@ class Exchange:
             raise Reject("CONNECT is not supported")
         if len(method) > 127:
             raise Reject("method name too long")
-        self.http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):  # Heroku's router speaks HTTP/1.0 and 1.1 only: no 0.9, no 2.0 here
+            raise Reject("unsupported HTTP version" if version != "0.9" else "no HTTP version (HTTP/0.9)")
+        self.http10 = version == "1.0"
         self.keep_alive = parser.should_keep_alive()
         self.upgrade = parser.should_upgrade()
-        xff = rid = via = host = expect = conn_value = upgrade_value = None
-        chunked = False
+        xff = rid = via = host = expect = conn_value = upgrade_value = codings = None
         length = None
         out = self.out
         out[0] = method
@@ -507,6 +509,8 @@ class Exchange:
                 length = value
                 out += (name, b": ", value, b"\r\n")
             elif kind == HOST:
+                if host is not None:  # which one would the dyno believe? Heroku refuses these (2016)
+                    raise Reject("multiple Host headers")
                 host = value
                 out += (name, b": ", value, b"\r\n")
             elif kind == XFF:
@@ -522,9 +526,14 @@ class Exchange:
             elif kind == UPGRADE:
                 upgrade_value = value
             elif kind == TRANSFER_ENCODING:
-                chunked = True  # the parser accepts Transfer-Encoding on a request only when it ends in chunked
+                codings = value if codings is None else codings + b"," + value
             # REPLACED: set by the router itself, or hop-by-hop
         self.out = self.special = []  # type: ignore[assignment]
+        # the parser finds a bad Transfer-Encoding only after this head (the dyno would have it by then);
+        # chunked alone is what the router re-chunks for the dyno: anything else frames the body otherwise
+        if codings is not None and [t.strip().lower() for t in codings.split(b",") if t.strip()] != [b"chunked"]:
+            raise Reject("bad transfer-encoding")
+        chunked = codings is not None
         if conn_value is not None:
             listed = connection_tokens(conn_value) - _LISTED_KEEP
             if listed:
