@@ -115,6 +115,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: Upstream | None = None  # the dyno, once a WebSocket upgrade succeeded
         self.upgraded = False  # the parser stopped after an Upgrade request: no more HTTP on this connection
         self.broken = False  # a malformed request was seen: close once the current answer is out
+        self.read_done = False  # a request said Connection: close: nothing after it is read (RFC 9112 9.6)
         self.closed = False
         self.line_len = 0
         self.head_timer: asyncio.TimerHandle | None = None
@@ -149,7 +150,7 @@ class ClientConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.active.tunnel_from_client(data)  # type: ignore[union-attr]
             return
-        if self.broken:
+        if self.broken or self.read_done:
             return
         if self.upgraded:
             self.upgrade_ex.request_raw(data)  # type: ignore[union-attr]
@@ -168,7 +169,8 @@ class ClientConnection(asyncio.Protocol):
             self.reject(exc.__context__.cause)
             return
         except httptools.HttpParserError as exc:
-            self.reject(self._parse_cause(exc))
+            if not self.read_done:  # bytes after a Connection: close request are dropped, not refused (H26)
+                self.reject(self._parse_cause(exc))
             return
         ex = self.current
         if ex is not None and not ex.head_done and not self.closed:
@@ -370,6 +372,7 @@ class ClientConnection(asyncio.Protocol):
         ex = self.current
         self.current = None
         if ex is not None:
+            self.read_done = not ex.keep_alive
             ex.request_complete()
 
 
