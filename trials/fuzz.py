@@ -423,7 +423,8 @@ def _check_dotenv(data: bytes, scratch: Path) -> str | None:
 
 
 def _check_manifest(text: str, scratch: Path) -> str | None:
-    from dynosim.addons.catalogue import AddonRequest, resolve
+    from dynosim.addons import manifest_requests
+    from dynosim.addons.catalogue import resolve
     from dynosim.config import ConfigStore, resolve_config_vars, state_dir
     from dynosim.formation import resolve_formation
     from dynosim.manifest import load_environment, load_manifest
@@ -435,7 +436,7 @@ def _check_manifest(text: str, scratch: Path) -> str | None:
     def loaded() -> object:
         manifest = load_manifest(app)
         load_environment(app, "test")
-        resolve([AddonRequest(a.plan, a.as_name, a.options) for a in manifest.addons])
+        resolve(manifest_requests(manifest.addons))  # as a run turns them into requests
         resolve_formation(load_procfile(app), manifest)
         store = ConfigStore(state_dir(app))
         for job in SchedulerJobs(state_dir(app)).jobs(manifest):
