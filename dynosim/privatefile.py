@@ -29,3 +29,14 @@ def write_private(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     except BaseException:
         os.unlink(scratch)
         raise
+
+
+def private_folder(folder: Path, levels: int = 2) -> Path:
+    """`folder` made if need be, it and the `levels - 1` folders above it 0700 (an add-on's folder and
+    `.dynosim/addons/` above it; the state folder itself is 0700 already): mkdir's mode reaches only the
+    last folder it makes, and umask may take bits from it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for level in [folder, *folder.parents][:levels]:
+        if level.stat().st_mode & 0o777 != 0o700:
+            os.chmod(level, 0o700)
+    return folder

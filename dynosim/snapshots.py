@@ -26,7 +26,7 @@ from typing import Any
 
 from .addons.data import KINDS, Context
 from .errors import DynosimError
-from .privatefile import write_private
+from .privatefile import private_folder, write_private
 from .sizes import disk_usage
 
 FOLDER = "snapshots"
@@ -128,7 +128,8 @@ def save(
                 f"{ctx.name}: snapshots of {ctx.attachment.service} add-ons are not supported; nothing was saved"
             )
     scratch = final.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
-    scratch.mkdir(parents=True, mode=0o700)
+    private_folder(final.parent, levels=1)  # .dynosim/snapshots/: the add-ons' data, config vars
+    scratch.mkdir(mode=0o700)
     saved: list[tuple[Context, dict[str, Any]]] = []
     try:
         for ctx in contexts:

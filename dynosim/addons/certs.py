@@ -50,11 +50,11 @@ def keyvalue_cert(found: MutableMapping[str, object], say: Callable[[str], None]
 
 
 def install(cert: ServerCert, folder: Path, owner: tuple[int, int] | None = None) -> tuple[Path, Path]:
-    """Copies of the certificate chain (`server.crt`) and its key (`server.key`, mode 0600) in `folder`,
+    """Copies of the certificate chain (`server.crt`) and its key (`server.key`), both 0600, in `folder`,
     rewritten only when they changed; `owner` (uid, gid) gets them and the folder."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = folder / "server.crt", folder / "server.key"
-    for source, target, mode in ((cert.cert, paths[0], 0o644), (cert.key, paths[1], 0o600)):
+    for source, target, mode in ((cert.cert, paths[0], 0o600), (cert.key, paths[1], 0o600)):
         data = source.read_bytes()
         try:
             same = target.read_bytes() == data

@@ -148,7 +148,9 @@ class Child:
         group: int | None = None,
     ) -> Child:
         rotate(log)
-        with open(log, "ab") as out:
+        # the log, and whatever the server writes (Redis's data, pid), its user's alone: they hold data
+        with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
+            os.fchmod(out.fileno(), 0o600)
             ids: dict[str, Any] = {}
             if user is not None:
                 ids = {"user": user, "group": group, "extra_groups": []}
@@ -164,6 +166,7 @@ class Child:
                     env=env,
                     cwd=cwd,
                     start_new_session=True,
+                    umask=0o077,
                     preexec_fn=None if setpriv else deathsig_preexec(death_signal),
                     **ids,
                 )

@@ -55,6 +55,7 @@ from dynosim.addons.processes import (
 from dynosim.addons.services import SERVICES
 from dynosim.addons.spec import Endpoint, Running, ServiceSpec
 from dynosim.errors import AddonError
+from dynosim.privatefile import private_folder
 
 if importlib.util.find_spec("testcontainers") is None:  # imported only when a container is made
     raise ImportError("No module named 'testcontainers'")
@@ -257,7 +258,7 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, gu
         LABEL_STATE: str(state_dir),
         LABEL_CONFIG: fingerprint(image, spec.port, settings),
     }
-    spec.folder.mkdir(parents=True, exist_ok=True)
+    private_folder(spec.folder)
     recipe.prepare(spec, backend.found, backend.say)  # the files it mounts, before it starts
     guard.watch(name)  # from here on, the watcher stops this container should dynosim die
 

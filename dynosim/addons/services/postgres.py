@@ -49,7 +49,7 @@ from dynosim.addons.services.postgres_native import (
 )
 from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
 from dynosim.errors import AddonError
-from dynosim.privatefile import write_private
+from dynosim.privatefile import private_folder, write_private
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -117,7 +117,7 @@ class Postgres(Service):
     def start_native(self, spec: ServiceSpec, host: Host) -> Running:
         bins = find_binaries(host)
         data = spec.folder / "data"
-        spec.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(spec.folder)
         check_data_version(spec, data, bins)
         launch = server_launch(spec, data, host)
         run_as = launch.user
@@ -145,6 +145,7 @@ class Postgres(Service):
             "-p", str(spec.port),
             "-c", f"listen_addresses={HOST}",
             "-c", f"unix_socket_directories={sockets or ''}",
+            "-c", "unix_socket_permissions=0700",
             "-c", "fsync=on",
             "-c", "logging_collector=off",
             "-c", "log_destination=stderr",
@@ -180,7 +181,7 @@ class Postgres(Service):
         try:
             if not marker.exists():
                 provision(spec, bins, sockets)
-                marker.touch()
+                marker.touch(mode=0o600)
             _apply_start_sql(spec, bins, sockets)
         except BaseException:
             child.stop()

@@ -204,6 +204,7 @@ def server_launch(spec: ServiceSpec, data: Path, backend: Host) -> Launch:
     owner = (data if data.exists() else spec.folder).stat()
     if owner.st_uid != 0:
         run_as = RunAs(owner.st_uid, owner.st_gid, _user_name(owner.st_uid))
+        _pass_through(spec.folder.parent)
         blocked = _blocking_parent(spec.folder, run_as.uid, {run_as.gid})
         if blocked is not None:
             wrap, _ = user_namespace(backend)
@@ -228,6 +229,7 @@ def server_launch(spec: ServiceSpec, data: Path, backend: Host) -> Launch:
         run_as = found
     else:
         run_as = backend.found["postgres-user"] = _system_user(unavailable)
+    _pass_through(spec.folder.parent)
     blocked = _blocking_parent(spec.folder, run_as.uid, {run_as.gid})
     if blocked is not None:
         raise AddonError(
@@ -306,6 +308,14 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def _pass_through(addons: Path) -> None:
+    """`.dynosim/addons/`, which dynosim makes 0700, opened to be passed through (o+x, never read) for a
+    server that runs as another user; the add-on's own folder stays 0700, that user's."""
+    st = addons.stat()
+    if st.st_uid == os.geteuid() and not st.st_mode & stat.S_IXOTH:
+        os.chmod(addons, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
 
 
 def _describe(folder: Path) -> str:

@@ -26,7 +26,7 @@ from dynosim.addons.processes import HOST, STOP_TIMEOUT, Child, Host, Server, ch
 from dynosim.addons.services.base import TLS_DIR, TLS_MOUNT, Service, with_tls
 from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
 from dynosim.errors import AddonError
-from dynosim.privatefile import write_private
+from dynosim.privatefile import private_folder, write_private
 
 
 class Redis(Service):
@@ -53,7 +53,7 @@ class Redis(Service):
     def start_native(self, spec: ServiceSpec, host: Host) -> Running:
         binary, source = find_redis(host)
         data = spec.folder / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        private_folder(data, levels=3)
         settle_leftover(spec, data, host)
         check_port(spec)
         conf = spec.folder / "redis.conf"

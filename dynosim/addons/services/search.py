@@ -20,6 +20,7 @@ from dynosim.addons import certs
 from dynosim.addons.processes import HOST, Child, Host, Server, accepts, check_port, check_tls_port
 from dynosim.addons.services.base import Service
 from dynosim.addons.spec import Attached, Endpoint, Running, ServiceSpec
+from dynosim.privatefile import private_folder
 
 
 class Search(Service):
@@ -58,7 +59,7 @@ class Search(Service):
         """The embedded Elasticsearch stand-in, as a child process."""
         check_port(spec)
         data = spec.folder / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        private_folder(data, levels=3)
         args = [sys.executable, "-m", "dynosim.addons.search", "--data", str(data), "--port", str(spec.port)]
         if spec.tls_port is not None:
             check_tls_port(spec)
