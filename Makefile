@@ -7,13 +7,14 @@ install:
 
 # What .ci/run checks before the tests: lint, format and types (pyproject.toml says which rules, and why).
 lint: install
-	$(PYTHON) -m ruff check dynosim tests bench
-	$(PYTHON) -m ruff format --check dynosim tests bench
+	$(PYTHON) -m ruff check dynosim tests bench trials
+	$(PYTHON) -m ruff format --check dynosim tests bench trials
 	$(PYTHON) -m mypy
 
-# The whole suite, in parallel: each test runs its own dynosim on its own ports.
+# The whole suite, in parallel: each test runs its own dynosim on its own ports; then the short trials.
 test: install
 	$(PYTHON) -m pytest -n auto -q
+	$(PYTHON) trials/run_all.py --short
 
 run: install
 	dynosim run -C fixtures/sample

@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     # the repo root in place of this folder: trials/http.py must not stand for the standard library's http
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from trials import fuzz, security
+from trials import fuzz, http, security
 from trials.base import Failure, Result, replay_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ class Trial:
 TRIALS: dict[str, Trial] = {
     "fuzz": Trial(fuzz.run, short=500, long=10_000),
     "security": Trial(security.run, short=1, long=3),
+    "http": Trial(http.run, short=61, long=610),
 }
 
 
