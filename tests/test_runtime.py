@@ -292,3 +292,23 @@ def test_a_flood_of_output_arrives_whole_and_in_order(tmp_path, dynosim):
     for dyno in ("worker.1", "web.1"):
         lines = [line.split(": ", 1)[1] for line in run.lines if f" app[{dyno}]: line " in line]
         assert lines == [f"line {i}" for i in range(count)]
+
+
+def test_a_wipe_of_a_folder_that_goes_meanwhile_is_quiet(tmp_path, monkeypatch):
+    # what a run killed mid-wipe leaves the next run's lock to finish: it raised FileNotFoundError (issue 22)
+    from dynosim.runtime import sandbox
+
+    root = tmp_path / "run"
+    dyno = root / "web.1"
+    (dyno / "app" / "deep").mkdir(parents=True)
+    (dyno / "app" / "deep" / "file").write_text("x")
+
+    def gone_meanwhile(path):
+        import shutil
+
+        shutil.rmtree(path)  # another process wiped it between the check and the wipe
+        return False
+
+    monkeypatch.setattr(sandbox, "remove_if_empty", gone_meanwhile)
+    sandbox.wipe_dir(dyno, root)
+    assert not dyno.exists()

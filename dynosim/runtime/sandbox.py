@@ -400,9 +400,14 @@ def wipe_dir(path: Path, root: Path) -> None:
     root = Path(os.path.abspath(root))
     if root not in path.parents or path.is_symlink() or not path.is_dir() or remove_if_empty(path):
         return
-    device = path.stat().st_dev
+    try:
+        device = path.stat().st_dev
+    except FileNotFoundError:  # removed meanwhile: nothing to wipe
+        return
 
     def on_error(func, failed, exc_info):  # type: ignore[no-untyped-def]
+        if isinstance(exc_info[1], FileNotFoundError):  # gone already (a run killed mid-wipe, a dyno's exit)
+            return
         # overlayfs leaves its work dir with mode 000; open it up and try again
         parent = os.path.dirname(failed)
         if os.lstat(parent).st_dev != device:
