@@ -126,6 +126,8 @@ def deploy_swarm(
     say: Callable[[str], None] = print,
 ) -> Deployed:
     """HEAD as a new release of the app on the swarm: its add-ons, its release phase, then its formation."""
+    from docker.errors import DockerException
+
     began = time.monotonic()
     folder = app_dir.resolve()
     app = load_app(folder)
@@ -172,6 +174,13 @@ def deploy_swarm(
         if new:
             history.settle(release, False)
         raise
+    except DockerException as error:  # the engine failing mid-deploy (a swarm left, a 503): one line
+        if new:
+            history.settle(release, False)
+        raise DynosimError(
+            f"the Docker engine refused the deploy of {label} ({_reason(error)}); check `docker info` (is this node "
+            "still a swarm manager?) and deploy again"
+        ) from None
     if new and model.release_command is not None:
         history.settle(release, True)
     url = f"http://127.0.0.1:{port}/" if any(p.web for p in model.processes if p.quantity) else None

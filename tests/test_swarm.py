@@ -9,7 +9,9 @@ router service instead; the requests below go through whichever the deploy said 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import threading
 import time
@@ -74,11 +76,22 @@ def engine() -> Iterator[docker.DockerClient]:
     missing = [image for image in (BASE, POSTGRES) if not client.images.list(name=image)]
     if missing:
         pytest.skip(f"{', '.join(missing)} missing; run .ci/docker-images.sh")
-    was = (client.info().get("Swarm") or {}).get("LocalNodeState")
     yield client
-    if was != "active" and (client.info().get("Swarm") or {}).get("LocalNodeState") == "active":
-        client.swarm.leave(force=True)
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def one_swarm_test_at_a_time(engine: docker.DockerClient) -> Iterator[None]:
+    """The engine has one swarm: a test inits it, another needs it not to be there, a third leaves it. Each
+    takes the machine's lock (xdist workers, and another CI run on the engine) and leaves the swarm as found."""
+    with open(os.open("/tmp/dynosim-test-swarm.lock", os.O_RDWR | os.O_CREAT, 0o600)) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        was = (engine.info().get("Swarm") or {}).get("LocalNodeState")
+        try:
+            yield
+        finally:
+            if was != "active" and (engine.info().get("Swarm") or {}).get("LocalNodeState") == "active":
+                engine.swarm.leave(force=True)
 
 
 @pytest.fixture
