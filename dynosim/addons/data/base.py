@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dynosim.addons.catalogue import Attachment
+from dynosim.errors import AddonError
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,22 @@ class Kind:
     verify: Callable[[Context, Path, Mapping[str, Any]], None] | None = None
     # what a deleted snapshot leaves on the server besides its files (Postgres's template database)
     discard: Callable[[Context, Mapping[str, Any]], None] | None = None
+
+
+def check_format(meta: Mapping[str, Any], where: Path, what: str, expected: int) -> None:
+    """A snapshot's entry of another format than this dynosim reads: refused before anything changes."""
+    if meta.get("format") != expected:
+        raise AddonError(
+            f"{where}: a {what} snapshot of format {meta.get('format')!r}, this dynosim reads format {expected}; "
+            "load it with the dynosim that saved it, or save it again"
+        )
+
+
+def read_snapshot(path: Path) -> bytes:
+    """A snapshot file's bytes; AddonError naming it when it is missing or unreadable."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise AddonError(f"{path}: missing from the snapshot; save the snapshot again") from None
+    except OSError as error:
+        raise AddonError(f"{path}: unreadable ({error.strerror or error}); check its permissions") from None

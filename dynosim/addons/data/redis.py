@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dynosim.addons.data.base import Context, Kind
+from dynosim.addons.data.base import Context, Kind, check_format, read_snapshot
 from dynosim.addons.services.redis import ReplyError, Session, call
 from dynosim.errors import AddonError
 
@@ -98,11 +98,7 @@ def verify(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> None:
     """That the snapshot's keys can be loaded here (format, the whole file and its checksum, this server's
     version and databases), before any add-on of the snapshot loads."""
     path = _snapshot_file(folder, meta)
-    if meta.get("format") != FORMAT:
-        raise AddonError(
-            f"{path}: a Redis snapshot of format {meta.get('format')!r}, this dynosim reads format {FORMAT}; "
-            "load it with the dynosim that saved it, or save it again"
-        )
+    check_format(meta, path, "Redis", FORMAT)
     keys = read_keys(path)
     with Session(*_address(ctx)) as redis:
         _check_version(path, str(meta.get("redis_version")), _info(redis, "server")["redis_version"])
@@ -156,12 +152,7 @@ def load(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> str:
 
 def read_keys(path: Path) -> list[Key]:
     """Every key of a snapshot file, once its checksum and layout are checked; AddonError when not whole."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AddonError(f"{path}: missing from the snapshot; save the snapshot again") from None
-    except OSError as error:
-        raise AddonError(f"{path}: unreadable ({error.strerror or error}); check its permissions") from None
+    data = read_snapshot(path)
     damaged = AddonError(
         f"{path}: damaged or not a dynosim Redis snapshot (its checksum or layout is wrong); save it again"
     )

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynosim.addons.data.base import Context, Kind
+from dynosim.addons.data.base import Context, Kind, check_format, read_snapshot
 from dynosim.addons.search.index import SCHEMA
 from dynosim.addons.search.server import DATABASE
 from dynosim.errors import AddonError
@@ -113,11 +113,7 @@ def verify(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> None:
     if _backend(ctx) == "docker":
         _check_version(ctx, snapshot, _read_dump(snapshot, meta).version)
         return
-    if meta.get("format") != FORMAT:
-        raise AddonError(
-            f"{snapshot}: a search snapshot of format {meta.get('format')!r}, this dynosim reads format {FORMAT}; "
-            "load it with the dynosim that saved it, or save it again"
-        )
+    check_format(meta, snapshot, "search", FORMAT)
     if not snapshot.is_file():
         raise AddonError(f"{snapshot}: missing from the snapshot; save the snapshot again")
     try:
@@ -337,17 +333,8 @@ def _documents(ctx: Context, names: Sequence[str]) -> Iterator[Mapping[str, Any]
 
 def _read_dump(path: Path, meta: Mapping[str, Any]) -> Dump:
     """The snapshot's file, once its format, checksum and layout are checked; AddonError when not whole."""
-    if meta.get("format") != DUMP_FORMAT:
-        raise AddonError(
-            f"{path}: a search snapshot of format {meta.get('format')!r}, this dynosim reads format {DUMP_FORMAT}; "
-            "load it with the dynosim that saved it, or save it again"
-        )
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise AddonError(f"{path}: missing from the snapshot; save the snapshot again") from None
-    except OSError as error:
-        raise AddonError(f"{path}: unreadable ({error.strerror or error}); check its permissions") from None
+    check_format(meta, path, "search", DUMP_FORMAT)
+    data = read_snapshot(path)
     damaged = AddonError(
         f"{path}: damaged or not a dynosim search snapshot (its checksum or layout is wrong); save the snapshot again"
     )

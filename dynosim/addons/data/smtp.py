@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dynosim.addons.data.base import Context, Kind
+from dynosim.addons.data.base import Context, Kind, check_format
 from dynosim.addons.smtp import MAIL, mail_files, read_mail
 from dynosim.errors import AddonError
 
@@ -50,11 +50,7 @@ def save(ctx: Context, folder: Path) -> dict[str, Any]:
 def verify(ctx: Context, folder: Path, meta: Mapping[str, Any]) -> None:
     """That the snapshot's folder is there and holds only messages the sink captured."""
     source = _source(folder, meta)
-    if meta.get("format") != FORMAT:
-        raise AddonError(
-            f"{source}: a mail snapshot of format {meta.get('format')!r}, this dynosim reads format {FORMAT}; "
-            "load it with the dynosim that saved it, or save it again"
-        )
+    check_format(meta, source, "mail", FORMAT)
     if not source.is_dir():
         raise AddonError(f"{source}: missing from the snapshot; save the snapshot again")
     for path in sorted(source.iterdir()):
