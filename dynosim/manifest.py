@@ -185,10 +185,10 @@ def _env_spec(fail: _Failer, name: str, raw: object) -> EnvSpec:
         fail(LONG_VALUE.format(where=f"{where}.value", size=variable_size(name, str(spec.get("value", "")))))
     generator = fail.optional_string(spec, "generator", where)
     if generator not in (None, "secret"):
-        fail(f'{where}.generator must be "secret" (the only generator Heroku has), got {json.dumps(generator)}')
+        fail(f'{where}.generator must be "secret" (the only generator Heroku has), got {quoted(generator)}')
     required = spec.get("required", False)
     if not isinstance(required, bool):
-        fail(f"{where}.required must be true or false, got {json.dumps(required)}")
+        fail(f"{where}.required must be true or false, got {quoted(required)}")
     return EnvSpec(
         name=name,
         value=fail.optional_string(spec, "value", where),
@@ -204,7 +204,7 @@ def _formation_spec(fail: _Failer, process_type: str, raw: object) -> FormationS
     quantity = spec.get("quantity")
     # bool is an int in Python, but `true` is not a dyno count.
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
-        got = "nothing" if quantity is None else json.dumps(quantity)
+        got = "nothing" if quantity is None else quoted(quantity)
         fail(f"{where}.quantity must be a whole number >= 0, got {got}")
     return FormationSpec(quantity=quantity, size=fail.optional_string(spec, "size", where))
 
@@ -218,7 +218,7 @@ def _addon_spec(fail: _Failer, index: int, raw: object, under: str = "") -> Addo
         fail(f'{where} has no "plan"; add one like "plan": "heroku-postgresql"')
     as_name = fail.optional_string(spec, "as", where)
     if as_name is not None and not _ATTACHMENT_NAME.match(as_name):
-        fail(f"{where}.as must be letters, digits and _ starting with a letter, got {json.dumps(as_name)}")
+        fail(f"{where}.as must be letters, digits and _ starting with a letter, got {quoted(as_name)}")
     return AddonSpec(
         plan=fail.plan(spec["plan"], f"{where}.plan"),
         as_name=as_name,
@@ -296,9 +296,7 @@ class _Failer:
     def plan(self, value: object, where: str) -> str:
         plan = self.string(value, where)
         if not re.fullmatch(r"[^\s:]+(:[^\s:]+)?", plan):
-            self(
-                f'{where} must look like "heroku-postgresql" or "heroku-postgresql:essential-0", got {json.dumps(plan)}'
-            )
+            self(f'{where} must look like "heroku-postgresql" or "heroku-postgresql:essential-0", got {quoted(plan)}')
         return plan
 
 
