@@ -59,8 +59,8 @@ def test_router_faults_in_a_running_app(tmp_path: Path, dynosim) -> None:
         assert status == 200 and took >= 0.3
     slow = router_line(run, "/slow")
     assert int(re.search(r"connect=(\d+)ms", slow).group(1)) >= 300, slow  # type: ignore[union-attr]
-    status, _, took = get(run.port, "/fast")
-    assert status == 200 and took < 0.3
+    # the router's own connect= figure, not a wall clock, which a loaded CI machine stretches
+    assert get(run.port, "/fast")[0] == 200
     assert " connect=0ms " in router_line(run, "/fast")
     run.wait_for(r"dynosim\[faults\]: f2 router-latency \+300ms started \(seed \d+\)")
     run.wait_for(r"dynosim\[faults\]: f2 router-latency \+300ms ended \(removed")
