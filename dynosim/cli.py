@@ -260,7 +260,7 @@ def run(
     from .runtime.dyno import Timeouts
     from .runtime.manager import CrashPolicy, CycleSchedule
     from .runtime.memory import MemoryPolicy
-    from .supervisor import DEFAULT_PORT, Run, RunOptions
+    from .supervisor import DEFAULT_PORT, Run, RunOptions, StopSignal
 
     try:
         procfile, formation = _procfile_or_old_formation(app_dir, procfile, formation)
@@ -306,6 +306,9 @@ def run(
         sys.exit(Run(app_dir, options).run())
     except DynosimError as exc:
         fail(exc)
+    except StopSignal as stopped:
+        click.echo(f"dynosim: interrupted by {stopped}", err=True)
+        sys.exit(128 + stopped.signum)
     except KeyboardInterrupt:
         click.echo("dynosim: interrupted", err=True)
         sys.exit(130)

@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # imported where they are used: a run's start does not wait f
     from .dashboard import Dashboard
 
 DEFAULT_PORT = 5000
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SAME_SIGNAL = 0.1  # seconds within which a repeated stop signal is one request, not a second Ctrl-C
 FORWARDED_PORTS = ("heroku", "public")  # X-Forwarded-Port: Heroku's 80/443, or the router's port
 
@@ -930,11 +931,16 @@ class Run:
             self.logs.hint("build", str(error))
 
     def run(self) -> int:
-        """The CLI's `dynosim run`: Ctrl-C or SIGTERM stops gracefully, a second Ctrl-C forces."""
+        """The CLI's `dynosim run`: Ctrl-C or SIGTERM stops gracefully at any moment (the build and the
+        add-ons' start included), a second Ctrl-C forces once the dynos run."""
+        _give_up_on_stop_signals()
         try:
             release, sandbox = self.prepare()
             code = asyncio.run(self._main(release, sandbox))
         finally:
+            # the stop under way: a signal now must not cut finish() short and leave servers and folders
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
             self.finish()
         if self.options.strict and self.ledger.losses:
             self.say(
@@ -991,7 +997,7 @@ class Run:
             # delivered twice from a second Ctrl-C
             loop.call_soon_threadsafe(on_signal, signum, time.monotonic())
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, lambda: None)  # asyncio's wake-up of the loop when a signal comes…
             signal.signal(signum, arrived)  # …and which signal it was, and when
         try:
@@ -1003,3 +1009,27 @@ class Run:
         finally:
             await printer.stop()
         return 0
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGINT or SIGTERM before the run's loop handles them (the build, the add-ons' start, the release):
+    the start given up, and finish() undoes it, as a Ctrl-C on a terminal would."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _give_up_on_stop_signals() -> None:
+    """SIGINT and SIGTERM raise StopSignal until the run's loop takes them over. Set whatever the
+    inherited handler was: a shell's background job starts with SIGINT ignored, and a run that ignored
+    it while building but obeyed it once its dynos ran was a run that went on after a Ctrl-C; SIGTERM's
+    default would kill dynosim before its add-ons' servers, lock and folders were put away."""
+
+    def give_up(signum: int, frame: object) -> None:
+        for each in STOP_SIGNALS:  # one request: finish() follows
+            signal.signal(each, signal.SIG_IGN)
+        raise StopSignal(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, give_up)

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -510,6 +511,9 @@ def stream(
     """Run `command`, passing each output line to `say` indented as it comes; return its exit code
     and the line that best says why it failed (its last ERROR line, else its last line)."""
     last = error = ""
+    # its own process group, which an interrupted build kills whole: Popen's own exit leaves a child
+    # running on KeyboardInterrupt (the terminal's Ctrl-C would have reached it; a `kill -INT` does not),
+    # and a hook's children (a shell script's) outlive their shell
     with subprocess.Popen(
         command,
         cwd=cwd,
@@ -519,17 +523,23 @@ def stream(
         stdin=subprocess.DEVNULL,
         text=True,
         errors="replace",
+        process_group=0,
     ) as proc:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            say(f"{INDENT}{line}")
-            if watch is not None:
-                watch(line)
-            if line.strip():
-                last = line.strip()
-            if line.startswith("ERROR:"):
-                error = line.strip()
+        try:
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                say(f"{INDENT}{line}")
+                if watch is not None:
+                    watch(line)
+                if line.strip():
+                    last = line.strip()
+                if line.startswith("ERROR:"):
+                    error = line.strip()
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     return proc.returncode, error or last or "no output"
 
 
