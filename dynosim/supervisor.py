@@ -22,6 +22,7 @@ from .addons import AddonRequest, Addons, Attachment, app_requests, manifest_req
 from .addons.backups import run_schedules
 from .addons.capacity import CHECK_EVERY
 from .addons.hints import watch_for_addon_failures
+from .addons.recovery import Recovery, ServerState
 from .app import load_app
 from .buildpack import Slug, build_slug, default_cache_dir
 from .ca import LocalCA, TLSError
@@ -177,6 +178,8 @@ class Run:
         self._tls_maker: threading.Thread | None = None
         requests = [*app_requests(self.app.manifest.addons, self.app.state_dir), *options.addons]
         self.addons = Addons(self.app.state_dir, requests, backend=options.addons_backend, say=self.say)
+        # a crashed add-on server started again, with the dynos' crash back-off (addons/recovery.py)
+        self.recovery = Recovery(self.addons, self.logs, options.crash_policy)
         self.attachments: list[Attachment] = []
         self.clock = SchedulerClock(options.clock_speed)
         self._scheduler_error = ""
@@ -290,9 +293,11 @@ class Run:
         manager.on_web_stop = self.router.forget
         if self.metrics is not None:
             self.metrics.start()
+        self.recovery.start()  # from the release phase on, which a killed database would fail too
         try:
             await self._serve(manager, release, stop, on_started)
         finally:
+            await self.recovery.stop()  # before the run's end stops the servers: that is no crash
             if self.metrics is not None:
                 self.metrics.stop()
             if self.attachments:  # the kept psql of resets, before the add-ons' servers stop
@@ -611,8 +616,11 @@ class Run:
         async def ping(_: Mapping[str, Any]) -> str:
             return "pong"
 
-        async def ps(_: Mapping[str, Any]) -> list[dict[str, object]]:
-            return self.running().ps()
+        async def ps(request: Mapping[str, Any]) -> list[dict[str, object]]:
+            rows = self.running().ps()
+            if request.get("addons"):  # each add-on's server after the dynos, as `type: addon` rows
+                rows += [self._addon_row(state) for state in self.recovery.states()]
+            return rows
 
         async def scale(request: Mapping[str, Any]) -> dict[str, int]:
             counts = {str(k): int(v) for k, v in dict(request.get("counts", {})).items()}
@@ -698,7 +706,11 @@ class Run:
             from .addons.manage import inventory
 
             rows = await asyncio.to_thread(inventory, self.app.state_dir, manifest_requests(self.app.manifest.addons))
-            return [row.as_json() for row in rows]
+            servers = {state.name: state.as_json() for state in self.recovery.states()}
+            return [{**row.as_json(), "server": servers.get(row.name)} for row in rows]
+
+        async def addon_servers(_: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+            return {state.name: state.as_json() for state in self.recovery.states()}
 
         async def ledger(_: Mapping[str, Any]) -> dict[str, object]:
             pending = await asyncio.to_thread(self.ledger.pending)
@@ -750,8 +762,29 @@ class Run:
             "snapshot:load": snapshot_load,
             "snapshot:delete": snapshot_delete,
             "addons": addons,
+            "addons:servers": addon_servers,
             "ledger": ledger,
             "dashboard:url": dashboard_url,
+        }
+
+    def _addon_row(self, state: ServerState) -> dict[str, object]:
+        """An add-on's server as a `ps` row: the keys a dyno's row has (its add-on as the type, its plan as
+        the size), and its crashes and restarts."""
+        return {
+            "type": "addon",
+            "name": state.name,
+            "state": state.state,
+            "since": state.since,
+            "command": state.addon,
+            "size": state.plan,
+            "memory_mb": None,
+            "sandbox": None,
+            "last_exit": state.last_exit,
+            "addon": state.addon,
+            "pid": state.pid,
+            "crashes": state.crashes,
+            "restarts": state.restarts,
+            "describe": state.describe(),
         }
 
     def _scheduler_jobs(self) -> list[Job]:

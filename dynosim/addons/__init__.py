@@ -40,7 +40,7 @@ from dynosim.addons.catalogue import (
     var_names,
 )
 from dynosim.addons.plans import postgres_plan, redis_plan
-from dynosim.addons.spec import ServiceSpec
+from dynosim.addons.spec import Running, ServiceSpec
 from dynosim.errors import AddonError
 from dynosim.manifest import AddonSpec
 from dynosim.privatefile import write_private
@@ -88,7 +88,11 @@ class Addons:
         self._watched: list[capacity.Watched] = []  # Postgres add-ons whose storage is checked
         self._started: dict[str, tuple[Any, Resolved, Any]] = {}  # name → (backend, entry, running), for faults
         self._away: dict[str, int | None] = {}  # name → the port a fault moved its server to; None: stopped
+        self._crashed: set[str] = set()  # add-ons whose server exited unplanned, until revive() starts it again
+        # what a server's stop and start change (the above), from a fault's thread, recovery's or the loop's
+        self._servers = threading.Lock()
         self._records = threading.Lock()  # addons.json read, changed and written: the capacity task's and a fault's
+        self.on_server_start: Callable[[str], None] | None = None  # told, from any thread, when a server starts
 
     def start(self) -> list[Attachment]:
         """Starts every add-on, each ready to accept connections when this returns."""
@@ -198,8 +202,9 @@ class Addons:
     def _start_one(self, backend: Any, entry: Resolved, record: dict[str, Any]) -> Attachment:
         spec = _spec(self.state_dir, entry, record)
         running = backend.start(spec)
-        self._running.append(running)
-        self._started[record["name"]] = (backend, entry, running)
+        with self._servers:
+            self._running.append(running)
+            self._started[record["name"]] = (backend, entry, running)
         if entry.offering.service == "postgres":
             self._watch(spec, backend, running, record)
         if not entry.request.tls:
@@ -286,7 +291,10 @@ class Addons:
     # --- one add-on's server stopped and started again, as the add-on faults do (dynosim/faults/kinds/) ---
 
     def away(self, name: str) -> str | None:
-        """Why this add-on's server is not on its own port now (a fault stopped or moved it), else None."""
+        """Why this add-on's server is not on its own port now (a fault stopped or moved it, or it crashed and
+        recovery is starting it again), else None."""
+        if name in self._crashed:
+            return "its server crashed, and dynosim is starting it again"
         if name not in self._away:
             return None
         port = self._away[name]
@@ -295,34 +303,83 @@ class Addons:
     def stop_server(self, name: str) -> None:
         """Stops one running add-on's server as a run's end does (Postgres' fast shutdown, Redis' SIGTERM:
         every acknowledged write is on disk), its record and data kept, for start_server."""
-        _, _, running = self._started_server(name)
-        if name in self._away and self._away[name] is None:
-            raise AddonError(f"{name}: its server is stopped already")
-        self._running.remove(running)
+        with self._servers:
+            _, _, running = self._started_server(name)
+            if name in self._crashed:
+                raise AddonError(f"{name}: its server crashed, and dynosim is starting it again; see `dynosim addons`")
+            if name in self._away and self._away[name] is None:
+                raise AddonError(f"{name}: its server is stopped already")
+            # out of _running before it stops: its exit is then planned, not recovery's to undo (exited())
+            self._running.remove(running)
+            self._away[name] = None
         self._watched = [w for w in self._watched if w.name != name]
-        self._away[name] = None
         running.stop()
 
     def start_server(self, name: str, port: int | None = None) -> int:
         """Starts what stop_server stopped, from its record: its data, credentials and port, or `port`
         this once (what addon-latency's proxy forwards to; the record and config vars keep their own).
         Returns the port it answers on."""
+        spec = self._start_server(name, port)
+        with self._servers:
+            if port is None:
+                self._away.pop(name, None)
+            else:
+                self._away[name] = port
+        return spec.port
+
+    def revive(self, name: str) -> Running:
+        """Starts again a server that exited() unplanned, where it ran (its own port, or the one a fault moved
+        it to), with its data: Postgres recovers from its WAL, Redis reloads its append-only file. AddonError
+        when it cannot start; the add-on stays crashed for the next try."""
+        with self._servers:
+            if name not in self._crashed:
+                raise AddonError(f"{name}: its server has not crashed")
+        self._start_server(name, self._away.get(name))
+        with self._servers:
+            self._crashed.discard(name)
+            return self._started_server(name)[2]
+
+    def _start_server(self, name: str, port: int | None) -> ServiceSpec:
         backend, entry, _ = self._started_server(name)
         state, record = self._record(name, entry)
         spec = _spec(self.state_dir, entry, record if port is None else {**record, "port": port})
         running = backend.start(spec)
-        self._running.append(running)
-        self._started[name] = (backend, entry, running)
-        if port is None:
-            self._away.pop(name, None)
-        else:
-            self._away[name] = port
+        with self._servers:
+            if name not in self._started:  # the run stopped its add-ons meanwhile: this one goes too
+                running.stop()
+                raise AddonError(f"{name}: the run is stopping its add-ons")
+            self._running.append(running)
+            self._started[name] = (backend, entry, running)
         if entry.offering.service == "postgres":  # its storage checks follow the server
             with self._records:
                 state, record = self._record(name, entry)
                 self._watch(spec, backend, running, record)
                 state.save()
-        return spec.port
+        if self.on_server_start is not None:
+            self.on_server_start(name)
+        return spec
+
+    def servers(self) -> list[tuple[str, Resolved, Running]]:
+        """Each add-on's server running now (not one a fault stopped, nor one that crashed), with its add-on."""
+        with self._servers:
+            return [
+                (name, entry, running)
+                for name, (_, entry, running) in self._started.items()
+                if running in self._running
+            ]
+
+    def exited(self, name: str, running: Running) -> bool:
+        """Told that this server's process ended: True when nobody meant it to (not a fault's stop_server, a
+        reset's, nor the run's end, which each take it out of the running first), and the add-on is then
+        crashed until revive()."""
+        with self._servers:
+            found = self._started.get(name)
+            if found is None or found[2] is not running or running not in self._running:
+                return False
+            self._running.remove(running)
+            self._crashed.add(name)
+        self._watched = [w for w in self._watched if w.name != name]
+        return True
 
     def move_server(self, name: str) -> int:
         """A new port in a stopped add-on's record, which start_server then starts it on and its config
@@ -351,8 +408,10 @@ class Addons:
     def stop(self) -> None:
         """Stops everything start() started, last first. Safe to call twice, or after a failed start."""
         self._watched.clear()
-        self._started.clear()
-        self._away.clear()
+        with self._servers:
+            self._started.clear()
+            self._away.clear()
+            self._crashed.clear()
         errors: list[BaseException] = []
         while self._running:
             try:

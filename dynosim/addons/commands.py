@@ -35,13 +35,17 @@ passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 @json_option
 @operate
 def addons(app_dir: Path, as_json: bool) -> None:
-    """The app's add-ons: name, plan, service, backend, endpoint, config vars, data size."""
+    """The app's add-ons: name, plan, service, backend, endpoint, config vars, data size, and while a run
+    is active, the state of each one's server (up, or crashed and restarted, and how often)."""
+    from dataclasses import replace
+
     from dynosim.addons import app_requests, provision
     from dynosim.addons.manage import inventory
 
     app, state = _app(app_dir)
     provision(state, app_requests(app.manifest.addons, state))  # app.json's too, as Heroku has them from the start
-    rows = inventory(state, _manifest(app))
+    servers = _servers(state)
+    rows = [replace(row, server=servers.get(row.name)) for row in inventory(state, _manifest(app))]
     if as_json:
         print_json([row.as_json() for row in rows])
         return
@@ -49,7 +53,7 @@ def addons(app_dir: Path, as_json: bool) -> None:
         click.echo(f"No add-ons for app {app.name}. Add one with `dynosim addons:create heroku-postgresql`.")
         return
     print_table(
-        ("Add-on", "Plan", "Service", "Backend", "Endpoint", "Attached as", "Size"),
+        ("Add-on", "Plan", "Service", "Backend", "Endpoint", "Attached as", "Size", "State"),
         [
             (
                 f"{row.addon} ({row.name})" if row.name else row.addon,
@@ -59,10 +63,21 @@ def addons(app_dir: Path, as_json: bool) -> None:
                 row.endpoint or "-",
                 _vars(row.attached_as, row.config_vars),
                 _size(row.size),
+                str(row.server["describe"]) if row.server is not None else "-",
             )
             for row in rows
         ],
     )
+
+
+def _servers(state: Path) -> dict[str, dict[str, Any]]:
+    """Each add-on's server in the active run, by add-on name; none when no run is active."""
+    from dynosim.control import request
+
+    try:
+        return dict(request(state, "addons:servers"))
+    except DynosimError:  # no run, or one stopping: the listing is the add-ons' records all the same
+        return {}
 
 
 @click.command("addons:create")

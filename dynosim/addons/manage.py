@@ -67,6 +67,8 @@ class AddonInfo:
     config_vars: tuple[str, ...]  # ("DATABASE_URL", "HEROKU_POSTGRESQL_JADE_URL")
     declared_in: str  # "app.json" | "addons:create" | "" (a `run --addon`, or no longer declared)
     size: int | None  # bytes on disk; None when unknown (a docker volume without an engine at hand)
+    # its server in the active run (addons/recovery.py's ServerState.as_json()); None when no run has it
+    server: Mapping[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class AddonInfo:
             "config_vars": list(self.config_vars),
             "declared_in": self.declared_in,
             "size": self.size,
+            "server": dict(self.server) if self.server is not None else None,
         }
 
 
