@@ -14,6 +14,12 @@ mesh once its health check finds it listening on `$PORT` (Heroku's boot check), 
 the mesh before it is sent SIGTERM. web is published on the router's port ($PORT, else 5000) through the
 routing mesh.
 
+Once deployed, `ps`, `ps:scale`, `logs` and `restart` with `--on swarm` reach the same services through
+the engine's API: a dyno is a process service's task (`web.2`: the task in slot 2), its state the task's
+(running is Heroku's up); a scale sets the service's replicas and is kept in the app's formation, so the
+next deploy starts as many; the logs are the services' own, in Heroku's line format; a restart is a
+forced rolling update (start-first, so it drops no request), or one task's container stopped.
+
 Everything made carries the `dynosim.swarm.app` label (the app's name as tags have it), which is how
 destroy finds all of it.
 """
@@ -21,23 +27,28 @@ destroy finds all of it.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .app import load_app
+from .app import AppDir, load_app
 from .buildpack import build_slug, default_cache_dir
 from .errors import DynosimError, ReleaseError
 from .export.model import ROUTER_PORT, STOP_GRACE_SECONDS, AddonModel, AppModel, ProcessModel, app_model
-from .formation import SIZES
+from .formation import SIZES, FormationStore
 from .image import DEFAULT_PORT, connect, default_base, release_image
+from .logs import LogLine
 from .releases import ReleaseHistory
 
 if TYPE_CHECKING:
@@ -46,6 +57,7 @@ if TYPE_CHECKING:
 LABEL_APP = "dynosim.swarm.app"
 LABEL_ROLE = "dynosim.swarm.role"  # "process", "release", "addon"
 LABEL_PROCESS = "dynosim.swarm.process"
+LABEL_SIZE = "dynosim.swarm.size"  # the process service's dyno size, as `ps` shows it
 LABEL_RELEASE = "dynosim.release"
 SECOND = 1_000_000_000  # the engine's durations are in nanoseconds
 MB = 2**20
@@ -54,6 +66,21 @@ ADDON_TIMEOUT = 180.0  # an add-on's first boot: initdb, its health check
 RELEASE_TIMEOUT = 3600.0  # Heroku lets a release command run for an hour
 ROLL_TIMEOUT = 300.0  # every process service onto the release
 UNPLACEABLE = ("insufficient resources", "no suitable node")
+# a task's state as `heroku ps` words a dyno's (anything else, as the engine says it)
+DYNO_STATES = {
+    "new": "starting",
+    "pending": "starting",
+    "assigned": "starting",
+    "accepted": "starting",
+    "ready": "starting",
+    "preparing": "starting",
+    "starting": "starting",
+    "running": "up",
+    "complete": "down",
+    "shutdown": "down",
+    "failed": "crashed",
+    "rejected": "crashed",
+}
 # The router service's proxy (see _router_service): each connection to one of the web tasks the swarm's
 # DNS names (healthy ones only: a task joins service discovery once its health check passes, and leaves
 # it before its SIGTERM), round robin, the next one tried when one refuses.
@@ -132,6 +159,7 @@ def deploy_swarm(
     folder = app_dir.resolve()
     app = load_app(folder)
     model = _with_external_vars(app_model(folder, external_addons=external_addons), app.config_vars)
+    _check_names(model)
     client = connect()
     _ensure_manager(client, init, say)
     slug = build_slug(folder, cache_dir=cache_dir or default_cache_dir(), config_vars=app.config_vars, say=say)
@@ -223,6 +251,331 @@ def destroy_swarm(app_name: str, *, say: Callable[[str], None] = print) -> dict[
     return removed
 
 
+# --- the deployed formation: ps, ps:scale, logs, restart --------------------------------------------
+
+
+def ps_swarm(app_dir: Path) -> list[dict[str, object]]:
+    """`heroku ps` of the app on the swarm: each process service's tasks, one per slot, in `ps --json`'s
+    rows (the local run's, with the task's id and state, and why it is pending or failed)."""
+    with _engine("ps") as client:
+        _, services = _deployment(client, app_dir, "ps")
+        rows: list[dict[str, object]] = []
+        for kind, service in services.items():
+            spec = service["Spec"]
+            command = (spec["TaskTemplate"]["ContainerSpec"].get("Args") or [""])[-1]
+            size = (spec.get("Labels") or {}).get(LABEL_SIZE, "")
+            for slot, task in sorted(_slots(client, service["ID"]).items()):
+                status = task["Status"]
+                rows.append(
+                    {
+                        "type": kind,
+                        "name": f"{kind}.{slot}",
+                        "state": DYNO_STATES.get(status["State"], status["State"]),
+                        "since": _seconds(status["Timestamp"]),
+                        "command": command,
+                        "size": size,
+                        "memory_mb": None,
+                        "release": _task_release(task),
+                        "task": task["ID"],
+                        "task_state": status["State"],
+                        "error": status.get("Err") or None,
+                    }
+                )
+        return rows
+
+
+def scale_swarm(app_dir: Path, counts: Mapping[str, int]) -> dict[str, int]:
+    """`heroku ps:scale` on the swarm: Heroku's limits checked and the quantities kept in the app's formation
+    (the next deploy starts as many), then each service's replicas set and waited on until they run. A
+    quantity the swarm cannot place is put back, in the swarm and the formation, and said in one line."""
+    with _engine("ps:scale") as client:
+        app, services = _deployment(client, app_dir, "ps:scale")
+        for kind in counts:
+            if kind not in services and kind in app.procfile.formation_types:
+                raise DynosimError(
+                    f"ps:scale: {kind} is in the Procfile but not on the swarm yet: dynosim deploy --to swarm "
+                    "(it starts the formation's quantity), then scale"
+                )
+        before = {kind: _replicas(services[kind]) for kind in counts if kind in services}
+        store = FormationStore(app.state_dir)
+        store.scale(app.procfile, counts)  # an unknown type, Heroku's limits: refused before the swarm changes
+        try:
+            _set_replicas(client, services, counts)
+            for kind, count in counts.items():
+                service = client.api.inspect_service(services[kind]["ID"])
+                _wait_running(
+                    client,
+                    service["ID"],
+                    count,
+                    (service["Spec"].get("Labels") or {}).get(LABEL_RELEASE),
+                    ROLL_TIMEOUT,
+                    f"{kind}={count}",
+                    rolling=False,
+                )
+                _wait_stopped(client, service, f"{kind}={count}")
+        except Unplaceable as error:
+            _set_replicas(client, services, before)
+            store.scale(app.procfile, before)
+            raise DynosimError(
+                f"ps:scale: the swarm cannot place {', '.join(f'{k}={n}' for k, n in counts.items())} ({error.why}); "
+                f"put back to {', '.join(f'{k}={n}' for k, n in before.items())}: scale to fewer, or resize to a "
+                "smaller dyno (ps:resize)"
+            ) from None
+        return dict(counts)
+
+
+def restart_swarm(app_dir: Path, target: str | None = None) -> list[str]:
+    """`heroku restart [TYPE|DYNO]` on the swarm: a process type's service force-updated (a rolling update,
+    start-first, one task at a time, so no request is dropped), or one dyno's container stopped (SIGTERM,
+    the 30 s grace) for the swarm to start its slot again; waited on until the new tasks run. The names of
+    the dynos restarted."""
+    with _engine("restart") as client:
+        _, services = _deployment(client, app_dir, "restart")
+        kind, _, slot = (target or "").partition(".")
+        if target is not None and kind not in services:
+            raise DynosimError(
+                f"restart: no process type {kind!r} on the swarm (there: {', '.join(services)}); "
+                "name a type (web) or a dyno (web.1)"
+            )
+        if slot:
+            return [_restart_task(client, services[kind], kind, slot)]
+        chosen = {k: s for k, s in services.items() if k == kind} if target else services
+        names = [f"{k}.{n}" for k, service in chosen.items() for n in sorted(_slots(client, service["ID"]))]
+        forced = {}
+        for service in chosen.values():
+            current = client.api.inspect_service(service["ID"])
+            spec = current["Spec"]
+            forced[current["ID"]] = int(spec["TaskTemplate"].get("ForceUpdate", 0)) + 1
+            _update_spec(
+                client,
+                current,
+                {**spec, "TaskTemplate": {**spec["TaskTemplate"], "ForceUpdate": forced[current["ID"]]}},
+            )
+        for service_id, force in forced.items():
+            service = client.api.inspect_service(service_id)
+            _wait_running(
+                client,
+                service_id,
+                _replicas(service),
+                (service["Spec"].get("Labels") or {}).get(LABEL_RELEASE),
+                ROLL_TIMEOUT,
+                service["Spec"]["Name"],
+                force_update=force,
+            )
+        return names
+
+
+def logs_swarm(app_dir: Path, *, n: int = 100, dyno: str | None = None, tail: bool = False) -> Iterator[str]:
+    """`heroku logs [-n N] [-d web|web.1] [--tail]` on the swarm: the process services' logs (the engine's,
+    timestamped), in Heroku's line format with each task's dyno; the last `n` of them, then (`tail`) every
+    new one until the caller stops."""
+    with _engine("logs") as client:
+        _, services = _deployment(client, app_dir, "logs")
+        kind = (dyno or "").partition(".")[0]
+        if dyno is not None and kind not in services:
+            raise DynosimError(
+                f"logs: no process type {kind!r} on the swarm (there: {', '.join(services)}); "
+                "--dyno takes a type (web) or a dyno (web.1)"
+            )
+        chosen = {k: s for k, s in services.items() if k == kind} if dyno else services
+        names = _TaskNames(client)
+        lines = sorted(
+            (
+                line
+                for k, service in chosen.items()
+                for raw in _service_logs(client, service["ID"], tail=n)
+                if (line := _log_line(raw, k, service["ID"], names)) is not None and dyno in (None, k, line.dyno)
+            ),
+            key=lambda line: line.time,
+        )[-n:]
+    yield from (line.format() for line in lines)
+    if tail:
+        yield from _follow(client, chosen, dyno, names, max((line.time for line in lines), default=time.time()))
+
+
+@contextmanager
+def _engine(verb: str) -> Iterator[docker.DockerClient]:
+    """The engine's client, and an engine error on the way (a swarm gone, a 503) as one line."""
+    from docker.errors import DockerException
+
+    client = connect()
+    try:
+        _ensure_manager(client, False, print, verb)
+        yield client
+    except DockerException as error:
+        raise DynosimError(
+            f"the Docker engine refused {verb} ({_reason(error)}); check `docker info` (is this node still a "
+            "swarm manager?) and try again"
+        ) from None
+
+
+def _deployment(client: docker.DockerClient, app_dir: Path, verb: str) -> tuple[AppDir, dict[str, dict[str, Any]]]:
+    """The app, and its process services on the swarm by process type (in the Procfile's order)."""
+    from .export.model import app_slug
+
+    app = load_app(app_dir.resolve())
+    found = {
+        (service["Spec"].get("Labels") or {}).get(LABEL_PROCESS, ""): service
+        for service in client.api.services(
+            filters={"label": [f"{LABEL_APP}={app_slug(app.name)}", f"{LABEL_ROLE}=process"]}
+        )
+    }
+    if not found:
+        raise DynosimError(
+            f"{verb}: {app.name} is not deployed on this swarm: dynosim deploy --to swarm first "
+            "(or drop --on swarm for the local run)"
+        )
+    order = list(app.procfile.formation_types)
+    return app, dict(
+        sorted(found.items(), key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0]))
+    )
+
+
+def _slots(client: docker.DockerClient, service_id: str) -> dict[int, dict[str, Any]]:
+    """The service's tasks meant to run, the newest of each slot (a rolling update has two a while)."""
+    newest: dict[int, dict[str, Any]] = {}
+    for task in client.api.tasks(filters={"service": service_id, "desired-state": "running"}):
+        slot = int(task.get("Slot") or 0)
+        if slot not in newest or task["Version"]["Index"] > newest[slot]["Version"]["Index"]:
+            newest[slot] = task
+    return newest
+
+
+def _replicas(service: Mapping[str, Any]) -> int:
+    return int(service["Spec"]["Mode"]["Replicated"]["Replicas"])
+
+
+def _set_replicas(
+    client: docker.DockerClient, services: Mapping[str, Mapping[str, Any]], counts: Mapping[str, int]
+) -> None:
+    for kind, count in counts.items():
+        current = client.api.inspect_service(services[kind]["ID"])
+        spec = current["Spec"]
+        if _replicas(current) != count:
+            _update_spec(client, current, {**spec, "Mode": {"Replicated": {"Replicas": count}}})
+
+
+def _wait_stopped(client: docker.DockerClient, service: Mapping[str, Any], what: str) -> None:
+    """Until the tasks a scale down removed have stopped (SIGTERM, their grace): until then they serve."""
+    deadline = time.monotonic() + STOP_GRACE_SECONDS + ROLL_TIMEOUT
+    while any(
+        task["DesiredState"] != "running" and task["Status"]["State"] == "running"
+        for task in client.api.tasks(filters={"service": service["ID"]})
+    ):
+        if time.monotonic() > deadline:
+            raise DynosimError(f"{what}: old tasks did not stop: see `docker service ps {service['Spec']['Name']}`")
+        time.sleep(POLL)
+
+
+def _restart_task(client: docker.DockerClient, service: Mapping[str, Any], kind: str, slot: str) -> str:
+    """One dyno restarted: its task's container stopped as Heroku stops a dyno (SIGTERM, then SIGKILL after
+    the grace), and the swarm's new task in its slot waited on until it runs."""
+    name = f"{kind}.{slot}"
+    task = _slots(client, service["ID"]).get(int(slot)) if slot.isdigit() else None
+    container = ((task or {}).get("Status", {}).get("ContainerStatus") or {}).get("ContainerID")
+    if task is None or not container:
+        running = ", ".join(f"{kind}.{n}" for n in sorted(_slots(client, service["ID"]))) or "none"
+        raise DynosimError(f"restart: no dyno {name} runs on the swarm (running: {running}); name one of them")
+    here = (client.info().get("Swarm") or {}).get("NodeID")
+    if task.get("NodeID") != here:
+        raise DynosimError(
+            f"restart: {name} runs on another node of the swarm, whose containers this engine cannot stop: "
+            f"restart {kind} (a rolling restart of every {kind} dyno) instead"
+        )
+    client.api.stop(container, timeout=STOP_GRACE_SECONDS)
+    deadline = time.monotonic() + ROLL_TIMEOUT
+    while True:
+        fresh = _slots(client, service["ID"]).get(int(slot))
+        if fresh is not None and fresh["ID"] != task["ID"] and fresh["Status"]["State"] == "running":
+            return name
+        if time.monotonic() > deadline:
+            raise DynosimError(
+                f"restart: {name} did not run again within {ROLL_TIMEOUT:.0f}s: see `docker service ps "
+                f"{service['Spec']['Name']}`"
+            )
+        time.sleep(POLL)
+
+
+class _TaskNames:
+    """Task id → dyno name (`web.2`), the service's tasks read again when a line names one not seen yet."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.names: dict[str, str] = {}
+        self.lock = threading.Lock()  # _follow's readers share it
+
+    def get(self, task_id: str, kind: str, service_id: str) -> str:
+        with self.lock:
+            if task_id not in self.names:
+                for task in self.client.api.tasks(filters={"service": service_id}):
+                    self.names[task["ID"]] = f"{kind}.{task.get('Slot') or 0}"
+            return self.names.get(task_id, kind)
+
+
+def _service_logs(client: docker.DockerClient, service_id: str, **options: Any) -> Iterator[bytes]:
+    output = client.api.service_logs(service_id, stdout=True, stderr=True, timestamps=True, details=True, **options)
+    return iter([output]) if isinstance(output, bytes) else iter(output)
+
+
+def _log_line(raw: bytes, kind: str, service_id: str, names: _TaskNames) -> LogLine | None:
+    """One of the engine's lines (`<RFC 3339 time> com.docker.swarm.node.id=…,…task.id=… <text>`) as the
+    log stream's, from the dyno its task is."""
+    when, _, rest = raw.decode(errors="replace").rstrip("\n").partition(" ")
+    details, _, text = rest.partition(" ")
+    try:
+        seconds = _seconds(when)
+    except ValueError:
+        return None
+    fields = dict(item.partition("=")[::2] for item in details.split(","))
+    return LogLine(seconds, "app", names.get(fields.get("com.docker.swarm.task.id", ""), kind, service_id), text)
+
+
+def _follow(
+    client: docker.DockerClient,
+    services: Mapping[str, Mapping[str, Any]],
+    dyno: str | None,
+    names: _TaskNames,
+    since: float,
+) -> Iterator[str]:
+    """Every service's new lines as they come, one reader thread a service (the engine follows one at a time)."""
+    lines: queue.Queue[LogLine] = queue.Queue()
+
+    def read(kind: str, service_id: str) -> None:
+        from docker.errors import DockerException
+
+        try:
+            for raw in _service_logs(client, service_id, follow=True, since=f"{since:.9f}"):
+                line = _log_line(raw, kind, service_id, names)
+                if line is not None and line.time > since and dyno in (None, kind, line.dyno):
+                    lines.put(line)
+        except DockerException:
+            return  # the service removed (a destroy): no more lines from it
+
+    for kind, service in services.items():
+        threading.Thread(target=read, args=(kind, service["ID"]), daemon=True).start()
+    while True:
+        yield lines.get().format()
+
+
+def _seconds(stamp: str) -> float:
+    """The engine's RFC 3339 time (nanoseconds, Z) as a Unix time."""
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def _check_names(model: AppModel) -> None:
+    """DynosimError when two process types would be one service (my_worker and my-worker: a swarm's names
+    take no '_'), or one would be the router's or the release phase's."""
+    taken = {f"{_dns(model.slug)}-router": "the router service", f"{_dns(model.slug)}-release": "the release phase"}
+    for process in model.processes:
+        name = _service_name(model, process.name)
+        if name in taken:
+            raise DynosimError(
+                f"Procfile: process type {process.name!r} would be the swarm service {name}, as {taken[name]} is; "
+                "rename one of them in the Procfile"
+            )
+        taken[name] = f"process type {process.name!r}"
+
+
 def _with_external_vars(model: AppModel, config_vars: Mapping[str, str]) -> AppModel:
     """The vars of the add-ons that run elsewhere (--external-addons, a mail add-on), as the user set them
     (config:set, .env): each add-on's first var (DATABASE_URL, REDIS_URL) is needed, the others pass along."""
@@ -240,15 +593,20 @@ def _with_external_vars(model: AppModel, config_vars: Mapping[str, str]) -> AppM
 # --- the swarm ----------------------------------------------------------------------------------------
 
 
-def _ensure_manager(client: docker.DockerClient, init: bool, say: Callable[[str], None]) -> None:
+def _ensure_manager(client: docker.DockerClient, init: bool, say: Callable[[str], None], verb: str = "deploy") -> None:
     from docker.errors import APIError
 
     swarm = client.info().get("Swarm") or {}
     state = swarm.get("LocalNodeState")
     if state == "active":
         if not swarm.get("ControlAvailable"):
-            raise DynosimError("this Docker engine is a swarm worker: deploy from a manager node (docker node ls)")
+            raise DynosimError(f"this Docker engine is a swarm worker: {verb} from a manager node (docker node ls)")
         return
+    if verb != "deploy":
+        raise DynosimError(
+            f"this Docker engine is not in a swarm ({state or 'inactive'}), so nothing is deployed on it: "
+            "dynosim deploy --to swarm --init first (or point DOCKER_HOST at the swarm's manager)"
+        )
     if not init:
         raise DynosimError(
             f"this Docker engine is not in a swarm ({state or 'inactive'}): run `docker swarm init` "
@@ -441,8 +799,8 @@ def _process_service(
         networks=[network],
     )
     options: dict[str, Any] = {
-        "name": f"{_dns(model.slug)}-{_dns(process.name)}",
-        "labels": labels,
+        "name": _service_name(model, process.name),
+        "labels": {**labels, LABEL_SIZE: process.size},
         "mode": ServiceMode("replicated", replicas=process.quantity),
         "update_config": UpdateConfig(
             parallelism=1, order="start-first", failure_action="rollback", monitor=5 * SECOND
@@ -479,7 +837,7 @@ def _router_service(client: docker.DockerClient, model: AppModel, base: str, net
     from docker.types import ContainerSpec, EndpointSpec, RestartPolicy, ServiceMode, TaskTemplate
 
     name = f"{_dns(model.slug)}-router"
-    web = f"tasks.{_dns(model.slug)}-web"
+    web = f"tasks.{_service_name(model, 'web')}"
     spec = ContainerSpec(
         base,
         command=["python3", "-c", ROUTER],
@@ -522,17 +880,22 @@ def _restore(client: docker.DockerClient, model: AppModel, before: Mapping[str, 
         if spec is None:
             client.api.remove_service(service["ID"])
         elif service["Spec"] != spec:
-            client.api.update_service(
-                service["ID"],
-                service["Version"]["Index"],
-                task_template=spec["TaskTemplate"],
-                name=spec["Name"],
-                labels=spec.get("Labels"),
-                mode=spec.get("Mode"),
-                update_config=spec.get("UpdateConfig"),
-                rollback_config=spec.get("RollbackConfig"),
-                endpoint_spec=spec.get("EndpointSpec"),
-            )
+            _update_spec(client, service, spec)
+
+
+def _update_spec(client: docker.DockerClient, service: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    """The service (as inspected) given `spec` whole: every field the engine would otherwise reset."""
+    client.api.update_service(
+        service["ID"],
+        service["Version"]["Index"],
+        task_template=spec["TaskTemplate"],
+        name=spec["Name"],
+        labels=spec.get("Labels"),
+        mode=spec.get("Mode"),
+        update_config=spec.get("UpdateConfig"),
+        rollback_config=spec.get("RollbackConfig"),
+        endpoint_spec=spec.get("EndpointSpec"),
+    )
 
 
 def _remove_gone(client: docker.DockerClient, model: AppModel) -> None:
@@ -555,15 +918,32 @@ def _converge(client: docker.DockerClient, services: list[str], label: str) -> N
 # --- waiting on tasks ---------------------------------------------------------------------------------
 
 
+class Unplaceable(DynosimError):
+    """A task the swarm leaves pending: no node has the memory it reserves (or matches its constraints)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 def _wait_running(
-    client: docker.DockerClient, service_id: str, replicas: int, label: str | None, timeout: float, what: str
+    client: docker.DockerClient,
+    service_id: str,
+    replicas: int,
+    label: str | None,
+    timeout: float,
+    what: str,
+    *,
+    force_update: int | None = None,
+    rolling: bool = True,
 ) -> None:
-    """Until `replicas` tasks of the service (of release `label`) run, healthy where checked, and no update
-    is under way; a rollback, a task that cannot be placed or the timeout is one line."""
+    """Until `replicas` tasks of the service (of release `label`; of the forced update `force_update`) run,
+    healthy where checked, and (`rolling`) no update is under way; a rollback, a task that cannot be placed
+    (Unplaceable) or the timeout is one line."""
     deadline = time.monotonic() + timeout
     while True:
         service = client.api.inspect_service(service_id)
-        update = (service.get("UpdateStatus") or {}).get("State")
+        update = (service.get("UpdateStatus") or {}).get("State") if rolling else None
         if update in ("rollback_started", "rollback_completed", "rollback_paused", "paused"):
             message = (service.get("UpdateStatus") or {}).get("Message", update)
             raise DynosimError(
@@ -571,14 +951,21 @@ def _wait_running(
                 f"release keeps serving; see `docker service logs {service['Spec']['Name']}`"
             )
         tasks = client.api.tasks(filters={"service": service_id, "desired-state": "running"})
-        running = [t for t in tasks if t["Status"]["State"] == "running" and _task_release(t) in (label, None)]
+        running = [
+            t
+            for t in tasks
+            if t["Status"]["State"] == "running"
+            and _task_release(t) in (label, None)
+            and force_update in (None, t["Spec"].get("ForceUpdate", 0))
+        ]
         if len(running) >= replicas and update in (None, "completed"):
             return
         stuck = next((t["Status"].get("Err", "") for t in tasks if t["Status"]["State"] == "pending"), "")
         if any(needle in stuck for needle in UNPLACEABLE):
-            raise DynosimError(
+            raise Unplaceable(
                 f"the swarm cannot place {what} ({stuck}): the previous release keeps serving; scale it "
-                "down or use smaller dyno sizes (dynosim ps:scale, ps:resize) and deploy again"
+                "down or use smaller dyno sizes (dynosim ps:scale, ps:resize) and deploy again",
+                stuck,
             )
         if time.monotonic() > deadline:
             failed = next((t["Status"].get("Err") for t in tasks if t["Status"].get("Err")), None)
@@ -636,6 +1023,10 @@ def _env(model: AppModel, dyno: Mapping[str, str]) -> dict[str, str]:
     """The dyno's environment. Swarm reads `{{` in a value as a template: the config vars' are escaped."""
     escaped = {name: value.replace("{{", '{{"{{"}}') for name, value in model.environment.items()}
     return {**escaped, **dyno}
+
+
+def _service_name(model: AppModel, process: str) -> str:
+    return f"{_dns(model.slug)}-{_dns(process)}"
 
 
 def _dns(name: str) -> str:

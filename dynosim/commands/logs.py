@@ -1,4 +1,5 @@
-"""`dynosim logs`: the running app's log stream, with `heroku logs`'s -n, -t, -d and -s."""
+"""`dynosim logs`: the running app's log stream, with `heroku logs`'s -n, -t, -d (or -p) and -s; `--on swarm`
+reads the app `deploy --to swarm` put on the Docker engine's swarm."""
 
 from __future__ import annotations
 
@@ -24,15 +25,39 @@ LINE = re.compile(r"^(\S+) (\w+)\[([^\]]+)\]: (.*)$", re.S)
     help="How many lines (logplex keeps 1,500).",
 )
 @click.option("-t", "--tail", is_flag=True, help="Keep streaming new lines.")
-@click.option("-d", "--dyno", default=None, help="Only this dyno (web.1), type (web), router or api.")
+@click.option("-d", "--dyno", "-p", "--ps", default=None, help="Only this dyno (web.1), type (web), router or api.")
 @click.option("-s", "--source", type=click.Choice(["app", "heroku", "dynosim"]), default=None, help="Only this source.")
+@click.option(
+    "--on",
+    type=click.Choice(["swarm"]),
+    default=None,
+    help="The app deploy --to swarm put on the Docker engine's swarm (its dynos' own lines), not the local run.",
+)
 @json_option
 @operate
-def logs(*, app_dir: Path, num: int, tail: bool, dyno: str | None, source: str | None, as_json: bool) -> None:
+def logs(
+    *, app_dir: Path, num: int, tail: bool, dyno: str | None, source: str | None, on: str | None, as_json: bool
+) -> None:
     """The running app's log stream, as `heroku logs`."""
     from ..control import request, stream
 
     folder = app_state(app_dir)
+    if on == "swarm":
+        from ..errors import DynosimError
+        from ..swarm import logs_swarm
+
+        if source not in (None, "app"):
+            raise DynosimError(f"logs -s {source}: the swarm keeps only the dynos' own output (app); drop -s")
+        lines = logs_swarm(app_dir, n=num, dyno=dyno, tail=tail)
+        if as_json and not tail:
+            print_json([_fields(line) for line in lines])
+            return
+        try:
+            for line in lines:
+                click.echo(json.dumps(_fields(line)) if as_json else line)
+        except KeyboardInterrupt:
+            pass
+        return
     if tail:
         try:
             for line in stream(folder, "logs:tail", n=num, dyno=dyno, source=source):
