@@ -12,6 +12,7 @@ a marker in the environment it inherited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import marshal
@@ -400,31 +401,90 @@ def wipe_dir(path: Path, root: Path) -> None:
     root = Path(os.path.abspath(root))
     if root not in path.parents or path.is_symlink() or not path.is_dir() or remove_if_empty(path):
         return
-    try:
-        device = path.stat().st_dev
-    except FileNotFoundError:  # removed meanwhile: nothing to wipe
-        return
-
-    def on_error(func, failed, exc_info):  # type: ignore[no-untyped-def]
-        if isinstance(exc_info[1], FileNotFoundError):  # gone already (a run killed mid-wipe, a dyno's exit)
-            return
-        # overlayfs leaves its work dir with mode 000; open it up and try again
-        parent = os.path.dirname(failed)
-        if os.lstat(parent).st_dev != device:
-            return
-        os.chmod(parent, stat.S_IRWXU)
-        if func in (os.rmdir, os.unlink) or getattr(func, "__name__", "") in ("rmdir", "unlink"):
-            func(failed)
-        elif os.path.isdir(failed) and not os.path.islink(failed):
-            os.chmod(failed, stat.S_IRWXU)
-            shutil.rmtree(failed, onerror=on_error)
-
     import psutil
 
     for mount in psutil.disk_partitions(all=True):
         if Path(mount.mountpoint) == path or path in Path(mount.mountpoint).parents:
             raise RuntimeError(f"refusing to wipe {path}: {mount.mountpoint} is mounted inside it")
-    shutil.rmtree(path, onerror=on_error)
+    try:
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:  # removed meanwhile: nothing to wipe
+        return
+    _empty_tree(top)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _empty_tree(top: int) -> None:
+    """Remove all under the folder open as `top` (and close it), one level at a time through file
+    descriptors: a dyno's 10,000-deep tree is no recursion (shutil.rmtree's was a RecursionError that
+    left the folder) and no path past PATH_MAX. Only the current folder is open; going back up is its
+    `..`, checked to be the folder it came from (device and inode). A symlink is removed, never
+    followed; a folder of another filesystem is left; a folder or file gone meanwhile (a run killed
+    mid-wipe, a dyno's exit) is no error; a folder without write or search permission for us (overlayfs
+    leaves its work dir 000, a dyno may chmod 0500) is opened up first."""
+    device = os.fstat(top).st_dev
+    above: list[tuple[str, int]] = []  # from the top down: each open folder's name in its parent, its inode
+    fd = top
+    try:
+        while True:
+            inner = _first_folder(fd, device)
+            if inner is not None:
+                name, child = inner
+                above.append((name, os.fstat(fd).st_ino))
+                os.close(fd)
+                fd = child
+                continue
+            if not above:
+                return
+            name, inode = above.pop()
+            parent = os.open("..", _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != (device, inode):
+                raise RuntimeError(f"a folder being wiped moved meanwhile (at {name}); wipe stopped")
+            _remove(os.rmdir, name, fd)
+    finally:
+        os.close(fd)
+
+
+def _first_folder(fd: int, device: int) -> tuple[str, int] | None:
+    """Unlink every entry of the folder open as `fd` but its folders; the first folder of the same
+    filesystem, opened, with its name; None once there is none."""
+    with os.scandir(fd) as entries:
+        names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    for name, is_dir in names:
+        if not is_dir:
+            _remove(os.unlink, name, fd)
+            continue
+        try:
+            child = os.open(name, _DIRECTORY, dir_fd=fd)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            os.chmod(name, stat.S_IRWXU, dir_fd=fd)
+            child = os.open(name, _DIRECTORY, dir_fd=fd)
+        if os.fstat(child).st_dev != device:  # never into another filesystem
+            os.close(child)
+            continue
+        os.fchmod(child, stat.S_IRWXU)  # its entries can go: a 0500 folder's too
+        return name, child
+    return None
+
+
+def _remove(remove: Callable[..., None], name: str, fd: int) -> None:
+    try:
+        remove(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        os.fchmod(fd, stat.S_IRWXU)
+        with contextlib.suppress(FileNotFoundError):
+            remove(name, dir_fd=fd)
 
 
 def remove_if_empty(path: Path) -> bool:

@@ -1,0 +1,87 @@
+"""What issue 22's kill and wipe trials (trials/kill.py, trials/wipe.py) found, kept found: hostile dyno
+content that made a wipe fail, and what a killed run left running."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from dynosim.ephemeral import Ledger
+from dynosim.logs import LogStream
+from dynosim.runtime.sandbox import DynoFilesystem, Layer, wipe_dir
+
+DEPTH = 10_000  # the wipe trial's tree: 20,000 bytes of path, five times PATH_MAX
+
+
+def deep_tree(base: Path) -> None:
+    """DEPTH folders, each made relative to the last (as a dyno can), a file at the bottom."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(DEPTH):
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+
+
+def outside(tmp_path: Path) -> tuple[Path, dict[str, tuple[int, bytes]]]:
+    folder = tmp_path / "outside"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "keep.txt").write_text("not the dyno's")
+    (folder / "inner" / "deeper.txt").write_text("nor this")
+    past = time.time() - 3600
+    for path in (folder / "keep.txt", folder / "inner" / "deeper.txt"):
+        os.utime(path, (past, past))
+    return folder, seen(folder)
+
+
+def seen(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*.txt")}
+
+
+def test_a_wipe_removes_a_hostile_dyno_folder_whole_and_nothing_outside_it(tmp_path: Path) -> None:
+    # the wipe trial's 10,000-deep tree was a RecursionError in shutil.rmtree: the dyno's folder stayed
+    folder, before = outside(tmp_path)
+    root = tmp_path / "run"
+    dyno = root / "web.1-abc123"
+    home = dyno / "app"
+    home.mkdir(parents=True)
+    deep_tree(home)
+    (home / "out-dir").symlink_to(folder)
+    (home / "out-file").symlink_to(folder / "keep.txt")
+    os.link(folder / "keep.txt", home / "hard-link")
+    odd = home / "odd"
+    odd.mkdir()
+    for name in (b"new\nline", b"\xff\xfe not utf-8", b"-rf", b"x" * 255):
+        with open(os.fsencode(odd) + b"/" + name, "wb") as handle:
+            handle.write(name)
+    readonly = home / "readonly"
+    (readonly / "inner").mkdir(parents=True)
+    (readonly / "a.txt").write_text("a")
+    (readonly / "inner" / "b.txt").write_text("b")
+    (readonly / "out").symlink_to(folder)
+    os.chmod(readonly / "inner", 0)
+    os.chmod(readonly, 0o500)
+
+    wipe_dir(dyno, root)
+
+    assert not os.path.lexists(dyno)
+    assert seen(folder) == before
+
+
+def test_the_ledger_reports_a_dyno_with_a_10000_deep_tree(tmp_path: Path) -> None:
+    # its os.walk was a RecursionError in the dyno's end, so the wipe after it never ran
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    ledger = Ledger(LogStream())
+    fs = DynoFilesystem(tmp_path / "home", None, tmp_path, (Layer(tmp, Path("/tmp")),), None)
+    ledger.watch("k", "web.1", fs)
+    try:
+        deep_tree(tmp)  # made by the dyno, while it runs
+        (tmp / "scratch.txt").write_text("x")
+        losses = ledger.unwatch("k")
+    finally:
+        ledger.close()
+    assert [loss.path for loss in losses if loss.path.endswith("scratch.txt")] == ["/tmp/scratch.txt"]
