@@ -1,7 +1,7 @@
 """Runs the benchmarks of issue 2 (start-up, log throughput, supervisor memory), of issues 3, 4, 5, 6 and 8
 (add-on start, dyno cycle, router, control socket and idle CPU, TLS), of issue 17 (dynosim ci), of issue 18
 (pg:backups and pg:pull of a 1 GB database; 200 MB with --quick) and of issue 19 (the router with no fault on,
-faults switched on and off) and of issue 20 (the router with 1-second metrics on, an hour of them held; idle CPU with the dashboard open) and of issue 21 (reset, snapshot:load, a clean-data pytest suite), each against its baseline measured side by side, and prints a summary table.
+faults switched on and off) and of issue 20 (the router with 1-second metrics on, an hour of them held; idle CPU with the dashboard open) and of issue 21 (reset, snapshot:load, a clean-data pytest suite) and of issue 23 (`dynosim image` warm and changed, `deploy --to swarm` to the first 200), each against its baseline measured side by side, and prints a summary table.
 `--quick` runs fewer rounds.
 
 First it installs what the benchmarks and their baselines run when it may (bench.common.provide: root with
@@ -37,6 +37,7 @@ from bench import (
     dashboard,
     docker_addons,
     faults_switch,
+    image,
     logs,
     memory,
     metrics,
@@ -46,6 +47,7 @@ from bench import (
     router_faults,
     snapshots,
     startup,
+    swarm,
     tls,
 )
 from bench.common import (
@@ -67,12 +69,13 @@ Row = dict[str, object]
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One row of the table: `run(quick)` measures it. Without one of `needs` it cannot run at all;
-    without one of `baselines` it runs and skips that baseline itself."""
+    """One row of the table, or several (`dynosim image` gives its warm and its changed case): `run(quick)`
+    measures it. Without one of `needs` it cannot run at all; without one of `baselines` it runs and skips
+    that baseline itself."""
 
     title: str
     module: str
-    run: Callable[[bool], Row]
+    run: Callable[[bool], Row | list[Row]]
     needs: tuple[Requirement, ...] = ()
     baselines: tuple[Requirement, ...] = ()
     python_modules: tuple[str, ...] = ()
@@ -138,6 +141,8 @@ BENCHMARKS = (
         needs=(HONCHO,),
     ),
     Benchmark("TLS", "tls", lambda q: tls.measure(2 if q else 9), needs=(WRK,), baselines=(NGINX,)),
+    Benchmark("dynosim image", "image", lambda q: image.measure(2 if q else 7), docker=True),
+    Benchmark("deploy --to swarm", "swarm", lambda q: swarm.measure(2 if q else 5), docker=True),
 )
 NAMES = sorted({b.module for b in BENCHMARKS})
 
@@ -158,23 +163,24 @@ def gone_row(benchmark: Benchmark, what: str, why: str) -> Row:
     return {"name": benchmark.title, "dynosim": f"{what}: {why}", "baseline": "-", "ratio": None, "goal": "-"}
 
 
-def run_one(benchmark: Benchmark, quick: bool) -> Row:
-    """Its row: measured, skipped (cannot run here) or failed (it raised), never an exception."""
+def run_one(benchmark: Benchmark, quick: bool) -> list[Row]:
+    """Its rows: measured, or one saying skipped (cannot run here) or failed (it raised), never an exception."""
     why = benchmark.unavailable()
     if why is None:
         try:
-            row = benchmark.run(quick)
-            if not isinstance(row, dict):
-                raise TypeError(f"{benchmark.module}'s measure returned {row!r}, not a row")
-            return row
+            measured = benchmark.run(quick)
+            rows = measured if isinstance(measured, list) else [measured]
+            if not rows or not all(isinstance(row, dict) for row in rows):
+                raise TypeError(f"{benchmark.module}'s measure returned {measured!r}, not a row or a list of rows")
+            return rows
         except Unavailable as error:
             why = str(error)
         except (Exception, SystemExit) as error:  # pg_backups ends a failed command with SystemExit
             message = f"{type(error).__name__}: {error}"
             first = message.splitlines()[0]
             trace = traceback.format_exc()
-            return {**gone_row(benchmark, "failed", first), "met": False, "error": message, "traceback": trace}
-    return {**gone_row(benchmark, "skipped", why), "met": False, "skipped": why}
+            return [{**gone_row(benchmark, "failed", first), "met": False, "error": message, "traceback": trace}]
+    return [{**gone_row(benchmark, "skipped", why), "met": False, "skipped": why}]
 
 
 def ratio_text(ratio: object) -> str:
@@ -281,9 +287,10 @@ def main() -> int:
     try:
         for benchmark in chosen:
             print(f"running {benchmark.title}…", file=sys.stderr, flush=True)
-            row = run_one(benchmark, args.quick)
-            results.append(row)
-            print(one_line(row), flush=True)
+            rows = run_one(benchmark, args.quick)
+            results.extend(rows)
+            for row in rows:
+                print(one_line(row), flush=True)
             write_results(started, args.quick, args.only, results)
     except KeyboardInterrupt:
         print(f"interrupted; the {len(results)} row(s) done are in {RESULTS}", file=sys.stderr)
