@@ -18,7 +18,7 @@ import psutil
 import psycopg
 import pytest
 import redis
-from conftest import ROOT, DynosimRun, run_dynosim
+from conftest import ROOT, DynosimRun, need_docker, remove_app_containers, run_dynosim
 
 from dynosim import api
 from dynosim.control import request
@@ -131,6 +131,41 @@ def test_killed_postgres_and_redis_come_back_on_the_same_url_with_every_acknowle
     assert servers["heroku-redis"]["restarts"] == 1
     assert all(row["type"] != "addon" for row in request(app / ".dynosim", "ps"))  # the dynos alone, as before
     assert run.stop() == 0
+
+
+def test_a_killed_postgres_container_is_started_again_with_its_volume(
+    tmp_path: Path, dynosim: type[DynosimRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need_docker(monkeypatch)
+    import docker
+
+    app = _app(tmp_path)
+    try:
+        run = dynosim(app, "--addons", "docker", *ADDONS[2:], "--crash-backoff-scale", "0.001")
+        run.wait_for(UP, timeout=240)
+        db_url = api.config(app)["DATABASE_URL"]
+        _wait_acks(run, "pg", 20)
+        name = _server(app, "heroku-postgresql")["name"]
+        client = docker.from_env(timeout=60)
+        client.containers.get(f"dynosim-{name}").kill()  # `docker kill`: SIGKILL to its postgres
+        client.close()
+        run.wait_for(
+            rf"app\[heroku-postgres\]: heroku-postgresql \({name}\): the server exited unexpectedly \(its container "
+            r"was killed by SIGKILL\)",
+            after_last=True,
+        )
+        run.wait_for(rf"\({name}\): the server is up again on port \d+ in \d+ ms, same data", 120, after_last=True)
+        acked = _acked(run.drain(), "pg")
+        run.wait_for(r"app\[worker\.1\]: ACK pg ", 60, after_last=True)
+        with psycopg.connect(db_url, connect_timeout=10) as conn:
+            present = {row for (row,) in conn.execute("SELECT id FROM acked")}
+        assert acked and acked <= present, sorted(acked - present)[:5]
+        server = _server(app, "heroku-postgresql")
+        assert (server["state"], server["restarts"], server["pid"]) == ("up", 1, None)
+        assert run.stop() == 0
+        assert "exited unexpectedly" not in "\n".join(run.lines[-40:])  # the run's own stop is no crash
+    finally:
+        remove_app_containers(app / ".dynosim")
 
 
 def _stamp(line: str) -> float:

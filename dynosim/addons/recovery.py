@@ -274,7 +274,7 @@ async def _container_exit(container: Any) -> str:
     threading.Thread(target=wait, name=f"dynosim-wait-{container.name}", daemon=True).start()
     code = await ended
     if code == 128 + signal.SIGKILL:
-        return "its container was killed (SIGKILL)"
+        return "its container was killed by SIGKILL"
     return f"its container exited with status {code}"
 
 
