@@ -19,7 +19,8 @@ The figure says what the settings promise, read off the servers: Postgres runs w
 synchronous_commit and full_page_writes on, so a commit is on disk before it is acknowledged (goal: 0
 lost). Redis runs `appendonly yes` with `appendfsync everysec`: a write is in the kernel's page cache
 before its reply, so a process SIGKILL loses nothing (goal: 0 lost); only a host crash can lose up to a
-second of writes, which this trial does not do.
+second of writes (two, while a slow disk makes Redis postpone its write behind a stalled fsync), which this
+trial does not do.
 
 Run alone: `python -m trials.data_loss --count 4 --seed 22`.
 """
@@ -312,9 +313,9 @@ def run(count: int, seed: int) -> Result:
     shutil.rmtree(app, ignore_errors=True)
     kills = ", ".join(f"{n} {kind}" for kind, n in done.items() if n)
     promise = (
-        f"Postgres {', '.join(f'{k}={v}' for k, v in pg.items())}; Redis appendonly={kv['appendonly']} "
-        f"appendfsync={kv['appendfsync']} (a process SIGKILL loses nothing: the write is in the page cache "
-        "before its reply; only a host crash could lose ~1 s, not tried)"
+        f"Postgres {', '.join(f'{k}={v}' for k, v in pg.items())}; Redis appendonly={kv['appendonly']}, "
+        f"appendfsync={kv['appendfsync']}: nothing acknowledged lost to a process SIGKILL, up to ~1 s to a host "
+        "crash (not tried)"
     )
     return Result(
         runs=count,

@@ -40,7 +40,8 @@ RECOVERS = {
     "postgres": "which PostgreSQL recovers from its WAL",
     "redis": "which Redis reloads from its append-only file",
 }
-# the log stream's name for the add-on's own lines, as Heroku's are (app[heroku-postgres] sample lines)
+# the log stream's name for the add-on's own lines, as Heroku's are (app[heroku-postgres] sample lines);
+# another add-on's are under its own name (app[bonsai], app[mailgun])
 SOURCES = {"postgres": "heroku-postgres", "redis": "heroku-redis"}
 
 
@@ -167,10 +168,9 @@ class Recovery:
         if not self.addons.exited(name, running):
             return  # planned: a fault's stop, a reset's, the run's end
         label = f"{entry.request.plan} ({name})"
-        service = entry.offering.service
         port = running.endpoint.port
         uptime = time.monotonic() - self._started_at[name]
-        recovers = RECOVERS.get(service, "with the data it had")
+        recovers = RECOVERS.get(entry.offering.service, "with the data it had")
         while True:
             consecutive = self._consecutive.get(name, 0) + 1 if uptime < self.policy.boot_window else 1
             self._consecutive[name] = consecutive
@@ -182,14 +182,14 @@ class Recovery:
             )  # fmt: skip
             if delay:
                 self._say(
-                    service,
+                    entry,
                     f"{label}: the server crashed again ({how}); Heroku's crash back-off starts it again in "
                     f"{duration(delay)}, on port {port} with the same data",
                 )
                 await asyncio.sleep(delay)
             else:
                 self._say(
-                    service,
+                    entry,
                     f"{label}: the server exited unexpectedly ({how}); its clients' connections are lost. Starting "
                     f"it again on port {port} with the same data, {recovers}",
                 )
@@ -197,22 +197,23 @@ class Recovery:
             begun = time.monotonic()
             try:
                 await asyncio.to_thread(self.addons.revive, name)
-            except AddonError as error:
-                how, uptime = f"it did not start: {str(error).removeprefix(label + ': ')}", 0.0
+            except Exception as error:  # an engine's error too: said, and tried again after the back-off
+                said = str(error).removeprefix(label + ": ") if isinstance(error, AddonError) else repr(error)
+                how, uptime = f"it did not start: {said}", 0.0
                 continue
             state = self._states[name]
             restarts = state.restarts + 1
             self._states[name] = replace(state, restarts=restarts)  # _watch, called back, keeps the counts
             times = "once" if restarts == 1 else f"{restarts} times"
             self._say(
-                service,
+                entry,
                 f"{label}: the server is up again on port {port} in {(time.monotonic() - begun) * 1000:.0f} ms, "
                 f"same data and credentials (restarted {times} this run)",
             )
             return
 
-    def _say(self, service: str, line: str) -> None:
-        self.logs.app_output(SOURCES.get(service, "addons"), [line])
+    def _say(self, entry: Resolved, line: str) -> None:
+        self.logs.app_output(SOURCES.get(entry.offering.service, entry.offering.addon), [line])
 
 
 async def exit_of(running: Running) -> str:
