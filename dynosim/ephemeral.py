@@ -190,7 +190,12 @@ class Ledger:
             self._observer.daemon = True
             self._observer.start()
         for layer in fs.layers:
-            watch.watches.append(self._observer.schedule(Handler(), str(layer.host), recursive=True))
+            try:
+                watch.watches.append(self._observer.schedule(Handler(), str(layer.host), recursive=True))
+            except (OSError, RecursionError) as error:  # watchdog's, over a tree it cannot walk (10,000 deep)
+                self.logs.hint(
+                    dyno, f"the ephemeral report cannot watch {layer.seen_as} ({error}); writes there may be missing"
+                )
         with self._lock:
             self._watches[key] = watch
 

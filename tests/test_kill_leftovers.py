@@ -4,8 +4,11 @@ content that made a wipe fail, and what a killed run left running."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from dynosim.ephemeral import Ledger
 from dynosim.logs import LogStream
@@ -85,3 +88,22 @@ def test_the_ledger_reports_a_dyno_with_a_10000_deep_tree(tmp_path: Path) -> Non
     finally:
         ledger.close()
     assert [loss.path for loss in losses if loss.path.endswith("scratch.txt")] == ["/tmp/scratch.txt"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a folder takes root, as a copy-mode dyno run by root has")
+def test_a_wipe_detaches_a_folder_a_dyno_bound_into_its_own_and_leaves_that_folder_whole(tmp_path: Path) -> None:
+    # a copy-mode dyno as root bound an outside folder into its home: the wipe raised, which ended ps:restart
+    folder, before = outside(tmp_path)
+    root = tmp_path / "run"
+    bound = root / "web.1-abc123" / "app" / "bound"
+    bound.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(folder), str(bound)], check=True)
+    try:
+        wipe_dir(root / "web.1-abc123", root)
+    finally:
+        mounted = subprocess.run(["mountpoint", "-q", str(bound)], check=False).returncode == 0
+        if mounted:
+            subprocess.run(["umount", "-l", str(bound)], check=False)
+    assert not mounted
+    assert not os.path.lexists(root / "web.1-abc123")
+    assert seen(folder) == before

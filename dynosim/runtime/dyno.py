@@ -192,7 +192,10 @@ class Dyno:
         if self.ledger is not None:
             self.ledger.report(self.name, self.ledger.unwatch(self.marker), self.end_reason)
         if self.fs is not None:
-            self.sandbox.wipe(self.fs)
+            try:
+                self.sandbox.wipe(self.fs)
+            except (OSError, RuntimeError) as error:  # one line, and the dyno's restart goes on
+                self.logs.hint(self.name, f"its folder {self.fs.scratch} is not wiped: {error}; remove it by hand")
 
     async def _read(self) -> None:
         assert self.process is not None

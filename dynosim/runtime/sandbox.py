@@ -401,11 +401,7 @@ def wipe_dir(path: Path, root: Path) -> None:
     root = Path(os.path.abspath(root))
     if root not in path.parents or path.is_symlink() or not path.is_dir() or remove_if_empty(path):
         return
-    import psutil
-
-    for mount in psutil.disk_partitions(all=True):
-        if Path(mount.mountpoint) == path or path in Path(mount.mountpoint).parents:
-            raise RuntimeError(f"refusing to wipe {path}: {mount.mountpoint} is mounted inside it")
+    _detach_mounts(path)
     try:
         top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileNotFoundError:  # removed meanwhile: nothing to wipe
@@ -416,6 +412,27 @@ def wipe_dir(path: Path, root: Path) -> None:
 
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+_MNT_DETACH = 2
+_UMOUNT_NOFOLLOW = 8
+
+
+def _detach_mounts(path: Path) -> None:
+    """Detach what is mounted inside `path`, deepest first, so the wipe removes the mount points and
+    never what is mounted on them: a copy-mode dyno runs as whoever runs dynosim, and as root it can
+    bind an outside folder into its own (issue 22's wipe trial: its wipe raised, which ended the
+    restart). Detaching takes the privilege that mounted it; without it, the wipe is refused."""
+    import psutil
+
+    inside = [
+        Path(mount.mountpoint)
+        for mount in psutil.disk_partitions(all=True)
+        if Path(mount.mountpoint) == path or path in Path(mount.mountpoint).parents
+    ]
+    libc = ctypes.CDLL(None, use_errno=True)
+    for point in sorted(inside, key=lambda p: len(p.parts), reverse=True):
+        if libc.umount2(os.fsencode(point), _MNT_DETACH | _UMOUNT_NOFOLLOW) != 0:
+            why = os.strerror(ctypes.get_errno()).lower()
+            raise RuntimeError(f"refusing to wipe {path}: {point} is mounted inside it and cannot be detached ({why})")
 
 
 def _empty_tree(top: int) -> None:
