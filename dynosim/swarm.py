@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from .app import AppDir, load_app
 from .buildpack import build_slug, default_cache_dir
 from .errors import DynosimError, ReleaseError
-from .export.model import ROUTER_PORT, STOP_GRACE_SECONDS, AddonModel, AppModel, ProcessModel, app_model
+from .export.model import ROUTER_PORT, STOP_GRACE_SECONDS, AddonModel, AppModel, ProcessModel, app_model, app_slug
 from .formation import SIZES, FormationStore
 from .image import DEFAULT_PORT, connect, default_base, release_image
 from .logs import LogLine
@@ -220,8 +220,6 @@ def destroy_swarm(app_name: str, *, say: Callable[[str], None] = print) -> dict[
     """Every service, secret, config, network and volume a deploy of `app_name` made, removed; how many of each."""
     from docker.errors import APIError
 
-    from .export.model import app_slug
-
     client = connect()
     label = f"{LABEL_APP}={app_slug(app_name)}"
     removed = {"services": 0, "networks": 0, "volumes": 0, "secrets": 0, "configs": 0}
@@ -312,7 +310,7 @@ def scale_swarm(app_dir: Path, counts: Mapping[str, int]) -> dict[str, int]:
                     f"{kind}={count}",
                     rolling=False,
                 )
-                _wait_stopped(client, service, f"{kind}={count}")
+                _wait_stopped(client, service, count, f"{kind}={count}")
         except Unplaceable as error:
             _set_replicas(client, services, before)
             store.scale(app.procfile, before)
@@ -411,8 +409,6 @@ def _engine(verb: str) -> Iterator[docker.DockerClient]:
 
 def _deployment(client: docker.DockerClient, app_dir: Path, verb: str) -> tuple[AppDir, dict[str, dict[str, Any]]]:
     """The app, and its process services on the swarm by process type (in the Procfile's order)."""
-    from .export.model import app_slug
-
     app = load_app(app_dir.resolve())
     found = {
         (service["Spec"].get("Labels") or {}).get(LABEL_PROCESS, ""): service
@@ -455,13 +451,16 @@ def _set_replicas(
             _update_spec(client, current, {**spec, "Mode": {"Replicated": {"Replicas": count}}})
 
 
-def _wait_stopped(client: docker.DockerClient, service: Mapping[str, Any], what: str) -> None:
-    """Until the tasks a scale down removed have stopped (SIGTERM, their grace): until then they serve."""
+def _wait_stopped(client: docker.DockerClient, service: Mapping[str, Any], count: int, what: str) -> None:
+    """Until the tasks a scale down removes have stopped (SIGTERM, their grace): until then they serve. The
+    orchestrator marks them a moment after the update, so until then as many as before are meant to run."""
     deadline = time.monotonic() + STOP_GRACE_SECONDS + ROLL_TIMEOUT
-    while any(
-        task["DesiredState"] != "running" and task["Status"]["State"] == "running"
-        for task in client.api.tasks(filters={"service": service["ID"]})
-    ):
+    while True:
+        tasks = client.api.tasks(filters={"service": service["ID"]})
+        meant = [task for task in tasks if task["DesiredState"] == "running"]
+        running = [task for task in tasks if task["Status"]["State"] == "running"]
+        if len(meant) <= count and all(task["DesiredState"] == "running" for task in running):
+            return
         if time.monotonic() > deadline:
             raise DynosimError(f"{what}: old tasks did not stop: see `docker service ps {service['Spec']['Name']}`")
         time.sleep(POLL)

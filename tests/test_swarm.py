@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, free_port, ok, one_line_error, run_dynosim
 
+from dynosim.formation import SIZES
+
 docker = pytest.importorskip("docker")
 
 BASE = "dynosim-test/python:3.11"
@@ -353,6 +355,23 @@ def test_deploy_spreads_rolls_refuses_a_failed_release_and_tears_down(
         one_line_error(unplaced, "cannot place", "previous release keeps serving")
         assert {get(url) for _ in range(10)} == {"web.1 2"}
 
+        # a quantity it cannot place: dynos of a size the node holds once, scaled to two, are put back
+        memory = int(engine.info()["MemTotal"])
+        once = next((s.name for s in SIZES.values() if s.memory_mb * 2**20 <= memory < 2 * s.memory_mb * 2**20), None)
+        if once is not None:
+            ok(run_dynosim(app, "ps:resize", f"web={once}"))
+            ok(run_dynosim(app, "deploy", "--to", "swarm", timeout=600))
+            refused = run_dynosim(app, "ps:scale", "web=2", "--on", "swarm", timeout=600)
+            one_line_error(refused, "cannot place web=2", "put back to web=1")
+            assert sorted(ps_rows(app)) == ["web.1"] and replicas(engine, f"{name}-web") == 1
+            assert json.loads((app / ".dynosim" / "formation.json").read_text())["quantities"] == {"web": 1}
+            assert {get(url) for _ in range(10)} == {"web.1 3"}
+        for verb, needle in (
+            (["restart", "worker"], "no process type 'worker'"),
+            (["logs", "--dyno", "worker.1"], "no process type 'worker'"),
+            (["logs", "-s", "heroku"], "-s heroku"),
+        ):
+            one_line_error(run_dynosim(app, *verb, "--on", "swarm"), needle)
     finally:
         destroy(app, name, engine)
     assert labelled(engine, name) == dict.fromkeys(labelled(engine, name), 0)
