@@ -36,7 +36,7 @@ passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 @operate
 def addons(app_dir: Path, as_json: bool) -> None:
     """The app's add-ons: name, plan, service, backend, endpoint, config vars, data size, and while a run
-    is active, the state of each one's server (up, or crashed and restarted, and how often)."""
+    is active, the state of each one's server (up, or crashed and restarted, and how often; --json: "server")."""
     from dataclasses import replace
 
     from dynosim.addons import app_requests, provision
@@ -52,8 +52,10 @@ def addons(app_dir: Path, as_json: bool) -> None:
     if not rows:
         click.echo(f"No add-ons for app {app.name}. Add one with `dynosim addons:create heroku-postgresql`.")
         return
+    # Heroku's `addons` has a State column; here, while a run is active, its server's (up, restarting…)
+    state_column = ("State",) if servers else ()
     print_table(
-        ("Add-on", "Plan", "Service", "Backend", "Endpoint", "Attached as", "Size", "State"),
+        ("Add-on", "Plan", "Service", "Backend", "Endpoint", "Attached as", "Size", *state_column),
         [
             (
                 f"{row.addon} ({row.name})" if row.name else row.addon,
@@ -63,7 +65,7 @@ def addons(app_dir: Path, as_json: bool) -> None:
                 row.endpoint or "-",
                 _vars(row.attached_as, row.config_vars),
                 _size(row.size),
-                str(row.server["describe"]) if row.server is not None else "-",
+                *((str(row.server["describe"]) if row.server is not None else "-",) if servers else ()),
             )
             for row in rows
         ],

@@ -82,7 +82,7 @@ class AddonInfo:
             "config_vars": list(self.config_vars),
             "declared_in": self.declared_in,
             "size": self.size,
-            "server": dict(self.server) if self.server is not None else None,
+            **({"server": dict(self.server)} if self.server is not None else {}),  # only while a run has it
         }
 
 
