@@ -50,8 +50,11 @@ class Applied(Generic[T]):
     live: bool
 
 
-def ps(app_dir: Path) -> list[dict[str, object]]:
-    """`heroku ps`: the running app's dynos."""
+def ps(app_dir: Path, addons: bool = False) -> list[dict[str, object]]:
+    """`heroku ps`: the running app's dynos; with `addons`, then a row (`"type": "addon"`) for each add-on
+    server the run supervises, with its state (`describe`), crashes and restarts."""
+    if addons:
+        return list(request(state_dir(app_dir.resolve()), "ps", addons=True))
     return list(request(state_dir(app_dir.resolve()), "ps"))
 
 

@@ -130,6 +130,10 @@ def test_killed_postgres_and_redis_come_back_on_the_same_url_with_every_acknowle
     assert servers["heroku-postgresql"]["describe"] == "up (restarted after 1 crash)"
     assert servers["heroku-redis"]["restarts"] == 1
     assert all(row["type"] != "addon" for row in request(app / ".dynosim", "ps"))  # the dynos alone, as before
+    shown = run_dynosim(app, "ps").stdout
+    assert "=== add-on servers (2)" in shown, shown
+    assert re.search(r"^postgresql-[a-z]+-\d+ \(heroku-postgresql\): up \(restarted after 1 crash\)$", shown, re.M)
+    assert "=== worker (Standard-1X)" in shown
     assert run.stop() == 0
 
 

@@ -34,13 +34,14 @@ def ps(app_dir: Path, on: str | None, as_json: bool) -> None:
 
         rows = ps_swarm(app_dir)
     else:
-        rows = api.ps(app_dir)
+        rows = api.ps(app_dir, addons=not as_json)  # --json stays the dynos; `addons --json` has the servers
     if as_json:
         print_json(rows)
         return
     by_type: dict[str, list[dict[str, object]]] = {}
     for row in rows:
         by_type.setdefault(str(row["type"]), []).append(row)
+    servers = by_type.pop("addon", [])
     now = time.time()
     for kind, dynos in by_type.items():
         click.echo(f"=== {kind} ({_title(str(dynos[0]['size']))}): {dynos[0]['command']} ({len(dynos)})")
@@ -49,6 +50,11 @@ def ps(app_dir: Path, on: str | None, as_json: bool) -> None:
             age = f" {_since(float(since), now)}" if isinstance(since, (int, float)) else ""
             memory = f" {row['memory_mb']:.0f} MB" if row.get("memory_mb") else ""
             click.echo(f"{row['name']}: {row['state']}{age}{memory}")
+        click.echo()
+    if servers:  # not Heroku's: its add-ons are managed elsewhere; here their servers are the run's to restart
+        click.echo(f"=== add-on servers ({len(servers)})")
+        for row in servers:
+            click.echo(f"{row['name']} ({row['addon']}): {row['describe']}")
         click.echo()
 
 
