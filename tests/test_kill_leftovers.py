@@ -8,7 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+from conftest import DynosimRun, make_app
 
 from dynosim.ephemeral import Ledger
 from dynosim.logs import LogStream
@@ -87,6 +89,7 @@ def test_the_ledger_reports_a_dyno_with_a_10000_deep_tree(tmp_path: Path) -> Non
         losses = ledger.unwatch("k")
     finally:
         ledger.close()
+        wipe_dir(tmp, tmp_path)  # pytest's own cleanup of tmp_path cannot remove it: shutil.rmtree's recursion
         wipe_dir(tmp, tmp_path)  # pytest's clean-up of old temp folders recurses: 10,000 levels break it
     assert [loss.path for loss in losses if loss.path.endswith("scratch.txt")] == ["/tmp/scratch.txt"]
 
@@ -108,3 +111,16 @@ def test_a_wipe_detaches_a_folder_a_dyno_bound_into_its_own_and_leaves_that_fold
     assert not mounted
     assert not os.path.lexists(root / "web.1-abc123")
     assert seen(folder) == before
+
+
+def test_a_copy_mode_daemon_dies_with_a_supervisor_killed_with_sigkill(
+    tmp_path: Path, dynosim: type[DynosimRun]
+) -> None:
+    # it outlived dynosim until the app's next run (the kill trial: SIGKILL at any moment, --sandbox copy)
+    run = dynosim(make_app(tmp_path, procfile="web: python forker.py\n"), "--sandbox", "copy")
+    daemon = psutil.Process(int(run.wait_for(r"daemon pid (\d+)").group(1)))
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    run.proc.kill()
+    run.proc.wait()
+    psutil.wait_procs([daemon], timeout=30)
+    assert not daemon.is_running()

@@ -263,9 +263,11 @@ def test_killed_with_sigkill_the_next_run_reaps_what_was_left(tmp_path, dynosim)
     run = dynosim(app, "--sandbox", "copy")
     daemon = int(run.wait_for(r"daemon pid (\d+)").group(1))
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
-    run.proc.kill()
+    supervisor = psutil.Process(run.proc.pid)
+    for process in [supervisor, *supervisor.children()]:  # its children too: the dyno's keeper would end the dyno
+        process.kill()
     run.proc.wait()
-    assert psutil.pid_exists(daemon)  # a copy-mode daemon outlives a SIGKILLed supervisor…
+    assert psutil.pid_exists(daemon)  # a copy-mode daemon outlives a SIGKILLed supervisor and keeper…
     again = dynosim(app, "--sandbox", "copy")
     again.wait_for(r"dynosim: reaped \d+ process\(es\) left by a previous run that was killed")
     assert gone(daemon)  # …until the next run reaps it

@@ -1,4 +1,4 @@
-"""PID 1 of a dyno in namespaces mode.
+"""PID 1 of a dyno in namespaces mode, and the keeper of one in copy mode (see `keep`).
 
 Run by `unshare --user --map-root-user --mount --pid --uts --fork` as a plain script (python -I -S,
 stdlib only), so the app's PYTHONPATH and site never touch it. It builds the dyno's fresh
@@ -290,11 +290,89 @@ def probe(spec: Spec) -> int:
     return 0
 
 
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Orphaned(Exception):
+    """dynosim died (the parent-death signal): end the dyno."""
+
+
+def keep(spec: Spec) -> int:
+    """Copy mode's keeper of a dyno: its command's parent, and the subreaper every process the command
+    leaves is reparented to, so that when dynosim dies without stopping the dyno (a SIGKILL) the whole
+    dyno goes with it, a daemon that double-forked out of its tree included (issue 22's kill trial found
+    one left running until the app's next start). Otherwise it only waits: dynosim signals the dyno's
+    processes itself, a SIGTERM meant for them is no concern of the keeper's, and it ends with the
+    command's status once the command ends (dynosim ends whatever the command left)."""
+
+    def orphaned(signum: int, frame: object) -> None:
+        raise Orphaned
+
+    signal.signal(signal.SIGUSR1, orphaned)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
+    try:
+        if os.getppid() != spec["keep"]:  # dynosim died before the signal was asked for
+            raise Orphaned
+        child = os.fork()
+        if child == 0:
+            for inherited in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(inherited, signal.SIG_DFL)
+            os.execvp("bash", ["bash", "-c", spec["script"]])
+        while True:
+            pid, wait_status = os.waitpid(-1, 0)
+            if pid == child:
+                return exit_code(wait_status)
+    except Orphaned:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        kill_descendants()
+        return 128 + signal.SIGKILL
+
+
+def kill_descendants() -> None:
+    """SIGKILL to every process under this one, until none is left (one may fork meanwhile)."""
+    me = os.getpid()
+    while True:
+        parents: dict[int, int] = {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    with open("/proc/%s/stat" % name, "rb") as handle:
+                        parents[int(name)] = int(handle.read().rsplit(b")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+        under = {me}
+        grew = True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in under and pid not in under}
+            under |= more
+            grew = bool(more)
+        under.discard(me)
+        if not under:
+            return
+        for pid in under:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:  # the reparented ones are this one's to reap
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.01)
+
+
 def main() -> int:
     spec = marshal.loads(bytes.fromhex(os.environ.pop("DYNOSIM_DYNO_SPEC")))
     spec["script"] = os.environ.pop("DYNOSIM_DYNO_SCRIPT", spec.get("script", ""))
     if spec.get("probe"):
         return probe(spec)
+    if spec.get("keep"):
+        return keep(spec)
     try:
         build_filesystem(spec)
         if spec.get("hostname"):

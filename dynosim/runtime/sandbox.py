@@ -6,7 +6,8 @@ its command runs as a non-root user with a UUID for a host name, as on Heroku (d
 how; a part the kernel refuses is left out, and said once). The kernel ends every process of
 the dyno with its PID 1, and a parent-death signal chains that to the supervisor. copy: the
 dyno gets a copy of the slug and its own session, and psutil ends whatever it started, found by
-a marker in the environment it inherited.
+a marker in the environment it inherited; its command runs under dynoinit's keeper, a subreaper
+that ends every process left under it should dynosim die without a stop (a SIGKILL).
 """
 
 from __future__ import annotations
@@ -248,17 +249,18 @@ class Sandbox:
     ) -> DynoProcess:
         """Start the dyno's command; `attach` gives it this terminal (a one-off dyno), else a pipe."""
         guard, preexec = _orphan_guard()
+        kept = self.mode == "copy" and not attach  # dynoinit's keeper dies with dynosim, and takes the dyno along
         stdin, stdout, own_session = _stdio(attach)
         proc = await asyncio.create_subprocess_exec(
-            *guard,
-            *self._argv(fs, script),
+            *([] if kept else guard),
+            *(_keeper_argv() if kept else self._argv(fs, script)),
             cwd=self._cwd(fs),
-            env={**env, MARKER: marker, **self._extra_env(fs, script)},
+            env={**env, MARKER: marker, **(_keeper_env(script) if kept else self._extra_env(fs, script))},
             stdin=stdin,
             stdout=stdout,
             stderr=None if attach else subprocess.STDOUT,
             start_new_session=own_session,
-            preexec_fn=preexec,
+            preexec_fn=None if kept else preexec,
         )
         return DynoProcess(proc, marker, namespaced=self.mode == "namespaces")
 
@@ -353,6 +355,15 @@ class NamespaceSandbox(Sandbox):
     def _extra_env(self, fs: DynoFilesystem, script: str) -> dict[str, str]:
         # the script as it is, beside the spec: hex would double it past what exec takes for one variable
         return {"DYNOSIM_DYNO_SPEC": self._spec(fs), "DYNOSIM_DYNO_SCRIPT": script}
+
+
+def _keeper_argv() -> list[str]:
+    return [sys.executable, "-I", "-S", str(INIT)]
+
+
+def _keeper_env(script: str) -> dict[str, str]:
+    """A copy-mode dyno's keeper (dynoinit's `keep`): its parent, this process, and the command."""
+    return {"DYNOSIM_DYNO_SPEC": init_spec({"keep": os.getpid()}), "DYNOSIM_DYNO_SCRIPT": script}
 
 
 def dyno_uid() -> int:
