@@ -186,7 +186,7 @@ class Ledger:
             warnings.filterwarnings(
                 "ignore", r"Callback with id .* already exists for watch", RuntimeWarning, r"watchdog\."
             )
-            self._observer = Observer()
+            self._observer = _iterative_observer() or Observer()
             self._observer.daemon = True
             self._observer.start()
         for layer in fs.layers:
@@ -334,6 +334,82 @@ def _listed(losses: Sequence[Loss]) -> str:
         loss.path if loss.kind == "deleted" else f"{loss.path} ({byte_size(loss.size)})" for loss in losses[:8]
     )
     return shown + (f" and {len(losses) - 8} more" if len(losses) > 8 else "")
+
+
+def _iterative_observer() -> BaseObserver | None:
+    """watchdog's inotify observer, but adding the watches of a new folder's tree one folder at a time.
+
+    watchdog walks a folder made in a watched tree with os.walk, on the reader thread all watches
+    share, twice (to watch its folders, and to make up the creation events of what it holds already):
+    a dyno's 10,000-deep tree was a RecursionError there (issue 22's wipe trial), a traceback in the
+    run's output and the end of the ledger's watching for every dyno of the run. Here both walks are
+    loops that stop at PATH_MAX, and the first does not go into a folder watched already (its tree was
+    walked when it was added, and what is made in it since has events of its own). It reaches into
+    watchdog's watch group; None where that is not the one this was written against (watchdog 7), and
+    the plain observer is used."""
+    try:
+        from watchdog.observers import inotify
+    except ImportError:  # not Linux
+        return None
+    group = getattr(inotify, "InotifyWatchGroup", None)
+    needed = ("_add_callback", "_find_node_by_path", "_recursive_simulate")
+    if group is None or not all(hasattr(group, name) for name in needed):
+        return None
+    if not all(hasattr(inotify, name) for name in ("_INVALID_WD", "InotifyEvent", "InotifyConstants", "Mask")):
+        return None
+    invalid = inotify._INVALID_WD
+    path_max = os.pathconf("/", "PC_PATH_MAX")
+
+    class Group(group):  # type: ignore[misc,valid-type]
+        def _add_all_callbacks(self, path: bytes) -> None:
+            self._add_callback(path)
+            folders = [path] if self.is_recursive and os.path.isdir(path) else []
+            while folders:
+                try:
+                    with os.scandir(folders.pop()) as entries:
+                        found = [e.path for e in entries if e.is_dir(follow_symlinks=self.follow_symlink)]
+                except OSError:  # gone meanwhile, or not ours to list
+                    continue
+                for inner in found:
+                    known = self._find_node_by_path(inner)
+                    if len(inner) >= path_max or (known is not None and known.wd != invalid):
+                        continue
+                    self._add_callback(inner)
+                    folders.append(inner)
+
+        def _recursive_simulate(self, src_path: bytes) -> list[inotify.InotifyEvent]:
+            # the creation events of what a new folder holds already, each folder's under its watch
+            events = []
+            folders = [src_path]
+            while folders:
+                folder = folders.pop()
+                try:
+                    with os.scandir(folder) as entries:
+                        listed = [(e.name, e.is_dir(), e.is_dir(follow_symlinks=self.follow_symlink)) for e in entries]
+                except OSError:
+                    continue
+                node = self._find_node_by_path(folder)
+                for name, is_dir, enter in listed:
+                    if enter and len(folder) + len(name) < path_max:
+                        folders.append(os.path.join(folder, name))
+                    if node is not None:
+                        mask = inotify.InotifyConstants.IN_CREATE | (inotify.InotifyConstants.IN_ISDIR if is_dir else 0)
+                        events.append(inotify.InotifyEvent(node.wd, inotify.Mask(mask), 0, name))
+            return events
+
+    class Emitter(inotify.InotifyEmitter):
+        def on_thread_start(self) -> None:
+            self._inotify = Group(
+                self._inotify_fd,
+                os.fsencode(self.watch.path),
+                is_recursive=self.watch.is_recursive,
+                event_mask=self.get_event_mask_from_filter(),
+                follow_symlink=self.watch.follow_symlink,
+            )
+
+    observer = inotify.InotifyObserver()
+    observer._emitter_class = Emitter
+    return observer
 
 
 def _files(root: Path) -> list[Path]:

@@ -76,8 +76,9 @@ def test_a_wipe_removes_a_hostile_dyno_folder_whole_and_nothing_outside_it(tmp_p
     assert seen(folder) == before
 
 
-def test_the_ledger_reports_a_dyno_with_a_10000_deep_tree(tmp_path: Path) -> None:
-    # its os.walk was a RecursionError in the dyno's end, so the wipe after it never ran
+def test_the_ledger_watches_and_reports_a_dyno_with_a_10000_deep_tree(tmp_path: Path) -> None:
+    # its os.walk, and watchdog's, were a RecursionError: in the dyno's end, so the wipe after it never ran, and
+    # in the reader thread every watch shares, a traceback and no more writes seen for the run
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     ledger = Ledger(LogStream())
@@ -86,6 +87,11 @@ def test_the_ledger_reports_a_dyno_with_a_10000_deep_tree(tmp_path: Path) -> Non
     try:
         deep_tree(tmp)  # made by the dyno, while it runs
         (tmp / "scratch.txt").write_text("x")
+        # watchdog's reader thread, which os.walk's recursion ended, still sees what the dyno writes
+        deadline = time.monotonic() + 60
+        while not any(w.path == "/tmp/scratch.txt" for w in ledger.writes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(w.path == "/tmp/scratch.txt" for w in ledger.writes)
         losses = ledger.unwatch("k")
     finally:
         ledger.close()

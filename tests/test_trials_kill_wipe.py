@@ -3,8 +3,6 @@ shape trials/run_all.py tabulates, and nothing found."""
 
 from __future__ import annotations
 
-import pytest
-
 from trials import kill, wipe
 from trials.base import Result
 
@@ -24,11 +22,6 @@ def test_two_kills_leave_nothing_and_the_next_starts_come_up_clean() -> None:
     assert result.figure.startswith("0 left behind after 2 stops; 2 of 2 next starts clean")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watchdog's inotify reader walks a new folder recursively: a dyno's 10,000-deep tree is a "
-    "RecursionError traceback in its thread, which ends the ephemeral ledger's watching for the run",
-)
 def test_a_wipe_of_hostile_dyno_content_changes_nothing_outside_it() -> None:
     result = wipe.run(1, 22)  # namespaces, wiped by the stop
     shaped(result, "wipe")
