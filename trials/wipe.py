@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: this folder first on sys.path would shadow the stdlib's http
@@ -131,7 +131,7 @@ class Tally:
     failed: int = 0
     refused: int = 0  # wipes that left the folder with a one-line error
     tracebacks: int = 0  # runs that printed one
-    made: str = ""
+    refused_parts: set[str] = field(default_factory=set)  # what a sandbox would not let the dyno make
 
 
 def play(case: Case, tally: Tally) -> list[str]:
@@ -198,9 +198,8 @@ def wipes(
     made = hostile_up(0)
     if made is None:
         return [f"the hostile dyno never came up; last lines: {run.tail()}"]
-    tally.made = tally.made or f"{case.sandbox}: {made}"
-    if case.sandbox not in tally.made:
-        tally.made += f"; {case.sandbox}: {made}"
+    refused = [f"{case.sandbox} {part.replace(' n/a', '')}" for part in made.split(", ") if " n/a " in part]
+    tally.refused_parts.update(refused)
     if case.restart:
         first = dyno_folders(place.runtime_dir)
         start = len(run.seen())
@@ -247,7 +246,8 @@ def run(count: int, seed: int) -> Result:
         failures=tuple(failures),
         figure=(
             f"{tally.changed} files changed outside the dyno in {tally.wipes} wipes; {tally.failed} wipes failed"
-            f"{refused}; {tally.tracebacks} of {len(cases)} runs printed a traceback (made: {tally.made})"
+            f"{refused}; {tally.tracebacks} of {len(cases)} runs printed a traceback"
+            f"{'; n/a: ' + ', '.join(sorted(tally.refused_parts)) if tally.refused_parts else ''}"
         ),
         goal="0 changed; 0 failed (or a one-line error)",
     )
