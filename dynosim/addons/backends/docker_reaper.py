@@ -1,6 +1,7 @@
 """The watcher that stops an app's add-on containers when the dynosim that started them dies.
 
-`python -m dynosim.addons.backends.docker_reaper --lock-fd N`, started by the docker backend with a
+`python -P -S docker_reaper.py --lock-fd N` (the file, not the module: nothing else of dynosim's is imported;
+site only once there is something to stop), started by the docker backend with a
 pipe on stdin and the app's docker.lock open as fd N (so the lock stays held while it works). It reads
 lines: `watch <container name>` and `release`. At end of input it exits quietly after `release`;
 without one, dynosim died (a SIGKILL, a crash), so it stops every watched container that still runs,
@@ -22,7 +23,7 @@ STOP_TIMEOUT = 30
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dynosim.addons.backends.docker_reaper")
+    parser = argparse.ArgumentParser(prog="docker_reaper.py")
     parser.add_argument("--lock-fd", type=int, help="the app's docker.lock, held until this exits")
     parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the end of the pipe ends this
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reap(names: list[str]) -> int:
+    import site
+
+    site.main()  # started with -S: the site-packages docker-py is in
     import docker
     import docker.errors
 
