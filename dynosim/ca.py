@@ -68,7 +68,7 @@ class LocalCA:
     @classmethod
     def load_or_create(cls, folder: Path | None = None, say: Callable[[str], None] = lambda _: None) -> LocalCA:
         ca = cls(folder or default_ca_dir())
-        if not ca.cert_path.exists() and not ca.key_path.exists():
+        if not (ca.cert_path.exists() and ca.key_path.exists()):  # one of them alone: another is making it
             with ca._lock():
                 if not ca.cert_path.exists() and not ca.key_path.exists():
                     ca._create()
