@@ -133,3 +133,61 @@ def test_dynosim_clean_under_xdist_one_app_per_worker(
         result.assert_outcomes(passed=6)
     finally:
         shutil.rmtree(short, ignore_errors=True)
+
+
+SEEDED_RELEASE = """
+import os
+import psycopg
+
+with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+    conn.execute("CREATE TABLE IF NOT EXISTS kinds (id serial PRIMARY KEY, name text NOT NULL, pad text)")
+    conn.execute("CREATE TABLE IF NOT EXISTS colours (id serial PRIMARY KEY, name text NOT NULL)")
+    conn.execute("CREATE TABLE IF NOT EXISTS shapes (id serial PRIMARY KEY, kind int REFERENCES kinds (id), name text)")
+    conn.execute("CREATE TABLE IF NOT EXISTS events (id bigserial PRIMARY KEY, body text)")
+    if conn.execute("SELECT count(*) FROM kinds").fetchone() == (0,):
+        conn.execute("INSERT INTO kinds (name) VALUES ('round'), ('square')")
+        conn.execute("INSERT INTO colours (name) VALUES ('red'), ('blue')")
+        conn.execute("INSERT INTO shapes (kind, name) VALUES (1, 'circle'), (2, 'box')")
+"""
+
+
+def test_a_reset_puts_back_tables_changed_only_by_an_update_or_a_delete_and_rewinds_sequences() -> None:
+    """Tables a reset finds as the baseline had them are left alone (their rows not rewritten); any change
+    (an UPDATE, a DELETE, rows past the size where TRUNCATE empties a table, which takes the seeded tables
+    referencing it along) is put back, and a sequence only advanced is rewound."""
+    folder = Path(tempfile.mkdtemp(prefix="dynosim-seeded-")) / "app"
+    folder.mkdir()
+    (folder / "Procfile").write_text("release: python release.py\nweb: python -m http.server $PORT\n")
+    (folder / "requirements.txt").write_text("psycopg[binary]>=3.1\n")
+    (folder / "release.py").write_text(SEEDED_RELEASE)
+    app = dynosim.App(folder, addons=["heroku-postgresql"], addons_backend="native", cache_dir=CACHE_DIR)
+    app.start()
+
+    def rows(conn: psycopg.Connection[Any], table: str) -> list[tuple[Any, ...]]:
+        return conn.execute(f"SELECT id, name FROM {table} ORDER BY id").fetchall()
+
+    try:
+        with psycopg.connect(app.config()["DATABASE_URL"], autocommit=True) as conn:
+            seeded = {table: rows(conn, table) for table in ("kinds", "colours", "shapes")}
+            colours_xmin = conn.execute("SELECT xmin::text FROM colours ORDER BY id").fetchall()
+            conn.execute("UPDATE kinds SET name = 'oval' WHERE id = 1")  # only an UPDATE
+            conn.execute("DELETE FROM shapes WHERE id = 2")  # only a DELETE
+            conn.execute("SELECT nextval('events_id_seq'), nextval('events_id_seq')")  # only the sequence
+
+            assert list(app.reset().values()) == [
+                "2 table(s) emptied, 2 given back their rows from after the release phase"
+            ]
+
+            assert {table: rows(conn, table) for table in seeded} == seeded
+            assert conn.execute("SELECT xmin::text FROM colours ORDER BY id").fetchall() == colours_xmin
+            assert conn.execute("INSERT INTO events (body) VALUES ('x') RETURNING id").fetchone() == (1,)
+            # kinds past a megabyte: emptied by TRUNCATE … CASCADE, which empties shapes (unchanged) too
+            conn.execute("INSERT INTO kinds (name, pad) SELECT 'big', repeat('x', 1000) FROM generate_series(1, 2000)")
+            assert list(app.reset().values()) == [
+                "2 table(s) emptied, 2 given back their rows from after the release phase"
+            ]
+            assert {table: rows(conn, table) for table in seeded} == seeded
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    finally:
+        app.stop()
+        shutil.rmtree(folder.parent, ignore_errors=True)
