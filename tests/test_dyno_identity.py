@@ -11,6 +11,8 @@ import sys
 
 from conftest import CACHE_DIR, make_app, run_dynosim
 
+from dynosim.runtime.sandbox import SHARED_NETWORK
+
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 WHO = 'echo "who $(id -u) $(id -un) $(id -gn) $(hostname) $HOME $(pwd)"'
 WHO_LINE = r"app\[{}\]: who (\d+) (\S+) (\S+) (\S+) (\S+) (\S+)"
@@ -37,7 +39,8 @@ def test_each_dyno_has_its_own_uuid_and_user(tmp_path, dynosim):
     app = make_app(tmp_path, procfile=f"worker: {WHO}; sleep 600\n")
     run = dynosim(app, "--sandbox", "namespaces", "--formation", "worker=2")
     line = run.wait_for(r"dyno sandbox: namespaces \((.*)\)$").group(1)
-    assert "unlike Heroku" not in line
+    # a Heroku dyno in every way but one, which it says
+    assert line == "user, mount, PID and UTS namespaces with overlayfs; unlike Heroku, " + SHARED_NETWORK
     one = run.wait_for(WHO_LINE.format(r"worker\.1")).groups()
     two = run.wait_for(WHO_LINE.format(r"worker\.2")).groups()
     assert one[3] != two[3] and UUID.match(one[3]) and UUID.match(two[3])
@@ -71,7 +74,8 @@ def test_copy_mode_says_at_start_what_differs_from_heroku(tmp_path, dynosim):
     who = "root" if os.geteuid() == 0 else "you"
     assert notices[0] == (
         f"dyno sandbox: copy (asked for with --sandbox copy; unlike Heroku, dynos run as {who}, in a copy of the slug "
-        "rather than at /app, with this machine's host name)"
+        "rather than at /app, with this machine's host name; dynos share this machine's network, so a dyno's port "
+        "answers without the router)"
     )
     assert uid == str(os.geteuid())
 
@@ -106,7 +110,8 @@ def test_a_part_the_kernel_refuses_is_said_once_and_the_rest_still_holds(tmp_pat
     line = run.wait_for(r"dyno sandbox: namespaces \((.*)\)$").group(1)
     assert re.fullmatch(
         r"user, mount, PID and UTS namespaces with overlayfs; unlike Heroku, dynos run as root in their namespace "
-        r"\(.*No space left on device.*\)",
+        r"\(.*No space left on device.*\); dynos share this machine's network, so a dyno's port answers without "
+        r"the router",
         line,
     ), line
     uid, _user, _group, hostname, home, cwd = run.wait_for(WHO_LINE.format(r"worker\.1")).groups()

@@ -78,7 +78,7 @@ def test_an_unprivileged_user_gets_the_same_promises(nobody, dynosim, sandbox):
             env={"DYNOSIM_CACHE_DIR": str(BASE / "cache")},
         )
         notice = run.wait_for(rf"dyno sandbox: {sandbox} .*").group(0)
-        assert ("unlike Heroku" in notice) == (sandbox == "copy"), notice  # as nobody too: a user, /app, a host name
+        assert ("dynos run as" in notice) == (sandbox == "copy"), notice  # as nobody too: a user, /app, a host name
         run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
         body = json.loads(get(run.port, "/"))
         assert body["cwd"] != str(app) and body["env"]["HOME"] == body["cwd"]

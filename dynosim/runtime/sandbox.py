@@ -47,6 +47,9 @@ _WITHOUT = {
     "user": "dynos run as root in their namespace",
     "hostname": "dynos have this machine's host name",
 }
+# said in every mode: a network namespace of its own would cut a dyno off from its add-ons on 127.0.0.1
+# and from the internet, short of a user-space network stack (pasta, slirp4netns) per dyno
+SHARED_NETWORK = "dynos share this machine's network, so a dyno's port answers without the router"
 
 
 @dataclass(frozen=True)
@@ -283,9 +286,8 @@ class NamespaceSandbox(Sandbox):
     def __init__(self, runtime_dir: Path, protect: Sequence[Path], refused: Mapping[str, str]) -> None:
         """`refused`: the parts of a Heroku dyno (see _WITHOUT) the kernel refuses here, with its reason."""
         self.refused = dict(refused)
-        reason = "user, mount, PID and UTS namespaces with overlayfs"
-        if self.refused:
-            reason += "; unlike Heroku, " + "; ".join(f"{_WITHOUT[part]} ({why})" for part, why in self.refused.items())
+        unlike = [f"{_WITHOUT[part]} ({why})" for part, why in self.refused.items()] + [SHARED_NETWORK]
+        reason = "user, mount, PID and UTS namespaces with overlayfs; unlike Heroku, " + "; ".join(unlike)
         super().__init__(runtime_dir, protect, reason)
 
     def fresh(self, dyno: str, slug: Slug) -> DynoFilesystem:
@@ -540,7 +542,8 @@ def choose_sandbox(requested: str, runtime_dir: Path, protect: Sequence[Path]) -
 def _copy_differences() -> str:
     who = "root" if os.geteuid() == 0 else "you"
     return (
-        f"unlike Heroku, dynos run as {who}, in a copy of the slug rather than at /app, with this machine's host name"
+        f"unlike Heroku, dynos run as {who}, in a copy of the slug rather than at /app, with this machine's host "
+        f"name; {SHARED_NETWORK}"
     )
 
 
