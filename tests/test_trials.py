@@ -51,5 +51,6 @@ def test_an_unknown_trial_is_refused_naming_the_ones_there_are(tmp_path: Path) -
         timeout=60,
         check=False,
     )
-    assert done.returncode == 2 and "no trial named nosuch; choose from fuzz" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "no trial named nosuch; choose from kill, data-loss, wipe, fuzz, http, security" in done.stderr
     assert not (tmp_path / "t.json").exists()
