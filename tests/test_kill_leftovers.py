@@ -3,15 +3,18 @@ content that made a wipe fail, and what a killed run left running."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import DynosimRun, make_app
+from conftest import ROOT, DynosimRun, make_app
 
+from dynosim.buildpack import build_slug
 from dynosim.ephemeral import Ledger
 from dynosim.logs import LogStream
 from dynosim.runtime.sandbox import DynoFilesystem, Layer, wipe_dir
@@ -130,3 +133,25 @@ def test_a_copy_mode_daemon_dies_with_a_supervisor_killed_with_sigkill(
     run.proc.wait()
     psutil.wait_procs([daemon], timeout=30)
     assert not daemon.is_running()
+
+
+def test_a_build_folder_a_killed_build_left_goes_at_the_next_build_and_a_running_ones_stays(tmp_path: Path) -> None:
+    # a SIGKILL of dynosim mid-build left .build-* in the slug cache for good (the kill trial: SIGKILL during build)
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "tests" / "apps" / "hello", app)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(app), *args], check=True, capture_output=True)
+    slugs = tmp_path / "cache" / "slugs"
+    dead, running = slugs / ".build-dead0001", slugs / ".build-live0001"
+    for folder in (dead, running):
+        (folder / "half").mkdir(parents=True)
+        old = time.time() - 3600
+        os.utime(folder, (old, old))
+    held = os.open(running, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a build still running holds its folder
+    try:
+        build_slug(app, cache_dir=tmp_path / "cache", say=lambda line: None)
+        assert not dead.exists()
+        assert (running / "half").is_dir()
+    finally:
+        os.close(held)

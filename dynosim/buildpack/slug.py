@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from dynosim.errors import BuildError
 from dynosim.sizes import byte_size, content_size, entries
 
 ID_LENGTH = 32  # hex digits of a slug id
+BUILD_PREFIX = ".build-"  # a build's folder beside the slugs, until it is renamed into place
+ORPHAN_AGE = 5.0  # seconds a build folder must be old, unlocked, before a sweep takes it for a dead build's
 CHUNK = 1 << 20
 
 
@@ -65,8 +69,10 @@ def build_slug(
     cache_dir = Path(cache_dir).absolute()  # pip and the hooks run with the slug as cwd
     slugs = cache_dir / "slugs"
     slugs.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_builds(slugs)
     # Built beside its final place, so that finishing it is one atomic rename.
-    build_dir = Path(tempfile.mkdtemp(prefix=".build-", dir=slugs))
+    build_dir = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=slugs))
+    held = _hold(build_dir)
     try:
         notes: list[str] = []  # the source's warnings belong under the first line, which needs its result
         source = export_source(app_dir, build_dir, dirty=dirty, say=notes.append)
@@ -102,6 +108,7 @@ def build_slug(
             _move_into_place(build_dir, final)
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
+        os.close(held)
     say(f"{STEP}Compiled slug size: {byte_size(_slug_size(final, venv), short=True)}")
     say(f"{STEP}Done: slug {slug_id[:12]}")
     return Slug(
@@ -112,6 +119,36 @@ def build_slug(
         commit=source.commit,
         description=source.description,
     )
+
+
+def _hold(build_dir: Path) -> int:
+    """A lock on the build's folder for as long as the build runs: the kernel lets it go when the
+    process dies, however it dies."""
+    fd = os.open(build_dir, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _sweep_dead_builds(slugs: Path) -> None:
+    """Remove the build folders whose build died without its cleanup (a SIGKILL mid-build; issue 22's
+    kill trial found them left in the cache for good): no lock held on them, and older than a new
+    build's moment between making its folder and locking it."""
+    for entry in os.scandir(slugs):
+        if not entry.name.startswith(BUILD_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < ORPHAN_AGE:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a build running now
+            continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _move_into_place(build_dir: Path, final: Path) -> None:
