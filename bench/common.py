@@ -77,7 +77,9 @@ _PRIME = """\
 import compileall, importlib, dynosim, dynosim.cli, dynosim.api
 for lazy in ("watchdog.observers", "watchdog.events", "rich.console", "cryptography.x509",
              "cryptography.hazmat.primitives.asymmetric.ec", "httptools", "psutil", "pathspec", "html",
-             "tarfile", "hashlib", "secrets"):  # what a run imports after its start, too
+             "tarfile", "hashlib", "secrets", "aiohttp.web"):  # what a run imports after its start, too
+    # (aiohttp.web: the dashboard's, imported on the run's loop as the dynos boot; uncompiled, it
+    # held the loop, the router's too, for 150-340 ms of a start)
     try:
         importlib.import_module(lazy)
     except ImportError:
