@@ -88,7 +88,7 @@ def test_mini_refuses_writes_past_25_mb_and_a_21st_client(app: Path, addon_backe
         # just drop"): the client sees the connection close, as an EOF or, when the close finds the client's
         # handshake unread, a reset. Over plain redis:// it says (the next test).
         held = fill_clients(url)
-        with pytest.raises(redis.exceptions.ConnectionError, match="EOF|Connection reset by peer"):
+        with pytest.raises(redis.exceptions.ConnectionError, match=r"EOF|Connection reset by peer"):
             client(url).ping()
         assert held[0].info("stats")["rejected_connections"] == 1
         held.pop().close()
