@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import psutil
 import pytest
-from conftest import make_app
+from conftest import make_app, need_docker, remove_app_containers
 
 from dynosim.app import load_app
 
@@ -44,3 +45,27 @@ def test_a_stop_signal_during_the_build_gives_up_the_start(tmp_path, dynosim, si
     assert "Starting process" not in out  # no dyno, no release
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
     assert not (load_app(app).state_dir / "run.json").exists()  # the next run need not wait for this one
+
+
+def test_a_ctrl_c_while_a_docker_add_on_starts_leaves_no_container_running(tmp_path, dynosim, monkeypatch) -> None:
+    """The kill trial's find: the container being made or waited on was not yet the run's to stop, and the
+    run's end sent away the watcher that would have."""
+    need_docker(monkeypatch)
+    import docker
+
+    from dynosim.addons.backends.docker import LABEL_APP, app_id
+
+    app = make_app(tmp_path, procfile="web: python server.py\n", app__json='{"addons": ["heroku-postgresql"]}')
+    state = load_app(app).state_dir
+    try:
+        run = dynosim(app, "--addons", "docker")
+        run.wait_for(r"add-ons: docker backend", timeout=120)
+        time.sleep(0.3)  # a new Postgres container takes a second to answer
+        run.proc.send_signal(signal.SIGINT)
+        assert run.proc.wait(60) == 130
+        assert "dynosim: interrupted by SIGINT" in run.output() and "Traceback" not in run.output()
+        client = docker.from_env()
+        running = client.containers.list(filters={"label": f"{LABEL_APP}={app_id(state)}"})
+        assert running == [], [c.name for c in running]
+    finally:
+        remove_app_containers(state)

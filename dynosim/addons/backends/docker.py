@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -253,7 +253,7 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, gu
     client = backend.client
     state_dir = spec.folder.parent.parent
     addon = spec.folder.name
-    name = volume = f"dynosim-{addon}"
+    name = f"dynosim-{addon}"
     image = recipe.image()
     settings = recipe.settings(spec, image)
     labels = {
@@ -265,6 +265,26 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, gu
     }
     private_folder(spec.folder)
     guard.watch(name)  # from here on, the watcher stops this container should dynosim die
+    try:
+        return _started(backend, spec, recipe, name, image, settings, labels)
+    except BaseException:
+        # a failed or interrupted start (a Ctrl-C while it is made or waited on) never reaches Addons,
+        # which stops what it holds, and the run's end sends the watcher away: stopped here, or left running
+        _stop_unreached(client, name, labels)
+        raise
+
+
+def _started(
+    backend: DockerBackend,
+    spec: ServiceSpec,
+    recipe: Service,
+    name: str,
+    image: str,
+    settings: dict[str, Any],
+    labels: dict[str, str],
+) -> RunningContainer:
+    client = backend.client
+    volume = name  # the add-on's named volume is called as its container is
     # the files it mounts (certificates, 5-25 ms) made while the engine is asked what exists and, for a
     # new container, makes its volume (each 2-15 ms)
     volume_id: str | None = None
@@ -324,16 +344,23 @@ def start_service(backend: DockerBackend, spec: ServiceSpec, recipe: Service, gu
         wait_ready(container, lambda: recipe.probe(spec), recipe.ready_timeout, spec.label)
     took = time.monotonic() - begun
 
-    try:
-        recipe.provision_container(container, spec, volume_identity(client, volume, volume_id))
-    except BaseException:
-        container.stop(timeout=STOP_TIMEOUT)
-        raise
+    recipe.provision_container(container, spec, volume_identity(client, volume, volume_id))
     backend.say(
         f"{spec.label}: {recipe.image_title(image)} (docker, {image}) ready on {HOST}:{spec.port} in "
         f"{took * 1000:.0f} ms ({how})"
     )
     return RunningContainer(container, recipe.endpoint(spec), spec.label)
+
+
+def _stop_unreached(client: docker.DockerClient, name: str, labels: Mapping[str, str]) -> None:
+    """Stops container `name` if it is this add-on's (a name taken by another app's is not ours to stop);
+    quiet, as the error that brought us here is what is said."""
+    try:
+        found = client.api.inspect_container(name)
+        if (found.get("Config", {}).get("Labels") or {}).get(LABEL_STATE) == labels[LABEL_STATE]:
+            client.api.stop(name, timeout=STOP_TIMEOUT)
+    except ENGINE_ERRORS:
+        pass  # never made, or the engine is what failed: the watcher's next run, or `docker ps`, has it
 
 
 def wait_ready(container: Any, answers: Callable[[], bool], timeout: float, label: str) -> float:
