@@ -15,8 +15,8 @@ processes (any whose environment carries the case's token, which dynosim and, as
 dyno process get, or whose command line names the case's folder: daemons reparented to init included),
 the app's running containers (by dynosim's label), mounts under the case's folders (mountinfo), listening
 ports (the router's, the web dynos', the add-ons' recorded ones) and dyno folders in the app's run folder
-and build folders in the slug cache. After a SIGKILL the app's run folder and run.json are the next
-start's to clear (nothing else can), so they count only after the next start. Then the app is started
+and build folders in the slug cache. After a SIGKILL the app's run folder, run.json and a build
+folder are the next start's to clear (nothing else can), so they count only after the next start. Then the app is started
 again: it must come up clean (web answers 200 through the router within NEXT_START seconds, no
 traceback) and, stopped with SIGINT, leave nothing at all.
 
@@ -344,14 +344,15 @@ def build_folders() -> set[str]:
 
 
 def left_behind(place: Place, docker: bool, builds_before: set[str], *, folders: bool) -> list[str]:
-    """What is left of the case, one short phrase each; `folders`: the run folder and run.json count too."""
+    """What is left of the case, one short phrase each; `folders`: the run and build folders and run.json
+    count too (after a SIGKILL they are the next start's and the next build's to clear)."""
     found = [f"process {pid} ({cmd})" for pid, cmd in sorted(processes(place).items())]
     found += [f"container {name} running" for name in containers(place, docker)]
     found += [f"mount {point}" for point in mounts(place)]
     open_ports = listening()
     found += [f"port {port} listening" for port in sorted((place.ports | place.addon_ports()) & open_ports)]
-    found += [f"build folder {CACHE_DIR / 'slugs' / name}" for name in sorted(build_folders() - builds_before)]
     if folders:
+        found += [f"build folder {CACHE_DIR / 'slugs' / name}" for name in sorted(build_folders() - builds_before)]
         with suppress(OSError):
             found += [f"folder {entry.path}" for entry in os.scandir(place.runtime_dir)]
         if (place.state_dir / "run.json").exists():
