@@ -155,3 +155,40 @@ def test_a_build_folder_a_killed_build_left_goes_at_the_next_build_and_a_running
         assert (running / "half").is_dir()
     finally:
         os.close(held)
+
+
+DEEP_WORKER = (
+    """import os
+fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+for _ in range(%d):
+    os.mkdir("d", dir_fd=fd)
+    inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd)
+    fd = inner
+print("deep tree made", flush=True)
+"""
+    % DEPTH
+)
+
+
+def test_the_router_serves_while_a_dyno_with_a_10000_deep_tree_is_wiped(
+    tmp_path: Path, dynosim: type[DynosimRun]
+) -> None:
+    """The wipe trial's find: the dyno's wipe ran on the loop the router shares, which stood still for it."""
+    import urllib.request
+
+    app = make_app(tmp_path, procfile="web: python server.py\nworker: python deep.py\n", deep__py=DEEP_WORKER)
+    run = dynosim(app, "--sandbox", "copy", "--crash-backoff-scale", "0.001")
+    run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
+    run.wait_for(r"app\[worker\.1\]: deep tree made", timeout=120)
+    run.wait_for(r"heroku\[worker\.1\]: Process exited with status 0")
+    served = 0
+    while not any("heroku[worker.1]: State changed from up to crashed" in line for line in run.lines):
+        with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/", timeout=30) as response:
+            served += response.status == 200
+        run.drain()
+    lines = run.output().splitlines()
+    start = next(i for i, line in enumerate(lines) if "heroku[worker.1]: Process exited with status 0" in line)
+    end = next(i for i, line in enumerate(lines) if "heroku[worker.1]: State changed from up to crashed" in line)
+    assert any("heroku[router]: " in line and 'path="/"' in line for line in lines[start:end]), lines[start:end]
+    assert served and run.stop() == 0

@@ -264,7 +264,10 @@ def test_killed_with_sigkill_the_next_run_reaps_what_was_left(tmp_path, dynosim)
     daemon = int(run.wait_for(r"daemon pid (\d+)").group(1))
     run.wait_for(r"heroku\[web\.1\]: State changed from starting to up")
     supervisor = psutil.Process(run.proc.pid)
-    for process in [supervisor, *supervisor.children()]:  # its children too: the dyno's keeper would end the dyno
+    # its children too, the dyno's keeper first, which would end the dyno when its parent dies; the
+    # supervisor held still meanwhile, so it does not see its keeper go and stop the dyno itself
+    supervisor.suspend()
+    for process in [*supervisor.children(), supervisor]:
         process.kill()
     run.proc.wait()
     assert psutil.pid_exists(daemon)  # a copy-mode daemon outlives a SIGKILLed supervisor and keeper…

@@ -185,15 +185,17 @@ class Dyno:
         except TimeoutError:
             pass
         self.logs.heroku(self.name, f"Process exited with status {status}")
-        self._wipe()
+        await self._wipe()
         return status
 
-    def _wipe(self) -> None:
+    async def _wipe(self) -> None:
+        # on a thread: a dyno's folder holds whatever it wrote (a 10,000-deep tree took 5-8 s to list and
+        # wipe), and the loop it would block is the router's and every other dyno's
         if self.ledger is not None:
-            self.ledger.report(self.name, self.ledger.unwatch(self.marker), self.end_reason)
+            self.ledger.report(self.name, await asyncio.to_thread(self.ledger.unwatch, self.marker), self.end_reason)
         if self.fs is not None:
             try:
-                self.sandbox.wipe(self.fs)
+                await asyncio.to_thread(self.sandbox.wipe, self.fs)
             except (OSError, RuntimeError) as error:  # one line, and the dyno's restart goes on
                 self.logs.hint(self.name, f"its folder {self.fs.scratch} is not wiped: {error}; remove it by hand")
 
