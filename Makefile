@@ -13,7 +13,7 @@ lint: install
 
 # The whole suite, in parallel: each test runs its own dynosim on its own ports; then the short trials.
 test: install
-	$(PYTHON) -m pytest -n auto -q
+	$(PYTHON) -m pytest -n auto -q --durations=15
 	$(PYTHON) trials/run_all.py --short --seed 22
 
 run: install
