@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .app import load_app
 from .buildpack import Slug, build_slug, default_cache_dir
@@ -154,6 +154,14 @@ def release_image(
         LABEL_COMMIT: slug.commit or "",
         LABEL_BASE: base,
     }
+    # the release's own tag first: one lookup (0.9 ms against the filtered list's 3.6), the whole of an
+    # unchanged release's cost
+    tagged = _tagged(client, tag)
+    if tagged is not None and all(
+        (tagged.get("Config", {}).get("Labels") or {}).get(k) == v for k, v in labels.items()
+    ):
+        say(f"-----> Using cached image {_short(tagged['Id'])} ({tag})")
+        return Image(str(tagged["Id"]), tag, slug.id, False, "cached")
     # the engine's image list, not images.list(): that one inspects every image it finds, one call each
     wanted = [f"{key}={value}" for key, value in labels.items() if value]
     for found in client.api.images(filters={"label": wanted}):
@@ -168,6 +176,16 @@ def release_image(
     image_id = _commit_layer(client, dependencies, _archive(_slug_files(slug.path)), tag, labels)
     say(f"       Built {_short(image_id)} in {time.monotonic() - started:.1f}s")
     return Image(image_id, tag, slug.id, True, how)
+
+
+def _tagged(client: docker.DockerClient, tag: str) -> dict[str, Any] | None:
+    from docker.errors import ImageNotFound
+
+    try:
+        found: dict[str, Any] = client.api.inspect_image(tag)
+    except ImageNotFound:
+        return None
+    return found
 
 
 def _commit_layer(client: docker.DockerClient, parent: str, files: bytes, tag: str, labels: Mapping[str, str]) -> str:
