@@ -220,7 +220,7 @@ def _base_id(client: docker.DockerClient, base: str) -> str:
     except APIError as error:
         raise BuildError(
             f"base image {base} is not on this engine and cannot be pulled ({_api_reason(error)}): "
-            f"pull or build it, or pass --base IMAGE (or set {BASE_VAR})"
+            f"pull or build it, or set {BASE_VAR}=IMAGE (`dynosim image` also takes --base IMAGE)"
         ) from None
 
 
