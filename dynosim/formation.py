@@ -61,11 +61,13 @@ class Formation:
 
     def describe(self) -> str:
         """Heroku's `Scaled to web@1:Standard-1X worker@1:Standard-1X` form."""
-        return " ".join(f"{kind}@{n}:{_title(self.sizes[kind].name)}" for kind, n in self.quantities.items())
+        return " ".join(f"{kind}@{n}:{size_title(self.sizes[kind].name)}" for kind, n in self.quantities.items())
 
 
-def _title(size: str) -> str:
-    return "-".join(part.upper() if part[-1:] == "x" else part.capitalize() for part in size.split("-"))
+def size_title(size: str) -> str:
+    """Heroku's `Standard-1X`, `Performance-L-RAM`, `Performance-XL`, `Eco`."""
+    words = ("eco", "basic", "standard", "performance")
+    return "-".join(part.capitalize() if part in words else part.upper() for part in size.split("-"))
 
 
 _ENTRY = re.compile(r"^([A-Za-z0-9_-]+)=(-?[0-9]+)$")
@@ -196,7 +198,7 @@ def check_limits(quantities: Mapping[str, int], sizes: Mapping[str, DynoSize], w
         size = sizes[kind].name
         if size in SINGLE_SIZES and count > 1:
             raise FormationError(
-                f"{where}: {kind}={count}: {_title(size)} dynos run one per process type on Heroku; scale to 1, "
+                f"{where}: {kind}={count}: {size_title(size)} dynos run one per process type on Heroku; scale to 1, "
                 f"or resize it first (ps:resize {kind}=standard-1x)"
             )
         if size.startswith("performance") and count > PERFORMANCE_LIMIT:

@@ -27,6 +27,7 @@ on_option = click.option(
 def ps(app_dir: Path, on: str | None, as_json: bool) -> None:
     """The dynos of the running app (or on the swarm), as `heroku ps` shows them."""
     from .. import api
+    from ..formation import size_title
 
     app_state(app_dir)
     if on == "swarm":
@@ -44,7 +45,7 @@ def ps(app_dir: Path, on: str | None, as_json: bool) -> None:
     servers = by_type.pop("addon", [])
     now = time.time()
     for kind, dynos in by_type.items():
-        click.echo(f"=== {kind} ({_title(str(dynos[0]['size']))}): {dynos[0]['command']} ({len(dynos)})")
+        click.echo(f"=== {kind} ({size_title(str(dynos[0]['size']))}): {dynos[0]['command']} ({len(dynos)})")
         for row in dynos:
             since = row["since"]
             age = f" {_since(float(since), now)}" if isinstance(since, (int, float)) else ""
@@ -56,12 +57,6 @@ def ps(app_dir: Path, on: str | None, as_json: bool) -> None:
         for row in servers:
             click.echo(f"{row['name']} ({row['addon']}): {row['describe']}")
         click.echo()
-
-
-def _title(size: str) -> str:
-    """Heroku's `Standard-1X`, `Performance-L-RAM`, `Eco`."""
-    words = ("eco", "basic", "standard", "performance")
-    return "-".join(part.capitalize() if part in words else part.upper() for part in size.split("-"))
 
 
 def _since(when: float, now: float) -> str:
