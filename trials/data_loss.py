@@ -35,7 +35,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,7 +44,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: this folder first on sys.path would shadow the stdlib's http
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from trials.base import Failure, Result, replay_command
+from trials.base import Failure, Result, free_port, replay_command, start_run
 
 # not under /tmp: a dyno gets a private /tmp, so the app and the slug cache live elsewhere
 WORK = Path(os.environ.get("DYNOSIM_TRIALS_WORK", "/var/tmp/dynosim-trials-data-loss"))
@@ -123,18 +122,8 @@ class Run:
         self.acks = acks
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._seen = 0
-        argv = [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(free_port()), "--no-dashboard"]
-        argv += ["--addons", "native", "--crash-backoff-scale", BACKOFF_SCALE]
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
+        args = ["--no-dashboard", "--addons", "native", "--crash-backoff-scale", BACKOFF_SCALE]
+        self.proc = start_run(app, free_port(), args, env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -184,12 +173,6 @@ class Run:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._reader.join(10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_app(folder: Path) -> Path:

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 if __package__ in (None, ""):  # run as a file: this folder first on sys.path would shadow the stdlib's http
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from trials.base import Failure, Result, replay_command
+from trials.base import Failure, Result, free_port, replay_command, start_run
 
 REPO = Path(__file__).resolve().parents[1]
 # not under /tmp: a dyno gets a private /tmp, so the app and the slug cache live elsewhere
@@ -138,7 +138,7 @@ class Run:
 
     def __init__(self, app: Path) -> None:
         self.app = app
-        self.port = _free_port()
+        self.port = free_port()
         self.lines: list[str] = []
         self._cond = threading.Condition()
         env = {
@@ -148,19 +148,8 @@ class Run:
             "NO_COLOR": "1",
         }
         env.pop("PORT", None)
-        argv = [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(self.port), "--no-dashboard"]
-        argv += ["--addon", "heroku-postgresql", "--addon", "heroku-redis", "--addons", "native"]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=app,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
-        )
+        args = ["--no-dashboard", "--addon", "heroku-postgresql", "--addon", "heroku-redis", "--addons", "native"]
+        self.proc = start_run(app, self.port, args, env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -207,12 +196,6 @@ class Run:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self._reader.join(5)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_app() -> Path:

@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: this folder first on sys.path would shadow the stdlib's http
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from trials.base import Failure, Result, replay_command
+from trials.base import Failure, Result, free_port, replay_command, start_run
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "trials" / "apps" / "kill"
@@ -158,20 +157,8 @@ class Run:
     def __init__(self, app: Path, port: int, sandbox: str, backend: str, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        argv = [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(port), "--no-dashboard"]
-        argv += ["--sandbox", sandbox, "--addons", backend, "--stop-timeout", str(STOP_TIMEOUT)]
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=app,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,
-        )
+        args = ["--no-dashboard", "--sandbox", sandbox, "--addons", backend, "--stop-timeout", str(STOP_TIMEOUT)]
+        self.proc = start_run(app, port, args, env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -227,12 +214,6 @@ def traceback_in(lines: list[str]) -> str | None:
             rest = [entry for entry in lines[index + 1 : index + 60] if entry and not entry.startswith(" ")]
             return rest[0][:160] if rest else "a traceback"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- what a case leaves

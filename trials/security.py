@@ -45,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-from trials.base import Failure, Result, replay_command
+from trials.base import Failure, Result, free_port, replay_command, start_run
 
 WORK = Path(os.environ.get("DYNOSIM_TRIALS_WORK", "/var/tmp/dynosim-trials-security"))
 CACHE = Path(os.environ.get("DYNOSIM_TRIALS_CACHE", "/var/tmp/dynosim-trials-cache"))
@@ -95,19 +95,9 @@ class Run:
     def __init__(self, app: Path, port: int, env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        argv = [sys.executable, "-m", "dynosim", "run", "-C", str(app), "--port", str(port)]
-        argv += ["--dashboard-port", str(free_port())]  # its listener is among those checked
-        argv += ["--addons", "native", "--addon", "heroku-postgresql", "--addon", "heroku-redis"]
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            start_new_session=True,
-        )
+        args = ["--dashboard-port", str(free_port())]  # its listener is among those checked
+        args += ["--addons", "native", "--addon", "heroku-postgresql", "--addon", "heroku-redis"]
+        self.proc = start_run(app, port, args, env)
         threading.Thread(target=self._read, daemon=True).start()
         self._seen = 0
 
@@ -145,12 +135,6 @@ class Run:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dynosim(app: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

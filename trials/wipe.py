@@ -37,7 +37,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: this folder first on sys.path would shadow the stdlib's http
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from trials.base import Failure, Result, replay_command
+from trials.base import Failure, Result, free_port, replay_command
 from trials.kill import (
     EXIT_WAIT,
     TOKEN,
@@ -47,7 +47,6 @@ from trials.kill import (
     answers,
     case_env,
     clean_up,
-    free_port,
     new_app,
     traceback_in,
 )
